@@ -1,0 +1,3 @@
+//! Account activity: who signed in, when, and whether background work can act for them.
+
+pub mod store;

@@ -1,0 +1,320 @@
+//! The `account_activities` table. The web app upserts a row whenever it writes a user's cache;
+//! workers claim due rows under a lease and record what happened. Nothing here changes
+//! `last_activity` except the web app's upsert: that is the user's activity, not ours.
+
+use crate::clock::{from_db, to_db};
+use crate::db::schema::account_activities::{self as aa, dsl};
+use crate::db::DbConnection;
+use diesel::prelude::*;
+use diesel::QueryResult;
+use time::{OffsetDateTime, PrimitiveDateTime};
+
+diesel::define_sql_function!(fn lower(x: diesel::sql_types::Nullable<diesel::sql_types::Text>) -> diesel::sql_types::Nullable<diesel::sql_types::Text>);
+
+/// What the web app knows about a user when it writes their cache.
+#[derive(Debug, Clone, Copy)]
+pub struct ActivityUpsert<'a> {
+    pub account_cache_key: &'a str,
+    pub account_identifier: &'a str,
+    pub object_id: Option<&'a str>,
+    pub tenant_id: Option<&'a str>,
+    pub user_principal_name: Option<&'a str>,
+}
+
+/// One row, as read.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable)]
+pub struct Activity {
+    pub account_cache_key: String,
+    pub account_identifier: String,
+    pub account_object_id: Option<String>,
+    pub account_tenant_id: Option<String>,
+    pub user_principal_name: Option<String>,
+    pub last_activity: PrimitiveDateTime,
+    pub failed_to_acquire_token: bool,
+    pub last_error: Option<String>,
+    pub consecutive_failures: i32,
+    pub last_success_at: Option<PrimitiveDateTime>,
+    pub next_attempt_at: Option<PrimitiveDateTime>,
+    pub signed_out_at: Option<PrimitiveDateTime>,
+    pub lease_owner: Option<String>,
+    pub lease_until: Option<PrimitiveDateTime>,
+}
+
+impl Activity {
+    pub fn last_activity(&self) -> OffsetDateTime {
+        from_db(self.last_activity)
+    }
+}
+
+/// What a worker learned when it acted for an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Tokens were acquired and the API answered.
+    Success,
+    /// The user must sign in again; the worker stops trying until they do.
+    InteractionRequired { reason: String },
+    /// Try again at `next_attempt_at` (provider or network trouble; never the user's fault).
+    Transient {
+        error: String,
+        next_attempt_at: OffsetDateTime,
+    },
+}
+
+#[derive(Insertable, AsChangeset)]
+#[diesel(table_name = aa)]
+#[diesel(treat_none_as_null = true)]
+struct UpsertRow<'a> {
+    account_identifier: &'a str,
+    account_object_id: Option<&'a str>,
+    account_tenant_id: Option<&'a str>,
+    user_principal_name: Option<&'a str>,
+    last_activity: PrimitiveDateTime,
+    failed_to_acquire_token: bool,
+    last_error: Option<&'a str>,
+    consecutive_failures: i32,
+    next_attempt_at: Option<PrimitiveDateTime>,
+    signed_out_at: Option<PrimitiveDateTime>,
+}
+
+/// Inserts or refreshes the user's row in one statement (a true upsert on every backend):
+/// `last_activity` becomes `now`, and any failure state or sign-out mark is cleared.
+pub fn upsert(
+    conn: &mut DbConnection,
+    a: &ActivityUpsert<'_>,
+    now: OffsetDateTime,
+) -> QueryResult<()> {
+    let row = UpsertRow {
+        account_identifier: a.account_identifier,
+        account_object_id: a.object_id,
+        account_tenant_id: a.tenant_id,
+        user_principal_name: a.user_principal_name,
+        last_activity: to_db(now),
+        failed_to_acquire_token: false,
+        last_error: None,
+        consecutive_failures: 0,
+        next_attempt_at: None,
+        signed_out_at: None,
+    };
+    let insert = diesel::insert_into(aa::table)
+        .values((dsl::account_cache_key.eq(a.account_cache_key), &row));
+    match conn {
+        DbConnection::Sqlite(c) => insert
+            .on_conflict(dsl::account_cache_key)
+            .do_update()
+            .set(&row)
+            .execute(c),
+        DbConnection::Postgres(c) => insert
+            .on_conflict(dsl::account_cache_key)
+            .do_update()
+            .set(&row)
+            .execute(c),
+        DbConnection::Mysql(c) => insert
+            .on_conflict(diesel::dsl::DuplicatedKeys)
+            .do_update()
+            .set(&row)
+            .execute(c),
+    }?;
+    Ok(())
+}
+
+pub fn get(conn: &mut DbConnection, key: &str) -> QueryResult<Option<Activity>> {
+    aa::table
+        .filter(dsl::account_cache_key.eq(key))
+        .select(aa::all_columns)
+        .first(conn)
+        .optional()
+}
+
+/// Rows for a user principal name, compared without case.
+pub fn find_by_upn(conn: &mut DbConnection, upn: &str) -> QueryResult<Vec<Activity>> {
+    aa::table
+        .filter(lower(dsl::user_principal_name).eq(lower(Some(upn))))
+        .select(aa::all_columns)
+        .order(dsl::account_cache_key)
+        .load(conn)
+}
+
+/// Which accounts are due: idle since `cutoff` or longer, not failed, not signed out, backoff
+/// elapsed at `now`.
+#[derive(Debug, Clone, Copy)]
+pub struct DueFilter {
+    pub cutoff: OffsetDateTime,
+    pub now: OffsetDateTime,
+}
+
+// A macro, not a function: the query type depends on the backend it is loaded on, and the
+// locking clause cannot be added to a boxed query.
+macro_rules! due_keys {
+    ($filter:expr, $after:expr, $limit:expr) => {{
+        let now = to_db($filter.now);
+        aa::table
+            .select(dsl::account_cache_key)
+            .filter(dsl::last_activity.le(to_db($filter.cutoff)))
+            .filter(dsl::failed_to_acquire_token.eq(false))
+            .filter(dsl::signed_out_at.is_null())
+            .filter(
+                dsl::next_attempt_at
+                    .is_null()
+                    .or(dsl::next_attempt_at.le(now)),
+            )
+            // Keys are never empty, so "after the empty key" is the first page.
+            .filter(dsl::account_cache_key.gt($after.unwrap_or("")))
+            .order(dsl::account_cache_key.asc())
+            .limit($limit)
+    }};
+    ($filter:expr, $after:expr, $limit:expr, unleased) => {{
+        let now = to_db($filter.now);
+        due_keys!($filter, $after, $limit)
+            .filter(dsl::lease_until.is_null().or(dsl::lease_until.le(now)))
+    }};
+}
+
+/// One page of due accounts after the key `after`, oldest key first (keyset paging: memory
+/// and cost per page do not grow with the table). Reads only; see [`claim_due`] to work them.
+pub fn due_page(
+    conn: &mut DbConnection,
+    filter: DueFilter,
+    after: Option<&str>,
+    limit: i64,
+) -> QueryResult<Vec<Activity>> {
+    let keys: Vec<String> = due_keys!(filter, after, limit).load(conn)?;
+    load_keys(conn, &keys)
+}
+
+fn load_keys(conn: &mut DbConnection, keys: &[String]) -> QueryResult<Vec<Activity>> {
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    aa::table
+        .filter(dsl::account_cache_key.eq_any(keys))
+        .select(aa::all_columns)
+        .order(dsl::account_cache_key.asc())
+        .load(conn)
+}
+
+/// Claims up to `limit` due accounts after `after` for `owner` until `lease_until`, and returns
+/// them. Each row is claimed by one caller only, however many workers run at once: PostgreSQL
+/// and MySQL lock the rows they pick and skip rows others hold (`FOR UPDATE SKIP LOCKED`);
+/// SQLite takes the database's write lock for the whole claim.
+pub fn claim_due(
+    conn: &mut DbConnection,
+    filter: DueFilter,
+    after: Option<&str>,
+    limit: i64,
+    owner: &str,
+    lease_until: OffsetDateTime,
+) -> QueryResult<Vec<Activity>> {
+    conn.transaction(|conn| {
+        let keys: Vec<String> = match conn {
+            DbConnection::Postgres(c) => due_keys!(filter, after, limit, unleased)
+                .for_update()
+                .skip_locked()
+                .load(c)?,
+            DbConnection::Mysql(c) => due_keys!(filter, after, limit, unleased)
+                .for_update()
+                .skip_locked()
+                .load(c)?,
+            DbConnection::Sqlite(c) => {
+                // A write first, so this transaction holds SQLite's write lock before it reads:
+                // another claimer waits (busy_timeout) instead of reading the same rows.
+                diesel::sql_query(
+                    "UPDATE account_activities SET lease_owner = lease_owner WHERE 1 = 0",
+                )
+                .execute(c)?;
+                due_keys!(filter, after, limit, unleased).load(c)?
+            }
+        };
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        diesel::update(aa::table.filter(dsl::account_cache_key.eq_any(&keys)))
+            .set((
+                dsl::lease_owner.eq(owner),
+                dsl::lease_until.eq(to_db(lease_until)),
+            ))
+            .execute(conn)?;
+        load_keys(conn, &keys)
+    })
+}
+
+/// Records what happened when `owner` worked an account, and releases its lease. Returns false
+/// (and changes nothing) when the row is gone or `owner` no longer holds it.
+pub fn record_outcome(
+    conn: &mut DbConnection,
+    key: &str,
+    owner: &str,
+    outcome: &Outcome,
+    now: OffsetDateTime,
+) -> QueryResult<bool> {
+    let target = aa::table
+        .filter(dsl::account_cache_key.eq(key))
+        .filter(dsl::lease_owner.eq(owner));
+    let release = (
+        dsl::lease_owner.eq(None::<String>),
+        dsl::lease_until.eq(None::<PrimitiveDateTime>),
+    );
+    let changed = match outcome {
+        Outcome::Success => diesel::update(target)
+            .set((
+                release,
+                dsl::last_success_at.eq(to_db(now)),
+                dsl::failed_to_acquire_token.eq(false),
+                dsl::last_error.eq(None::<String>),
+                dsl::consecutive_failures.eq(0),
+                dsl::next_attempt_at.eq(None::<PrimitiveDateTime>),
+            ))
+            .execute(conn)?,
+        Outcome::InteractionRequired { reason } => diesel::update(target)
+            .set((
+                release,
+                dsl::failed_to_acquire_token.eq(true),
+                dsl::last_error.eq(reason),
+                dsl::consecutive_failures.eq(dsl::consecutive_failures + 1),
+                dsl::next_attempt_at.eq(None::<PrimitiveDateTime>),
+            ))
+            .execute(conn)?,
+        Outcome::Transient {
+            error,
+            next_attempt_at,
+        } => diesel::update(target)
+            .set((
+                release,
+                dsl::last_error.eq(error),
+                dsl::consecutive_failures.eq(dsl::consecutive_failures + 1),
+                dsl::next_attempt_at.eq(to_db(*next_attempt_at)),
+            ))
+            .execute(conn)?,
+    };
+    Ok(changed == 1)
+}
+
+/// Gives back a claim without recording anything (a worker shutting down mid-page).
+pub fn release(conn: &mut DbConnection, key: &str, owner: &str) -> QueryResult<bool> {
+    let changed = diesel::update(
+        aa::table
+            .filter(dsl::account_cache_key.eq(key))
+            .filter(dsl::lease_owner.eq(owner)),
+    )
+    .set((
+        dsl::lease_owner.eq(None::<String>),
+        dsl::lease_until.eq(None::<PrimitiveDateTime>),
+    ))
+    .execute(conn)?;
+    Ok(changed == 1)
+}
+
+/// Marks the account signed out so workers skip it until the user signs in again.
+pub fn mark_signed_out(
+    conn: &mut DbConnection,
+    key: &str,
+    now: OffsetDateTime,
+) -> QueryResult<bool> {
+    let changed = diesel::update(aa::table.filter(dsl::account_cache_key.eq(key)))
+        .set((
+            dsl::signed_out_at.eq(to_db(now)),
+            dsl::lease_owner.eq(None::<String>),
+            dsl::lease_until.eq(None::<PrimitiveDateTime>),
+        ))
+        .execute(conn)?;
+    Ok(changed == 1)
+}

@@ -1,0 +1,125 @@
+//! The five entry kinds. Every field is a JSON string; fields we do not know are kept in
+//! `extra` and written back unchanged. Missing fields read as empty (such an entry simply never
+//! matches), so one odd entry does not make a user's whole cache unreadable.
+
+use crate::secret::Secret;
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+pub type Extra = Map<String, Value>;
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AccessTokenEntry {
+    pub credential_type: String,
+    pub secret: Secret,
+    pub home_account_id: String,
+    pub environment: String,
+    pub client_id: String,
+    pub realm: String,
+    pub target: String,
+    pub token_type: String,
+    #[serde(deserialize_with = "string_or_number")]
+    pub cached_at: String,
+    #[serde(deserialize_with = "string_or_number")]
+    pub expires_on: String,
+    #[serde(deserialize_with = "string_or_number")]
+    pub extended_expires_on: String,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_string_or_number"
+    )]
+    pub refresh_on: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+impl AccessTokenEntry {
+    /// Expiry in Unix seconds; an unreadable value counts as already expired.
+    pub fn expires_on(&self) -> i64 {
+        self.expires_on.trim().parse().unwrap_or(i64::MIN)
+    }
+
+    /// When the provider suggests refreshing early (`refresh_in`), if it did.
+    pub fn refresh_on(&self) -> Option<i64> {
+        self.refresh_on
+            .as_deref()
+            .and_then(|v| v.trim().parse().ok())
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RefreshTokenEntry {
+    pub credential_type: String,
+    pub secret: Secret,
+    pub home_account_id: String,
+    pub environment: String,
+    pub client_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family_id: Option<String>,
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "optional_string_or_number"
+    )]
+    pub last_modification_time: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IdTokenEntry {
+    pub credential_type: String,
+    pub secret: Secret,
+    pub home_account_id: String,
+    pub environment: String,
+    pub realm: String,
+    pub client_id: String,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AccountEntry {
+    pub home_account_id: String,
+    pub environment: String,
+    pub realm: String,
+    pub local_account_id: String,
+    pub username: String,
+    pub authority_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account_source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AppMetadataEntry {
+    pub client_id: String,
+    pub environment: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family_id: Option<String>,
+    #[serde(flatten)]
+    pub extra: Extra,
+}
+
+/// Timestamps are strings in the schema; some writers emit numbers. Read both, write strings.
+fn string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(optional_string_or_number(d)?.unwrap_or_default())
+}
+
+fn optional_string_or_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "expected a timestamp string, got {other}"
+        ))),
+    }
+}

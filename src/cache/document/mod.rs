@@ -1,0 +1,409 @@
+//! One user's token cache in the MSAL format (see shared MSAL_CACHE.md): parse, serialize,
+//! add the tokens of a provider response, and find what silent acquisition needs.
+
+mod entries;
+pub mod keys;
+
+pub use entries::{
+    AccessTokenEntry, AccountEntry, AppMetadataEntry, IdTokenEntry, RefreshTokenEntry,
+};
+
+use crate::secret::Secret;
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// An access token with less than this many seconds left is refreshed (MSAL uses 5 minutes).
+pub const MIN_ACCESS_TOKEN_LIFETIME: i64 = 300;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    #[error("the cache document is not valid MSAL-format JSON: {0}")]
+    Malformed(String),
+    #[error("the token response identifies no account (no client_info and no ID token)")]
+    NoAccount,
+    #[error("the token response is for account {got}, not for {expected}")]
+    AccountMismatch { expected: String, got: String },
+}
+
+/// Where entries are written: our client registration at one authority.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientContext {
+    pub client_id: String,
+    /// The authority's host, lowercase, without port (`login.microsoftonline.com`).
+    pub environment: String,
+    /// Entra ID: the tenant id. Other providers: the token endpoint's first path segment.
+    pub realm: String,
+}
+
+/// Claims of an ID token the caller has already validated.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct IdTokenClaims {
+    pub sub: String,
+    pub oid: Option<String>,
+    pub tid: Option<String>,
+    pub preferred_username: Option<String>,
+    pub upn: Option<String>,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdToken {
+    pub raw: Secret,
+    pub claims: IdTokenClaims,
+}
+
+/// How the tokens were obtained; only sign-in establishes an account's `account_source`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Grant {
+    AuthorizationCode,
+    RefreshToken,
+}
+
+/// A successful token response, already validated by the caller.
+#[derive(Debug, Clone)]
+pub struct TokenResponse {
+    pub access_token: Secret,
+    pub token_type: Option<String>,
+    pub expires_in: Option<i64>,
+    pub ext_expires_in: Option<i64>,
+    pub refresh_in: Option<i64>,
+    pub refresh_token: Option<Secret>,
+    pub id_token: Option<IdToken>,
+    /// Granted scopes, space separated, when the provider says.
+    pub scope: Option<String>,
+    /// Entra ID's base64url `{"uid":…,"utid":…}`.
+    pub client_info: Option<String>,
+    /// Entra ID's family of client ids (`foci`).
+    pub family_id: Option<String>,
+}
+
+/// A usable access token found by [`CacheDocument::find_access_token`].
+#[derive(Debug, Clone, Copy)]
+pub struct AccessTokenHit<'a> {
+    pub entry: &'a AccessTokenEntry,
+    /// Past the provider's `refresh_on`: refresh now, but this token may still be used if the
+    /// provider fails.
+    pub refresh_due: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CacheDocument {
+    #[serde(
+        rename = "AccessToken",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    access_tokens: BTreeMap<String, AccessTokenEntry>,
+    #[serde(
+        rename = "RefreshToken",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    refresh_tokens: BTreeMap<String, RefreshTokenEntry>,
+    #[serde(
+        rename = "IdToken",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    id_tokens: BTreeMap<String, IdTokenEntry>,
+    #[serde(
+        rename = "Account",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    accounts: BTreeMap<String, AccountEntry>,
+    #[serde(
+        rename = "AppMetadata",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    app_metadata: BTreeMap<String, AppMetadataEntry>,
+    /// Sections we do not know, kept as they were.
+    #[serde(flatten)]
+    other: Map<String, Value>,
+}
+
+/// The home account id: `uid.utid` from Entra's `client_info`, else the ID token's `sub`.
+pub fn home_account_id(
+    client_info: Option<&str>,
+    id_token: Option<&IdTokenClaims>,
+) -> Option<String> {
+    #[derive(Deserialize)]
+    struct ClientInfo {
+        uid: Option<String>,
+        utid: Option<String>,
+    }
+    let from_client_info = client_info.and_then(|raw| {
+        let raw = raw.trim_end_matches('=');
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(raw)
+            .ok()?;
+        let info: ClientInfo = serde_json::from_slice(&bytes).ok()?;
+        Some(format!("{}.{}", info.uid?, info.utid?))
+    });
+    from_client_info.or_else(|| id_token.map(|c| c.sub.clone()).filter(|s| !s.is_empty()))
+}
+
+impl CacheDocument {
+    pub fn parse(bytes: &[u8]) -> Result<Self, DocumentError> {
+        serde_json::from_slice(bytes).map_err(|e| DocumentError::Malformed(e.to_string()))
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        // Serializing maps of strings cannot fail; an empty object is the safe fallback.
+        serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.access_tokens.is_empty()
+            && self.refresh_tokens.is_empty()
+            && self.id_tokens.is_empty()
+            && self.accounts.is_empty()
+            && self.app_metadata.is_empty()
+            && self.other.is_empty()
+    }
+
+    pub fn access_tokens(&self) -> impl Iterator<Item = (&String, &AccessTokenEntry)> {
+        self.access_tokens.iter()
+    }
+
+    pub fn refresh_tokens(&self) -> impl Iterator<Item = (&String, &RefreshTokenEntry)> {
+        self.refresh_tokens.iter()
+    }
+
+    pub fn id_tokens(&self) -> impl Iterator<Item = (&String, &IdTokenEntry)> {
+        self.id_tokens.iter()
+    }
+
+    pub fn accounts(&self) -> impl Iterator<Item = (&String, &AccountEntry)> {
+        self.accounts.iter()
+    }
+
+    pub fn app_metadata(&self) -> impl Iterator<Item = (&String, &AppMetadataEntry)> {
+        self.app_metadata.iter()
+    }
+
+    /// The account entry for a home account id at our authority.
+    pub fn account(&self, ctx: &ClientContext, home_account_id: &str) -> Option<&AccountEntry> {
+        self.accounts.values().find(|a| {
+            a.home_account_id == home_account_id
+                && keys::same_environment(&a.environment, &ctx.environment)
+        })
+    }
+
+    /// An access token for `scopes` with at least [`MIN_ACCESS_TOKEN_LIFETIME`] seconds left at
+    /// `now` (Unix seconds); the one that lives longest when several match.
+    pub fn find_access_token(
+        &self,
+        ctx: &ClientContext,
+        home_account_id: &str,
+        scopes: &[&str],
+        now: i64,
+    ) -> Option<AccessTokenHit<'_>> {
+        self.access_tokens
+            .values()
+            .filter(|at| {
+                at.home_account_id == home_account_id
+                    && at.client_id == ctx.client_id
+                    && at.realm.eq_ignore_ascii_case(&ctx.realm)
+                    && keys::same_environment(&at.environment, &ctx.environment)
+                    && keys::target_covers(&at.target, scopes)
+                    && at.expires_on().saturating_sub(now) >= MIN_ACCESS_TOKEN_LIFETIME
+            })
+            .max_by_key(|at| at.expires_on())
+            .map(|entry| AccessTokenHit {
+                entry,
+                refresh_due: entry.refresh_on().is_some_and(|at| at <= now),
+            })
+    }
+
+    /// The refresh token for an account: matched by environment, home account id and client id,
+    /// not by realm or scope (refresh tokens are cross-tenant).
+    pub fn find_refresh_token(
+        &self,
+        ctx: &ClientContext,
+        home_account_id: &str,
+    ) -> Option<&RefreshTokenEntry> {
+        self.find_refresh_token_key(ctx, home_account_id)
+            .and_then(|key| self.refresh_tokens.get(&key))
+    }
+
+    fn find_refresh_token_key(&self, ctx: &ClientContext, home_account_id: &str) -> Option<String> {
+        let exact = keys::refresh_token(home_account_id, &ctx.environment, &ctx.client_id);
+        if self.refresh_tokens.contains_key(&exact) {
+            return Some(exact);
+        }
+        self.refresh_tokens
+            .iter()
+            .find(|(_, rt)| {
+                rt.home_account_id == home_account_id
+                    && rt.client_id == ctx.client_id
+                    && keys::same_environment(&rt.environment, &ctx.environment)
+            })
+            .map(|(key, _)| key.clone())
+    }
+
+    /// Removes access tokens that expired before `now`; returns how many.
+    pub fn remove_expired_access_tokens(&mut self, now: i64) -> usize {
+        let before = self.access_tokens.len();
+        self.access_tokens.retain(|_, at| at.expires_on() >= now);
+        before - self.access_tokens.len()
+    }
+
+    /// Adds the tokens of a provider response, as MSAL does, and returns the home account id.
+    ///
+    /// `refreshing` names the account whose refresh token was redeemed: the new tokens are
+    /// stored under it even when the response has no ID token, and a response for anybody else
+    /// is refused. The refresh token entry is overwritten in place (rotation), and expired access
+    /// tokens are dropped.
+    pub fn add_token_response(
+        &mut self,
+        ctx: &ClientContext,
+        response: &TokenResponse,
+        requested_scopes: &[&str],
+        grant: Grant,
+        refreshing: Option<&str>,
+        now: i64,
+    ) -> Result<String, DocumentError> {
+        let claims = response.id_token.as_ref().map(|t| &t.claims);
+        let home = match (
+            home_account_id(response.client_info.as_deref(), claims),
+            refreshing,
+        ) {
+            (Some(got), Some(expected)) if got != expected => {
+                return Err(DocumentError::AccountMismatch {
+                    expected: expected.to_owned(),
+                    got,
+                })
+            }
+            (Some(home), _) => home,
+            (None, Some(expected)) => expected.to_owned(),
+            (None, None) => return Err(DocumentError::NoAccount),
+        };
+        let target = match response.scope.as_deref().filter(|s| !s.trim().is_empty()) {
+            Some(granted) => keys::target([granted]),
+            None => keys::target(requested_scopes.iter().copied()),
+        };
+
+        self.add_access_token(ctx, &home, &target, response, now);
+        if let Some(secret) = &response.refresh_token {
+            self.put_refresh_token(ctx, &home, secret, response.family_id.as_deref(), now);
+        }
+        if let Some(id_token) = &response.id_token {
+            self.id_tokens.insert(
+                keys::id_token(&home, &ctx.environment, &ctx.client_id, &ctx.realm),
+                IdTokenEntry {
+                    credential_type: "IdToken".into(),
+                    secret: id_token.raw.clone(),
+                    home_account_id: home.clone(),
+                    environment: ctx.environment.clone(),
+                    realm: ctx.realm.clone(),
+                    client_id: ctx.client_id.clone(),
+                    extra: Map::new(),
+                },
+            );
+            self.put_account(ctx, &home, &id_token.claims, grant);
+        }
+        let metadata_key = keys::app_metadata(&ctx.environment, &ctx.client_id);
+        let metadata = self.app_metadata.entry(metadata_key).or_default();
+        metadata.client_id.clone_from(&ctx.client_id);
+        metadata.environment.clone_from(&ctx.environment);
+        if response.family_id.is_some() {
+            metadata.family_id.clone_from(&response.family_id);
+        }
+        self.remove_expired_access_tokens(now);
+        Ok(home)
+    }
+
+    fn add_access_token(
+        &mut self,
+        ctx: &ClientContext,
+        home: &str,
+        target: &str,
+        response: &TokenResponse,
+        now: i64,
+    ) {
+        // RFC 6749 makes expires_in optional; MSAL assumes 10 minutes when it is missing.
+        let expires_in = response.expires_in.unwrap_or(600).max(0);
+        let ext_expires_in = response.ext_expires_in.unwrap_or(expires_in).max(0);
+        let entry = AccessTokenEntry {
+            credential_type: "AccessToken".into(),
+            secret: response.access_token.clone(),
+            home_account_id: home.to_owned(),
+            environment: ctx.environment.clone(),
+            client_id: ctx.client_id.clone(),
+            realm: ctx.realm.clone(),
+            target: target.to_owned(),
+            token_type: response
+                .token_type
+                .clone()
+                .unwrap_or_else(|| "Bearer".into()),
+            cached_at: now.to_string(),
+            expires_on: now.saturating_add(expires_in).to_string(),
+            extended_expires_on: now.saturating_add(ext_expires_in).to_string(),
+            refresh_on: response
+                .refresh_in
+                .map(|r| now.saturating_add(r).to_string()),
+            extra: Map::new(),
+        };
+        let key = keys::access_token(home, &ctx.environment, &ctx.client_id, &ctx.realm, target);
+        self.access_tokens.insert(key, entry);
+    }
+
+    fn put_refresh_token(
+        &mut self,
+        ctx: &ClientContext,
+        home: &str,
+        secret: &Secret,
+        family_id: Option<&str>,
+        now: i64,
+    ) {
+        let key = self
+            .find_refresh_token_key(ctx, home)
+            .unwrap_or_else(|| keys::refresh_token(home, &ctx.environment, &ctx.client_id));
+        let entry = self.refresh_tokens.entry(key).or_default();
+        entry.credential_type = "RefreshToken".into();
+        entry.secret = secret.clone();
+        if entry.home_account_id.is_empty() {
+            entry.home_account_id = home.to_owned();
+            entry.environment.clone_from(&ctx.environment);
+            entry.client_id.clone_from(&ctx.client_id);
+        }
+        if let Some(family) = family_id {
+            entry.family_id = Some(family.to_owned());
+        }
+        entry.last_modification_time = Some(now.to_string());
+    }
+
+    fn put_account(
+        &mut self,
+        ctx: &ClientContext,
+        home: &str,
+        claims: &IdTokenClaims,
+        grant: Grant,
+    ) {
+        let key = keys::account(home, &ctx.environment, &ctx.realm);
+        let account = self.accounts.entry(key).or_default();
+        account.home_account_id = home.to_owned();
+        account.environment.clone_from(&ctx.environment);
+        account.realm.clone_from(&ctx.realm);
+        account.local_account_id = claims.oid.clone().unwrap_or_else(|| claims.sub.clone());
+        account.username = claims
+            .preferred_username
+            .clone()
+            .or_else(|| claims.upn.clone())
+            .unwrap_or_default();
+        account.authority_type = "MSSTS".into();
+        if grant == Grant::AuthorizationCode {
+            account.account_source = Some("authorization_code".into());
+        }
+        if claims.name.is_some() {
+            account.name.clone_from(&claims.name);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,5 @@
+//! Each user's MSAL-format token cache: the document, its sealing, and its table.
+
+pub mod document;
+pub mod seal;
+pub mod store;

@@ -1,0 +1,359 @@
+//! Encryption at rest for cache rows: AES-256-GCM with a random 96-bit nonce, the key id in the
+//! envelope, and the row id as associated data, so a blob copied into another user's row does
+//! not open. Several keys may be configured for rotation: the first seals, all open.
+//!
+//! Envelope: `MAGIC | key-id length (1 byte) | key id | nonce (12 bytes) | ciphertext+tag`.
+//! A plain (unsealed) value is MSAL-format JSON, which starts with `{`, never with `MAGIC`.
+
+use crate::secret::Secret;
+use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
+use aes_gcm::{Aes256Gcm, Nonce};
+use base64::Engine;
+use std::borrow::Cow;
+use std::fmt;
+
+const MAGIC: &[u8; 4] = b"TBs1";
+const NONCE_LEN: usize = 12;
+const TAG_LEN: usize = 16;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum KeyError {
+    #[error(
+        "expected one or more `ID=BASE64KEY` entries separated by commas or new lines \
+         (entry {0} has no `=`)"
+    )]
+    Syntax(usize),
+    #[error("no keys given")]
+    Empty,
+    #[error("key id in entry {0} must be 1 to 64 characters of A-Z a-z 0-9 . _ -")]
+    BadId(usize),
+    #[error("key `{0}` is listed twice")]
+    DuplicateId(String),
+    #[error("key `{0}` is not valid base64")]
+    NotBase64(String),
+    #[error(
+        "key `{id}` is {len} bytes long; AES-256 needs exactly 32 (e.g. `openssl rand -base64 32`)"
+    )]
+    WrongLength { id: String, len: usize },
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SealError {
+    #[error("the value is sealed with key `{0}`, which is not configured")]
+    UnknownKey(String),
+    #[error("the value is sealed but no cache keys are configured (set TOKENBRIDGE_CACHE__KEYS)")]
+    NoKeys,
+    #[error("the sealed value is truncated")]
+    Truncated,
+    #[error("the sealed value does not open: wrong key, tampered bytes, or another row's value")]
+    Tampered,
+    #[error("the value is not sealed, and cache.read_plaintext is off")]
+    PlaintextRefused,
+    #[error("sealing failed")]
+    Encrypt,
+}
+
+struct SealKey {
+    id: String,
+    cipher: Aes256Gcm,
+}
+
+/// The configured sealing keys; the first one seals.
+#[derive(Clone)]
+pub struct SealKeys(std::sync::Arc<Vec<SealKey>>);
+
+impl fmt::Debug for SealKeys {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let ids: Vec<&str> = self.0.iter().map(|k| k.id.as_str()).collect();
+        f.debug_tuple("SealKeys").field(&ids).finish()
+    }
+}
+
+impl SealKeys {
+    /// Parses `id=base64key` entries separated by commas, spaces or new lines.
+    pub fn parse(secret: &Secret) -> Result<Self, KeyError> {
+        let mut keys: Vec<SealKey> = Vec::new();
+        let entries = secret
+            .expose()
+            .split(|c: char| c == ',' || c.is_whitespace())
+            .filter(|e| !e.is_empty());
+        for (n, entry) in entries.enumerate() {
+            let position = n + 1;
+            let (id, material) = entry.split_once('=').ok_or(KeyError::Syntax(position))?;
+            let valid_id = (1..=64).contains(&id.len())
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            if !valid_id {
+                return Err(KeyError::BadId(position));
+            }
+            if keys.iter().any(|k| k.id == id) {
+                return Err(KeyError::DuplicateId(id.to_owned()));
+            }
+            let bytes =
+                decode_base64(material).ok_or_else(|| KeyError::NotBase64(id.to_owned()))?;
+            let cipher = Aes256Gcm::new_from_slice(&bytes).map_err(|_| KeyError::WrongLength {
+                id: id.to_owned(),
+                len: bytes.len(),
+            })?;
+            keys.push(SealKey {
+                id: id.to_owned(),
+                cipher,
+            });
+        }
+        if keys.is_empty() {
+            return Err(KeyError::Empty);
+        }
+        Ok(Self(std::sync::Arc::new(keys)))
+    }
+
+    pub fn ids(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|k| k.id.as_str())
+    }
+}
+
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
+    let padded_std = STANDARD.decode(text);
+    padded_std
+        .or_else(|_| URL_SAFE.decode(text))
+        .or_else(|_| URL_SAFE_NO_PAD.decode(text))
+        .ok()
+}
+
+/// Seals and opens cache values according to the configuration.
+#[derive(Debug, Clone)]
+pub struct Sealer {
+    keys: Option<SealKeys>,
+    read_plaintext: bool,
+}
+
+impl Sealer {
+    pub fn new(keys: Option<SealKeys>, read_plaintext: bool) -> Self {
+        Self {
+            keys,
+            read_plaintext,
+        }
+    }
+
+    /// No encryption: values are stored as plain JSON.
+    pub fn plaintext() -> Self {
+        Self::new(None, true)
+    }
+
+    pub fn is_sealing(&self) -> bool {
+        self.keys.is_some()
+    }
+
+    pub fn seal(&self, row_id: &str, plaintext: &[u8]) -> Result<Vec<u8>, SealError> {
+        let Some(keys) = &self.keys else {
+            return Ok(plaintext.to_vec());
+        };
+        let key = keys.0.first().ok_or(SealError::NoKeys)?;
+        let header = header(&key.id)?;
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let aad = associated_data(&header, row_id);
+        let ciphertext = key
+            .cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: plaintext,
+                    aad: &aad,
+                },
+            )
+            .map_err(|_| SealError::Encrypt)?;
+        let mut out = header;
+        out.extend_from_slice(&nonce);
+        out.extend_from_slice(&ciphertext);
+        Ok(out)
+    }
+
+    pub fn open<'a>(&self, row_id: &str, stored: &'a [u8]) -> Result<Cow<'a, [u8]>, SealError> {
+        if !stored.starts_with(MAGIC) {
+            // Unsealed JSON: accepted when no keys are configured, or while migrating to keys.
+            return if self.keys.is_none() || self.read_plaintext {
+                Ok(Cow::Borrowed(stored))
+            } else {
+                Err(SealError::PlaintextRefused)
+            };
+        }
+        let keys = self.keys.as_ref().ok_or(SealError::NoKeys)?;
+        let id_len = usize::from(*stored.get(MAGIC.len()).ok_or(SealError::Truncated)?);
+        let header_len = MAGIC.len() + 1 + id_len;
+        let header = stored.get(..header_len).ok_or(SealError::Truncated)?;
+        let id =
+            std::str::from_utf8(&header[MAGIC.len() + 1..]).map_err(|_| SealError::Tampered)?;
+        let key = keys
+            .0
+            .iter()
+            .find(|k| k.id == id)
+            .ok_or_else(|| SealError::UnknownKey(id.to_owned()))?;
+        let rest = &stored[header_len..];
+        if rest.len() < NONCE_LEN + TAG_LEN {
+            return Err(SealError::Truncated);
+        }
+        let (nonce, ciphertext) = rest.split_at(NONCE_LEN);
+        let aad = associated_data(header, row_id);
+        key.cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
+            .map(Cow::Owned)
+            .map_err(|_| SealError::Tampered)
+    }
+}
+
+fn header(key_id: &str) -> Result<Vec<u8>, SealError> {
+    let len = u8::try_from(key_id.len()).map_err(|_| SealError::Encrypt)?;
+    let mut header = Vec::with_capacity(MAGIC.len() + 1 + key_id.len() + NONCE_LEN);
+    header.extend_from_slice(MAGIC);
+    header.push(len);
+    header.extend_from_slice(key_id.as_bytes());
+    Ok(header)
+}
+
+/// The header and the row id are authenticated: neither can be changed without detection.
+fn associated_data(header: &[u8], row_id: &str) -> Vec<u8> {
+    let mut aad = Vec::with_capacity(header.len() + row_id.len());
+    aad.extend_from_slice(header);
+    aad.extend_from_slice(row_id.as_bytes());
+    aad
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const K1: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes
+    const K2: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA="; // 32 bytes
+
+    fn sealer(spec: &str) -> Sealer {
+        Sealer::new(Some(SealKeys::parse(&Secret::new(spec)).unwrap()), false)
+    }
+
+    #[test]
+    fn round_trips_and_hides_the_plaintext() {
+        let s = sealer(&format!("k1={K1}"));
+        let sealed = s.seal("uid.utid", br#"{"AccessToken":{}}"#).unwrap();
+        assert!(sealed.starts_with(MAGIC));
+        assert!(!sealed.windows(11).any(|w| w == b"AccessToken"));
+        assert_eq!(
+            &*s.open("uid.utid", &sealed).unwrap(),
+            br#"{"AccessToken":{}}"#
+        );
+    }
+
+    #[test]
+    fn nonces_are_random() {
+        let s = sealer(&format!("k1={K1}"));
+        assert_ne!(s.seal("a", b"{}").unwrap(), s.seal("a", b"{}").unwrap());
+    }
+
+    #[test]
+    fn a_value_moved_to_another_row_does_not_open() {
+        let s = sealer(&format!("k1={K1}"));
+        let sealed = s.seal("alice", b"{}").unwrap();
+        assert_eq!(s.open("bob", &sealed), Err(SealError::Tampered));
+    }
+
+    #[test]
+    fn tampering_anywhere_is_detected() {
+        let s = sealer(&format!("k1={K1}"));
+        let sealed = s.seal("alice", b"{\"a\":1}").unwrap();
+        for i in MAGIC.len() + 3..sealed.len() {
+            let mut bad = sealed.clone();
+            bad[i] ^= 0x01;
+            assert_eq!(s.open("alice", &bad), Err(SealError::Tampered), "byte {i}");
+        }
+    }
+
+    #[test]
+    fn truncated_values_are_errors_not_panics() {
+        let s = sealer(&format!("k1={K1}"));
+        let sealed = s.seal("alice", b"{}").unwrap();
+        for len in MAGIC.len()..sealed.len() {
+            let err = s.open("alice", &sealed[..len]).unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    SealError::Truncated | SealError::Tampered | SealError::UnknownKey(_)
+                ),
+                "length {len}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn rotation_first_key_seals_all_keys_open() {
+        let old = sealer(&format!("old={K1}"));
+        let sealed_with_old = old.seal("alice", b"{}").unwrap();
+        let rotated = sealer(&format!("new={K2}, old={K1}"));
+        assert_eq!(&*rotated.open("alice", &sealed_with_old).unwrap(), b"{}");
+        let sealed_with_new = rotated.seal("alice", b"{}").unwrap();
+        assert_eq!(sealed_with_new[MAGIC.len() + 1..MAGIC.len() + 4], *b"new");
+        assert_eq!(
+            old.open("alice", &sealed_with_new),
+            Err(SealError::UnknownKey("new".into()))
+        );
+    }
+
+    #[test]
+    fn wrong_key_under_the_same_id_is_tampered() {
+        let a = sealer(&format!("k={K1}"));
+        let b = sealer(&format!("k={K2}"));
+        let sealed = a.seal("alice", b"{}").unwrap();
+        assert_eq!(b.open("alice", &sealed), Err(SealError::Tampered));
+    }
+
+    #[test]
+    fn plaintext_rules() {
+        let none = Sealer::plaintext();
+        assert_eq!(none.seal("a", b"{}").unwrap(), b"{}");
+        assert_eq!(&*none.open("a", b"{}").unwrap(), b"{}");
+        let sealed = sealer(&format!("k1={K1}")).seal("a", b"{}").unwrap();
+        assert_eq!(none.open("a", &sealed), Err(SealError::NoKeys));
+        assert_eq!(
+            sealer(&format!("k1={K1}")).open("a", b"{}"),
+            Err(SealError::PlaintextRefused)
+        );
+        let migrating = Sealer::new(
+            Some(SealKeys::parse(&Secret::new(format!("k1={K1}"))).unwrap()),
+            true,
+        );
+        assert_eq!(&*migrating.open("a", b"{}").unwrap(), b"{}");
+    }
+
+    #[test]
+    fn key_parsing_errors_never_echo_key_material() {
+        let cases = [
+            ("", KeyError::Empty),
+            ("nokey", KeyError::Syntax(1)),
+            (
+                &format!("a={K1},a={K2}") as &str,
+                KeyError::DuplicateId("a".into()),
+            ),
+            ("bad id=abcd", KeyError::Syntax(1)),
+            ("k=%%%%", KeyError::NotBase64("k".into())),
+            (
+                "k=c2hvcnQ=",
+                KeyError::WrongLength {
+                    id: "k".into(),
+                    len: 5,
+                },
+            ),
+        ];
+        for (spec, expected) in cases {
+            let err = SealKeys::parse(&Secret::new(spec)).unwrap_err();
+            assert_eq!(err, expected, "{spec:?}");
+            assert!(!err.to_string().contains(K1));
+        }
+        let keys = SealKeys::parse(&Secret::new(format!("a={K1}\nb={K2}"))).unwrap();
+        assert_eq!(keys.ids().collect::<Vec<_>>(), ["a", "b"]);
+        assert!(!format!("{keys:?}").contains(K1));
+    }
+}

@@ -1,0 +1,3 @@
+//! One module per subcommand. Commands return `anyhow` errors with context for the terminal.
+
+pub mod migrate;

@@ -1,0 +1,104 @@
+//! One connection type over three backends, and the r2d2 manager that picks the backend from
+//! the URL scheme (never by trying each: SQLite would accept almost any string as a file name).
+
+use super::url::{Backend, DatabaseUrl};
+use diesel::connection::SimpleConnection;
+use diesel::mysql::MysqlConnection;
+use diesel::pg::PgConnection;
+use diesel::r2d2::R2D2Connection;
+use diesel::sqlite::SqliteConnection;
+use diesel::Connection;
+use std::time::Duration;
+
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    Sqlite(SqliteConnection),
+    Postgres(PgConnection),
+    Mysql(MysqlConnection),
+}
+
+impl DbConnection {
+    pub fn backend(&self) -> Backend {
+        match self {
+            DbConnection::Sqlite(_) => Backend::Sqlite,
+            DbConnection::Postgres(_) => Backend::Postgres,
+            DbConnection::Mysql(_) => Backend::Mysql,
+        }
+    }
+
+    /// Opens one connection to `url`, with the per-connection set-up each backend needs.
+    pub fn open(url: &DatabaseUrl, busy_timeout: Duration) -> Result<Self, ConnectError> {
+        let target = url.connection_string();
+        let conn = match url.backend() {
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::establish(target)?;
+                // WAL lets `serve` and `worker` read while the other writes; busy_timeout makes a
+                // writer wait for the file lock instead of failing at once.
+                conn.batch_execute(&format!(
+                    "PRAGMA busy_timeout = {}; PRAGMA journal_mode = WAL; \
+                     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;",
+                    busy_timeout.as_millis()
+                ))
+                .map_err(ConnectError::Setup)?;
+                DbConnection::Sqlite(conn)
+            }
+            Backend::Postgres => {
+                let mut conn = PgConnection::establish(target)?;
+                conn.batch_execute("SET TIME ZONE 'UTC'")
+                    .map_err(ConnectError::Setup)?;
+                DbConnection::Postgres(conn)
+            }
+            Backend::Mysql => {
+                let mut conn = MysqlConnection::establish(target)?;
+                conn.batch_execute("SET time_zone = '+00:00'")
+                    .map_err(ConnectError::Setup)?;
+                DbConnection::Mysql(conn)
+            }
+        };
+        Ok(conn)
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(transparent)]
+    Connection(#[from] diesel::ConnectionError),
+    #[error("connection set-up failed: {0}")]
+    Setup(diesel::result::Error),
+    #[error("connection check failed: {0}")]
+    Check(diesel::result::Error),
+}
+
+/// r2d2 manager for [`DbConnection`].
+#[derive(Debug)]
+pub struct ConnectionManager {
+    url: DatabaseUrl,
+    busy_timeout: Duration,
+}
+
+impl ConnectionManager {
+    pub fn new(url: DatabaseUrl, busy_timeout: Duration) -> Self {
+        Self { url, busy_timeout }
+    }
+}
+
+impl r2d2::ManageConnection for ConnectionManager {
+    type Connection = DbConnection;
+    type Error = ConnectError;
+
+    fn connect(&self) -> Result<DbConnection, ConnectError> {
+        DbConnection::open(&self.url, self.busy_timeout)
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), ConnectError> {
+        conn.batch_execute("SELECT 1").map_err(ConnectError::Check)
+    }
+
+    fn has_broken(&self, conn: &mut DbConnection) -> bool {
+        match conn {
+            DbConnection::Sqlite(c) => c.is_broken(),
+            DbConnection::Postgres(c) => c.is_broken(),
+            DbConnection::Mysql(c) => c.is_broken(),
+        }
+    }
+}

@@ -1,0 +1,147 @@
+//! The database: URL parsing, the multi-backend connection, the pool, schema and migrations.
+//! Stores run their queries on blocking threads through [`Database::run`], so no connection is
+//! ever held across an `.await`.
+
+mod connection;
+pub mod migrate;
+pub mod schema;
+mod url;
+
+pub use self::connection::{ConnectError, ConnectionManager, DbConnection};
+pub use self::url::{Backend, DatabaseUrl, UrlError};
+
+use crate::settings::DatabaseSettings;
+
+pub type Pool = r2d2::Pool<ConnectionManager>;
+pub type PooledConnection = r2d2::PooledConnection<ConnectionManager>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot connect to the database at {url}: {reason}")]
+    Connect { url: String, reason: String },
+    #[error("the database is unavailable: {0}")]
+    Unavailable(String),
+    #[error("the database is not set up ({what}): run `tokenbridge migrate`")]
+    NotMigrated { what: String },
+    #[error("migration failed: {0}")]
+    Migration(String),
+    #[error("database query failed: {0}")]
+    Query(diesel::result::Error),
+    #[error("database task stopped unexpectedly: {0}")]
+    Task(String),
+}
+
+impl From<diesel::result::Error> for DbError {
+    fn from(e: diesel::result::Error) -> Self {
+        if let diesel::result::Error::DatabaseError(_, info) = &e {
+            if let Some(table) = missing_table(info.message()) {
+                return DbError::NotMigrated {
+                    what: format!("table {table} is missing"),
+                };
+            }
+        }
+        DbError::Query(e)
+    }
+}
+
+/// Recognises each backend's "no such table" message.
+fn missing_table(message: &str) -> Option<&'static str> {
+    let missing = message.contains("no such table")
+        || (message.contains("relation") && message.contains("does not exist"))
+        || message.contains("doesn't exist");
+    if !missing {
+        return None;
+    }
+    ["token_cache", "account_activities"]
+        .into_iter()
+        .find(|table| message.contains(table))
+}
+
+/// A pool of connections to the configured database.
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Database {
+    /// Opens the pool and checks that one connection can be made (so a wrong URL or a server
+    /// that is down fails at start, with the reason).
+    pub fn connect(settings: &DatabaseSettings) -> Result<Self, DbError> {
+        let url = &settings.url;
+        if let Some(path) = url.sqlite_path() {
+            check_sqlite_directory(&path, url)?;
+        }
+        // One connection up front tells the real reason (r2d2 would only say "timed out").
+        DbConnection::open(url, settings.busy_timeout).map_err(|e| DbError::Connect {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+        let pool = r2d2::Pool::builder()
+            .max_size(settings.pool_size)
+            .min_idle(Some(1))
+            .connection_timeout(settings.connect_timeout)
+            .error_handler(Box::new(r2d2::NopErrorHandler))
+            .build(ConnectionManager::new(url.clone(), settings.busy_timeout))
+            .map_err(|e| DbError::Connect {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            pool,
+            backend: url.backend(),
+        })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// A pooled connection, for blocking code (CLI commands, tests).
+    pub fn get(&self) -> Result<PooledConnection, DbError> {
+        self.pool
+            .get()
+            .map_err(|e| DbError::Unavailable(e.to_string()))
+    }
+
+    /// Runs `f` with a pooled connection on a blocking thread.
+    pub async fn run<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        F: FnOnce(&mut DbConnection) -> Result<T, E> + Send + 'static,
+        T: Send + 'static,
+        E: From<DbError> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = pool
+                .get()
+                .map_err(|e| DbError::Unavailable(e.to_string()))?;
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| E::from(DbError::Task(e.to_string())))?
+    }
+}
+
+fn check_sqlite_directory(path: &std::path::Path, url: &DatabaseUrl) -> Result<(), DbError> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => return Ok(()),
+    };
+    if dir.is_dir() {
+        Ok(())
+    } else {
+        Err(DbError::Connect {
+            url: url.to_string(),
+            reason: format!("directory {} does not exist", dir.display()),
+        })
+    }
+}

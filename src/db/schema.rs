@@ -1,0 +1,35 @@
+// One portable schema for all three backends, written by hand (print-schema differs per
+// backend). Keep it in step with migrations/{sqlite,postgres,mysql}/; the migration test checks.
+
+diesel::table! {
+    token_cache (id) {
+        id -> Varchar,
+        value -> Binary,
+        version -> BigInt,
+        expires_at -> Timestamp,
+        lease_owner -> Nullable<Varchar>,
+        lease_until -> Nullable<Timestamp>,
+        updated_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    account_activities (account_cache_key) {
+        account_cache_key -> Varchar,
+        account_identifier -> Varchar,
+        account_object_id -> Nullable<Varchar>,
+        account_tenant_id -> Nullable<Varchar>,
+        user_principal_name -> Nullable<Varchar>,
+        last_activity -> Timestamp,
+        failed_to_acquire_token -> Bool,
+        last_error -> Nullable<Text>,
+        consecutive_failures -> Integer,
+        last_success_at -> Nullable<Timestamp>,
+        next_attempt_at -> Nullable<Timestamp>,
+        signed_out_at -> Nullable<Timestamp>,
+        lease_owner -> Nullable<Varchar>,
+        lease_until -> Nullable<Timestamp>,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(token_cache, account_activities);

@@ -1,0 +1,313 @@
+//! Typed, layered settings: `settings.toml`, then `TOKENBRIDGE_<SECTION>__<KEY>` environment
+//! variables. Unknown keys are errors; every error names the key. Secrets are never read from
+//! the settings file itself: they come from the environment or from a `*_file` path.
+
+use crate::cache::seal::SealKeys;
+use crate::db::DatabaseUrl;
+use crate::secret::Secret;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+pub const ENV_PREFIX: &str = "TOKENBRIDGE";
+
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("cannot read settings file {path}: {source}")]
+    File {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("settings: {0}")]
+    Parse(String),
+    #[error("settings key `{key}`: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+fn invalid(key: &'static str, message: impl Into<String>) -> SettingsError {
+    SettingsError::Invalid {
+        key,
+        message: message.into(),
+    }
+}
+
+/// Everything the binary can be configured with, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub cache: CacheSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub url: DatabaseUrl,
+    pub pool_size: u32,
+    pub connect_timeout: Duration,
+    pub busy_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheSettings {
+    pub sliding_expiration: Duration,
+    pub keys: Option<SealKeys>,
+    pub read_plaintext: bool,
+    pub sweep_batch: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+// ---- the raw shape of the file and environment -------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawSettings {
+    database: RawDatabase,
+    cache: RawCache,
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawDatabase {
+    url: String,
+    pool_size: u32,
+    connect_timeout: String,
+    busy_timeout: String,
+}
+
+impl Default for RawDatabase {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://tokenbridge.db".into(),
+            pool_size: 8,
+            connect_timeout: "5s".into(),
+            busy_timeout: "5s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawCache {
+    sliding_expiration: String,
+    keys: Option<Secret>,
+    keys_file: Option<PathBuf>,
+    read_plaintext: bool,
+    sweep_batch: u32,
+}
+
+impl Default for RawCache {
+    fn default() -> Self {
+        Self {
+            sliding_expiration: "90d".into(),
+            keys: None,
+            keys_file: None,
+            read_plaintext: false,
+            sweep_batch: 500,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLog {
+    level: String,
+    format: LogFormat,
+}
+
+impl Default for RawLog {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Keys that hold secrets: allowed from the environment, refused in the settings file.
+const SECRET_KEYS: &[&str] = &["cache.keys"];
+
+impl Settings {
+    /// Loads `path` (a missing file means "all defaults") and the process environment.
+    pub fn load(path: &Path) -> Result<Self, SettingsError> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        Self::load_from(path, &env)
+    }
+
+    /// Like [`Settings::load`], with the environment given explicitly (tests).
+    pub fn load_from(path: &Path, env: &HashMap<String, String>) -> Result<Self, SettingsError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(source) => {
+                return Err(SettingsError::File {
+                    path: path.to_owned(),
+                    source,
+                })
+            }
+        };
+        Self::from_sources(&text, &path.display().to_string(), env)
+    }
+
+    /// Builds settings from the file's text and an environment.
+    pub fn from_sources(
+        file_text: &str,
+        file_name: &str,
+        env: &HashMap<String, String>,
+    ) -> Result<Self, SettingsError> {
+        let file = config::File::from_str(file_text, config::FileFormat::Toml);
+        let file_only = config::Config::builder()
+            .add_source(file.clone())
+            .build()
+            .map_err(|e| SettingsError::Parse(format!("{file_name}: {e}")))?;
+        for key in SECRET_KEYS {
+            if file_only.get::<config::Value>(key).is_ok() {
+                return Err(SettingsError::Parse(format!(
+                    "{file_name}: `{key}` is a secret and must not be written in the settings \
+                     file; set {} or `{key}_file` instead",
+                    env_var_for(key)
+                )));
+            }
+        }
+        let overrides: config::Map<String, String> = env
+            .iter()
+            .filter(|(name, _)| name.starts_with(&format!("{ENV_PREFIX}_")) && name.contains("__"))
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect();
+        let merged = config::Config::builder()
+            .add_source(file)
+            .add_source(
+                config::Environment::with_prefix(ENV_PREFIX)
+                    .prefix_separator("_")
+                    .separator("__")
+                    .source(Some(overrides)),
+            )
+            .build()
+            .map_err(|e| SettingsError::Parse(e.to_string()))?;
+        let raw: RawSettings = merged
+            .try_deserialize()
+            .map_err(|e| SettingsError::Parse(e.to_string()))?;
+        raw.validate()
+    }
+}
+
+fn env_var_for(key: &str) -> String {
+    format!("{ENV_PREFIX}_{}", key.replace('.', "__").to_uppercase())
+}
+
+fn parse_duration(key: &'static str, value: &str) -> Result<Duration, SettingsError> {
+    humantime::parse_duration(value).map_err(|e| {
+        invalid(
+            key,
+            format!("expected a duration such as \"5s\" or \"90d\" ({e})"),
+        )
+    })
+}
+
+/// Reads a secret from the environment-provided value or from a file, never both.
+fn secret_from(
+    key: &'static str,
+    value: Option<Secret>,
+    file: Option<PathBuf>,
+) -> Result<Option<Secret>, SettingsError> {
+    match (value, file) {
+        (Some(_), Some(_)) => Err(invalid(
+            key,
+            format!("set either {} or `{key}_file`, not both", env_var_for(key)),
+        )),
+        (Some(value), None) if value.expose().trim().is_empty() => Ok(None),
+        (Some(value), None) => Ok(Some(value)),
+        (None, Some(path)) => {
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                invalid(
+                    key,
+                    format!("cannot read `{key}_file` {}: {e}", path.display()),
+                )
+            })?;
+            Ok(Some(Secret::new(text.trim().to_owned())))
+        }
+        (None, None) => Ok(None),
+    }
+}
+
+impl RawSettings {
+    fn validate(self) -> Result<Settings, SettingsError> {
+        let url = DatabaseUrl::parse(&self.database.url)
+            .map_err(|e| invalid("database.url", e.to_string()))?;
+        if !(1..=1024).contains(&self.database.pool_size) {
+            return Err(invalid(
+                "database.pool_size",
+                "expected a number of connections from 1 to 1024",
+            ));
+        }
+        let connect_timeout =
+            parse_duration("database.connect_timeout", &self.database.connect_timeout)?;
+        if connect_timeout.is_zero() {
+            return Err(invalid(
+                "database.connect_timeout",
+                "must be longer than 0s",
+            ));
+        }
+        let busy_timeout = parse_duration("database.busy_timeout", &self.database.busy_timeout)?;
+
+        let sliding_expiration =
+            parse_duration("cache.sliding_expiration", &self.cache.sliding_expiration)?;
+        if sliding_expiration < Duration::from_secs(24 * 3600) {
+            return Err(invalid(
+                "cache.sliding_expiration",
+                "must be at least 1d: a shorter expiry drops users' refresh tokens \
+                 (they live for 90 days)",
+            ));
+        }
+        let keys = secret_from("cache.keys", self.cache.keys, self.cache.keys_file)?
+            .map(|secret| SealKeys::parse(&secret))
+            .transpose()
+            .map_err(|e| invalid("cache.keys", e.to_string()))?;
+        if !(1..=10_000).contains(&self.cache.sweep_batch) {
+            return Err(invalid(
+                "cache.sweep_batch",
+                "expected a number from 1 to 10000",
+            ));
+        }
+        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
+            invalid(
+                "log.level",
+                format!("expected a level such as \"info\" ({e})"),
+            )
+        })?;
+        Ok(Settings {
+            database: DatabaseSettings {
+                url,
+                pool_size: self.database.pool_size,
+                connect_timeout,
+                busy_timeout,
+            },
+            cache: CacheSettings {
+                sliding_expiration,
+                keys,
+                read_plaintext: self.cache.read_plaintext,
+                sweep_batch: self.cache.sweep_batch,
+            },
+            log: LogSettings {
+                level: self.log.level,
+                format: self.log.format,
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
