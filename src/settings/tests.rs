@@ -1,1 +1,150 @@
+use super::*;
 
+const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+fn load(file: &str, pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+    Settings::from_sources(file, "settings.toml", &env(pairs))
+}
+
+fn error(file: &str, pairs: &[(&str, &str)]) -> String {
+    load(file, pairs).unwrap_err().to_string()
+}
+
+#[test]
+fn an_empty_file_means_defaults() {
+    let s = load("", &[]).unwrap();
+    assert_eq!(s.database.url.to_string(), "sqlite://tokenbridge.db");
+    assert_eq!(s.database.pool_size, 8);
+    assert_eq!(s.database.connect_timeout, Duration::from_secs(5));
+    assert_eq!(
+        s.cache.sliding_expiration,
+        Duration::from_secs(90 * 24 * 3600)
+    );
+    assert!(s.cache.keys.is_none());
+    assert!(!s.cache.read_plaintext);
+    assert_eq!(s.log.format, LogFormat::Text);
+}
+
+#[test]
+fn the_shipped_settings_file_is_valid_and_shows_the_defaults() {
+    let shipped = load(include_str!("../../settings.toml"), &[]).unwrap();
+    let defaults = load("", &[]).unwrap();
+    assert_eq!(format!("{shipped:?}"), format!("{defaults:?}"));
+}
+
+#[test]
+fn environment_overrides_the_file() {
+    let file = "[database]\nurl = \"sqlite://a.db\"\npool_size = 2\n";
+    let s = load(
+        file,
+        &[
+            ("TOKENBRIDGE_DATABASE__URL", "postgres://app@db/tokens"),
+            ("TOKENBRIDGE_DATABASE__POOL_SIZE", "16"),
+            ("TOKENBRIDGE_CONFIG", "ignored.toml"),
+            ("TOKENBRIDGE_TEST_POSTGRES_URL", "ignored too"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(s.database.url.to_string(), "postgres://app@db/tokens");
+    assert_eq!(s.database.pool_size, 16);
+}
+
+#[test]
+fn unknown_keys_are_errors_that_name_the_key() {
+    let msg = error("[database]\npool_sise = 3\n", &[]);
+    assert!(msg.contains("pool_sise"), "{msg}");
+    let msg = error("[databse]\nurl = \"sqlite://x.db\"\n", &[]);
+    assert!(msg.contains("databse"), "{msg}");
+    let msg = error("", &[("TOKENBRIDGE_CACHE__SLIDING", "1d")]);
+    assert!(msg.contains("sliding"), "{msg}");
+}
+
+#[test]
+fn invalid_values_name_the_key_and_what_is_expected() {
+    let cases = [
+        ("[database]\nurl = \"tokenbridge.db\"\n", "database.url"),
+        ("[database]\npool_size = 0\n", "database.pool_size"),
+        (
+            "[database]\nconnect_timeout = \"soon\"\n",
+            "database.connect_timeout",
+        ),
+        (
+            "[cache]\nsliding_expiration = \"2h\"\n",
+            "cache.sliding_expiration",
+        ),
+        ("[cache]\nsweep_batch = 0\n", "cache.sweep_batch"),
+        ("[log]\nlevel = \"loud=[\"\n", "log.level"),
+    ];
+    for (file, key) in cases {
+        let msg = error(file, &[]);
+        assert!(msg.contains(key), "{file}: {msg}");
+    }
+    let msg = error("[database]\npool_size = \"many\"\n", &[]);
+    assert!(msg.contains("pool_size"), "{msg}");
+    let msg = error("[log]\nformat = \"xml\"\n", &[]);
+    assert!(msg.contains("format") || msg.contains("xml"), "{msg}");
+}
+
+#[test]
+fn secrets_are_refused_in_the_file() {
+    let msg = error(&format!("[cache]\nkeys = \"k1={KEY}\"\n"), &[]);
+    assert!(msg.contains("TOKENBRIDGE_CACHE__KEYS"), "{msg}");
+    assert!(!msg.contains(KEY), "{msg}");
+}
+
+#[test]
+fn cache_keys_come_from_the_environment_or_a_file() {
+    let s = load("", &[("TOKENBRIDGE_CACHE__KEYS", &format!("k1={KEY}"))]).unwrap();
+    assert_eq!(s.cache.keys.unwrap().ids().collect::<Vec<_>>(), ["k1"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys");
+    std::fs::write(&path, format!("new={KEY}\nold={KEY}\n")).unwrap();
+    let file = format!("[cache]\nkeys_file = {:?}\n", path.display().to_string());
+    let s = load(&file, &[]).unwrap();
+    assert_eq!(
+        s.cache.keys.unwrap().ids().collect::<Vec<_>>(),
+        ["new", "old"]
+    );
+
+    let msg = error(&file, &[("TOKENBRIDGE_CACHE__KEYS", &format!("k1={KEY}"))]);
+    assert!(msg.contains("not both"), "{msg}");
+    let msg = error("[cache]\nkeys_file = \"/nonexistent/keys\"\n", &[]);
+    assert!(
+        msg.contains("cache.keys") && msg.contains("/nonexistent/keys"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn bad_keys_are_reported_without_the_key_material() {
+    let short = "c2hvcnQ=";
+    let msg = error("", &[("TOKENBRIDGE_CACHE__KEYS", &format!("k1={short}"))]);
+    assert!(msg.contains("cache.keys") && msg.contains("32"), "{msg}");
+    assert!(!msg.contains(short), "{msg}");
+}
+
+#[test]
+fn debug_output_hides_secrets_and_passwords() {
+    let s = load(
+        "",
+        &[
+            ("TOKENBRIDGE_CACHE__KEYS", &format!("k1={KEY}")),
+            (
+                "TOKENBRIDGE_DATABASE__URL",
+                "postgres://app:pa55word@db/tokens",
+            ),
+        ],
+    )
+    .unwrap();
+    let debug = format!("{s:?}");
+    assert!(!debug.contains(KEY), "{debug}");
+    assert!(!debug.contains("pa55word"), "{debug}");
+}
