@@ -112,6 +112,15 @@ impl DatabaseUrl {
         &self.target
     }
 
+    /// The whole URL with its scheme, as it could be given in settings. It may hold a password:
+    /// never log it (use `Display`).
+    pub fn full_url(&self) -> String {
+        match self.backend {
+            Backend::Sqlite => format!("sqlite://{}", self.target),
+            _ => self.target.clone(),
+        }
+    }
+
     /// The SQLite file path, for SQLite URLs.
     pub fn sqlite_path(&self) -> Option<PathBuf> {
         (self.backend == Backend::Sqlite).then(|| PathBuf::from(&self.target))

@@ -1,0 +1,283 @@
+//! The activity store on every backend.
+
+use crate::backend_tests;
+use crate::fixtures::activity;
+use crate::support::{TestDb, T0};
+use std::collections::BTreeSet;
+use time::Duration;
+use tokenbridge::activity::store::{self as activities, DueFilter, Outcome};
+use tokenbridge::clock::to_db;
+use tokenbridge::db::DbConnection;
+
+backend_tests!(with_migrated:
+    upsert_inserts_then_refreshes_one_row,
+    due_accounts_respect_cutoff_failure_sign_out_and_backoff,
+    due_pages_walk_the_table_by_key,
+    claims_lease_rows_to_one_owner,
+    outcomes_are_recorded_by_the_lease_holder_only,
+    signed_out_accounts_are_skipped_until_the_next_sign_in,
+    find_by_upn_ignores_case,
+);
+
+fn sign_in(conn: &mut DbConnection, key: &str, at: time::OffsetDateTime) {
+    let upn = format!("{key}@contoso.com");
+    activities::upsert(conn, &activity(key, &upn), at).unwrap();
+}
+
+fn keys(rows: &[activities::Activity]) -> Vec<String> {
+    rows.iter().map(|a| a.account_cache_key.clone()).collect()
+}
+
+fn due(at: time::OffsetDateTime) -> DueFilter {
+    DueFilter {
+        cutoff: at - Duration::minutes(5),
+        now: at,
+    }
+}
+
+fn upsert_inserts_then_refreshes_one_row(db: &TestDb) {
+    let c = &mut db.conn();
+    sign_in(c, "a.t", T0);
+    let first = activities::get(c, "a.t").unwrap().unwrap();
+    assert_eq!(first.account_identifier, "a.t");
+    assert_eq!(first.account_object_id.as_deref(), Some("a"));
+    assert_eq!(first.account_tenant_id.as_deref(), Some("tenant-1"));
+    assert_eq!(first.last_activity(), T0);
+    assert!(!first.failed_to_acquire_token);
+
+    // A failure recorded by a worker...
+    let claimed = activities::claim_due(
+        c,
+        due(T0 + Duration::hours(1)),
+        None,
+        10,
+        "w",
+        T0 + Duration::hours(2),
+    )
+    .unwrap();
+    assert_eq!(keys(&claimed), ["a.t"]);
+    let outcome = Outcome::InteractionRequired {
+        reason: "invalid_grant".into(),
+    };
+    assert!(activities::record_outcome(c, "a.t", "w", &outcome, T0 + Duration::hours(1)).unwrap());
+    // ...is cleared by the next sign-in, which also moves last_activity.
+    let later = T0 + Duration::days(1);
+    activities::upsert(c, &activity("a.t", "renamed@contoso.com"), later).unwrap();
+    let row = activities::get(c, "a.t").unwrap().unwrap();
+    assert_eq!(row.last_activity(), later);
+    assert!(!row.failed_to_acquire_token);
+    assert_eq!(row.last_error, None);
+    assert_eq!(row.consecutive_failures, 0);
+    assert_eq!(
+        row.user_principal_name.as_deref(),
+        Some("renamed@contoso.com")
+    );
+    assert_eq!(
+        activities::find_by_upn(c, "renamed@contoso.com")
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+fn due_accounts_respect_cutoff_failure_sign_out_and_backoff(db: &TestDb) {
+    let c = &mut db.conn();
+    let now = T0 + Duration::hours(1);
+    for key in ["idle", "recent", "failed", "signed-out", "backing-off"] {
+        sign_in(c, key, T0);
+    }
+    sign_in(c, "recent", now - Duration::minutes(1));
+    activities::mark_signed_out(c, "signed-out", now).unwrap();
+    let lease = now + Duration::minutes(1);
+    activities::claim_due(c, due(now), None, 100, "w", lease).unwrap();
+    let interaction = Outcome::InteractionRequired {
+        reason: "invalid_grant".into(),
+    };
+    activities::record_outcome(c, "failed", "w", &interaction, now).unwrap();
+    let retry = Outcome::Transient {
+        error: "HTTP 503".into(),
+        next_attempt_at: now + Duration::minutes(10),
+    };
+    activities::record_outcome(c, "backing-off", "w", &retry, now).unwrap();
+    activities::release(c, "idle", "w").unwrap();
+
+    let page = activities::due_page(c, due(now), None, 100).unwrap();
+    assert_eq!(keys(&page), ["idle"]);
+    let row = activities::get(c, "backing-off").unwrap().unwrap();
+    assert_eq!(row.last_error.as_deref(), Some("HTTP 503"));
+    assert_eq!(row.consecutive_failures, 1);
+    // Once the backoff has elapsed the account is due again.
+    let page = activities::due_page(c, due(now + Duration::minutes(10)), None, 100).unwrap();
+    assert_eq!(keys(&page), ["backing-off", "idle", "recent"]);
+}
+
+fn due_pages_walk_the_table_by_key(db: &TestDb) {
+    let c = &mut db.conn();
+    for i in 0..25 {
+        sign_in(c, &format!("user-{i:02}"), T0);
+    }
+    let now = T0 + Duration::hours(1);
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let mut sizes = Vec::new();
+    loop {
+        let page = activities::due_page(c, due(now), after.as_deref(), 10).unwrap();
+        if page.is_empty() {
+            break;
+        }
+        sizes.push(page.len());
+        after = page.last().map(|a| a.account_cache_key.clone());
+        seen.extend(keys(&page));
+    }
+    assert_eq!(sizes, [10, 10, 5]);
+    let expected: Vec<String> = (0..25).map(|i| format!("user-{i:02}")).collect();
+    assert_eq!(seen, expected);
+}
+
+fn claims_lease_rows_to_one_owner(db: &TestDb) {
+    let c = &mut db.conn();
+    for i in 0..6 {
+        sign_in(c, &format!("user-{i}"), T0);
+    }
+    let now = T0 + Duration::hours(1);
+    let lease = now + Duration::minutes(5);
+    let first = activities::claim_due(c, due(now), None, 4, "worker-a", lease).unwrap();
+    assert_eq!(keys(&first), ["user-0", "user-1", "user-2", "user-3"]);
+    assert!(first.iter().all(
+        |a| a.lease_owner.as_deref() == Some("worker-a") && a.lease_until == Some(to_db(lease))
+    ));
+    let second = activities::claim_due(c, due(now), None, 4, "worker-b", lease).unwrap();
+    assert_eq!(keys(&second), ["user-4", "user-5"]);
+    assert!(
+        activities::claim_due(c, due(now), None, 4, "worker-c", lease)
+            .unwrap()
+            .is_empty()
+    );
+    // Claiming is not activity: last_activity stays the user's.
+    assert_eq!(
+        activities::get(c, "user-0")
+            .unwrap()
+            .unwrap()
+            .last_activity(),
+        T0
+    );
+    // Expired leases can be claimed again (a worker that died).
+    let later = lease + Duration::seconds(1);
+    let again = activities::claim_due(
+        c,
+        due(later),
+        None,
+        10,
+        "worker-c",
+        later + Duration::minutes(5),
+    )
+    .unwrap();
+    assert_eq!(again.len(), 6);
+    // Keyset: a claim can start after a key.
+    activities::release(c, "user-0", "worker-c").unwrap();
+    activities::release(c, "user-5", "worker-c").unwrap();
+    let tail = activities::claim_due(
+        c,
+        due(later),
+        Some("user-0"),
+        10,
+        "worker-d",
+        later + Duration::minutes(5),
+    )
+    .unwrap();
+    assert_eq!(keys(&tail), ["user-5"]);
+}
+
+fn outcomes_are_recorded_by_the_lease_holder_only(db: &TestDb) {
+    let c = &mut db.conn();
+    sign_in(c, "u", T0);
+    let now = T0 + Duration::hours(1);
+    activities::claim_due(
+        c,
+        due(now),
+        None,
+        10,
+        "worker-a",
+        now + Duration::minutes(5),
+    )
+    .unwrap();
+    assert!(!activities::record_outcome(c, "u", "worker-b", &Outcome::Success, now).unwrap());
+    assert!(activities::record_outcome(c, "u", "worker-a", &Outcome::Success, now).unwrap());
+    let row = activities::get(c, "u").unwrap().unwrap();
+    assert_eq!(row.last_success_at, Some(to_db(now)));
+    assert_eq!(row.lease_owner, None);
+    assert_eq!(
+        row.last_activity(),
+        T0,
+        "the worker never changes last_activity"
+    );
+    // The lease was released: recording again needs a new claim.
+    assert!(!activities::record_outcome(c, "u", "worker-a", &Outcome::Success, now).unwrap());
+
+    // Two transient failures count up; a success resets the count.
+    for n in 1..=2 {
+        let at = now + Duration::hours(n);
+        activities::claim_due(c, due(at), None, 10, "worker-a", at + Duration::minutes(5)).unwrap();
+        let retry = Outcome::Transient {
+            error: format!("timeout {n}"),
+            next_attempt_at: at,
+        };
+        assert!(activities::record_outcome(c, "u", "worker-a", &retry, at).unwrap());
+    }
+    let row = activities::get(c, "u").unwrap().unwrap();
+    assert_eq!(
+        (row.consecutive_failures, row.last_error.as_deref()),
+        (2, Some("timeout 2"))
+    );
+    assert!(
+        !row.failed_to_acquire_token,
+        "transient failures never blame the user"
+    );
+    let at = now + Duration::hours(3);
+    activities::claim_due(c, due(at), None, 10, "worker-a", at + Duration::minutes(5)).unwrap();
+    activities::record_outcome(c, "u", "worker-a", &Outcome::Success, at).unwrap();
+    let row = activities::get(c, "u").unwrap().unwrap();
+    assert_eq!(
+        (
+            row.consecutive_failures,
+            row.last_error,
+            row.next_attempt_at
+        ),
+        (0, None, None)
+    );
+}
+
+fn signed_out_accounts_are_skipped_until_the_next_sign_in(db: &TestDb) {
+    let c = &mut db.conn();
+    sign_in(c, "u", T0);
+    let now = T0 + Duration::hours(1);
+    assert!(activities::mark_signed_out(c, "u", now).unwrap());
+    assert!(!activities::mark_signed_out(c, "nobody", now).unwrap());
+    assert!(activities::due_page(c, due(now), None, 10)
+        .unwrap()
+        .is_empty());
+    assert!(activities::claim_due(c, due(now), None, 10, "w", now)
+        .unwrap()
+        .is_empty());
+    sign_in(c, "u", now);
+    let later = now + Duration::hours(1);
+    assert_eq!(
+        keys(&activities::due_page(c, due(later), None, 10).unwrap()),
+        ["u"]
+    );
+}
+
+fn find_by_upn_ignores_case(db: &TestDb) {
+    let c = &mut db.conn();
+    activities::upsert(c, &activity("a.t", "Ada@Contoso.com"), T0).unwrap();
+    activities::upsert(c, &activity("b.t", "bob@contoso.com"), T0).unwrap();
+    let found = activities::find_by_upn(c, "ada@contoso.COM").unwrap();
+    assert_eq!(keys(&found), ["a.t"]);
+    assert!(activities::find_by_upn(c, "nobody@contoso.com")
+        .unwrap()
+        .is_empty());
+    let unique: BTreeSet<_> = keys(&activities::find_by_upn(c, "BOB@contoso.com").unwrap())
+        .into_iter()
+        .collect();
+    assert_eq!(unique.len(), 1);
+}

@@ -1,0 +1,368 @@
+//! The token-cache store on every backend.
+
+use crate::backend_tests;
+use crate::fixtures::{activity, document, plain_store, sealed_store, NINETY_DAYS};
+use crate::support::{TestDb, T0};
+use diesel::prelude::*;
+use time::Duration;
+use tokenbridge::activity::store as activities;
+use tokenbridge::cache::seal::SealError;
+use tokenbridge::cache::store::CacheStoreError;
+use tokenbridge::clock::to_db;
+use tokenbridge::db::schema::token_cache::dsl as tc;
+use tokenbridge::db::DbError;
+
+backend_tests!(with_migrated:
+    save_then_load_round_trips,
+    a_stale_version_is_a_conflict_and_changes_nothing,
+    inserting_over_a_live_row_is_a_conflict,
+    expired_rows_are_absent_and_can_be_replaced,
+    reading_slides_the_expiry_without_a_new_version,
+    delete_removes_the_row,
+    sweep_deletes_expired_rows_in_batches,
+    lease_is_exclusive_until_released_or_expired,
+    values_are_sealed_at_rest_and_bound_to_their_row,
+    corrupt_rows_are_errors_and_are_left_alone,
+    cache_and_activity_are_saved_together,
+    cache_is_not_saved_when_the_activity_write_fails,
+    async_run_uses_a_blocking_thread,
+);
+
+fn raw_value(db: &TestDb, id: &str) -> Vec<u8> {
+    tc::token_cache
+        .filter(tc::id.eq(id))
+        .select(tc::value)
+        .first(&mut *db.conn())
+        .unwrap()
+}
+
+fn save_then_load_round_trips(db: &TestDb) {
+    let store = sealed_store();
+    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
+    let version = store.save(&mut db.conn(), &home, &doc, None, T0).unwrap();
+    assert_eq!(version, 1);
+    let loaded = store.load(&mut db.conn(), &home, T0).unwrap().unwrap();
+    assert_eq!(loaded.version, 1);
+    assert_eq!(loaded.document, doc);
+    assert_eq!(loaded.expires_at, T0 + Duration::days(90));
+    assert!(store.load(&mut db.conn(), "nobody", T0).unwrap().is_none());
+    // Keys are case-sensitive, as in the .NET table.
+    assert!(store
+        .load(&mut db.conn(), &home.to_uppercase(), T0)
+        .unwrap()
+        .is_none());
+}
+
+fn a_stale_version_is_a_conflict_and_changes_nothing(db: &TestDb) {
+    let store = plain_store();
+    let (doc1, home) = document("u1", "at-1", T0.unix_timestamp());
+    let (doc2, _) = document("u1", "at-2", T0.unix_timestamp());
+    let (doc3, _) = document("u1", "at-3", T0.unix_timestamp());
+    store.save(&mut db.conn(), &home, &doc1, None, T0).unwrap();
+    assert_eq!(
+        store
+            .save(&mut db.conn(), &home, &doc2, Some(1), T0)
+            .unwrap(),
+        2
+    );
+    let err = store
+        .save(&mut db.conn(), &home, &doc3, Some(1), T0)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CacheStoreError::Conflict {
+                current: Some(2),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let loaded = store.load(&mut db.conn(), &home, T0).unwrap().unwrap();
+    assert_eq!((loaded.version, loaded.document), (2, doc2));
+    // Saving with a version for a row that is gone is a conflict with no current version.
+    let err = store
+        .save(&mut db.conn(), "gone", &doc3, Some(7), T0)
+        .unwrap_err();
+    assert!(
+        matches!(err, CacheStoreError::Conflict { current: None, .. }),
+        "{err:?}"
+    );
+}
+
+fn inserting_over_a_live_row_is_a_conflict(db: &TestDb) {
+    let store = plain_store();
+    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
+    store.save(&mut db.conn(), &home, &doc, None, T0).unwrap();
+    let err = store
+        .save(&mut db.conn(), &home, &doc, None, T0)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CacheStoreError::Conflict {
+                current: Some(1),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+fn expired_rows_are_absent_and_can_be_replaced(db: &TestDb) {
+    let store = plain_store();
+    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
+    store.save(&mut db.conn(), &home, &doc, None, T0).unwrap();
+    let later = T0 + Duration::days(91);
+    assert!(store.load(&mut db.conn(), &home, later).unwrap().is_none());
+    assert_eq!(
+        store.current_version(&mut db.conn(), &home, later).unwrap(),
+        None
+    );
+    let (fresh_doc, _) = document("u1", "at-new", later.unix_timestamp());
+    let version = store
+        .save(&mut db.conn(), &home, &fresh_doc, None, later)
+        .unwrap();
+    assert_eq!(version, 2, "the version keeps counting up");
+    let loaded = store.load(&mut db.conn(), &home, later).unwrap().unwrap();
+    assert_eq!(loaded.document, fresh_doc);
+}
+
+fn reading_slides_the_expiry_without_a_new_version(db: &TestDb) {
+    let store = plain_store();
+    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
+    store.save(&mut db.conn(), &home, &doc, None, T0).unwrap();
+    // Soon after a write: no write on read.
+    let soon = T0 + Duration::minutes(10);
+    let loaded = store.load(&mut db.conn(), &home, soon).unwrap().unwrap();
+    assert_eq!(loaded.expires_at, T0 + Duration::days(90));
+    // A month later the expiry moves to 90 days from then; the version does not change.
+    let month = T0 + Duration::days(30);
+    let loaded = store.load(&mut db.conn(), &home, month).unwrap().unwrap();
+    assert_eq!(loaded.expires_at, month + Duration::days(90));
+    assert_eq!(loaded.version, 1);
+    // So the row outlives the original 90 days.
+    let after = T0 + Duration::days(100);
+    assert!(store.load(&mut db.conn(), &home, after).unwrap().is_some());
+    assert_eq!(NINETY_DAYS.as_secs(), 90 * 86400);
+}
+
+fn delete_removes_the_row(db: &TestDb) {
+    let store = plain_store();
+    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
+    store.save(&mut db.conn(), &home, &doc, None, T0).unwrap();
+    assert!(store.delete(&mut db.conn(), &home).unwrap());
+    assert!(!store.delete(&mut db.conn(), &home).unwrap());
+    assert!(store.load(&mut db.conn(), &home, T0).unwrap().is_none());
+}
+
+fn sweep_deletes_expired_rows_in_batches(db: &TestDb) {
+    let store = plain_store();
+    for i in 0..25 {
+        let (doc, home) = document(&format!("u{i:02}"), "at", T0.unix_timestamp());
+        // 20 rows written at T0, 5 written 30 days later.
+        let at = if i < 20 { T0 } else { T0 + Duration::days(30) };
+        store.save(&mut db.conn(), &home, &doc, None, at).unwrap();
+    }
+    let now = T0 + Duration::days(91);
+    assert_eq!(store.sweep_expired(&mut db.conn(), now, 7).unwrap(), 20);
+    assert_eq!(store.sweep_expired(&mut db.conn(), now, 7).unwrap(), 0);
+    let left: i64 = tc::token_cache.count().get_result(&mut *db.conn()).unwrap();
+    assert_eq!(left, 5);
+}
+
+fn lease_is_exclusive_until_released_or_expired(db: &TestDb) {
+    let store = plain_store();
+    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
+    store.save(&mut db.conn(), &home, &doc, None, T0).unwrap();
+    let until = T0 + Duration::seconds(30);
+    let c = &mut db.conn();
+    assert!(store
+        .acquire_lease(c, &home, "worker-a", T0, until)
+        .unwrap());
+    assert!(!store
+        .acquire_lease(c, &home, "worker-b", T0, until)
+        .unwrap());
+    assert_eq!(
+        store.lease(c, &home).unwrap(),
+        Some(("worker-a".to_owned(), until))
+    );
+    // The holder may extend its own lease.
+    assert!(store
+        .acquire_lease(
+            c,
+            &home,
+            "worker-a",
+            T0 + Duration::seconds(1),
+            until + Duration::seconds(1)
+        )
+        .unwrap());
+    assert!(!store.release_lease(c, &home, "worker-b").unwrap());
+    assert!(store.release_lease(c, &home, "worker-a").unwrap());
+    assert_eq!(store.lease(c, &home).unwrap(), None);
+    assert!(store
+        .acquire_lease(c, &home, "worker-b", T0, until)
+        .unwrap());
+    // An expired lease may be stolen.
+    let later = until + Duration::seconds(2);
+    assert!(store
+        .acquire_lease(c, &home, "worker-c", later, later + Duration::seconds(30))
+        .unwrap());
+    assert_eq!(store.lease(c, &home).unwrap().unwrap().0, "worker-c");
+    // No row, no lease.
+    assert!(!store
+        .acquire_lease(c, "nobody", "worker-a", T0, until)
+        .unwrap());
+}
+
+fn values_are_sealed_at_rest_and_bound_to_their_row(db: &TestDb) {
+    let store = sealed_store();
+    let (doc_a, alice) = document("alice", "alice-access-token", T0.unix_timestamp());
+    let (doc_b, bob) = document("bob", "bob-access-token", T0.unix_timestamp());
+    store
+        .save(&mut db.conn(), &alice, &doc_a, None, T0)
+        .unwrap();
+    store.save(&mut db.conn(), &bob, &doc_b, None, T0).unwrap();
+    let stored = raw_value(db, &alice);
+    let text = String::from_utf8_lossy(&stored);
+    assert!(!text.contains("alice-access-token") && !text.contains("rt-for-alice"));
+    // Copy Alice's sealed value into Bob's row: it must not open as Bob's.
+    diesel::update(tc::token_cache.filter(tc::id.eq(&bob)))
+        .set(tc::value.eq(&stored))
+        .execute(&mut *db.conn())
+        .unwrap();
+    let err = store.load(&mut db.conn(), &bob, T0).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CacheStoreError::Undecryptable {
+                source: SealError::Tampered,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(err.is_unreadable());
+    // A store without keys cannot open sealed rows and says why.
+    let err = plain_store().load(&mut db.conn(), &alice, T0).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            CacheStoreError::Undecryptable {
+                source: SealError::NoKeys,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+}
+
+fn corrupt_rows_are_errors_and_are_left_alone(db: &TestDb) {
+    let store = plain_store();
+    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
+    store.save(&mut db.conn(), &home, &doc, None, T0).unwrap();
+    let garbage = b"{\"AccessToken\": [not json".to_vec();
+    diesel::update(tc::token_cache.filter(tc::id.eq(&home)))
+        .set(tc::value.eq(&garbage))
+        .execute(&mut *db.conn())
+        .unwrap();
+    let err = store
+        .load(&mut db.conn(), &home, T0 + Duration::days(30))
+        .unwrap_err();
+    assert!(matches!(err, CacheStoreError::Corrupt { .. }), "{err:?}");
+    assert!(err.to_string().contains(&home));
+    assert_eq!(raw_value(db, &home), garbage, "the row is left as it was");
+    let sealed = sealed_store().load(&mut db.conn(), &home, T0).unwrap_err();
+    assert!(matches!(
+        sealed,
+        CacheStoreError::Undecryptable {
+            source: SealError::PlaintextRefused,
+            ..
+        }
+    ));
+}
+
+fn cache_and_activity_are_saved_together(db: &TestDb) {
+    let store = sealed_store();
+    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
+    let version = store
+        .save_with_activity(
+            &mut db.conn(),
+            &doc,
+            None,
+            &activity(&home, "u1@contoso.com"),
+            T0,
+        )
+        .unwrap();
+    assert_eq!(version, 1);
+    let row = activities::get(&mut db.conn(), &home).unwrap().unwrap();
+    assert_eq!(row.last_activity, to_db(T0));
+    assert_eq!(row.user_principal_name.as_deref(), Some("u1@contoso.com"));
+    // A conflicting save writes neither the cache nor the activity.
+    let later = T0 + Duration::hours(1);
+    let err = store
+        .save_with_activity(
+            &mut db.conn(),
+            &doc,
+            Some(5),
+            &activity(&home, "changed@contoso.com"),
+            later,
+        )
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        CacheStoreError::Conflict {
+            current: Some(1),
+            ..
+        }
+    ));
+    let row = activities::get(&mut db.conn(), &home).unwrap().unwrap();
+    assert_eq!(row.last_activity, to_db(T0));
+    assert_eq!(row.user_principal_name.as_deref(), Some("u1@contoso.com"));
+}
+
+fn cache_is_not_saved_when_the_activity_write_fails(db: &TestDb) {
+    let store = plain_store();
+    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
+    diesel::sql_query("DROP TABLE account_activities")
+        .execute(&mut *db.conn())
+        .unwrap();
+    let err = store
+        .save_with_activity(
+            &mut db.conn(),
+            &doc,
+            None,
+            &activity(&home, "u1@contoso.com"),
+            T0,
+        )
+        .unwrap_err();
+    assert!(
+        matches!(&err, CacheStoreError::Db(DbError::NotMigrated { .. })),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().contains("run `tokenbridge migrate`"),
+        "{err}"
+    );
+    assert!(
+        store.load(&mut db.conn(), &home, T0).unwrap().is_none(),
+        "the cache write was rolled back"
+    );
+}
+
+fn async_run_uses_a_blocking_thread(db: &TestDb) {
+    let store = plain_store();
+    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let database = db.db.clone();
+    let version = runtime
+        .block_on(async move {
+            database
+                .run(move |conn| store.save(conn, &home, &doc, None, T0))
+                .await
+        })
+        .unwrap();
+    assert_eq!(version, 1);
+}

@@ -1,0 +1,111 @@
+//! Races between processes, played by threads with their own pooled connections.
+
+use crate::backend_tests;
+use crate::fixtures::{activity, document, plain_store};
+use crate::support::{TestDb, T0};
+use diesel::Connection;
+use std::collections::HashSet;
+use std::sync::{Arc, Barrier};
+use time::Duration;
+use tokenbridge::activity::store::{self as activities, DueFilter};
+use tokenbridge::cache::store::CacheStoreError;
+
+backend_tests!(with_migrated:
+    two_writers_racing_a_compare_and_swap_one_wins,
+    eight_workers_claim_a_thousand_accounts_exactly_once,
+);
+
+fn two_writers_racing_a_compare_and_swap_one_wins(db: &TestDb) {
+    let store = plain_store();
+    let (doc, home) = document("racer", "at-0", T0.unix_timestamp());
+    store.save(&mut db.conn(), &home, &doc, None, T0).unwrap();
+    for round in 1..=10_i64 {
+        let barrier = Arc::new(Barrier::new(2));
+        let results: Vec<Result<i64, CacheStoreError>> = (0..2)
+            .map(|writer| {
+                let (barrier, store, database, home) =
+                    (barrier.clone(), store.clone(), db.db.clone(), home.clone());
+                std::thread::spawn(move || {
+                    let (doc, _) = document(
+                        "racer",
+                        &format!("at-{round}-{writer}"),
+                        T0.unix_timestamp(),
+                    );
+                    let mut conn = database.get().unwrap();
+                    barrier.wait();
+                    store.save(&mut conn, &home, &doc, Some(round), T0)
+                })
+            })
+            .collect::<Vec<_>>()
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect();
+        let wins: Vec<_> = results.iter().filter_map(|r| r.as_ref().ok()).collect();
+        assert_eq!(wins, [&(round + 1)], "round {round}: {results:?}");
+        let conflict = results.iter().find_map(|r| r.as_ref().err()).unwrap();
+        assert!(
+            matches!(conflict, CacheStoreError::Conflict { current: Some(v), .. } if *v == round + 1),
+            "round {round}: {conflict:?}"
+        );
+    }
+}
+
+fn eight_workers_claim_a_thousand_accounts_exactly_once(db: &TestDb) {
+    let total = 1000;
+    db.conn()
+        .transaction::<_, diesel::result::Error, _>(|c| {
+            for i in 0..total {
+                let key = format!("account-{i:04}");
+                activities::upsert(c, &activity(&key, "u@contoso.com"), T0)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    let now = T0 + Duration::hours(1);
+    let filter = DueFilter {
+        cutoff: now - Duration::minutes(5),
+        now,
+    };
+    let barrier = Arc::new(Barrier::new(8));
+    let claims: Vec<Vec<String>> = (0..8)
+        .map(|w| {
+            let (barrier, database) = (barrier.clone(), db.db.clone());
+            std::thread::spawn(move || {
+                let owner = format!("worker-{w}");
+                let mut mine = Vec::new();
+                let mut conn = database.get().unwrap();
+                barrier.wait();
+                loop {
+                    let page = activities::claim_due(
+                        &mut conn,
+                        filter,
+                        None,
+                        25,
+                        &owner,
+                        now + Duration::minutes(5),
+                    )
+                    .unwrap();
+                    if page.is_empty() {
+                        return mine;
+                    }
+                    assert!(page
+                        .iter()
+                        .all(|a| a.lease_owner.as_deref() == Some(owner.as_str())));
+                    mine.extend(page.into_iter().map(|a| a.account_cache_key));
+                }
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|t| t.join().unwrap())
+        .collect();
+    let claimed: usize = claims.iter().map(Vec::len).sum();
+    let unique: HashSet<&String> = claims.iter().flatten().collect();
+    assert_eq!(
+        claimed,
+        total,
+        "every account claimed once: {:?}",
+        claims.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+    assert_eq!(unique.len(), total);
+}

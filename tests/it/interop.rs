@@ -1,0 +1,155 @@
+//! Interoperability with MSAL Python: each side reads the other's cache.
+
+use crate::fixtures::{ctx, document};
+use std::io::Write;
+use std::path::Path;
+use std::process::Command;
+use tokenbridge::cache::document::{CacheDocument, Grant, TokenResponse};
+use tokenbridge::secret::Secret;
+
+const AUTHORITY: &str = "https://login.microsoftonline.com/tenant-1";
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/interop/msal_interop.py");
+
+fn python() -> Option<&'static str> {
+    let found = Command::new("python3")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED interop tests: python3 is not installed"
+        );
+        return None;
+    }
+    let msal = Command::new("python3")
+        .args(["-c", "import msal"])
+        .output()
+        .unwrap();
+    assert!(
+        msal.status.success(),
+        "MSAL Python is missing: run `pip install msal` (CI installs it)"
+    );
+    Some("python3")
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn msal(python: &str, args: &[&str]) -> String {
+    let out = Command::new(python)
+        .arg(SCRIPT)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "msal_interop.py {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn msal_reads(python: &str, path: &Path) -> serde_json::Value {
+    let path = path.to_str().unwrap();
+    let out = msal(
+        python,
+        &["read", path, &ctx().client_id, AUTHORITY, "User.Read"],
+    );
+    serde_json::from_str(&out).unwrap()
+}
+
+#[test]
+fn msal_python_reads_a_cache_tokenbridge_wrote_and_acquires_silently_from_it() {
+    let Some(python) = python() else { return };
+    let (doc, home) = document("oid-7", "tokenbridge-access-token", now());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.json");
+    std::fs::write(&path, doc.to_json()).unwrap();
+
+    let seen = msal_reads(python, &path);
+    assert_eq!(
+        seen["access_tokens"],
+        serde_json::json!(["tokenbridge-access-token"])
+    );
+    assert_eq!(seen["refresh_tokens"], serde_json::json!(["rt-for-oid-7"]));
+    assert_eq!(seen["accounts"][0]["home_account_id"], home.as_str());
+    assert_eq!(seen["accounts"][0]["username"], "oid-7@contoso.com");
+    assert_eq!(seen["accounts"][0]["local_account_id"], "oid-7");
+    assert_eq!(seen["silent"], "tokenbridge-access-token");
+    assert_eq!(seen["silent_source"], "cache");
+}
+
+#[test]
+fn tokenbridge_reads_a_cache_msal_python_wrote_and_msal_reads_it_back_after_a_rotation() {
+    let Some(python) = python() else { return };
+    let t = now();
+    let written = msal(
+        python,
+        &[
+            "write",
+            &ctx().client_id,
+            AUTHORITY,
+            "py-uid",
+            "tenant-1",
+            &t.to_string(),
+        ],
+    );
+    let mut doc = CacheDocument::parse(written.as_bytes()).unwrap();
+    let home = "py-uid.tenant-1";
+    let at = doc
+        .find_access_token(&ctx(), home, &["User.Read"], t)
+        .unwrap();
+    assert_eq!(at.entry.secret.expose(), "python-access-token");
+    assert_eq!(
+        doc.find_refresh_token(&ctx(), home)
+            .unwrap()
+            .secret
+            .expose(),
+        "python-refresh-token"
+    );
+    let (_, account) = doc.accounts().next().unwrap();
+    assert_eq!(
+        (account.username.as_str(), account.local_account_id.as_str()),
+        ("python@contoso.com", "py-uid")
+    );
+
+    // tokenbridge refreshes (a rotated refresh token, no ID token) and writes the cache back.
+    let refreshed = TokenResponse {
+        access_token: Secret::new("rotated-access-token"),
+        token_type: None,
+        expires_in: Some(7200),
+        ext_expires_in: None,
+        refresh_in: None,
+        refresh_token: Some(Secret::new("rotated-refresh-token")),
+        id_token: None,
+        scope: Some("User.Read openid profile offline_access".into()),
+        client_info: None,
+        family_id: None,
+    };
+    doc.add_token_response(
+        &ctx(),
+        &refreshed,
+        &["User.Read"],
+        Grant::RefreshToken,
+        Some(home),
+        t + 60,
+    )
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.json");
+    std::fs::write(&path, doc.to_json()).unwrap();
+
+    let seen = msal_reads(python, &path);
+    assert_eq!(
+        seen["refresh_tokens"],
+        serde_json::json!(["rotated-refresh-token"]),
+        "rotated in place, no stale copy"
+    );
+    assert_eq!(seen["accounts"][0]["home_account_id"], home);
+    assert_eq!(
+        seen["silent"], "rotated-access-token",
+        "the longest-lived token is chosen"
+    );
+}

@@ -1,0 +1,13 @@
+//! One integration test binary (one link step): stores against SQLite, PostgreSQL and MariaDB,
+//! migrations, the command line, and interoperability with MSAL Python.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod support;
+
+mod activity_store;
+mod cache_store;
+mod cli;
+mod concurrency;
+mod fixtures;
+mod interop;
+mod migrations;

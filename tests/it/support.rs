@@ -1,0 +1,184 @@
+//! Test databases: a fresh one per test on each backend, dropped afterwards.
+//!
+//! SQLite always runs. PostgreSQL and MySQL/MariaDB run when TOKENBRIDGE_TEST_POSTGRES_URL and
+//! TOKENBRIDGE_TEST_MYSQL_URL name a server (any database on it; tests create their own). Without
+//! them a test is skipped and says so on stderr; with CI=true a missing variable is a failure.
+
+use diesel::connection::SimpleConnection;
+use std::io::Write;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+use time::macros::datetime;
+use time::OffsetDateTime;
+use tokenbridge::db::{migrate, Backend, Database, DatabaseUrl, DbConnection};
+use tokenbridge::settings::DatabaseSettings;
+
+pub const POSTGRES_VAR: &str = "TOKENBRIDGE_TEST_POSTGRES_URL";
+pub const MYSQL_VAR: &str = "TOKENBRIDGE_TEST_MYSQL_URL";
+
+/// A fixed "now" for store tests.
+pub const T0: OffsetDateTime = datetime!(2026-11-25 12:00:00 UTC);
+
+pub struct TestDb {
+    // Field order matters: the pool closes before the database is dropped.
+    pub db: Database,
+    /// How to reach this database (for tests that start the binary or a server on it).
+    pub settings: DatabaseSettings,
+    _guard: Guard,
+}
+
+enum Guard {
+    Dir(#[allow(dead_code)] tempfile::TempDir),
+    Server { admin: DatabaseUrl, name: String },
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Guard::Server { admin, name } = self {
+            if let Ok(mut conn) = DbConnection::open(admin, Duration::from_secs(5)) {
+                let sql = match admin.backend() {
+                    Backend::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                    _ => format!("DROP DATABASE IF EXISTS {name}"),
+                };
+                let _ = conn.batch_execute(&sql);
+            }
+        }
+    }
+}
+
+impl TestDb {
+    pub fn conn(&self) -> tokenbridge::db::PooledConnection {
+        self.db.get().expect("a pooled connection")
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.db.backend()
+    }
+}
+
+fn server_url(var: &str) -> Option<DatabaseUrl> {
+    match std::env::var(var) {
+        Ok(url) if !url.is_empty() => Some(DatabaseUrl::parse(&url).expect("a valid test URL")),
+        _ => {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "{var} must be set in CI: server tests may not be skipped there"
+            );
+            None
+        }
+    }
+}
+
+fn unique_name() -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "tb_test_{}_{}_{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed),
+        rand::random::<u32>()
+    )
+}
+
+pub fn settings_for(url: DatabaseUrl) -> DatabaseSettings {
+    DatabaseSettings {
+        url,
+        pool_size: 12,
+        connect_timeout: Duration::from_secs(20),
+        busy_timeout: Duration::from_secs(20),
+    }
+}
+
+/// A fresh, empty (unmigrated) database, or None when the backend's server is not configured.
+pub fn fresh(backend: Backend) -> Option<TestDb> {
+    let (url, guard) = match backend {
+        Backend::Sqlite => {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let url = DatabaseUrl::parse(&format!(
+                "sqlite://{}",
+                dir.path().join("test.db").display()
+            ))
+            .expect("a sqlite URL");
+            (url, Guard::Dir(dir))
+        }
+        Backend::Postgres | Backend::Mysql => {
+            let var = if backend == Backend::Postgres {
+                POSTGRES_VAR
+            } else {
+                MYSQL_VAR
+            };
+            let admin = server_url(var)?;
+            assert_eq!(
+                admin.backend(),
+                backend,
+                "{var} names the wrong kind of server"
+            );
+            let name = unique_name();
+            let mut conn = DbConnection::open(&admin, Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("cannot reach the {backend} test server ({var}): {e}"));
+            conn.batch_execute(&format!("CREATE DATABASE {name}"))
+                .expect("CREATE DATABASE");
+            let url = admin.with_database(&name).expect("a per-test URL");
+            (url, Guard::Server { admin, name })
+        }
+    };
+    let settings = settings_for(url);
+    let db = Database::connect(&settings).expect("connect to the test database");
+    Some(TestDb {
+        db,
+        settings,
+        _guard: guard,
+    })
+}
+
+/// A fresh database with every migration applied.
+pub fn migrated(backend: Backend) -> Option<TestDb> {
+    let test_db = fresh(backend)?;
+    migrate::run_pending(&mut test_db.conn()).expect("migrations apply");
+    Some(test_db)
+}
+
+/// Tells the developer, past the test harness's output capture, that a test did not run.
+pub fn skipped(test: &str, backend: Backend) {
+    let var = if backend == Backend::Postgres {
+        POSTGRES_VAR
+    } else {
+        MYSQL_VAR
+    };
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED {test} on {backend}: set {var} to run it (see README, Tests)"
+    );
+}
+
+/// Runs `body` against a migrated database of `backend`, or reports the skip.
+pub fn with_migrated(test: &str, backend: Backend, body: fn(&TestDb)) {
+    match migrated(backend) {
+        Some(db) => body(&db),
+        None => skipped(test, backend),
+    }
+}
+
+/// Runs `body` against an unmigrated database of `backend`, or reports the skip.
+pub fn with_fresh(test: &str, backend: Backend, body: fn(&TestDb)) {
+    match fresh(backend) {
+        Some(db) => body(&db),
+        None => skipped(test, backend),
+    }
+}
+
+/// Declares one `#[test]` per backend for each named body: `backend_tests!(with_migrated: a, b)`
+/// makes `sqlite::a`, `postgres::a`, `mysql::a`, ...
+#[macro_export]
+macro_rules! backend_tests {
+    ($runner:ident: $($name:ident),* $(,)?) => {
+        mod sqlite {
+            $( #[test] fn $name() { $crate::support::$runner(concat!(module_path!(), "::", stringify!($name)), tokenbridge::db::Backend::Sqlite, super::$name) } )*
+        }
+        mod postgres {
+            $( #[test] fn $name() { $crate::support::$runner(concat!(module_path!(), "::", stringify!($name)), tokenbridge::db::Backend::Postgres, super::$name) } )*
+        }
+        mod mysql {
+            $( #[test] fn $name() { $crate::support::$runner(concat!(module_path!(), "::", stringify!($name)), tokenbridge::db::Backend::Mysql, super::$name) } )*
+        }
+    };
+}
