@@ -22,6 +22,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(&cli.config)
         .with_context(|| format!("invalid settings ({})", cli.config.display()))?;
     telemetry::init(&settings.log);
+    for warning in settings.warnings() {
+        tracing::warn!("{warning}");
+    }
     match cli.command {
         Command::Migrate(args) => commands::migrate::run(&settings, &args, &mut std::io::stdout()),
     }

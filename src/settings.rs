@@ -204,6 +204,26 @@ impl Settings {
     }
 }
 
+impl Settings {
+    /// Things that work but that an operator should hear about, logged at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.cache.keys.is_none() {
+            warnings.push(format!(
+                "token caches are stored UNENCRYPTED: set {} (or cache.keys_file) to seal them",
+                env_var_for("cache.keys")
+            ));
+        } else if self.cache.read_plaintext {
+            warnings.push(
+                "cache.read_plaintext is on: unencrypted cache rows are accepted; turn it off once \
+                 every row has been rewritten"
+                    .to_owned(),
+            );
+        }
+        warnings
+    }
+}
+
 fn env_var_for(key: &str) -> String {
     format!("{ENV_PREFIX}_{}", key.replace('.', "__").to_uppercase())
 }

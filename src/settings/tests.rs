@@ -148,3 +148,23 @@ fn debug_output_hides_secrets_and_passwords() {
     assert!(!debug.contains(KEY), "{debug}");
     assert!(!debug.contains("pa55word"), "{debug}");
 }
+
+#[test]
+fn running_without_cache_keys_is_warned_about() {
+    let plain = load("", &[]).unwrap();
+    assert!(plain
+        .warnings()
+        .iter()
+        .any(|w| w.contains("UNENCRYPTED") && w.contains("TOKENBRIDGE_CACHE__KEYS")));
+    let sealed = load("", &[("TOKENBRIDGE_CACHE__KEYS", &format!("k1={KEY}"))]).unwrap();
+    assert!(sealed.warnings().is_empty());
+    let migrating = load(
+        "[cache]\nread_plaintext = true\n",
+        &[("TOKENBRIDGE_CACHE__KEYS", &format!("k1={KEY}"))],
+    )
+    .unwrap();
+    assert!(migrating
+        .warnings()
+        .iter()
+        .any(|w| w.contains("read_plaintext")));
+}

@@ -44,6 +44,11 @@ fn migrate_applies_once_and_reports_status() {
 
     let out = tokenbridge(dir.path(), &["migrate"], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("UNENCRYPTED"),
+        "warned: {}",
+        text(&out.stderr)
+    );
     let stdout = text(&out.stdout);
     assert!(
         stdout.contains("applied 2026-11-25-000001_create_token_cache"),

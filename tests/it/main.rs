@@ -8,6 +8,7 @@ mod activity_store;
 mod cache_store;
 mod cli;
 mod concurrency;
+mod database;
 mod fixtures;
 mod interop;
 mod migrations;

@@ -192,10 +192,7 @@ fn the_binary_migrates_every_backend(db: &TestDb) {
         std::process::Command::new(env!("CARGO_BIN_EXE_tokenbridge"))
             .current_dir(dir.path())
             .args(args)
-            .env(
-                "TOKENBRIDGE_DATABASE__URL",
-                db.settings.url.full_url(),
-            )
+            .env("TOKENBRIDGE_DATABASE__URL", db.settings.url.full_url())
             .output()
             .unwrap()
     };
