@@ -1,7 +1,9 @@
 //! The command line.
 
+use crate::settings::Rotation;
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// tokenbridge: one token cache for a web app and its background jobs.
 ///
@@ -32,6 +34,38 @@ pub enum Command {
     /// Creates or upgrades the `token_cache` and `account_activities` tables. Safe to run
     /// again: it applies only what is pending and prints what it applied.
     Migrate(MigrateArgs),
+
+    /// Run a local development identity provider and Graph-like API (loopback only).
+    ///
+    /// An OpenID provider shaped like Microsoft Entra ID v2.0 that signs in any user name, for
+    /// trying tokenbridge, its tests and its benchmarks. Flags override the [dev_idp] settings.
+    /// Faults, revocation and counters: see the admin API printed at start.
+    DevIdp(DevIdpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DevIdpArgs {
+    /// Where to listen: a loopback address and port, e.g. 127.0.0.1:5556.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Lifetime of issued access tokens, e.g. 60s.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub access_token_ttl: Option<Duration>,
+    /// Lifetime of issued refresh tokens, e.g. 90d.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub refresh_token_ttl: Option<Duration>,
+    /// Refresh-token rotation.
+    #[arg(long, value_enum)]
+    pub rotation: Option<Rotation>,
+    /// Delay added to every token request, e.g. 50ms.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub token_latency: Option<Duration>,
+    /// Delay added to every API call, e.g. 50ms.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub api_latency: Option<Duration>,
+    /// A user name offered on the sign-in form (repeat for more; any name signs in anyway).
+    #[arg(long = "user", value_name = "NAME")]
+    pub users: Vec<String>,
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +93,35 @@ mod tests {
             cli.command,
             Command::Migrate(MigrateArgs { status: false })
         ));
+    }
+
+    #[test]
+    fn dev_idp_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "tokenbridge",
+            "dev-idp",
+            "--listen",
+            "127.0.0.1:0",
+            "--access-token-ttl",
+            "60s",
+            "--rotation",
+            "strict",
+            "--token-latency",
+            "50ms",
+            "--user",
+            "ada",
+            "--user",
+            "bob",
+        ])
+        .unwrap();
+        let Command::DevIdp(args) = cli.command else {
+            panic!("not dev-idp")
+        };
+        assert_eq!(args.listen.as_deref(), Some("127.0.0.1:0"));
+        assert_eq!(args.access_token_ttl, Some(Duration::from_secs(60)));
+        assert_eq!(args.rotation, Some(Rotation::Strict));
+        assert_eq!(args.token_latency, Some(Duration::from_millis(50)));
+        assert_eq!(args.users, ["ada", "bob"]);
     }
 
     #[test]

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod db;
+pub mod devidp;
 pub mod secret;
 pub mod settings;
 pub mod telemetry;
@@ -17,15 +18,20 @@ use anyhow::Context;
 use cli::{Cli, Command};
 use settings::Settings;
 
+/// Logs what an operator of a command that stores token caches should hear about.
+pub fn warn_about_settings(settings: &Settings) {
+    for warning in settings.warnings() {
+        tracing::warn!("{warning}");
+    }
+}
+
 /// Loads settings, sets up logging and runs the chosen subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = Settings::load(&cli.config)
         .with_context(|| format!("invalid settings ({})", cli.config.display()))?;
     telemetry::init(&settings.log);
-    for warning in settings.warnings() {
-        tracing::warn!("{warning}");
-    }
     match cli.command {
         Command::Migrate(args) => commands::migrate::run(&settings, &args, &mut std::io::stdout()),
+        Command::DevIdp(args) => commands::dev_idp::run(settings, &args),
     }
 }

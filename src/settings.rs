@@ -2,6 +2,10 @@
 //! variables. Unknown keys are errors; every error names the key. Secrets are never read from
 //! the settings file itself: they come from the environment or from a `*_file` path.
 
+mod dev_idp;
+
+pub use dev_idp::{is_loopback, loopback_addr, DevClient, DevIdpSettings, Rotation};
+
 use crate::cache::seal::SealKeys;
 use crate::db::DatabaseUrl;
 use crate::secret::Secret;
@@ -25,7 +29,7 @@ pub enum SettingsError {
     Invalid { key: &'static str, message: String },
 }
 
-fn invalid(key: &'static str, message: impl Into<String>) -> SettingsError {
+pub(crate) fn invalid(key: &'static str, message: impl Into<String>) -> SettingsError {
     SettingsError::Invalid {
         key,
         message: message.into(),
@@ -38,6 +42,7 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub cache: CacheSettings,
     pub log: LogSettings,
+    pub dev_idp: DevIdpSettings,
 }
 
 #[derive(Debug, Clone)]
@@ -77,6 +82,7 @@ struct RawSettings {
     database: RawDatabase,
     cache: RawCache,
     log: RawLog,
+    dev_idp: dev_idp::RawDevIdp,
 }
 
 #[derive(Debug, Deserialize)]
@@ -228,7 +234,7 @@ fn env_var_for(key: &str) -> String {
     format!("{ENV_PREFIX}_{}", key.replace('.', "__").to_uppercase())
 }
 
-fn parse_duration(key: &'static str, value: &str) -> Result<Duration, SettingsError> {
+pub(crate) fn parse_duration(key: &'static str, value: &str) -> Result<Duration, SettingsError> {
     humantime::parse_duration(value).map_err(|e| {
         invalid(
             key,
@@ -325,6 +331,7 @@ impl RawSettings {
                 level: self.log.level,
                 format: self.log.format,
             },
+            dev_idp: self.dev_idp.validate()?,
         })
     }
 }

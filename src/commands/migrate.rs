@@ -7,6 +7,7 @@ use anyhow::Context;
 use std::io::Write;
 
 pub fn run(settings: &Settings, args: &MigrateArgs, out: &mut dyn Write) -> anyhow::Result<()> {
+    crate::warn_about_settings(settings);
     let url = &settings.database.url;
     if args.status && url.sqlite_path().is_some_and(|path| !path.exists()) {
         // Opening would create the file; --status changes nothing.

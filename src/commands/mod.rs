@@ -1,3 +1,4 @@
 //! One module per subcommand. Commands return `anyhow` errors with context for the terminal.
 
+pub mod dev_idp;
 pub mod migrate;

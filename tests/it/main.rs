@@ -9,6 +9,7 @@ mod cache_store;
 mod cli;
 mod concurrency;
 mod database;
+mod dev_idp;
 mod fixtures;
 mod interop;
 mod migrations;

@@ -1,0 +1,103 @@
+//! The admin API (loopback, like everything here): faults, revocation, behaviour, counters.
+
+use super::state::{Fault, FaultKind};
+use super::users::parse_username;
+use super::{lock, Behaviour, Provider};
+use crate::settings::Rotation;
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/admin/counters", web::get().to(counters))
+        .route("/admin/faults", web::post().to(add_fault))
+        .route("/admin/faults", web::delete().to(clear_faults))
+        .route("/admin/behaviour", web::get().to(get_behaviour))
+        .route("/admin/behaviour", web::patch().to(patch_behaviour))
+        .route("/admin/users/{name}/revoke", web::post().to(revoke))
+        .route("/admin/users/{name}/disable", web::post().to(disable))
+        .route("/admin/users/{name}/enable", web::post().to(enable));
+}
+
+async fn counters(p: web::Data<Provider>) -> HttpResponse {
+    let counters = p.state().counters.clone();
+    HttpResponse::Ok().json(counters)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FaultRequest {
+    kind: FaultKind,
+    #[serde(default = "one")]
+    count: u32,
+    #[serde(default = "one")]
+    retry_after: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+async fn add_fault(p: web::Data<Provider>, body: web::Json<FaultRequest>) -> HttpResponse {
+    let fault = Fault {
+        kind: body.kind,
+        retry_after: body.retry_after,
+    };
+    p.state().add_fault(fault, body.count);
+    HttpResponse::NoContent().finish()
+}
+
+async fn clear_faults(p: web::Data<Provider>) -> HttpResponse {
+    p.state().clear_faults();
+    HttpResponse::NoContent().finish()
+}
+
+async fn get_behaviour(p: web::Data<Provider>) -> HttpResponse {
+    HttpResponse::Ok().json(p.behaviour())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BehaviourPatch {
+    access_token_ttl_secs: Option<u64>,
+    refresh_token_ttl_secs: Option<u64>,
+    rotation: Option<Rotation>,
+    token_latency_ms: Option<u64>,
+    api_latency_ms: Option<u64>,
+}
+
+async fn patch_behaviour(p: web::Data<Provider>, patch: web::Json<BehaviourPatch>) -> HttpResponse {
+    let mut behaviour = lock(&p.behaviour);
+    let b: &mut Behaviour = &mut behaviour;
+    b.access_token_ttl_secs = patch
+        .access_token_ttl_secs
+        .unwrap_or(b.access_token_ttl_secs);
+    b.refresh_token_ttl_secs = patch
+        .refresh_token_ttl_secs
+        .unwrap_or(b.refresh_token_ttl_secs);
+    b.rotation = patch.rotation.unwrap_or(b.rotation);
+    b.token_latency_ms = patch.token_latency_ms.unwrap_or(b.token_latency_ms);
+    b.api_latency_ms = patch.api_latency_ms.unwrap_or(b.api_latency_ms);
+    HttpResponse::Ok().json(*b)
+}
+
+fn with_user(name: &str, act: impl FnOnce(&str)) -> HttpResponse {
+    match parse_username(name) {
+        Ok(user) => {
+            act(&user);
+            HttpResponse::NoContent().finish()
+        }
+        Err(problem) => HttpResponse::BadRequest().json(serde_json::json!({ "error": problem })),
+    }
+}
+
+async fn revoke(p: web::Data<Provider>, name: web::Path<String>) -> HttpResponse {
+    with_user(&name, |user| p.state().revoke_user(user))
+}
+
+async fn disable(p: web::Data<Provider>, name: web::Path<String>) -> HttpResponse {
+    with_user(&name, |user| p.state().set_disabled(user, true))
+}
+
+async fn enable(p: web::Data<Provider>, name: web::Path<String>) -> HttpResponse {
+    with_user(&name, |user| p.state().set_disabled(user, false))
+}

@@ -1,0 +1,257 @@
+//! `tokenbridge dev-idp`: a local OpenID provider shaped like Microsoft Entra ID v2.0, and a
+//! Graph-like API, for the quick start, the tests and the benchmarks. Loopback only.
+
+mod admin;
+mod api;
+mod authorize;
+pub mod keys;
+mod pages;
+mod params;
+pub mod state;
+mod token;
+pub mod users;
+
+use crate::settings::{is_loopback, DevClient, DevIdpSettings, Rotation};
+use actix_web::dev::Server;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use keys::Keys;
+use serde::{Deserialize, Serialize};
+use state::State;
+use std::net::{SocketAddr, TcpListener};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Microsoft Graph's application id: the audience of the access tokens, as Entra ID issues them.
+pub const API_AUDIENCE: &str = "00000003-0000-0000-c000-000000000000";
+/// The scope `/v1.0/me` requires.
+pub const API_SCOPE: &str = "User.Read";
+/// Scopes that are about the sign-in, not the API.
+pub const OIDC_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+
+/// What the admin API may change while the provider runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Behaviour {
+    pub access_token_ttl_secs: u64,
+    pub refresh_token_ttl_secs: u64,
+    pub rotation: Rotation,
+    pub token_latency_ms: u64,
+    pub api_latency_ms: u64,
+}
+
+/// The provider shared by every request handler.
+pub struct Provider {
+    base_url: String,
+    tenant_id: String,
+    keys: Keys,
+    clients: Vec<DevClient>,
+    users: Vec<String>,
+    state: Mutex<State>,
+    behaviour: Mutex<Behaviour>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Provider {
+    pub fn issuer(&self) -> String {
+        format!("{}/{}/v2.0", self.base_url, self.tenant_id)
+    }
+
+    fn endpoint(&self, path: &str) -> String {
+        format!("{}/{}/{path}", self.base_url, self.tenant_id)
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    fn behaviour(&self) -> Behaviour {
+        *lock(&self.behaviour)
+    }
+
+    fn client(&self, client_id: &str) -> Option<&DevClient> {
+        self.clients.iter().find(|c| c.client_id == client_id)
+    }
+}
+
+fn now() -> i64 {
+    time::OffsetDateTime::now_utc().unix_timestamp()
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// A bound, not yet running, development provider.
+pub struct DevIdp {
+    server: Server,
+    addr: SocketAddr,
+    base_url: String,
+    issuer: String,
+}
+
+impl DevIdp {
+    /// Binds to `settings.listen` (loopback only) and prepares the server.
+    pub fn build(settings: &DevIdpSettings) -> anyhow::Result<Self> {
+        if !is_loopback(settings.listen.ip()) {
+            anyhow::bail!(
+                "dev-idp binds to loopback addresses only (127.0.0.0/8 or [::1]), not {}",
+                settings.listen.ip()
+            );
+        }
+        let listener = TcpListener::bind(settings.listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
+        let addr = listener.local_addr()?;
+        let base_url = format!("http://{addr}");
+        let keys = Keys::generate()?;
+        let provider = web::Data::new(Provider {
+            base_url: base_url.clone(),
+            tenant_id: settings.tenant_id.clone(),
+            keys,
+            clients: settings.clients.clone(),
+            users: settings.users.clone(),
+            state: Mutex::new(State::default()),
+            behaviour: Mutex::new(Behaviour {
+                access_token_ttl_secs: settings.access_token_ttl.as_secs(),
+                refresh_token_ttl_secs: settings.refresh_token_ttl.as_secs(),
+                rotation: settings.rotation,
+                token_latency_ms: millis(settings.token_latency),
+                api_latency_ms: millis(settings.api_latency),
+            }),
+        });
+        let issuer = provider.issuer();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(provider.clone())
+                .app_data(web::PayloadConfig::new(64 * 1024))
+                .app_data(web::JsonConfig::default().limit(16 * 1024))
+                .configure(routes)
+                .default_service(web::to(not_found))
+        })
+        .listen(listener)?
+        .shutdown_timeout(5)
+        .run();
+        Ok(Self {
+            server,
+            addr,
+            base_url,
+            issuer,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base_url
+    }
+
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// What the command prints at start: what this is, where it listens, how to use it.
+    pub fn banner(&self, settings: &DevIdpSettings) -> String {
+        let clients: Vec<&str> = settings
+            .clients
+            .iter()
+            .map(|c| c.client_id.as_str())
+            .collect();
+        format!(
+            "tokenbridge dev-idp: a DEVELOPMENT identity provider. It signs in anyone by name; \
+             never expose it.\n  listening  {}\n  issuer     {}\n  API        {}/v1.0/me\n  \
+             clients    {}\n  admin      {}/admin/counters (faults, revocation, behaviour)\n  \
+             rotation   {:?}, access tokens {}s",
+            self.base_url,
+            self.issuer,
+            self.base_url,
+            clients.join(", "),
+            self.base_url,
+            settings.rotation,
+            settings.access_token_ttl.as_secs(),
+        )
+    }
+
+    /// Serves until SIGINT/SIGTERM (or until the future is dropped).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(pages::index))
+        .route(
+            "/{tenant}/v2.0/.well-known/openid-configuration",
+            web::get().to(discovery),
+        )
+        .route("/{tenant}/discovery/v2.0/keys", web::get().to(jwks))
+        .route(
+            "/{tenant}/oauth2/v2.0/authorize",
+            web::get().to(authorize::get),
+        )
+        .route(
+            "/{tenant}/oauth2/v2.0/authorize",
+            web::post().to(authorize::post),
+        )
+        .route("/{tenant}/oauth2/v2.0/token", web::post().to(token::token))
+        .route(
+            "/{tenant}/oauth2/v2.0/logout",
+            web::get().to(authorize::logout_get),
+        )
+        .route(
+            "/{tenant}/oauth2/v2.0/logout",
+            web::post().to(authorize::logout_post),
+        )
+        .route("/v1.0/me", web::get().to(api::me))
+        .configure(admin::routes);
+}
+
+async fn not_found() -> HttpResponse {
+    HttpResponse::NotFound().json(serde_json::json!({
+        "error": "not_found",
+        "error_description": "no such endpoint on the development provider",
+    }))
+}
+
+fn unknown_tenant(tenant: &str) -> HttpResponse {
+    HttpResponse::BadRequest().json(serde_json::json!({
+        "error": "invalid_tenant",
+        "error_description": format!("tenant {tenant:?} is not served here"),
+    }))
+}
+
+async fn discovery(tenant: web::Path<String>, p: web::Data<Provider>) -> HttpResponse {
+    if *tenant != p.tenant_id {
+        return unknown_tenant(&tenant);
+    }
+    HttpResponse::Ok().json(serde_json::json!({
+        "issuer": p.issuer(),
+        "authorization_endpoint": p.endpoint("oauth2/v2.0/authorize"),
+        "token_endpoint": p.endpoint("oauth2/v2.0/token"),
+        "end_session_endpoint": p.endpoint("oauth2/v2.0/logout"),
+        "jwks_uri": p.endpoint("discovery/v2.0/keys"),
+        "userinfo_endpoint": format!("{}/v1.0/me", p.base_url),
+        "response_types_supported": ["code"],
+        "response_modes_supported": ["query", "form_post"],
+        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "subject_types_supported": ["pairwise"],
+        "id_token_signing_alg_values_supported": ["RS256"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": ["openid", "profile", "email", "offline_access", API_SCOPE],
+        "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "nonce", "at_hash",
+            "oid", "tid", "name", "preferred_username", "ver"],
+        "tenant_region_scope": "NA",
+    }))
+}
+
+async fn jwks(tenant: web::Path<String>, p: web::Data<Provider>) -> HttpResponse {
+    if *tenant != p.tenant_id {
+        return unknown_tenant(&tenant);
+    }
+    HttpResponse::Ok().json(p.keys.jwks())
+}

@@ -1,0 +1,414 @@
+//! The provider's memory and rules: authorization codes, refresh-token families and rotation,
+//! users, injected faults and counters. No HTTP here; every rule takes `now` (Unix seconds).
+
+use super::keys::{pkce_challenge, random_token};
+use crate::settings::Rotation;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+
+/// How long an authorization code may wait for redemption.
+pub const CODE_TTL: i64 = 600;
+
+/// A token-endpoint error, as RFC 6749 section 5.2 names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrantError {
+    pub error: &'static str,
+    pub description: String,
+}
+
+fn grant_error(error: &'static str, description: impl Into<String>) -> GrantError {
+    GrantError {
+        error,
+        description: description.into(),
+    }
+}
+
+/// What a successful grant entitles the client to; the HTTP layer mints the tokens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub username: String,
+    pub scopes: Vec<String>,
+    pub nonce: Option<String>,
+    pub refresh_token: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+struct Code {
+    client_id: String,
+    redirect_uri: String,
+    challenge: String,
+    nonce: Option<String>,
+    scopes: Vec<String>,
+    username: String,
+    expires_at: i64,
+    family: String,
+    redeemed: bool,
+}
+
+#[derive(Debug, Clone)]
+struct RefreshRecord {
+    username: String,
+    client_id: String,
+    scopes: Vec<String>,
+    family: String,
+    generation: u64,
+    expires_at: i64,
+    superseded: bool,
+}
+
+#[derive(Debug, Clone, Default)]
+struct UserState {
+    disabled: bool,
+    /// Tokens issued under an older generation are revoked.
+    generation: u64,
+}
+
+/// A fault injected into the next token requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultKind {
+    #[serde(rename = "500")]
+    Status500,
+    #[serde(rename = "503")]
+    Status503,
+    #[serde(rename = "429")]
+    Status429,
+    Hang,
+    Drop,
+    InvalidGrant,
+    InteractionRequired,
+    /// Process the request, then drop the connection before the answer is sent.
+    LoseAnswer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fault {
+    pub kind: FaultKind,
+    pub retry_after: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct UserCounters {
+    pub codes_redeemed: u64,
+    pub refreshes: u64,
+    pub rotations: u64,
+    pub reuse_detections: u64,
+    pub api_calls: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Counters {
+    pub token_requests: u64,
+    pub codes_redeemed: u64,
+    pub refreshes: u64,
+    pub rotations: u64,
+    pub reuse_detections: u64,
+    pub api_calls: u64,
+    pub faults_injected: u64,
+    pub users: BTreeMap<String, UserCounters>,
+}
+
+impl Counters {
+    fn user(&mut self, username: &str) -> &mut UserCounters {
+        self.users.entry(username.to_owned()).or_default()
+    }
+}
+
+/// What `/authorize` remembers until the code is redeemed.
+#[derive(Debug, Clone)]
+pub struct CodeRequest {
+    pub client_id: String,
+    pub redirect_uri: String,
+    pub challenge: String,
+    pub nonce: Option<String>,
+    pub scopes: Vec<String>,
+    pub username: String,
+}
+
+#[derive(Debug, Default)]
+pub struct State {
+    codes: HashMap<String, Code>,
+    refresh_tokens: HashMap<String, RefreshRecord>,
+    revoked_families: HashSet<String>,
+    sessions: HashMap<String, String>,
+    users: HashMap<String, UserState>,
+    faults: VecDeque<(Fault, u32)>,
+    pub counters: Counters,
+}
+
+impl State {
+    pub fn is_disabled(&self, username: &str) -> bool {
+        self.users.get(username).is_some_and(|u| u.disabled)
+    }
+
+    pub fn set_disabled(&mut self, username: &str, disabled: bool) {
+        self.users.entry(username.to_owned()).or_default().disabled = disabled;
+    }
+
+    /// Revokes every refresh token the user holds.
+    pub fn revoke_user(&mut self, username: &str) {
+        self.users
+            .entry(username.to_owned())
+            .or_default()
+            .generation += 1;
+    }
+
+    fn generation(&self, username: &str) -> u64 {
+        self.users.get(username).map_or(0, |u| u.generation)
+    }
+
+    pub fn start_session(&mut self, username: &str) -> String {
+        let id = random_token();
+        self.sessions.insert(id.clone(), username.to_owned());
+        id
+    }
+
+    pub fn session_user(&self, session: &str) -> Option<&str> {
+        self.sessions.get(session).map(String::as_str)
+    }
+
+    pub fn end_session(&mut self, session: &str) {
+        self.sessions.remove(session);
+    }
+
+    pub fn issue_code(&mut self, request: CodeRequest, now: i64) -> String {
+        let code = random_token();
+        self.purge_codes(now);
+        self.codes.insert(
+            code.clone(),
+            Code {
+                client_id: request.client_id,
+                redirect_uri: request.redirect_uri,
+                challenge: request.challenge,
+                nonce: request.nonce,
+                scopes: request.scopes,
+                username: request.username,
+                expires_at: now + CODE_TTL,
+                family: random_token(),
+                redeemed: false,
+            },
+        );
+        code
+    }
+
+    fn purge_codes(&mut self, now: i64) {
+        // Keep redeemed codes until they expire, so a replay is recognised as one.
+        self.codes.retain(|_, c| c.expires_at > now);
+    }
+
+    /// Redeems an authorization code (single use; a replay revokes what the code issued).
+    pub fn redeem_code(
+        &mut self,
+        client_id: &str,
+        code: &str,
+        redirect_uri: &str,
+        verifier: &str,
+        refresh_ttl: i64,
+        now: i64,
+    ) -> Result<Grant, GrantError> {
+        let Some(entry) = self.codes.get_mut(code) else {
+            return Err(grant_error(
+                "invalid_grant",
+                "the authorization code is unknown or expired",
+            ));
+        };
+        if entry.expires_at <= now {
+            return Err(grant_error(
+                "invalid_grant",
+                "the authorization code has expired",
+            ));
+        }
+        if entry.client_id != client_id {
+            return Err(grant_error(
+                "invalid_grant",
+                "the authorization code was issued to another client",
+            ));
+        }
+        if entry.redeemed {
+            let family = entry.family.clone();
+            self.revoked_families.insert(family);
+            return Err(grant_error(
+                "invalid_grant",
+                "the authorization code was already redeemed; the tokens it issued are revoked",
+            ));
+        }
+        if entry.redirect_uri != redirect_uri {
+            return Err(grant_error(
+                "invalid_grant",
+                "redirect_uri does not match the authorization request",
+            ));
+        }
+        let verifier_ok = (43..=128).contains(&verifier.len())
+            && verifier
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b));
+        if !verifier_ok || pkce_challenge(verifier) != entry.challenge {
+            return Err(grant_error(
+                "invalid_grant",
+                "code_verifier does not match the code_challenge",
+            ));
+        }
+        entry.redeemed = true;
+        let entry = entry.clone();
+        if self.is_disabled(&entry.username) {
+            return Err(grant_error("invalid_grant", "the user account is disabled"));
+        }
+        self.counters.codes_redeemed += 1;
+        self.counters.user(&entry.username).codes_redeemed += 1;
+        let refresh_token = entry.scopes.iter().any(|s| s == "offline_access").then(|| {
+            self.new_refresh_token(
+                &entry.username,
+                client_id,
+                &entry.scopes,
+                &entry.family,
+                refresh_ttl,
+                now,
+            )
+        });
+        Ok(Grant {
+            username: entry.username,
+            scopes: entry.scopes,
+            nonce: entry.nonce,
+            refresh_token,
+        })
+    }
+
+    fn new_refresh_token(
+        &mut self,
+        username: &str,
+        client_id: &str,
+        scopes: &[String],
+        family: &str,
+        ttl: i64,
+        now: i64,
+    ) -> String {
+        let token = random_token();
+        let generation = self.generation(username);
+        self.refresh_tokens.insert(
+            token.clone(),
+            RefreshRecord {
+                username: username.to_owned(),
+                client_id: client_id.to_owned(),
+                scopes: scopes.to_vec(),
+                family: family.to_owned(),
+                generation,
+                expires_at: now.saturating_add(ttl),
+                superseded: false,
+            },
+        );
+        token
+    }
+
+    /// Redeems a refresh token under the rotation mode in force.
+    pub fn redeem_refresh_token(
+        &mut self,
+        client_id: &str,
+        token: &str,
+        requested: Option<&[String]>,
+        rotation: Rotation,
+        refresh_ttl: i64,
+        now: i64,
+    ) -> Result<Grant, GrantError> {
+        let Some(record) = self.refresh_tokens.get(token).cloned() else {
+            return Err(grant_error("invalid_grant", "the refresh token is unknown"));
+        };
+        if record.client_id != client_id {
+            return Err(grant_error(
+                "invalid_grant",
+                "the refresh token was issued to another client",
+            ));
+        }
+        if record.expires_at <= now {
+            return Err(grant_error(
+                "invalid_grant",
+                "the refresh token has expired",
+            ));
+        }
+        if record.generation != self.generation(&record.username)
+            || self.revoked_families.contains(&record.family)
+        {
+            return Err(grant_error(
+                "invalid_grant",
+                "the refresh token has been revoked",
+            ));
+        }
+        if self.is_disabled(&record.username) {
+            return Err(grant_error("invalid_grant", "the user account is disabled"));
+        }
+        if record.superseded && rotation == Rotation::Strict {
+            // Reuse of a rotated token: someone else may hold the family. Revoke everything.
+            self.revoke_user(&record.username);
+            self.counters.reuse_detections += 1;
+            self.counters.user(&record.username).reuse_detections += 1;
+            return Err(grant_error(
+                "invalid_grant",
+                "the refresh token was already used; every token of this user is revoked",
+            ));
+        }
+        let scopes = match requested {
+            Some(requested) => {
+                if let Some(extra) = requested.iter().find(|s| !record.scopes.contains(s)) {
+                    return Err(grant_error(
+                        "invalid_scope",
+                        format!("scope {extra} was not granted"),
+                    ));
+                }
+                requested.to_vec()
+            }
+            None => record.scopes.clone(),
+        };
+        self.counters.refreshes += 1;
+        self.counters.user(&record.username).refreshes += 1;
+        let refresh_token = match rotation {
+            Rotation::Off => token.to_owned(),
+            Rotation::Rotate | Rotation::Strict => {
+                if let Some(old) = self.refresh_tokens.get_mut(token) {
+                    old.superseded = true;
+                }
+                self.counters.rotations += 1;
+                self.counters.user(&record.username).rotations += 1;
+                self.new_refresh_token(
+                    &record.username,
+                    client_id,
+                    &record.scopes,
+                    &record.family,
+                    refresh_ttl,
+                    now,
+                )
+            }
+        };
+        Ok(Grant {
+            username: record.username,
+            scopes,
+            nonce: None,
+            refresh_token: Some(refresh_token),
+        })
+    }
+
+    pub fn add_fault(&mut self, fault: Fault, count: u32) {
+        if count > 0 {
+            self.faults.push_back((fault, count));
+        }
+    }
+
+    pub fn clear_faults(&mut self) {
+        self.faults.clear();
+    }
+
+    /// The fault for this token request, if any are queued.
+    pub fn next_fault(&mut self) -> Option<Fault> {
+        let (fault, remaining) = self.faults.front_mut()?;
+        let fault = *fault;
+        *remaining -= 1;
+        if *remaining == 0 {
+            self.faults.pop_front();
+        }
+        self.counters.faults_injected += 1;
+        Some(fault)
+    }
+
+    pub fn count_api_call(&mut self, username: &str) {
+        self.counters.api_calls += 1;
+        self.counters.user(username).api_calls += 1;
+    }
+}

@@ -1,0 +1,417 @@
+//! `/token`: authorization_code (PKCE) and refresh_token grants, client authentication, RFC 6749
+//! error responses, and the faults the admin API injects.
+
+use super::keys::{at_hash, random_token};
+use super::params::{scopes, Params};
+use super::state::{FaultKind, Grant, GrantError};
+use super::users::Profile;
+use super::{now, unknown_tenant, Provider, API_AUDIENCE, OIDC_SCOPES};
+use crate::settings::DevClient;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+use subtle::ConstantTimeEq;
+
+/// How long a `hang` fault holds the request: longer than any sane client timeout.
+const HANG: Duration = Duration::from_secs(300);
+
+fn oauth_error(status: StatusCode, error: &str, description: &str) -> HttpResponse {
+    HttpResponse::build(status)
+        .insert_header(("Cache-Control", "no-store"))
+        .json(serde_json::json!({ "error": error, "error_description": description }))
+}
+
+fn bad_request(error: &str, description: &str) -> HttpResponse {
+    oauth_error(StatusCode::BAD_REQUEST, error, description)
+}
+
+/// A response whose connection is cut before any answer arrives.
+fn dropped() -> HttpResponse {
+    let failing = futures_util::stream::once(async {
+        Err::<web::Bytes, _>(std::io::Error::other(
+            "connection dropped by an injected fault",
+        ))
+    });
+    HttpResponse::Ok().streaming(failing)
+}
+
+pub async fn token(
+    req: HttpRequest,
+    tenant: web::Path<String>,
+    body: web::Bytes,
+    p: web::Data<Provider>,
+) -> HttpResponse {
+    if *tenant != p.tenant_id {
+        return unknown_tenant(&tenant);
+    }
+    let behaviour = p.behaviour();
+    if behaviour.token_latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(behaviour.token_latency_ms)).await;
+    }
+    let fault = {
+        let mut state = p.state();
+        state.counters.token_requests += 1;
+        state.next_fault()
+    };
+    let retry_after = |status: StatusCode, error: &str, seconds: u32| {
+        let mut response = oauth_error(status, error, "injected fault");
+        if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&seconds.to_string()) {
+            response
+                .headers_mut()
+                .insert(actix_web::http::header::RETRY_AFTER, value);
+        }
+        response
+    };
+    match fault.map(|f| (f.kind, f.retry_after)) {
+        None => respond(&req, &body, &p),
+        Some((FaultKind::Status500, _)) => oauth_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            "injected fault",
+        ),
+        Some((FaultKind::Status503, after)) => retry_after(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            after,
+        ),
+        Some((FaultKind::Status429, after)) => retry_after(
+            StatusCode::TOO_MANY_REQUESTS,
+            "temporarily_unavailable",
+            after,
+        ),
+        Some((FaultKind::Hang, _)) => {
+            tokio::time::sleep(HANG).await;
+            oauth_error(
+                StatusCode::GATEWAY_TIMEOUT,
+                "temporarily_unavailable",
+                "injected hang",
+            )
+        }
+        Some((FaultKind::Drop, _)) => dropped(),
+        Some((FaultKind::InvalidGrant, _)) => bad_request(
+            "invalid_grant",
+            "AADSTS70000: injected fault: the grant is invalid",
+        ),
+        Some((FaultKind::InteractionRequired, _)) => bad_request(
+            "interaction_required",
+            "AADSTS50076: injected fault: the user must sign in again",
+        ),
+        Some((FaultKind::LoseAnswer, _)) => {
+            let _ = respond(&req, &body, &p);
+            dropped()
+        }
+    }
+}
+
+/// Why client authentication failed; becomes an RFC 6749 error response.
+struct AuthFailure {
+    status: StatusCode,
+    error: &'static str,
+    description: &'static str,
+    basic_used: bool,
+}
+
+impl AuthFailure {
+    fn invalid_client(basic_used: bool, description: &'static str) -> Self {
+        Self {
+            status: StatusCode::UNAUTHORIZED,
+            error: "invalid_client",
+            description,
+            basic_used,
+        }
+    }
+
+    fn invalid_request(description: &'static str) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            error: "invalid_request",
+            description,
+            basic_used: false,
+        }
+    }
+
+    fn response(&self) -> HttpResponse {
+        let mut response = oauth_error(self.status, self.error, self.description);
+        if self.basic_used {
+            response.headers_mut().insert(
+                actix_web::http::header::WWW_AUTHENTICATE,
+                actix_web::http::header::HeaderValue::from_static(
+                    "Basic realm=\"tokenbridge dev-idp\"",
+                ),
+            );
+        }
+        response
+    }
+}
+
+/// Client authentication: HTTP Basic or form fields, never both (RFC 6749 section 2.3).
+fn authenticate<'a>(
+    req: &HttpRequest,
+    params: &Params,
+    p: &'a Provider,
+) -> Result<&'a DevClient, AuthFailure> {
+    let basic = req
+        .headers()
+        .get("Authorization")
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Basic "));
+    let (id, secret, basic_used) = match (basic, params.get("client_secret")) {
+        (Some(_), Some(_)) => {
+            return Err(AuthFailure::invalid_request(
+                "use one client authentication method, not two",
+            ))
+        }
+        (Some(encoded), None) => {
+            let malformed = || AuthFailure::invalid_client(true, "malformed Basic credentials");
+            let decoded = STANDARD
+                .decode(encoded.trim())
+                .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .ok_or_else(malformed)?;
+            let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
+            // Basic credentials are form-urlencoded first (RFC 6749 section 2.3.1).
+            let decode = |s: &str| {
+                url::form_urlencoded::parse(format!("x={s}").as_bytes())
+                    .next()
+                    .map(|(_, v)| v.into_owned())
+                    .unwrap_or_default()
+            };
+            (decode(id), decode(secret), true)
+        }
+        (None, Some(secret)) => (
+            params.get("client_id").unwrap_or_default().to_owned(),
+            secret.to_owned(),
+            false,
+        ),
+        (None, None) => {
+            return Err(AuthFailure::invalid_client(
+                false,
+                "client authentication is required",
+            ))
+        }
+    };
+    if basic_used && params.get("client_id").is_some_and(|form_id| form_id != id) {
+        return Err(AuthFailure::invalid_request(
+            "client_id does not match the credentials",
+        ));
+    }
+    match p.client(&id) {
+        Some(client)
+            if bool::from(
+                client
+                    .client_secret
+                    .expose()
+                    .as_bytes()
+                    .ct_eq(secret.as_bytes()),
+            ) =>
+        {
+            Ok(client)
+        }
+        _ => Err(AuthFailure::invalid_client(
+            basic_used,
+            "unknown client or wrong client secret",
+        )),
+    }
+}
+
+fn respond(req: &HttpRequest, body: &[u8], p: &Provider) -> HttpResponse {
+    let params = match Params::parse(body) {
+        Ok(params) => params,
+        Err(problem) => return bad_request("invalid_request", &problem),
+    };
+    let client = match authenticate(req, &params, p) {
+        Ok(client) => client,
+        Err(failure) => return failure.response(),
+    };
+    let behaviour = p.behaviour();
+    let refresh_ttl = i64::try_from(behaviour.refresh_token_ttl_secs).unwrap_or(i64::MAX);
+    let now = now();
+    let result = match params.get("grant_type") {
+        Some("authorization_code") => {
+            let (Some(code), Some(redirect_uri), Some(verifier)) = (
+                params.get("code"),
+                params.get("redirect_uri"),
+                params.get("code_verifier"),
+            ) else {
+                return bad_request(
+                    "invalid_request",
+                    "code, redirect_uri and code_verifier are required",
+                );
+            };
+            p.state().redeem_code(
+                &client.client_id,
+                code,
+                redirect_uri,
+                verifier,
+                refresh_ttl,
+                now,
+            )
+        }
+        Some("refresh_token") => {
+            let Some(token) = params.get("refresh_token") else {
+                return bad_request("invalid_request", "refresh_token is required");
+            };
+            let requested = params.get("scope").map(scopes);
+            p.state().redeem_refresh_token(
+                &client.client_id,
+                token,
+                requested.as_deref(),
+                behaviour.rotation,
+                refresh_ttl,
+                now,
+            )
+        }
+        Some(other) => {
+            return bad_request(
+                "unsupported_grant_type",
+                &format!("grant_type {other} is not supported"),
+            )
+        }
+        None => return bad_request("invalid_request", "grant_type is required"),
+    };
+    match result {
+        Ok(grant) => mint(
+            p,
+            client,
+            &grant,
+            params.get("client_info") == Some("1"),
+            now,
+        ),
+        Err(GrantError { error, description }) => bad_request(error, &description),
+    }
+}
+
+#[derive(Serialize)]
+struct IdTokenClaims<'a> {
+    ver: &'static str,
+    iss: String,
+    sub: String,
+    aud: &'a str,
+    exp: i64,
+    iat: i64,
+    nbf: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    nonce: Option<&'a str>,
+    oid: &'a str,
+    tid: &'a str,
+    name: &'a str,
+    preferred_username: &'a str,
+    at_hash: String,
+}
+
+#[derive(Serialize)]
+struct AccessTokenClaims<'a> {
+    ver: &'static str,
+    iss: String,
+    aud: &'static str,
+    sub: String,
+    exp: i64,
+    iat: i64,
+    nbf: i64,
+    scp: String,
+    oid: &'a str,
+    tid: &'a str,
+    appid: &'a str,
+    name: &'a str,
+    upn: &'a str,
+    uti: String,
+}
+
+/// Entra ID gives each client its own `sub` for a user (pairwise subject).
+fn pairwise_sub(oid: &str, client_id: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(format!("{oid}:{client_id}").as_bytes()))
+}
+
+fn mint(
+    p: &Provider,
+    client: &DevClient,
+    grant: &Grant,
+    client_info: bool,
+    now: i64,
+) -> HttpResponse {
+    let profile = Profile::of(&grant.username);
+    let behaviour = p.behaviour();
+    let ttl = i64::try_from(behaviour.access_token_ttl_secs).unwrap_or(i64::MAX / 2);
+    let api_scopes: Vec<&str> = grant
+        .scopes
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !OIDC_SCOPES.contains(s))
+        .collect();
+    let sub = pairwise_sub(&profile.id, &client.client_id);
+    let access_claims = AccessTokenClaims {
+        ver: "2.0",
+        iss: p.issuer(),
+        aud: API_AUDIENCE,
+        sub: sub.clone(),
+        exp: now + ttl,
+        iat: now,
+        nbf: now,
+        scp: api_scopes.join(" "),
+        oid: &profile.id,
+        tid: &p.tenant_id,
+        appid: &client.client_id,
+        name: &profile.display_name,
+        upn: &profile.user_principal_name,
+        uti: random_token(),
+    };
+    let access_token = match p.keys.sign_access_token(&access_claims) {
+        Ok(token) => token,
+        Err(e) => {
+            return oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                &e.to_string(),
+            )
+        }
+    };
+    let mut body = serde_json::json!({
+        "token_type": "Bearer",
+        "scope": grant.scopes.join(" "),
+        "expires_in": ttl,
+        "ext_expires_in": ttl,
+        "access_token": access_token,
+    });
+    if grant.scopes.iter().any(|s| s == "openid") {
+        let id_claims = IdTokenClaims {
+            ver: "2.0",
+            iss: p.issuer(),
+            sub,
+            aud: &client.client_id,
+            exp: now + 3600,
+            iat: now,
+            nbf: now,
+            nonce: grant.nonce.as_deref(),
+            oid: &profile.id,
+            tid: &p.tenant_id,
+            name: &profile.display_name,
+            preferred_username: &profile.user_principal_name,
+            at_hash: at_hash(&access_token),
+        };
+        match p.keys.sign_id_token(&id_claims) {
+            Ok(token) => body["id_token"] = token.into(),
+            Err(e) => {
+                return oauth_error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "server_error",
+                    &e.to_string(),
+                )
+            }
+        }
+    }
+    if let Some(refresh_token) = &grant.refresh_token {
+        body["refresh_token"] = refresh_token.clone().into();
+    }
+    if client_info {
+        let info = serde_json::json!({ "uid": profile.id, "utid": p.tenant_id });
+        body["client_info"] = URL_SAFE_NO_PAD.encode(info.to_string()).into();
+    }
+    HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .insert_header(("Pragma", "no-cache"))
+        .json(body)
+}

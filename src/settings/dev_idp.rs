@@ -1,0 +1,206 @@
+//! `[dev_idp]`: the development identity provider's settings. Its defaults match the shipped
+//! `settings.toml`, so `tokenbridge dev-idp` and `tokenbridge serve` work together unedited.
+
+use super::{invalid, parse_duration, SettingsError};
+use crate::secret::Secret;
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+/// What happens to a refresh token when it is redeemed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Rotation {
+    /// The same refresh token stays valid; none is returned on refresh.
+    Off,
+    /// A new refresh token each time; the old one keeps working (Entra ID).
+    Rotate,
+    /// A new refresh token each time; presenting an old one again is treated as theft and
+    /// revokes every token of that user (Auth0, Okta, Keycloak).
+    Strict,
+}
+
+#[derive(Debug, Clone)]
+pub struct DevClient {
+    pub client_id: String,
+    pub client_secret: Secret,
+    pub redirect_uris: Vec<String>,
+    pub post_logout_redirect_uris: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DevIdpSettings {
+    pub listen: SocketAddr,
+    pub tenant_id: String,
+    pub users: Vec<String>,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub rotation: Rotation,
+    pub token_latency: Duration,
+    pub api_latency: Duration,
+    pub clients: Vec<DevClient>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawDevIdp {
+    listen: String,
+    tenant_id: String,
+    users: Vec<String>,
+    access_token_ttl: String,
+    refresh_token_ttl: String,
+    rotation: Rotation,
+    token_latency: String,
+    api_latency: String,
+    clients: Vec<RawDevClient>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDevClient {
+    client_id: String,
+    client_secret: Secret,
+    redirect_uris: Vec<String>,
+    #[serde(default)]
+    post_logout_redirect_uris: Vec<String>,
+}
+
+pub const DEFAULT_CLIENT_ID: &str = "tokenbridge-dev";
+pub const DEFAULT_CLIENT_SECRET: &str = "tokenbridge-dev-secret";
+pub const DEFAULT_TENANT_ID: &str = "5c8f6d1e-7a4b-4c1a-9f3e-2b6d8e0a4f11";
+
+impl Default for RawDevIdp {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:5556".into(),
+            tenant_id: DEFAULT_TENANT_ID.into(),
+            users: vec!["ada".into(), "grace".into()],
+            access_token_ttl: "1h".into(),
+            refresh_token_ttl: "90d".into(),
+            rotation: Rotation::Rotate,
+            token_latency: "0ms".into(),
+            api_latency: "0ms".into(),
+            clients: vec![RawDevClient {
+                client_id: DEFAULT_CLIENT_ID.into(),
+                client_secret: Secret::new(DEFAULT_CLIENT_SECRET),
+                redirect_uris: vec![
+                    "http://127.0.0.1:8080/signin-oidc".into(),
+                    "http://localhost:8080/signin-oidc".into(),
+                ],
+                post_logout_redirect_uris: vec![
+                    "http://127.0.0.1:8080/signout-callback-oidc".into(),
+                    "http://localhost:8080/signout-callback-oidc".into(),
+                ],
+            }],
+        }
+    }
+}
+
+/// Parses `host:port` and refuses anything that is not a loopback address: the development
+/// provider accepts any user name, so it must never be reachable from another machine.
+pub fn loopback_addr(key: &'static str, value: &str) -> Result<SocketAddr, SettingsError> {
+    let addr = match value.parse::<SocketAddr>() {
+        Ok(addr) => addr,
+        Err(_) if value.starts_with("localhost:") => value
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.find(|a| a.ip().is_loopback()))
+            .ok_or_else(|| invalid(key, format!("cannot resolve {value}")))?,
+        Err(_) => {
+            return Err(invalid(
+                key,
+                format!(
+                    "expected a loopback address and port such as 127.0.0.1:5556, got {value:?}"
+                ),
+            ))
+        }
+    };
+    if is_loopback(addr.ip()) {
+        Ok(addr)
+    } else {
+        Err(invalid(
+            key,
+            format!(
+                "the development provider binds to loopback addresses only (127.0.0.0/8 or [::1]), \
+                 not {}",
+                addr.ip()
+            ),
+        ))
+    }
+}
+
+pub fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+impl RawDevIdp {
+    pub(super) fn validate(self) -> Result<DevIdpSettings, SettingsError> {
+        let listen = loopback_addr("dev_idp.listen", &self.listen)?;
+        let valid_tenant = !self.tenant_id.is_empty()
+            && self
+                .tenant_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !valid_tenant {
+            return Err(invalid(
+                "dev_idp.tenant_id",
+                "expected a tenant id such as a GUID",
+            ));
+        }
+        if self.clients.is_empty() {
+            return Err(invalid("dev_idp.clients", "at least one client is needed"));
+        }
+        let mut clients = Vec::with_capacity(self.clients.len());
+        for client in self.clients {
+            if client.client_id.is_empty() || client.client_secret.is_empty() {
+                return Err(invalid(
+                    "dev_idp.clients",
+                    "every client needs a client_id and a client_secret",
+                ));
+            }
+            for uri in client
+                .redirect_uris
+                .iter()
+                .chain(&client.post_logout_redirect_uris)
+            {
+                url::Url::parse(uri).map_err(|e| {
+                    invalid(
+                        "dev_idp.clients",
+                        format!("{uri:?} is not an absolute URL ({e})"),
+                    )
+                })?;
+            }
+            if client.redirect_uris.is_empty() {
+                return Err(invalid(
+                    "dev_idp.clients",
+                    format!("client {} has no redirect_uris", client.client_id),
+                ));
+            }
+            clients.push(DevClient {
+                client_id: client.client_id,
+                client_secret: client.client_secret,
+                redirect_uris: client.redirect_uris,
+                post_logout_redirect_uris: client.post_logout_redirect_uris,
+            });
+        }
+        Ok(DevIdpSettings {
+            listen,
+            tenant_id: self.tenant_id,
+            users: self.users,
+            access_token_ttl: parse_duration("dev_idp.access_token_ttl", &self.access_token_ttl)?,
+            refresh_token_ttl: parse_duration(
+                "dev_idp.refresh_token_ttl",
+                &self.refresh_token_ttl,
+            )?,
+            rotation: self.rotation,
+            token_latency: parse_duration("dev_idp.token_latency", &self.token_latency)?,
+            api_latency: parse_duration("dev_idp.api_latency", &self.api_latency)?,
+            clients,
+        })
+    }
+}
