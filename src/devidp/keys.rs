@@ -138,7 +138,7 @@ mod tests {
     #[test]
     fn pkce_matches_the_rfc_7636_example() {
         assert_eq!(
-            pkce_challenge("dBjftJeZ4CVP-1mB92bHE46lYcqgDB3eRNbn7XafxCbk"),
+            pkce_challenge("dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"),
             "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
         );
     }
