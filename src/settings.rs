@@ -3,8 +3,10 @@
 //! the settings file itself: they come from the environment or from a `*_file` path.
 
 mod dev_idp;
+mod web;
 
 pub use dev_idp::{is_loopback, loopback_addr, DevClient, DevIdpSettings, Rotation};
+pub use web::{ApiSettings, ClientAuth, IdentitySettings, ProviderKind, WebSettings};
 
 use crate::cache::seal::SealKeys;
 use crate::db::DatabaseUrl;
@@ -42,6 +44,9 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub cache: CacheSettings,
     pub log: LogSettings,
+    pub identity: IdentitySettings,
+    pub api: ApiSettings,
+    pub web: WebSettings,
     pub dev_idp: DevIdpSettings,
 }
 
@@ -82,6 +87,9 @@ struct RawSettings {
     database: RawDatabase,
     cache: RawCache,
     log: RawLog,
+    identity: web::RawIdentity,
+    api: web::RawApi,
+    web: web::RawWeb,
     dev_idp: dev_idp::RawDevIdp,
 }
 
@@ -144,7 +152,7 @@ impl Default for RawLog {
 }
 
 /// Keys that hold secrets: allowed from the environment, refused in the settings file.
-const SECRET_KEYS: &[&str] = &["cache.keys"];
+const SECRET_KEYS: &[&str] = &["cache.keys", "identity.client_secret", "web.session_key"];
 
 impl Settings {
     /// Loads `path` (a missing file means "all defaults") and the process environment.
@@ -165,13 +173,24 @@ impl Settings {
                 })
             }
         };
-        Self::from_sources(&text, &path.display().to_string(), env)
+        let base_dir = path.parent().unwrap_or(Path::new(""));
+        Self::from_sources_in(&text, &path.display().to_string(), base_dir, env)
     }
 
     /// Builds settings from the file's text and an environment.
     pub fn from_sources(
         file_text: &str,
         file_name: &str,
+        env: &HashMap<String, String>,
+    ) -> Result<Self, SettingsError> {
+        Self::from_sources_in(file_text, file_name, Path::new(""), env)
+    }
+
+    /// Like [`Settings::from_sources`]; relative `*_file` paths are taken from `base_dir`.
+    pub fn from_sources_in(
+        file_text: &str,
+        file_name: &str,
+        base_dir: &Path,
         env: &HashMap<String, String>,
     ) -> Result<Self, SettingsError> {
         let file = config::File::from_str(file_text, config::FileFormat::Toml);
@@ -203,9 +222,10 @@ impl Settings {
             )
             .build()
             .map_err(|e| SettingsError::Parse(e.to_string()))?;
-        let raw: RawSettings = merged
+        let mut raw: RawSettings = merged
             .try_deserialize()
             .map_err(|e| SettingsError::Parse(e.to_string()))?;
+        raw.resolve_paths(base_dir);
         raw.validate()
     }
 }
@@ -244,7 +264,7 @@ pub(crate) fn parse_duration(key: &'static str, value: &str) -> Result<Duration,
 }
 
 /// Reads a secret from the environment-provided value or from a file, never both.
-fn secret_from(
+pub(crate) fn secret_from(
     key: &'static str,
     value: Option<Secret>,
     file: Option<PathBuf>,
@@ -270,6 +290,22 @@ fn secret_from(
 }
 
 impl RawSettings {
+    /// Relative `*_file` paths name files beside the settings file, wherever it is run from.
+    fn resolve_paths(&mut self, base_dir: &Path) {
+        for path in [
+            &mut self.cache.keys_file,
+            &mut self.identity.client_secret_file,
+            &mut self.web.session_key_file,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if path.is_relative() {
+                *path = base_dir.join(&*path);
+            }
+        }
+    }
+
     fn validate(self) -> Result<Settings, SettingsError> {
         let url = DatabaseUrl::parse(&self.database.url)
             .map_err(|e| invalid("database.url", e.to_string()))?;
@@ -331,6 +367,9 @@ impl RawSettings {
                 level: self.log.level,
                 format: self.log.format,
             },
+            identity: self.identity.validate()?,
+            api: self.api.validate()?,
+            web: self.web.validate()?,
             dev_idp: self.dev_idp.validate()?,
         })
     }

@@ -1,4 +1,5 @@
 use super::*;
+use std::path::Path;
 
 const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
@@ -34,9 +35,90 @@ fn an_empty_file_means_defaults() {
 
 #[test]
 fn the_shipped_settings_file_is_valid_and_shows_the_defaults() {
-    let shipped = load(include_str!("../../settings.toml"), &[]).unwrap();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let shipped = Settings::from_sources_in(
+        include_str!("../../settings.toml"),
+        "settings.toml",
+        dir,
+        &env(&[]),
+    )
+    .unwrap();
     let defaults = load("", &[]).unwrap();
-    assert_eq!(format!("{shipped:?}"), format!("{defaults:?}"));
+    for (a, b) in [
+        (
+            format!("{:?}", shipped.database),
+            format!("{:?}", defaults.database),
+        ),
+        (
+            format!("{:?}", shipped.cache),
+            format!("{:?}", defaults.cache),
+        ),
+        (format!("{:?}", shipped.log), format!("{:?}", defaults.log)),
+        (format!("{:?}", shipped.web), format!("{:?}", defaults.web)),
+        (
+            format!("{:?}", shipped.dev_idp),
+            format!("{:?}", defaults.dev_idp),
+        ),
+    ] {
+        assert_eq!(a, b);
+    }
+    // [identity] and [api] point at the development provider, which they match.
+    let (issuer, secret) = shipped.identity.require_client().unwrap();
+    let dev = &shipped.dev_idp;
+    assert_eq!(
+        issuer.as_str(),
+        format!("http://{}/{}/v2.0", dev.listen, dev.tenant_id)
+    );
+    assert_eq!(shipped.identity.client_id, dev.clients[0].client_id);
+    assert_eq!(secret, &dev.clients[0].client_secret);
+    assert!(dev.clients[0]
+        .redirect_uris
+        .contains(&shipped.web.redirect_uri()));
+    assert!(dev.clients[0]
+        .post_logout_redirect_uris
+        .contains(&shipped.web.post_logout_redirect_uri()));
+    assert_eq!(
+        shipped.api.me_url(),
+        format!("http://{}/v1.0/me", dev.listen)
+    );
+}
+
+#[test]
+fn identity_is_checked_by_the_commands_that_need_it() {
+    let defaults = load("", &[]).unwrap();
+    let msg = defaults.identity.require_client().unwrap_err().to_string();
+    assert!(msg.contains("identity.client_id"), "{msg}");
+    let s = load("[identity]\nclient_id = \"app\"\n", &[]).unwrap();
+    let msg = s.identity.require_client().unwrap_err().to_string();
+    assert!(msg.contains("TOKENBRIDGE_IDENTITY__CLIENT_SECRET"), "{msg}");
+    let s = load(
+        "[identity]\nclient_id = \"app\"\ntenant_id = \"t1\"\n",
+        &[("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "s3cret")],
+    )
+    .unwrap();
+    let (issuer, _) = s.identity.require_client().unwrap();
+    assert_eq!(issuer.as_str(), "https://login.microsoftonline.com/t1/v2.0");
+    assert!(!format!("{s:?}").contains("s3cret"));
+    let s = load(
+        "[identity]\nprovider = \"oidc\"\nissuer = \"https://id.example.com/realms/main\"\nclient_id = \"app\"\n",
+        &[("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "s3cret")],
+    )
+    .unwrap();
+    assert_eq!(
+        s.identity.require_client().unwrap().0.as_str(),
+        "https://id.example.com/realms/main"
+    );
+    let msg = error("[identity]\ntenant_id = \"common\"\n", &[]);
+    assert!(msg.contains("identity.tenant_id"), "{msg}");
+    let msg = error("[identity]\nclient_secret = \"x\"\n", &[]);
+    assert!(msg.contains("TOKENBRIDGE_IDENTITY__CLIENT_SECRET"), "{msg}");
+    let msg = error("", &[("TOKENBRIDGE_WEB__SESSION_KEY", "short")]);
+    assert!(
+        msg.contains("web.session_key") && msg.contains("64"),
+        "{msg}"
+    );
+    let msg = error("[web]\npublic_url = \"ftp://x\"\n", &[]);
+    assert!(msg.contains("web.public_url"), "{msg}");
 }
 
 #[test]

@@ -1,0 +1,316 @@
+//! `[identity]`, `[api]` and `[web]`: what `serve` (and later `worker`) need. Shape is checked
+//! when settings load; that the required keys are set is checked by the commands that use them.
+
+use super::{invalid, parse_duration, secret_from, SettingsError};
+use crate::secret::Secret;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use url::Url;
+
+/// Which kind of OpenID provider `identity` describes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProviderKind {
+    /// Microsoft Entra ID (or the development provider, which looks like it): authority
+    /// `{instance}/{tenant_id}/v2.0`, `client_info`, home account id `uid.utid`.
+    Entra,
+    /// Any other certified OpenID provider, by its issuer URL; home account id `sub`.
+    Oidc,
+}
+
+/// How the client authenticates at the token endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ClientAuth {
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentitySettings {
+    pub provider: ProviderKind,
+    pub instance: Url,
+    pub tenant_id: String,
+    pub issuer: Option<Url>,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    pub client_auth: ClientAuth,
+    pub scopes: Vec<String>,
+    pub metadata_refresh: Duration,
+    pub http_timeout: Duration,
+}
+
+impl IdentitySettings {
+    /// The issuer: `{instance}/{tenant_id}/v2.0` for Entra ID, `issuer` otherwise.
+    pub fn issuer_url(&self) -> Result<Url, SettingsError> {
+        match self.provider {
+            ProviderKind::Entra => {
+                if self.tenant_id.is_empty() {
+                    return Err(invalid(
+                        "identity.tenant_id",
+                        "is required for provider = \"entra\"",
+                    ));
+                }
+                let base = self.instance.as_str().trim_end_matches('/');
+                Url::parse(&format!("{base}/{}/v2.0", self.tenant_id))
+                    .map_err(|e| invalid("identity.tenant_id", e.to_string()))
+            }
+            ProviderKind::Oidc => self
+                .issuer
+                .clone()
+                .ok_or_else(|| invalid("identity.issuer", "is required for provider = \"oidc\"")),
+        }
+    }
+
+    /// Checks what signing users in needs: a client id, a client secret, an issuer.
+    pub fn require_client(&self) -> Result<(Url, &Secret), SettingsError> {
+        if self.client_id.is_empty() {
+            return Err(invalid("identity.client_id", "is required"));
+        }
+        let secret = self.client_secret.as_ref().ok_or_else(|| {
+            invalid(
+                "identity.client_secret",
+                "is required: set TOKENBRIDGE_IDENTITY__CLIENT_SECRET or identity.client_secret_file",
+            )
+        })?;
+        Ok((self.issuer_url()?, secret))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub base_url: Url,
+    pub timeout: Duration,
+}
+
+impl ApiSettings {
+    /// `{base_url}/me`.
+    pub fn me_url(&self) -> String {
+        format!("{}/me", self.base_url.as_str().trim_end_matches('/'))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WebSettings {
+    pub listen: SocketAddr,
+    pub public_url: Url,
+    pub session_key: Option<Secret>,
+    pub secure_cookies: bool,
+    pub session_idle: Duration,
+    pub session_absolute: Duration,
+}
+
+impl WebSettings {
+    /// `{public_url}/signin-oidc`: the redirect URI to register at the provider.
+    pub fn redirect_uri(&self) -> String {
+        format!(
+            "{}/signin-oidc",
+            self.public_url.as_str().trim_end_matches('/')
+        )
+    }
+
+    /// `{public_url}/signout-callback-oidc`: the post-logout redirect URI to register.
+    pub fn post_logout_redirect_uri(&self) -> String {
+        format!(
+            "{}/signout-callback-oidc",
+            self.public_url.as_str().trim_end_matches('/')
+        )
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawIdentity {
+    provider: ProviderKind,
+    instance: String,
+    tenant_id: String,
+    issuer: String,
+    client_id: String,
+    client_secret: Option<Secret>,
+    pub(super) client_secret_file: Option<PathBuf>,
+    client_auth: ClientAuth,
+    scopes: Vec<String>,
+    metadata_refresh: String,
+    http_timeout: String,
+}
+
+impl Default for RawIdentity {
+    fn default() -> Self {
+        Self {
+            provider: ProviderKind::Entra,
+            instance: "https://login.microsoftonline.com".into(),
+            tenant_id: String::new(),
+            issuer: String::new(),
+            client_id: String::new(),
+            client_secret: None,
+            client_secret_file: None,
+            client_auth: ClientAuth::ClientSecretBasic,
+            scopes: vec!["User.Read".into()],
+            metadata_refresh: "1h".into(),
+            http_timeout: "10s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawApi {
+    base_url: String,
+    timeout: String,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        Self {
+            base_url: "https://graph.microsoft.com/v1.0".into(),
+            timeout: "10s".into(),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawWeb {
+    listen: String,
+    public_url: String,
+    session_key: Option<Secret>,
+    pub(super) session_key_file: Option<PathBuf>,
+    secure_cookies: bool,
+    session_idle: String,
+    session_absolute: String,
+}
+
+impl Default for RawWeb {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            public_url: "http://127.0.0.1:8080".into(),
+            session_key: None,
+            session_key_file: None,
+            secure_cookies: false,
+            session_idle: "8h".into(),
+            session_absolute: "7d".into(),
+        }
+    }
+}
+
+fn parse_url(key: &'static str, value: &str) -> Result<Url, SettingsError> {
+    let url =
+        Url::parse(value).map_err(|e| invalid(key, format!("expected an absolute URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(key, "expected an http:// or https:// URL"));
+    }
+    Ok(url)
+}
+
+fn positive(key: &'static str, value: &str) -> Result<Duration, SettingsError> {
+    let d = parse_duration(key, value)?;
+    if d.is_zero() {
+        return Err(invalid(key, "must be longer than 0s"));
+    }
+    Ok(d)
+}
+
+impl RawIdentity {
+    pub(super) fn validate(self) -> Result<IdentitySettings, SettingsError> {
+        let tenant_ok = self
+            .tenant_id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if !tenant_ok {
+            return Err(invalid(
+                "identity.tenant_id",
+                "expected a tenant id (a GUID) or a verified domain",
+            ));
+        }
+        if matches!(
+            self.tenant_id.as_str(),
+            "common" | "organizations" | "consumers"
+        ) {
+            return Err(invalid(
+                "identity.tenant_id",
+                "use your tenant's id: tokens are cached per tenant, and a multi-tenant authority \
+                 has no single issuer to validate",
+            ));
+        }
+        if self
+            .scopes
+            .iter()
+            .any(|s| s.trim().is_empty() || s.contains(char::is_whitespace))
+        {
+            return Err(invalid(
+                "identity.scopes",
+                "expected a list of scopes such as [\"User.Read\"]",
+            ));
+        }
+        Ok(IdentitySettings {
+            provider: self.provider,
+            instance: parse_url("identity.instance", &self.instance)?,
+            tenant_id: self.tenant_id,
+            issuer: match self.issuer.trim() {
+                "" => None,
+                issuer => Some(parse_url("identity.issuer", issuer)?),
+            },
+            client_id: self.client_id,
+            client_secret: secret_from(
+                "identity.client_secret",
+                self.client_secret,
+                self.client_secret_file,
+            )?,
+            client_auth: self.client_auth,
+            scopes: self.scopes,
+            metadata_refresh: positive("identity.metadata_refresh", &self.metadata_refresh)?,
+            http_timeout: positive("identity.http_timeout", &self.http_timeout)?,
+        })
+    }
+}
+
+impl RawApi {
+    pub(super) fn validate(self) -> Result<ApiSettings, SettingsError> {
+        Ok(ApiSettings {
+            base_url: parse_url("api.base_url", &self.base_url)?,
+            timeout: positive("api.timeout", &self.timeout)?,
+        })
+    }
+}
+
+impl RawWeb {
+    pub(super) fn validate(self) -> Result<WebSettings, SettingsError> {
+        let listen = self.listen.parse().map_err(|_| {
+            invalid(
+                "web.listen",
+                format!(
+                    "expected an address and port such as 127.0.0.1:8080, got {:?}",
+                    self.listen
+                ),
+            )
+        })?;
+        let session_key = secret_from("web.session_key", self.session_key, self.session_key_file)?;
+        if let Some(key) = &session_key {
+            if key.expose().len() < 64 {
+                return Err(invalid(
+                    "web.session_key",
+                    "must be at least 64 characters (e.g. `openssl rand -base64 64`)",
+                ));
+            }
+        }
+        let session_idle = positive("web.session_idle", &self.session_idle)?;
+        let session_absolute = positive("web.session_absolute", &self.session_absolute)?;
+        if session_idle > session_absolute {
+            return Err(invalid(
+                "web.session_idle",
+                "must not be longer than web.session_absolute",
+            ));
+        }
+        Ok(WebSettings {
+            listen,
+            public_url: parse_url("web.public_url", &self.public_url)?,
+            session_key,
+            secure_cookies: self.secure_cookies,
+            session_idle,
+            session_absolute,
+        })
+    }
+}
