@@ -10,6 +10,7 @@ pub mod clock;
 pub mod commands;
 pub mod db;
 pub mod devidp;
+pub mod identity;
 pub mod secret;
 pub mod settings;
 pub mod telemetry;

@@ -1,0 +1,10 @@
+//! Signing users in and getting their tokens: the provider client, and token acquisition
+//! (code redemption and silent refresh) over the shared cache, used by `serve` and `worker`.
+
+pub mod acquire;
+pub mod error;
+pub mod http;
+pub mod provider;
+
+pub use error::AcquireError;
+pub use provider::{OidcProvider, SignInState};

@@ -1,0 +1,479 @@
+//! The OpenID provider as a client sees it: discovery (cached, refreshed, and refetched when an
+//! ID token names an unknown key), the authorization request, code redemption with ID token
+//! validation, and refresh-token redemption. Built on the `openidconnect` crate.
+
+use super::error::{classify, AcquireError};
+use super::http::ProviderHttp;
+use crate::cache::document::{self, ClientContext, IdToken, IdTokenClaims};
+use crate::secret::Secret;
+use crate::settings::{ClientAuth, IdentitySettings, ProviderKind};
+use openidconnect::core::{
+    CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreClaimName, CoreClaimType,
+    CoreClientAuthMethod, CoreErrorResponseType, CoreGenderClaim, CoreGrantType, CoreJsonWebKey,
+    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm,
+    CoreResponseMode, CoreResponseType, CoreRevocableToken, CoreRevocationErrorResponse,
+    CoreSubjectIdentifierType, CoreTokenIntrospectionResponse, CoreTokenType,
+};
+use openidconnect::{
+    AccessTokenHash, AdditionalClaims, AdditionalProviderMetadata, AuthType, AuthorizationCode,
+    ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
+    ExtraTokenFields, IdTokenFields, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
+    PkceCodeVerifier, ProviderMetadata, RedirectUrl, RefreshToken, Scope,
+    SignatureVerificationError, StandardErrorResponse, StandardTokenResponse, TokenResponse as _,
+};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use url::Url;
+
+/// Claims Entra ID adds to ID tokens (other providers simply leave them out).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EntraClaims {
+    pub oid: Option<String>,
+    pub tid: Option<String>,
+    pub upn: Option<String>,
+}
+impl AdditionalClaims for EntraClaims {}
+
+/// Fields Entra ID adds to token responses.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct EntraTokenFields {
+    pub client_info: Option<String>,
+    pub ext_expires_in: Option<serde_json::Value>,
+    pub refresh_in: Option<serde_json::Value>,
+    pub foci: Option<String>,
+}
+impl ExtraTokenFields for EntraTokenFields {}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LogoutMetadata {
+    pub end_session_endpoint: Option<String>,
+}
+impl AdditionalProviderMetadata for LogoutMetadata {}
+
+type IdFields = IdTokenFields<
+    EntraClaims,
+    EntraTokenFields,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+type ProviderTokenResponse = StandardTokenResponse<IdFields, CoreTokenType>;
+type Metadata = ProviderMetadata<
+    LogoutMetadata,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
+type ClientWith<Auth, Token> = openidconnect::Client<
+    EntraClaims,
+    CoreAuthDisplay,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJsonWebKey,
+    CoreAuthPrompt,
+    StandardErrorResponse<CoreErrorResponseType>,
+    ProviderTokenResponse,
+    CoreTokenIntrospectionResponse,
+    CoreRevocableToken,
+    CoreRevocationErrorResponse,
+    Auth,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    Token,
+    EndpointNotSet,
+>;
+type OidcClient = ClientWith<EndpointSet, EndpointSet>;
+
+/// What the browser must carry from the sign-in redirect to the callback. Stored in an
+/// encrypted cookie; `Debug` is redacted.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct SignInState {
+    pub state: String,
+    pub nonce: String,
+    pub verifier: String,
+}
+
+impl std::fmt::Debug for SignInState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SignInState([redacted])")
+    }
+}
+
+/// Discovery results in use.
+pub struct Loaded {
+    client: OidcClient,
+    end_session: Option<Url>,
+    pub context: ClientContext,
+    fetched_at: Instant,
+}
+
+pub struct OidcProvider {
+    kind: ProviderKind,
+    tenant_id: String,
+    issuer: IssuerUrl,
+    client_id: ClientId,
+    secret: Secret,
+    auth: ClientAuth,
+    redirect: RedirectUrl,
+    api_scopes: Vec<String>,
+    refresh_every: Duration,
+    http: ProviderHttp,
+    loaded: tokio::sync::RwLock<Option<Arc<Loaded>>>,
+    reload: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for OidcProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcProvider")
+            .field("issuer", &self.issuer.as_str())
+            .field("client_id", &self.client_id.as_str())
+            .finish_non_exhaustive()
+    }
+}
+
+fn config(e: impl std::fmt::Display) -> AcquireError {
+    AcquireError::Configuration(e.to_string())
+}
+
+fn seconds(value: &Option<serde_json::Value>) -> Option<i64> {
+    match value.as_ref()? {
+        serde_json::Value::Number(n) => n.as_i64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+}
+
+impl OidcProvider {
+    pub fn new(identity: &IdentitySettings, redirect_uri: &str) -> Result<Self, AcquireError> {
+        let (issuer, secret) = identity.require_client().map_err(config)?;
+        Ok(Self {
+            kind: identity.provider,
+            tenant_id: identity.tenant_id.clone(),
+            issuer: IssuerUrl::new(issuer.to_string()).map_err(config)?,
+            client_id: ClientId::new(identity.client_id.clone()),
+            secret: secret.clone(),
+            auth: identity.client_auth,
+            redirect: RedirectUrl::new(redirect_uri.to_owned()).map_err(config)?,
+            api_scopes: identity.scopes.clone(),
+            refresh_every: identity.metadata_refresh,
+            http: ProviderHttp::new(identity.http_timeout).map_err(config)?,
+            loaded: tokio::sync::RwLock::new(None),
+            reload: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn issuer(&self) -> &str {
+        self.issuer.as_str()
+    }
+
+    /// The scopes tokenbridge asks for: the API's, plus what MSAL always adds.
+    pub fn scopes(&self) -> Vec<&str> {
+        self.api_scopes.iter().map(String::as_str).collect()
+    }
+
+    /// Whether provider metadata has been loaded (readiness).
+    pub fn is_loaded(&self) -> bool {
+        self.loaded.try_read().map(|l| l.is_some()).unwrap_or(true)
+    }
+
+    /// Current metadata, fetched when missing or older than `metadata_refresh`. A failed
+    /// refresh keeps serving the metadata already held.
+    pub async fn metadata(&self) -> Result<Arc<Loaded>, AcquireError> {
+        if let Some(loaded) = self.loaded.read().await.as_ref() {
+            if loaded.fetched_at.elapsed() < self.refresh_every {
+                return Ok(loaded.clone());
+            }
+        }
+        self.reload(false).await
+    }
+
+    /// Fetches metadata and keys again (an ID token named a key we do not have).
+    async fn reload(&self, force: bool) -> Result<Arc<Loaded>, AcquireError> {
+        let _single_flight = self.reload.lock().await;
+        let current = self.loaded.read().await.clone();
+        if let Some(loaded) = &current {
+            let fresh = loaded.fetched_at.elapsed()
+                < if force {
+                    Duration::from_secs(5)
+                } else {
+                    self.refresh_every
+                };
+            if fresh {
+                return Ok(loaded.clone());
+            }
+        }
+        match self.discover().await {
+            Ok(loaded) => {
+                let loaded = Arc::new(loaded);
+                *self.loaded.write().await = Some(loaded.clone());
+                Ok(loaded)
+            }
+            Err(e) => match current {
+                Some(stale) => {
+                    tracing::warn!(error = %e, "provider metadata refresh failed; keeping what was loaded");
+                    Ok(stale)
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    async fn discover(&self) -> Result<Loaded, AcquireError> {
+        let metadata = Metadata::discover_async(self.issuer.clone(), &self.http)
+            .await
+            .map_err(|e| AcquireError::Transient {
+                reason: format!(
+                    "cannot load the provider's metadata from {}: {e}",
+                    self.issuer.as_str()
+                ),
+                retry_after: None,
+            })?;
+        let token_url = metadata
+            .token_endpoint()
+            .cloned()
+            .ok_or_else(|| config("the provider's metadata has no token endpoint"))?;
+        let end_session = metadata
+            .additional_metadata()
+            .end_session_endpoint
+            .as_deref()
+            .and_then(|u| Url::parse(u).ok());
+        let environment = self
+            .issuer
+            .url()
+            .host_str()
+            .unwrap_or_default()
+            .to_ascii_lowercase();
+        let realm = match self.kind {
+            ProviderKind::Entra => self.tenant_id.clone(),
+            // MSAL Python's choice for other providers: the token endpoint's first path segment.
+            ProviderKind::Oidc => token_url
+                .url()
+                .path_segments()
+                .and_then(|mut s| s.next())
+                .unwrap_or_default()
+                .to_owned(),
+        };
+        let client = ClientWith::<EndpointNotSet, EndpointNotSet>::new(
+            self.client_id.clone(),
+            metadata.issuer().clone(),
+            metadata.jwks().clone(),
+        )
+        .set_client_secret(ClientSecret::new(self.secret.expose().to_owned()))
+        .set_auth_uri(metadata.authorization_endpoint().clone())
+        .set_token_uri(token_url)
+        .set_redirect_uri(self.redirect.clone())
+        .set_auth_type(match self.auth {
+            ClientAuth::ClientSecretBasic => AuthType::BasicAuth,
+            ClientAuth::ClientSecretPost => AuthType::RequestBody,
+        });
+        Ok(Loaded {
+            client,
+            end_session,
+            context: ClientContext {
+                client_id: self.client_id.as_str().to_owned(),
+                environment,
+                realm,
+            },
+            fetched_at: Instant::now(),
+        })
+    }
+
+    /// The provider URL to send the browser to, and what the callback must check.
+    pub async fn begin_sign_in(
+        &self,
+        login_hint: Option<&str>,
+    ) -> Result<(Url, SignInState), AcquireError> {
+        let loaded = self.metadata().await?;
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = loaded
+            .client
+            .authorize_url(
+                CoreAuthenticationFlow::AuthorizationCode,
+                CsrfToken::new_random,
+                Nonce::new_random,
+            )
+            .add_scope(Scope::new("profile".into()))
+            .add_scope(Scope::new("offline_access".into()))
+            .set_pkce_challenge(challenge);
+        for scope in &self.api_scopes {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        if let Some(hint) = login_hint {
+            request = request.add_extra_param("login_hint", hint.to_owned());
+        }
+        let (url, state, nonce) = request.url();
+        Ok((
+            url,
+            SignInState {
+                state: state.secret().clone(),
+                nonce: nonce.secret().clone(),
+                verifier: verifier.secret().clone(),
+            },
+        ))
+    }
+
+    /// Redeems an authorization code and validates the ID token (signature, issuer, audience,
+    /// expiry, nonce, at_hash, and for Entra ID the tenant).
+    pub async fn redeem_code(
+        &self,
+        code: &str,
+        sign_in: &SignInState,
+    ) -> Result<document::TokenResponse, AcquireError> {
+        let loaded = self.metadata().await?;
+        let mut request = loaded
+            .client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .set_pkce_verifier(PkceCodeVerifier::new(sign_in.verifier.clone()));
+        if self.kind == ProviderKind::Entra {
+            request = request.add_extra_param("client_info", "1");
+        }
+        let response = request.request_async(&self.http).await.map_err(classify)?;
+        let nonce = Nonce::new(sign_in.nonce.clone());
+        let id_token = self.validate(loaded, &response, Some(&nonce)).await?;
+        if id_token.is_none() {
+            return Err(config(
+                "the provider returned no ID token (is `openid` allowed for this client?)",
+            ));
+        }
+        Ok(to_document(&response, id_token))
+    }
+
+    /// Redeems a refresh token; an ID token in the answer is validated (without a nonce).
+    pub async fn refresh(
+        &self,
+        refresh_token: &Secret,
+        scopes: &[&str],
+    ) -> Result<document::TokenResponse, AcquireError> {
+        let loaded = self.metadata().await?;
+        let token = RefreshToken::new(refresh_token.expose().to_owned());
+        let mut request = loaded.client.exchange_refresh_token(&token);
+        for scope in ["openid", "profile", "offline_access"]
+            .into_iter()
+            .chain(scopes.iter().copied())
+        {
+            request = request.add_scope(Scope::new(scope.to_owned()));
+        }
+        if self.kind == ProviderKind::Entra {
+            request = request.add_extra_param("client_info", "1");
+        }
+        let response = request.request_async(&self.http).await.map_err(classify)?;
+        let id_token = self.validate(loaded, &response, None).await?;
+        Ok(to_document(&response, id_token))
+    }
+
+    async fn validate(
+        &self,
+        loaded: Arc<Loaded>,
+        response: &ProviderTokenResponse,
+        nonce: Option<&Nonce>,
+    ) -> Result<Option<IdToken>, AcquireError> {
+        let Some(id_token) = response.id_token() else {
+            return Ok(None);
+        };
+        let check = |loaded: &Loaded| {
+            let verifier = loaded.client.id_token_verifier();
+            let claims = match nonce {
+                Some(nonce) => id_token.claims(&verifier, nonce),
+                None => id_token.claims(&verifier, |_: Option<&Nonce>| Ok(())),
+            }?;
+            if let Some(expected) = claims.access_token_hash() {
+                let alg = id_token
+                    .signing_alg()
+                    .map_err(ClaimsVerificationError::SignatureVerification)?;
+                let key = id_token
+                    .signing_key(&verifier)
+                    .map_err(ClaimsVerificationError::SignatureVerification)?;
+                let actual = AccessTokenHash::from_token(response.access_token(), alg, key)
+                    .map_err(|e| ClaimsVerificationError::Other(e.to_string()))?;
+                if &actual != expected {
+                    return Err(ClaimsVerificationError::InvalidNonce(
+                        "at_hash does not match the access token".into(),
+                    ));
+                }
+            }
+            Ok(claims.clone())
+        };
+        let claims = match check(&loaded) {
+            Err(ClaimsVerificationError::SignatureVerification(
+                SignatureVerificationError::NoMatchingKey,
+            )) => {
+                // The provider may have rotated its keys: fetch them once more.
+                check(&*self.reload(true).await?)
+            }
+            other => other,
+        }
+        .map_err(|e| config(format!("the ID token is not valid: {e}")))?;
+        let extra = claims.additional_claims();
+        if self.kind == ProviderKind::Entra
+            && extra
+                .tid
+                .as_deref()
+                .is_some_and(|tid| tid != self.tenant_id)
+        {
+            return Err(config("the ID token was issued for another tenant"));
+        }
+        Ok(Some(IdToken {
+            raw: Secret::new(id_token.to_string()),
+            claims: IdTokenClaims {
+                sub: claims.subject().as_str().to_owned(),
+                oid: extra.oid.clone(),
+                tid: extra.tid.clone(),
+                preferred_username: claims.preferred_username().map(|u| u.as_str().to_owned()),
+                upn: extra.upn.clone(),
+                name: claims
+                    .name()
+                    .and_then(|n| n.get(None))
+                    .map(|n| n.as_str().to_owned()),
+            },
+        }))
+    }
+
+    /// The provider's end-session URL with our post-logout redirect, if it has one.
+    pub async fn end_session_url(&self, post_logout_redirect_uri: &str) -> Option<Url> {
+        let loaded = self.metadata().await.ok()?;
+        let mut url = loaded.end_session.clone()?;
+        url.query_pairs_mut()
+            .append_pair("post_logout_redirect_uri", post_logout_redirect_uri)
+            .append_pair("client_id", self.client_id.as_str());
+        Some(url)
+    }
+}
+
+fn to_document(
+    response: &ProviderTokenResponse,
+    id_token: Option<IdToken>,
+) -> document::TokenResponse {
+    let extra = response.extra_fields().extra_fields();
+    document::TokenResponse {
+        access_token: Secret::new(response.access_token().secret().clone()),
+        token_type: Some("Bearer".into()),
+        expires_in: response
+            .expires_in()
+            .and_then(|d| i64::try_from(d.as_secs()).ok()),
+        ext_expires_in: seconds(&extra.ext_expires_in),
+        refresh_in: seconds(&extra.refresh_in),
+        refresh_token: response
+            .refresh_token()
+            .map(|t| Secret::new(t.secret().clone())),
+        id_token,
+        scope: response.scopes().map(|scopes| {
+            scopes
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" ")
+        }),
+        client_info: extra.client_info.clone(),
+        family_id: extra.foci.clone(),
+    }
+}
