@@ -35,6 +35,11 @@ pub enum Command {
     /// again: it applies only what is pending and prints what it applied.
     Migrate(MigrateArgs),
 
+    /// Run the web app: OpenID Connect sign-in, the profile page, sign-out, health checks.
+    ///
+    /// Users' tokens go to the shared token cache, where `worker` finds them later.
+    Serve,
+
     /// Run a local development identity provider and Graph-like API (loopback only).
     ///
     /// An OpenID provider shaped like Microsoft Entra ID v2.0 that signs in any user name, for

@@ -4,6 +4,7 @@
 //! tests drive it directly.
 
 pub mod activity;
+pub mod api;
 pub mod cache;
 pub mod cli;
 pub mod clock;
@@ -14,6 +15,7 @@ pub mod identity;
 pub mod secret;
 pub mod settings;
 pub mod telemetry;
+pub mod web;
 
 use anyhow::Context;
 use cli::{Cli, Command};
@@ -34,5 +36,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Migrate(args) => commands::migrate::run(&settings, &args, &mut std::io::stdout()),
         Command::DevIdp(args) => commands::dev_idp::run(settings, &args),
+        Command::Serve => commands::serve::run(&settings),
     }
 }

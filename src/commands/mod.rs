@@ -2,3 +2,4 @@
 
 pub mod dev_idp;
 pub mod migrate;
+pub mod serve;

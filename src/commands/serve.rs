@@ -1,0 +1,25 @@
+//! `tokenbridge serve`.
+
+use crate::settings::Settings;
+use crate::web::Application;
+use anyhow::Context;
+
+pub fn run(settings: &Settings) -> anyhow::Result<()> {
+    crate::warn_about_settings(settings);
+    settings
+        .identity
+        .require_client()
+        .context("cannot sign users in")?;
+    actix_web::rt::System::new().block_on(async move {
+        let app = Application::build(settings).await?;
+        let url = settings.web.public_url.as_str().trim_end_matches('/');
+        tracing::info!(
+            port = app.port(),
+            "tokenbridge serve: open {url}/ (sign-in redirect URI {})",
+            settings.web.redirect_uri()
+        );
+        println!("tokenbridge serve: open {url}/");
+        app.run_until_stopped().await?;
+        Ok(())
+    })
+}

@@ -1,0 +1,267 @@
+//! Sign-in, the OpenID Connect callback, and sign-out.
+
+use super::error::WebError;
+use super::request_id::RequestId;
+use super::session::TypedSession;
+use super::AppState;
+use crate::identity::{AcquireError, SignInState};
+use actix_web::cookie::{time::Duration as CookieDuration, Cookie, CookieJar, SameSite};
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+const SIGN_IN_COOKIE: &str = "tb_signin";
+const SIGN_IN_PATH: &str = "/signin-oidc";
+/// How long a sign-in may take at the provider.
+const SIGN_IN_TTL: i64 = 600;
+
+/// What the encrypted sign-in cookie carries from `/signin` to `/signin-oidc`.
+#[derive(Serialize, Deserialize)]
+struct PendingSignIn {
+    #[serde(flatten)]
+    state: SignInState,
+    return_url: String,
+    started: i64,
+}
+
+/// `returnUrl` must be a path on this site: no scheme, no host, no `//` or `\` tricks.
+pub fn local_path(candidate: Option<&str>) -> String {
+    match candidate {
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && !path.chars().any(|c| c == '\\' || c.is_control()) =>
+        {
+            path.to_owned()
+        }
+        _ => "/".to_owned(),
+    }
+}
+
+fn sealed_cookie(state: &AppState, value: String) -> Option<Cookie<'static>> {
+    let mut jar = CookieJar::new();
+    jar.private_mut(&state.cookie_key).add(
+        Cookie::build(SIGN_IN_COOKIE, value)
+            .path(SIGN_IN_PATH)
+            .http_only(true)
+            .secure(state.web.secure_cookies)
+            .same_site(SameSite::Lax)
+            .max_age(CookieDuration::seconds(SIGN_IN_TTL))
+            .finish(),
+    );
+    jar.delta().next().cloned()
+}
+
+fn opened_cookie(state: &AppState, req: &HttpRequest) -> Option<PendingSignIn> {
+    let cookie = req.cookie(SIGN_IN_COOKIE)?;
+    let mut jar = CookieJar::new();
+    jar.add_original(cookie);
+    let plain = jar.private(&state.cookie_key).get(SIGN_IN_COOKIE)?;
+    serde_json::from_str(plain.value()).ok()
+}
+
+fn removal() -> Cookie<'static> {
+    let mut cookie = Cookie::build(SIGN_IN_COOKIE, "")
+        .path(SIGN_IN_PATH)
+        .finish();
+    cookie.make_removal();
+    cookie
+}
+
+#[derive(Deserialize)]
+pub struct SignInQuery {
+    #[serde(rename = "returnUrl")]
+    return_url: Option<String>,
+}
+
+/// `GET /signin?returnUrl=/path`: off to the provider, with state, nonce and PKCE verifier in
+/// a short-lived encrypted cookie.
+pub async fn sign_in(
+    state: web::Data<AppState>,
+    query: web::Query<SignInQuery>,
+    rid: RequestId,
+) -> Result<HttpResponse, WebError> {
+    let (url, sign_in) = state
+        .acquirer
+        .provider()
+        .begin_sign_in(None)
+        .await
+        .map_err(|e| WebError::acquire(&e, &rid))?;
+    let pending = PendingSignIn {
+        state: sign_in,
+        return_url: local_path(query.return_url.as_deref()),
+        started: state.clock.now().unix_timestamp(),
+    };
+    let value = serde_json::to_string(&pending)
+        .map_err(|_| WebError::bad_request("Cannot start the sign-in.", &rid))?;
+    let cookie = sealed_cookie(&state, value)
+        .ok_or_else(|| WebError::bad_request("Cannot start the sign-in.", &rid))?;
+    Ok(HttpResponse::Found()
+        .insert_header(("Location", url.as_str()))
+        .insert_header(("Cache-Control", "no-store"))
+        .cookie(cookie)
+        .finish())
+}
+
+#[derive(Deserialize)]
+pub struct Callback {
+    code: Option<String>,
+    state: Option<String>,
+    error: Option<String>,
+    error_description: Option<String>,
+}
+
+pub async fn callback_get(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    query: web::Query<Callback>,
+    rid: RequestId,
+) -> HttpResponse {
+    respond(callback(&req, &state, &session, query.into_inner(), &rid).await)
+}
+
+pub async fn callback_post(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    session: TypedSession,
+    form: web::Form<Callback>,
+    rid: RequestId,
+) -> HttpResponse {
+    respond(callback(&req, &state, &session, form.into_inner(), &rid).await)
+}
+
+/// Whatever the outcome, the one-time sign-in cookie is gone afterwards.
+fn respond(result: Result<HttpResponse, WebError>) -> HttpResponse {
+    let mut response = match result {
+        Ok(response) => response,
+        Err(e) => actix_web::ResponseError::error_response(&e),
+    };
+    let _ = response.add_cookie(&removal());
+    response
+}
+
+async fn callback(
+    req: &HttpRequest,
+    state: &AppState,
+    session: &TypedSession,
+    params: Callback,
+    rid: &RequestId,
+) -> Result<HttpResponse, WebError> {
+    if let Some(error) = params.error {
+        tracing::info!(request_id = %rid, error = %error, description = ?params.error_description, "the provider refused the sign-in");
+        let sentence = match error.as_str() {
+            "access_denied" => {
+                "The identity provider did not let you sign in (access denied).".to_owned()
+            }
+            _ => format!(
+                "The identity provider refused the sign-in ({}).",
+                short(&error)
+            ),
+        };
+        return Err(WebError::sign_in_failed(sentence, rid));
+    }
+    let pending = opened_cookie(state, req).ok_or_else(|| {
+        WebError::sign_in_failed(
+            "This sign-in expired or was started in another browser. Please sign in again.",
+            rid,
+        )
+    })?;
+    let now = state.clock.now().unix_timestamp();
+    let returned_state = params.state.unwrap_or_default();
+    let state_matches = bool::from(
+        returned_state
+            .as_bytes()
+            .ct_eq(pending.state.state.as_bytes()),
+    );
+    if !state_matches || now - pending.started > SIGN_IN_TTL {
+        return Err(WebError::sign_in_failed(
+            "This sign-in response does not belong to this browser. Please sign in again.",
+            rid,
+        ));
+    }
+    let code = params
+        .code
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| WebError::sign_in_failed("The sign-in response has no code.", rid))?;
+    let signed_in = state
+        .acquirer
+        .sign_in(&code, &pending.state)
+        .await
+        .map_err(|e| match e {
+            AcquireError::InteractionRequired { .. } | AcquireError::Configuration(_) => {
+                tracing::warn!(request_id = %rid, error = %e, "code redemption failed");
+                WebError::sign_in_failed(
+                    "The identity provider's answer could not be used. Please sign in again.",
+                    rid,
+                )
+            }
+            other => WebError::acquire(&other, rid),
+        })?;
+    session
+        .sign_in(&signed_in.home_account_id, &signed_in.display_name, now)
+        .map_err(|_| WebError::bad_request("Cannot start a session.", rid))?;
+    tracing::info!(request_id = %rid, account = %signed_in.home_account_id, "signed in");
+    Ok(HttpResponse::SeeOther()
+        .insert_header(("Location", pending.return_url))
+        .finish())
+}
+
+/// Provider error codes are shown, but only as short plain tokens.
+fn short(code: &str) -> String {
+    code.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .take(40)
+        .collect()
+}
+
+#[derive(Deserialize)]
+pub struct SignOutForm {
+    csrf: Option<String>,
+}
+
+/// `POST /signout` with the session's CSRF token.
+pub async fn sign_out(
+    state: web::Data<AppState>,
+    session: TypedSession,
+    form: web::Form<SignOutForm>,
+    rid: RequestId,
+) -> Result<HttpResponse, WebError> {
+    let now = state.clock.now().unix_timestamp();
+    let Some(user) = session.user(now, state.absolute_secs()) else {
+        return Ok(HttpResponse::SeeOther()
+            .insert_header(("Location", "/"))
+            .finish());
+    };
+    let given = form.csrf.clone().unwrap_or_default();
+    if !bool::from(given.as_bytes().ct_eq(user.csrf.as_bytes())) || given.is_empty() {
+        return Err(WebError::bad_request(
+            "The sign-out form has expired. Reload the page and try again.",
+            &rid,
+        ));
+    }
+    state
+        .acquirer
+        .sign_out(&user.home_account_id)
+        .await
+        .map_err(|e| WebError::acquire(&e, &rid))?;
+    session.sign_out();
+    tracing::info!(request_id = %rid, account = %user.home_account_id, "signed out");
+    let target = state
+        .acquirer
+        .provider()
+        .end_session_url(&state.web.post_logout_redirect_uri())
+        .await
+        .map_or_else(|| "/signout-callback-oidc".to_owned(), |u| u.to_string());
+    Ok(HttpResponse::SeeOther()
+        .insert_header(("Location", target))
+        .finish())
+}
+
+/// `GET /signout-callback-oidc`: where the provider sends people after signing out.
+pub async fn signed_out() -> HttpResponse {
+    super::html(
+        actix_web::http::StatusCode::OK,
+        super::pages::signed_out("You have signed out"),
+    )
+}

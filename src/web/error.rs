@@ -1,0 +1,128 @@
+//! Errors shown to people: a status, a human sentence and the request id. Details go to the
+//! log (with the same request id), never to the page.
+
+use super::pages;
+use super::request_id::RequestId;
+use crate::api::ApiError;
+use crate::identity::AcquireError;
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use std::fmt;
+
+pub struct WebError {
+    status: StatusCode,
+    title: &'static str,
+    sentence: String,
+    request_id: RequestId,
+}
+
+impl fmt::Debug for WebError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} ({})", self.status, self.sentence, self.request_id)
+    }
+}
+
+impl fmt::Display for WebError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.sentence)
+    }
+}
+
+impl WebError {
+    pub fn new(
+        status: StatusCode,
+        title: &'static str,
+        sentence: impl Into<String>,
+        request_id: &RequestId,
+    ) -> Self {
+        Self {
+            status,
+            title,
+            sentence: sentence.into(),
+            request_id: request_id.clone(),
+        }
+    }
+
+    pub fn bad_request(sentence: impl Into<String>, request_id: &RequestId) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "That did not work",
+            sentence,
+            request_id,
+        )
+    }
+
+    pub fn sign_in_failed(sentence: impl Into<String>, request_id: &RequestId) -> Self {
+        Self::new(
+            StatusCode::BAD_REQUEST,
+            "Sign-in failed",
+            sentence,
+            request_id,
+        )
+    }
+
+    /// Token acquisition failed; the detail is logged, the page says whose fault it is.
+    pub fn acquire(e: &AcquireError, request_id: &RequestId) -> Self {
+        tracing::warn!(request_id = %request_id, error = %e, "token acquisition failed");
+        match e {
+            AcquireError::InteractionRequired { .. } => Self::sign_in_failed(
+                "The sign-in could not be completed. Please sign in again.",
+                request_id,
+            ),
+            AcquireError::Transient { .. } => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Identity provider unavailable",
+                "The identity provider is not answering right now. Please try again in a moment.",
+                request_id,
+            ),
+            AcquireError::Storage(_) => Self::database_down(request_id),
+            AcquireError::Configuration(_) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Configuration problem",
+                "The app and the identity provider disagree about its registration. An \
+                 administrator has to fix this.",
+                request_id,
+            ),
+        }
+    }
+
+    pub fn database_down(request_id: &RequestId) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service unavailable",
+            "The token store is unavailable right now. Please try again in a moment.",
+            request_id,
+        )
+    }
+
+    pub fn api(e: &ApiError, request_id: &RequestId) -> Self {
+        tracing::warn!(request_id = %request_id, error = %e, "the API call failed");
+        match e {
+            ApiError::Unavailable(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "API unavailable",
+                "The API that holds your profile is not answering right now. Please try again in a moment.",
+                request_id,
+            ),
+            ApiError::Refused(_) | ApiError::Unexpected(_) => Self::new(
+                StatusCode::BAD_GATEWAY,
+                "API error",
+                "The API that holds your profile refused the request.",
+                request_id,
+            ),
+        }
+    }
+}
+
+impl ResponseError for WebError {
+    fn status_code(&self) -> StatusCode {
+        self.status
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::build(self.status)
+            .content_type("text/html; charset=utf-8")
+            .insert_header(("Cache-Control", "no-store"))
+            .body(pages::error(self.title, &self.sentence, self.request_id.as_str()).into_string())
+    }
+}

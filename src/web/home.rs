@@ -1,0 +1,45 @@
+//! `GET /`: the signed-in user's profile from the API, through silent token acquisition.
+
+use super::error::WebError;
+use super::request_id::RequestId;
+use super::session::TypedSession;
+use super::{html, pages, AppState};
+use crate::identity::acquire::Caller;
+use crate::identity::AcquireError;
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+
+pub async fn home(
+    state: web::Data<AppState>,
+    session: TypedSession,
+    rid: RequestId,
+) -> Result<HttpResponse, WebError> {
+    let now = state.clock.now().unix_timestamp();
+    let Some(user) = session.user(now, state.absolute_secs()) else {
+        return Ok(html(StatusCode::OK, pages::signed_out("Welcome")));
+    };
+    let scopes = state.acquirer.provider().scopes();
+    let token = match state
+        .acquirer
+        .acquire_silent(&user.home_account_id, &scopes, Caller::Web)
+        .await
+    {
+        Ok(token) => token,
+        Err(AcquireError::InteractionRequired { reason }) => {
+            tracing::info!(request_id = %rid, account = %user.home_account_id, %reason, "interaction required");
+            return Ok(HttpResponse::Found()
+                .insert_header(("Location", "/signin?returnUrl=%2F"))
+                .finish());
+        }
+        Err(e) => return Err(WebError::acquire(&e, &rid)),
+    };
+    let profile = state
+        .api
+        .me(&token)
+        .await
+        .map_err(|e| WebError::api(&e, &rid))?;
+    Ok(html(
+        StatusCode::OK,
+        pages::profile(&user.name, &user.csrf, &profile),
+    ))
+}

@@ -1,0 +1,185 @@
+//! `tokenbridge serve`: the web app. `Application::build` binds and wires everything, `port()`
+//! says where (tests bind port 0), `run_until_stopped()` serves until SIGINT/SIGTERM.
+
+mod auth;
+mod error;
+mod health;
+mod home;
+mod pages;
+pub mod request_id;
+mod session;
+
+pub use auth::local_path;
+
+use crate::api::ApiClient;
+use crate::cache::seal::Sealer;
+use crate::cache::store::TokenCacheStore;
+use crate::clock::{Clock, SystemClock};
+use crate::db::{migrate, Database};
+use crate::identity::acquire::TokenAcquirer;
+use crate::identity::OidcProvider;
+use crate::settings::{Settings, WebSettings};
+use actix_session::config::{CookieContentSecurity, PersistentSession, TtlExtensionPolicy};
+use actix_session::storage::CookieSessionStore;
+use actix_session::SessionMiddleware;
+use actix_web::cookie::{Key, SameSite};
+use actix_web::dev::Server;
+use actix_web::http::StatusCode;
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpResponse, HttpServer};
+use anyhow::Context;
+use maud::Markup;
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest request body accepted (forms are tiny); larger ones get 413.
+const MAX_BODY: usize = 16 * 1024;
+
+/// Everything the handlers share.
+pub struct AppState {
+    pub acquirer: Arc<TokenAcquirer>,
+    pub api: ApiClient,
+    pub web: WebSettings,
+    pub db: Database,
+    pub clock: Arc<dyn Clock>,
+    cookie_key: Key,
+}
+
+impl AppState {
+    fn absolute_secs(&self) -> i64 {
+        i64::try_from(self.web.session_absolute.as_secs()).unwrap_or(i64::MAX)
+    }
+}
+
+pub fn html(status: StatusCode, markup: Markup) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type("text/html; charset=utf-8")
+        .insert_header(("Cache-Control", "no-store"))
+        .body(markup.into_string())
+}
+
+pub struct Application {
+    server: Server,
+    port: u16,
+}
+
+/// The key that encrypts and signs cookies; a random one (with a warning) when none is set.
+fn cookie_key(web: &WebSettings) -> Key {
+    match &web.session_key {
+        Some(secret) => Key::derive_from(secret.expose().as_bytes()),
+        None => {
+            tracing::warn!(
+                "no web.session_key: using a random one, so sessions end at every restart and are not \
+                 shared between replicas; set TOKENBRIDGE_WEB__SESSION_KEY"
+            );
+            Key::generate()
+        }
+    }
+}
+
+impl Application {
+    pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
+        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+    }
+
+    pub async fn build_with_clock(
+        settings: &Settings,
+        clock: Arc<dyn Clock>,
+    ) -> anyhow::Result<Self> {
+        let db_settings = settings.database.clone();
+        let db = tokio::task::spawn_blocking(move || -> anyhow::Result<Database> {
+            let db = Database::connect(&db_settings)?;
+            migrate::ensure_migrated(&mut *db.get()?)?;
+            Ok(db)
+        })
+        .await??;
+        let web_settings = settings.web.clone();
+        let provider = Arc::new(OidcProvider::new(
+            &settings.identity,
+            &web_settings.redirect_uri(),
+        )?);
+        if let Err(e) = provider.metadata().await {
+            // Not fatal: /readyz reports it, and sign-in pages say the provider is unavailable.
+            tracing::warn!(error = %e, "the identity provider's metadata could not be loaded yet");
+        }
+        let sealer = Sealer::new(settings.cache.keys.clone(), settings.cache.read_plaintext);
+        let store = TokenCacheStore::new(sealer, settings.cache.sliding_expiration);
+        let lease_for = settings.identity.http_timeout * 3 + Duration::from_secs(5);
+        let acquirer = Arc::new(TokenAcquirer::new(
+            db.clone(),
+            store,
+            provider,
+            clock.clone(),
+            lease_for,
+        ));
+        let api = ApiClient::new(&settings.api)?;
+        let key = cookie_key(&web_settings);
+        let state = web::Data::new(AppState {
+            acquirer,
+            api,
+            web: web_settings.clone(),
+            db,
+            clock,
+            cookie_key: key.clone(),
+        });
+        let listener = TcpListener::bind(web_settings.listen)
+            .with_context(|| format!("cannot listen on {}", web_settings.listen))?;
+        let port = listener.local_addr()?.port();
+        let idle = actix_web::cookie::time::Duration::seconds(
+            i64::try_from(web_settings.session_idle.as_secs()).unwrap_or(i64::MAX),
+        );
+        let server = HttpServer::new(move || {
+            let sessions = SessionMiddleware::builder(CookieSessionStore::default(), key.clone())
+                .cookie_name("tb_session".into())
+                .cookie_secure(web_settings.secure_cookies)
+                .cookie_http_only(true)
+                .cookie_same_site(SameSite::Lax)
+                .cookie_content_security(CookieContentSecurity::Private)
+                .session_lifecycle(
+                    PersistentSession::default()
+                        .session_ttl(idle)
+                        .session_ttl_extension_policy(TtlExtensionPolicy::OnEveryRequest),
+                )
+                .build();
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(MAX_BODY))
+                .app_data(web::FormConfig::default().limit(MAX_BODY))
+                .wrap(sessions)
+                .wrap(from_fn(request_id::middleware))
+                .route("/", web::get().to(home::home))
+                .route("/signin", web::get().to(auth::sign_in))
+                .route("/signin-oidc", web::get().to(auth::callback_get))
+                .route("/signin-oidc", web::post().to(auth::callback_post))
+                .route("/signout", web::post().to(auth::sign_out))
+                .route("/signout-callback-oidc", web::get().to(auth::signed_out))
+                .route("/healthz", web::get().to(health::healthz))
+                .route("/readyz", web::get().to(health::readyz))
+                .default_service(web::to(not_found))
+        })
+        .listen(listener)?
+        .shutdown_timeout(10)
+        .run();
+        Ok(Self { server, port })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}
+
+async fn not_found(rid: request_id::RequestId) -> HttpResponse {
+    html(
+        StatusCode::NOT_FOUND,
+        pages::error(
+            "Not found",
+            "There is no page at this address.",
+            rid.as_str(),
+        ),
+    )
+}
