@@ -79,6 +79,8 @@ pub enum FaultKind {
     InteractionRequired,
     /// Process the request, then drop the connection before the answer is sent.
     LoseAnswer,
+    /// Answer normally, but with an ID token for another audience (clients must refuse it).
+    WrongAudience,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -67,7 +67,8 @@ pub async fn token(
         response
     };
     match fault.map(|f| (f.kind, f.retry_after)) {
-        None => respond(&req, &body, &p),
+        None => respond(&req, &body, &p, false),
+        Some((FaultKind::WrongAudience, _)) => respond(&req, &body, &p, true),
         Some((FaultKind::Status500, _)) => oauth_error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server_error",
@@ -101,7 +102,7 @@ pub async fn token(
             "AADSTS50076: injected fault: the user must sign in again",
         ),
         Some((FaultKind::LoseAnswer, _)) => {
-            let _ = respond(&req, &body, &p);
+            let _ = respond(&req, &body, &p, false);
             dropped()
         }
     }
@@ -218,7 +219,7 @@ fn authenticate<'a>(
     }
 }
 
-fn respond(req: &HttpRequest, body: &[u8], p: &Provider) -> HttpResponse {
+fn respond(req: &HttpRequest, body: &[u8], p: &Provider, wrong_audience: bool) -> HttpResponse {
     let params = match Params::parse(body) {
         Ok(params) => params,
         Err(problem) => return bad_request("invalid_request", &problem),
@@ -279,6 +280,7 @@ fn respond(req: &HttpRequest, body: &[u8], p: &Provider) -> HttpResponse {
             client,
             &grant,
             params.get("client_info") == Some("1"),
+            wrong_audience,
             now,
         ),
         Err(GrantError { error, description }) => bad_request(error, &description),
@@ -331,6 +333,7 @@ fn mint(
     client: &DevClient,
     grant: &Grant,
     client_info: bool,
+    wrong_audience: bool,
     now: i64,
 ) -> HttpResponse {
     let profile = Profile::of(&grant.username);
@@ -381,7 +384,7 @@ fn mint(
             ver: "2.0",
             iss: p.issuer(),
             sub,
-            aud: &client.client_id,
+            aud: if wrong_audience { "someone-else" } else { &client.client_id },
             exp: now + 3600,
             iat: now,
             nbf: now,

@@ -79,12 +79,18 @@ fn cookie_key(web: &WebSettings) -> Key {
 }
 
 impl Application {
+    /// Binds `web.listen` and prepares the app.
     pub async fn build(settings: &Settings) -> anyhow::Result<Self> {
-        Self::build_with_clock(settings, Arc::new(SystemClock)).await
+        let listener = TcpListener::bind(settings.web.listen)
+            .with_context(|| format!("cannot listen on {}", settings.web.listen))?;
+        Self::build_on(settings, listener, Arc::new(SystemClock)).await
     }
 
-    pub async fn build_with_clock(
+    /// Prepares the app on a listener already bound (tests bind port 0 first, so the provider
+    /// can be told the redirect URI), with the given clock.
+    pub async fn build_on(
         settings: &Settings,
+        listener: TcpListener,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
         let db_settings = settings.database.clone();
@@ -123,8 +129,6 @@ impl Application {
             clock,
             cookie_key: key.clone(),
         });
-        let listener = TcpListener::bind(web_settings.listen)
-            .with_context(|| format!("cannot listen on {}", web_settings.listen))?;
         let port = listener.local_addr()?.port();
         let idle = actix_web::cookie::time::Duration::seconds(
             i64::try_from(web_settings.session_idle.as_secs()).unwrap_or(i64::MAX),

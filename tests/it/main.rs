@@ -13,3 +13,4 @@ mod dev_idp;
 mod fixtures;
 mod interop;
 mod migrations;
+mod serve;

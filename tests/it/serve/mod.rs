@@ -1,0 +1,149 @@
+//! `tokenbridge serve` end to end: the real app on a loopback port, the development provider on
+//! another, a cookie-keeping HTTP client as the browser, and a fresh database per test.
+
+mod flows;
+mod security;
+
+use crate::dev_idp::{spawn_idp_with, TestIdp, CLIENT_ID, CLIENT_SECRET};
+use crate::support::{self, TestDb};
+use reqwest::header::LOCATION;
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::Arc;
+use tokenbridge::cache::seal::SealKeys;
+use tokenbridge::clock::ManualClock;
+use tokenbridge::db::Backend;
+use tokenbridge::secret::Secret;
+use tokenbridge::settings::{DevIdpSettings, ProviderKind, Settings};
+use tokenbridge::web::Application;
+use url::Url;
+
+pub struct TestApp {
+    pub base: String,
+    pub idp: TestIdp,
+    pub db: TestDb,
+    pub browser: reqwest::Client,
+    pub clock: ManualClock,
+    pub settings: Settings,
+}
+
+/// Declares one `#[tokio::test]` per backend for each async body taking a `Backend`.
+macro_rules! e2e_tests {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite { $( #[tokio::test] async fn $name() { super::$name(tokenbridge::db::Backend::Sqlite).await } )* }
+        mod postgres { $( #[tokio::test] async fn $name() { super::$name(tokenbridge::db::Backend::Postgres).await } )* }
+        mod mysql { $( #[tokio::test] async fn $name() { super::$name(tokenbridge::db::Backend::Mysql).await } )* }
+    };
+}
+pub(crate) use e2e_tests;
+
+pub fn app_settings(db: &TestDb, idp: &TestIdp, base: &str) -> Settings {
+    let mut s = Settings::from_sources("", "test", &HashMap::new()).unwrap();
+    s.database = db.settings.clone();
+    s.identity.provider = ProviderKind::Entra;
+    s.identity.instance = Url::parse(&idp.base).unwrap();
+    s.identity.tenant_id = idp.tenant.clone();
+    s.identity.client_id = CLIENT_ID.into();
+    s.identity.client_secret = Some(Secret::new(CLIENT_SECRET));
+    s.identity.http_timeout = std::time::Duration::from_secs(5);
+    s.api.base_url = Url::parse(&format!("{}/v1.0", idp.base)).unwrap();
+    s.web.public_url = Url::parse(base).unwrap();
+    s.web.session_key = Some(Secret::new("a-test-session-key-that-is-long-enough-for-actix-0123456789abcdefghij"));
+    s.cache.keys = Some(SealKeys::parse(&Secret::new(format!("k1={}", crate::fixtures::KEY))).unwrap());
+    s
+}
+
+/// The app on a fresh `backend` database, signed in to a fresh provider; None when skipped.
+pub async fn spawn_app(test: &str, backend: Backend, change_idp: impl FnOnce(&mut DevIdpSettings)) -> Option<TestApp> {
+    let Some(db) = support::migrated(backend) else {
+        support::skipped(test, backend);
+        return None;
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+    let idp = spawn_idp_with(|s| {
+        s.clients[0].redirect_uris.push(format!("{base}/signin-oidc"));
+        s.clients[0].post_logout_redirect_uris.push(format!("{base}/signout-callback-oidc"));
+        change_idp(s);
+    })
+    .await;
+    let settings = app_settings(&db, &idp, &base);
+    let clock = ManualClock::new(time::OffsetDateTime::now_utc());
+    let app = Application::build_on(&settings, listener, Arc::new(clock.clone())).await.unwrap();
+    tokio::spawn(app.run_until_stopped());
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    Some(TestApp { base, idp, db, browser, clock, settings })
+}
+
+pub fn location(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get(LOCATION)
+        .unwrap_or_else(|| panic!("no Location in a {} response", response.status()))
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.browser.get(self.url(path)).send().await.unwrap()
+    }
+
+    /// `/signin`, then the provider's URL (the sign-in form, unless the provider session
+    /// answers at once), then the callback. Returns the callback's response.
+    pub async fn sign_in_via(&self, path: &str, user: &str) -> reqwest::Response {
+        let start = self.get(path).await;
+        assert_eq!(start.status(), 302, "{path}");
+        let provider_url = location(&start);
+        let at_provider = self.browser.get(&provider_url).send().await.unwrap();
+        let back = if at_provider.status() == 200 {
+            let url = Url::parse(&provider_url).unwrap();
+            let mut fields: Vec<(String, String)> = url.query_pairs().into_owned().collect();
+            fields.push(("username".into(), user.into()));
+            let action = format!("{}://{}{}", url.scheme(), url.authority(), url.path());
+            self.browser.post(action).form(&fields).send().await.unwrap()
+        } else {
+            at_provider
+        };
+        assert_eq!(back.status(), 302);
+        self.browser.get(location(&back)).send().await.unwrap()
+    }
+
+    pub async fn sign_in(&self, user: &str) {
+        let callback = self.sign_in_via("/signin", user).await;
+        assert_eq!(callback.status(), 303, "{}", callback.text().await.unwrap_or_default());
+        assert_eq!(location(&callback), "/");
+    }
+
+    pub async fn home_html(&self) -> (u16, String) {
+        let response = self.get("/").await;
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
+    pub fn count(&self, table: &str) -> i64 {
+        use diesel::RunQueryDsl;
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::BigInt)]
+            n: i64,
+        }
+        let rows: Vec<Count> = diesel::sql_query(format!("SELECT COUNT(*) AS n FROM {table}"))
+            .load(&mut *self.db.conn())
+            .unwrap();
+        rows[0].n
+    }
+
+    pub fn csrf(html: &str) -> String {
+        let start = html.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
+        html[start..].split('"').next().unwrap().to_owned()
+    }
+}
