@@ -384,7 +384,11 @@ fn mint(
             ver: "2.0",
             iss: p.issuer(),
             sub,
-            aud: if wrong_audience { "someone-else" } else { &client.client_id },
+            aud: if wrong_audience {
+                "someone-else"
+            } else {
+                &client.client_id
+            },
             exp: now + 3600,
             iat: now,
             nbf: now,

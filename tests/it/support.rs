@@ -47,6 +47,19 @@ impl Drop for Guard {
 }
 
 impl TestDb {
+    /// Drops the server database under the app's feet ("the database went away").
+    pub fn destroy(&self) {
+        if let Guard::Server { admin, name } = &self._guard {
+            let mut conn =
+                DbConnection::open(admin, Duration::from_secs(5)).expect("admin connection");
+            let sql = match admin.backend() {
+                Backend::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                _ => format!("DROP DATABASE IF EXISTS {name}"),
+            };
+            conn.batch_execute(&sql).expect("DROP DATABASE");
+        }
+    }
+
     pub fn conn(&self) -> tokenbridge::db::PooledConnection {
         self.db.get().expect("a pooled connection")
     }

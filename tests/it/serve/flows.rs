@@ -24,7 +24,9 @@ fn raw_cache(app: &TestApp) -> Vec<(String, Vec<u8>, i64)> {
 }
 
 async fn sign_in_shows_the_profile_and_stores_a_sealed_cache(backend: Backend) {
-    let Some(app) = spawn_app("serve::sign_in_shows_the_profile", backend, |_| {}).await else { return };
+    let Some(app) = spawn_app("serve::sign_in_shows_the_profile", backend, |_| {}).await else {
+        return;
+    };
     let (status, html) = app.home_html().await;
     assert_eq!(status, 200);
     assert!(html.contains("Sign in"), "signed out first");
@@ -42,17 +44,34 @@ async fn sign_in_shows_the_profile_and_stores_a_sealed_cache(backend: Backend) {
     assert!(value.starts_with(b"TBs1"), "sealed at rest");
     assert!(!String::from_utf8_lossy(value).contains("AccessToken"));
     assert_eq!(*version, 1);
-    assert!(id.ends_with(&format!(".{}", app.idp.tenant)), "home account id is uid.utid: {id}");
+    assert!(
+        id.ends_with(&format!(".{}", app.idp.tenant)),
+        "home account id is uid.utid: {id}"
+    );
     let activity = activities::get(&mut app.db.conn(), id).unwrap().unwrap();
-    assert_eq!(activity.user_principal_name.as_deref(), Some("ada.lovelace@tokenbridge.dev"));
-    assert_eq!(activity.account_tenant_id.as_deref(), Some(app.idp.tenant.as_str()));
+    assert_eq!(
+        activity.user_principal_name.as_deref(),
+        Some("ada.lovelace@tokenbridge.dev")
+    );
+    assert_eq!(
+        activity.account_tenant_id.as_deref(),
+        Some(app.idp.tenant.as_str())
+    );
     assert!(!activity.failed_to_acquire_token);
     // The page was served from the cache: no refresh yet.
     assert_eq!(app.idp.counters().await["refreshes"], 0);
 }
 
 async fn an_expired_access_token_is_refreshed_silently(backend: Backend) {
-    let Some(app) = spawn_app("serve::an_expired_access_token_is_refreshed", backend, |_| {}).await else { return };
+    let Some(app) = spawn_app(
+        "serve::an_expired_access_token_is_refreshed",
+        backend,
+        |_| {},
+    )
+    .await
+    else {
+        return;
+    };
     app.sign_in("ada").await;
     app.clock.advance(Duration::minutes(58)); // less than 300 s left
     let (status, html) = app.home_html().await;
@@ -60,19 +79,29 @@ async fn an_expired_access_token_is_refreshed_silently(backend: Backend) {
     assert!(html.contains("Hello, Ada"));
     let counters = app.idp.counters().await;
     assert_eq!(counters["refreshes"], 1);
-    assert_eq!(raw_cache(&app)[0].2, 2, "the refreshed cache was written back");
+    assert_eq!(
+        raw_cache(&app)[0].2,
+        2,
+        "the refreshed cache was written back"
+    );
     // And the refreshed token is used from then on.
     app.home_html().await;
     assert_eq!(app.idp.counters().await["refreshes"], 1);
 }
 
 async fn twenty_concurrent_page_loads_after_expiry_cause_one_refresh(backend: Backend) {
-    let Some(app) = spawn_app("serve::twenty_concurrent_page_loads", backend, |s| s.rotation = Rotation::Strict).await else {
+    let Some(app) = spawn_app("serve::twenty_concurrent_page_loads", backend, |s| {
+        s.rotation = Rotation::Strict
+    })
+    .await
+    else {
         return;
     };
     app.sign_in("ada").await;
     app.clock.advance(Duration::hours(2));
-    let loads: Vec<_> = (0..20).map(|_| app.browser.get(app.url("/")).send()).collect();
+    let loads: Vec<_> = (0..20)
+        .map(|_| app.browser.get(app.url("/")).send())
+        .collect();
     let responses = futures_util::future::join_all(loads).await;
     for response in responses {
         assert_eq!(response.unwrap().status(), 200);
@@ -84,9 +113,14 @@ async fn twenty_concurrent_page_loads_after_expiry_cause_one_refresh(backend: Ba
 }
 
 async fn a_revoked_user_is_sent_to_sign_in(backend: Backend) {
-    let Some(app) = spawn_app("serve::a_revoked_user_is_sent_to_sign_in", backend, |_| {}).await else { return };
+    let Some(app) = spawn_app("serve::a_revoked_user_is_sent_to_sign_in", backend, |_| {}).await
+    else {
+        return;
+    };
     app.sign_in("ada").await;
-    app.idp.admin(reqwest::Method::POST, "users/ada/revoke", None).await;
+    app.idp
+        .admin(reqwest::Method::POST, "users/ada/revoke", None)
+        .await;
     app.clock.advance(Duration::hours(2));
     let response = app.get("/").await;
     assert_eq!(response.status(), 302);
@@ -98,7 +132,10 @@ async fn a_revoked_user_is_sent_to_sign_in(backend: Backend) {
 }
 
 async fn sign_out_removes_the_cache_row(backend: Backend) {
-    let Some(app) = spawn_app("serve::sign_out_removes_the_cache_row", backend, |_| {}).await else { return };
+    let Some(app) = spawn_app("serve::sign_out_removes_the_cache_row", backend, |_| {}).await
+    else {
+        return;
+    };
     app.sign_in("ada").await;
     let (_, html) = app.home_html().await;
     let id = raw_cache(&app)[0].0.clone();
@@ -111,10 +148,20 @@ async fn sign_out_removes_the_cache_row(backend: Backend) {
         .unwrap();
     assert_eq!(response.status(), 303);
     let end_session = location(&response);
-    assert!(end_session.starts_with(&format!("{}/{}/oauth2/v2.0/logout", app.idp.base, app.idp.tenant)), "{end_session}");
+    assert!(
+        end_session.starts_with(&format!(
+            "{}/{}/oauth2/v2.0/logout",
+            app.idp.base, app.idp.tenant
+        )),
+        "{end_session}"
+    );
     assert!(end_session.contains("post_logout_redirect_uri="));
     assert!(raw_cache(&app).is_empty());
-    assert!(activities::get(&mut app.db.conn(), &id).unwrap().unwrap().signed_out_at.is_some());
+    assert!(activities::get(&mut app.db.conn(), &id)
+        .unwrap()
+        .unwrap()
+        .signed_out_at
+        .is_some());
     // The provider sends the browser back to the app's signed-out page.
     let back = app.browser.get(&end_session).send().await.unwrap();
     assert_eq!(back.status(), 302);

@@ -24,7 +24,7 @@ pub struct TestApp {
     pub db: TestDb,
     pub browser: reqwest::Client,
     pub clock: ManualClock,
-    pub settings: Settings,
+    pub jar: Arc<reqwest::cookie::Jar>,
 }
 
 /// Declares one `#[tokio::test]` per backend for each async body taking a `Backend`.
@@ -48,13 +48,30 @@ pub fn app_settings(db: &TestDb, idp: &TestIdp, base: &str) -> Settings {
     s.identity.http_timeout = std::time::Duration::from_secs(5);
     s.api.base_url = Url::parse(&format!("{}/v1.0", idp.base)).unwrap();
     s.web.public_url = Url::parse(base).unwrap();
-    s.web.session_key = Some(Secret::new("a-test-session-key-that-is-long-enough-for-actix-0123456789abcdefghij"));
-    s.cache.keys = Some(SealKeys::parse(&Secret::new(format!("k1={}", crate::fixtures::KEY))).unwrap());
+    s.web.session_key = Some(Secret::new(
+        "a-test-session-key-that-is-long-enough-for-actix-0123456789abcdefghij",
+    ));
+    s.cache.keys =
+        Some(SealKeys::parse(&Secret::new(format!("k1={}", crate::fixtures::KEY))).unwrap());
     s
 }
 
 /// The app on a fresh `backend` database, signed in to a fresh provider; None when skipped.
-pub async fn spawn_app(test: &str, backend: Backend, change_idp: impl FnOnce(&mut DevIdpSettings)) -> Option<TestApp> {
+pub async fn spawn_app(
+    test: &str,
+    backend: Backend,
+    change_idp: impl FnOnce(&mut DevIdpSettings),
+) -> Option<TestApp> {
+    spawn_app_with(test, backend, change_idp, |_| {}).await
+}
+
+/// Like [`spawn_app`], with the app's settings changed by `change_app`.
+pub async fn spawn_app_with(
+    test: &str,
+    backend: Backend,
+    change_idp: impl FnOnce(&mut DevIdpSettings),
+    change_app: impl FnOnce(&mut Settings),
+) -> Option<TestApp> {
     let Some(db) = support::migrated(backend) else {
         support::skipped(test, backend);
         return None;
@@ -62,21 +79,36 @@ pub async fn spawn_app(test: &str, backend: Backend, change_idp: impl FnOnce(&mu
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
     let idp = spawn_idp_with(|s| {
-        s.clients[0].redirect_uris.push(format!("{base}/signin-oidc"));
-        s.clients[0].post_logout_redirect_uris.push(format!("{base}/signout-callback-oidc"));
+        s.clients[0]
+            .redirect_uris
+            .push(format!("{base}/signin-oidc"));
+        s.clients[0]
+            .post_logout_redirect_uris
+            .push(format!("{base}/signout-callback-oidc"));
         change_idp(s);
     })
     .await;
-    let settings = app_settings(&db, &idp, &base);
+    let mut settings = app_settings(&db, &idp, &base);
+    change_app(&mut settings);
     let clock = ManualClock::new(time::OffsetDateTime::now_utc());
-    let app = Application::build_on(&settings, listener, Arc::new(clock.clone())).await.unwrap();
+    let app = Application::build_on(&settings, listener, Arc::new(clock.clone()))
+        .await
+        .unwrap();
     tokio::spawn(app.run_until_stopped());
+    let jar = Arc::new(reqwest::cookie::Jar::default());
     let browser = reqwest::Client::builder()
-        .cookie_store(true)
+        .cookie_provider(jar.clone())
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    Some(TestApp { base, idp, db, browser, clock, settings })
+    Some(TestApp {
+        base,
+        idp,
+        db,
+        browser,
+        clock,
+        jar,
+    })
 }
 
 pub fn location(response: &reqwest::Response) -> String {
@@ -110,7 +142,12 @@ impl TestApp {
             let mut fields: Vec<(String, String)> = url.query_pairs().into_owned().collect();
             fields.push(("username".into(), user.into()));
             let action = format!("{}://{}{}", url.scheme(), url.authority(), url.path());
-            self.browser.post(action).form(&fields).send().await.unwrap()
+            self.browser
+                .post(action)
+                .form(&fields)
+                .send()
+                .await
+                .unwrap()
         } else {
             at_provider
         };
@@ -120,7 +157,12 @@ impl TestApp {
 
     pub async fn sign_in(&self, user: &str) {
         let callback = self.sign_in_via("/signin", user).await;
-        assert_eq!(callback.status(), 303, "{}", callback.text().await.unwrap_or_default());
+        assert_eq!(
+            callback.status(),
+            303,
+            "{}",
+            callback.text().await.unwrap_or_default()
+        );
         assert_eq!(location(&callback), "/");
     }
 

@@ -1,1 +1,379 @@
+//! Tampered callbacks, forged requests and bad conditions: each gets a clear answer, and
+//! nothing is stored or lost.
 
+use super::{location, spawn_app, TestApp};
+use reqwest::cookie::CookieStore;
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::sync::Arc;
+use tokenbridge::db::Backend;
+use tokenbridge::web::{local_path, Application};
+use url::Url;
+
+const SQLITE: Backend = Backend::Sqlite;
+
+async fn app(test: &str) -> TestApp {
+    spawn_app(test, SQLITE, |_| {})
+        .await
+        .expect("SQLite always runs")
+}
+
+/// Runs the provider part of a sign-in started at `/signin` and returns the callback URL,
+/// without calling it. `tamper` may change the provider URL first.
+async fn callback_url(app: &TestApp, user: &str, tamper: impl FnOnce(&mut Url)) -> String {
+    let start = app.get("/signin").await;
+    let mut provider = Url::parse(&location(&start)).unwrap();
+    tamper(&mut provider);
+    let mut fields: Vec<(String, String)> = provider.query_pairs().into_owned().collect();
+    fields.push(("username".into(), user.into()));
+    let action = format!(
+        "{}://{}{}",
+        provider.scheme(),
+        provider.authority(),
+        provider.path()
+    );
+    let back = app.browser.post(action).form(&fields).send().await.unwrap();
+    assert_eq!(back.status(), 302);
+    location(&back)
+}
+
+async fn assert_refused(app: &TestApp, response: reqwest::Response, words: &str) {
+    assert_eq!(response.status(), 400);
+    let html = response.text().await.unwrap();
+    assert!(html.contains(words), "{words:?} in {html}");
+    assert!(html.contains("Request id"), "{html}");
+    assert_eq!(app.count("token_cache"), 0, "nothing stored");
+    assert_eq!(app.count("account_activities"), 0, "nothing stored");
+}
+
+#[tokio::test]
+async fn a_callback_without_the_sign_in_cookie_is_refused() {
+    let app = app("serve::security::missing_cookie").await;
+    let url = callback_url(&app, "ada", |_| {}).await;
+    let stranger = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = stranger.get(&url).send().await.unwrap();
+    assert_refused(&app, response, "another browser").await;
+}
+
+#[tokio::test]
+async fn a_callback_with_the_wrong_state_is_refused() {
+    let app = app("serve::security::wrong_state").await;
+    let mut url = Url::parse(&callback_url(&app, "ada", |_| {}).await).unwrap();
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .into_owned()
+        .map(|(k, v)| {
+            if k == "state" {
+                (k, "forged".into())
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    url.query_pairs_mut().clear().extend_pairs(pairs);
+    let response = app.browser.get(url).send().await.unwrap();
+    assert_refused(&app, response, "does not belong to this browser").await;
+}
+
+#[tokio::test]
+async fn a_provider_error_callback_is_shown_and_stores_nothing() {
+    let app = app("serve::security::provider_error").await;
+    let start = app.get("/signin").await;
+    let state: String = Url::parse(&location(&start))
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let response = app
+        .browser
+        .get(app.url(&format!(
+            "/signin-oidc?error=access_denied&error_description=nope&state={state}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_refused(&app, response, "access denied").await;
+}
+
+#[tokio::test]
+async fn a_replayed_code_is_refused() {
+    let app = app("serve::security::replayed_code").await;
+    let first = callback_url(&app, "ada", |_| {}).await;
+    assert_eq!(app.browser.get(&first).send().await.unwrap().status(), 303);
+    let code: String = Url::parse(&first)
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    // The same URL again: its one-time cookie is gone.
+    assert_eq!(app.browser.get(&first).send().await.unwrap().status(), 400);
+    // The old code with a fresh sign-in's state: the provider refuses the replay.
+    let start = app.get("/signin").await;
+    let state: String = Url::parse(&location(&start))
+        .unwrap()
+        .query_pairs()
+        .find(|(k, _)| k == "state")
+        .unwrap()
+        .1
+        .into_owned();
+    let replay = app
+        .browser
+        .get(app.url(&format!("/signin-oidc?code={code}&state={state}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 400);
+    assert!(replay.text().await.unwrap().contains("could not be used"));
+    assert_eq!(
+        app.count("token_cache"),
+        1,
+        "only the first sign-in stored anything"
+    );
+}
+
+#[tokio::test]
+async fn an_id_token_with_the_wrong_nonce_is_refused() {
+    let app = app("serve::security::wrong_nonce").await;
+    let url = callback_url(&app, "ada", |u| {
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .into_owned()
+            .map(|(k, v)| {
+                if k == "nonce" {
+                    (k, "attacker-nonce".into())
+                } else {
+                    (k, v)
+                }
+            })
+            .collect();
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    })
+    .await;
+    let response = app.browser.get(url).send().await.unwrap();
+    assert_refused(&app, response, "could not be used").await;
+}
+
+#[tokio::test]
+async fn an_id_token_for_another_audience_is_refused() {
+    let app = app("serve::security::wrong_audience").await;
+    app.idp.inject("wrong_audience", 1).await;
+    let url = callback_url(&app, "ada", |_| {}).await;
+    let response = app.browser.get(url).send().await.unwrap();
+    assert_refused(&app, response, "could not be used").await;
+}
+
+#[tokio::test]
+async fn return_urls_off_the_site_are_ignored() {
+    for evil in [
+        "//evil.example",
+        "https://evil.example/",
+        "/\\evil.example",
+        "evil.example",
+        "/%0d%0aSet-Cookie:x",
+    ] {
+        assert!(
+            local_path(Some(evil)) == "/" || !local_path(Some(evil)).contains("evil.example/"),
+            "{evil}"
+        );
+    }
+    assert_eq!(local_path(Some("//evil.example")), "/");
+    assert_eq!(local_path(Some("https://evil.example/")), "/");
+    assert_eq!(local_path(Some("/\\evil.example")), "/");
+    assert_eq!(local_path(Some("/profile?tab=2")), "/profile?tab=2");
+    let app = app("serve::security::return_url").await;
+    for evil in ["%2F%2Fevil.example", "https%3A%2F%2Fevil.example%2F"] {
+        let callback = app
+            .sign_in_via(&format!("/signin?returnUrl={evil}"), "ada")
+            .await;
+        assert_eq!(callback.status(), 303);
+        assert_eq!(location(&callback), "/", "{evil}");
+    }
+}
+
+#[tokio::test]
+async fn sign_out_needs_the_csrf_token() {
+    let app = app("serve::security::csrf").await;
+    app.sign_in("ada").await;
+    for form in [vec![], vec![("csrf", "guessed")]] {
+        let response = app
+            .browser
+            .post(app.url("/signout"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 400, "{form:?}");
+    }
+    assert_eq!(app.count("token_cache"), 1, "still signed in");
+    assert_eq!(app.home_html().await.0, 200);
+}
+
+#[tokio::test]
+async fn a_tampered_session_cookie_is_a_signed_out_visitor() {
+    let app = app("serve::security::tampered_session").await;
+    app.sign_in("ada").await;
+    let url = Url::parse(&app.base).unwrap();
+    let cookies = app.jar.cookies(&url).unwrap();
+    let session = cookies
+        .to_str()
+        .unwrap()
+        .split("; ")
+        .find(|c| c.starts_with("tb_session="))
+        .unwrap()
+        .to_owned();
+    let mut bytes = session.into_bytes();
+    let last = bytes.len() - 3;
+    bytes[last] = if bytes[last] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(bytes).unwrap();
+    let stranger = reqwest::Client::new();
+    let response = stranger
+        .get(app.url("/"))
+        .header("Cookie", forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let html = response.text().await.unwrap();
+    assert!(
+        html.contains("Sign in") && !html.contains("Hello"),
+        "{html}"
+    );
+    assert_eq!(app.count("token_cache"), 1);
+}
+
+#[tokio::test]
+async fn a_corrupt_cache_row_sends_the_user_to_sign_in_and_is_replaced() {
+    use diesel::prelude::*;
+    use tokenbridge::db::schema::token_cache::dsl as tc;
+    let app = app("serve::security::corrupt_row").await;
+    app.sign_in("ada").await;
+    // Another writer stored garbage (with a new version, as every write has).
+    diesel::update(tc::token_cache)
+        .set((
+            tc::value.eq(b"TBs1\x02k1garbage".to_vec()),
+            tc::version.eq(tc::version + 1),
+        ))
+        .execute(&mut *app.db.conn())
+        .unwrap();
+    let response = app.get("/").await;
+    assert_eq!(response.status(), 302, "not a 500");
+    assert_eq!(location(&response), "/signin?returnUrl=%2F");
+    let callback = app.sign_in_via("/signin", "ada").await;
+    assert_eq!(callback.status(), 303);
+    let (status, html) = app.home_html().await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Hello, Ada"));
+    assert_eq!(app.count("token_cache"), 1);
+}
+
+#[tokio::test]
+async fn the_provider_down_gives_a_page_that_says_so() {
+    let db = crate::support::migrated(SQLITE).unwrap();
+    let idp = crate::dev_idp::spawn_idp().await;
+    let dead = TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_base = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let mut settings = super::app_settings(&db, &idp, &base);
+    settings.identity.instance = Url::parse(&dead_base).unwrap();
+    let app = Application::build_on(
+        &settings,
+        listener,
+        Arc::new(tokenbridge::clock::SystemClock),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(app.run_until_stopped());
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let response = client.get(format!("{base}/signin")).send().await.unwrap();
+    assert_eq!(response.status(), 503);
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("identity provider is not answering"));
+    let ready = client.get(format!("{base}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 503);
+    let body: HashMap<String, String> = ready.json().await.unwrap();
+    assert_eq!(
+        (body["database"].as_str(), body["provider"].as_str()),
+        ("ok", "unavailable")
+    );
+    assert_eq!(
+        client
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+#[tokio::test]
+async fn the_database_going_away_gives_503_and_readyz_fails() {
+    // A short pool timeout: how long a request waits for the database before the 503.
+    let Some(app) = super::spawn_app_with(
+        "serve::security::database_down",
+        Backend::Postgres,
+        |_| {},
+        |s| {
+            s.database.connect_timeout = std::time::Duration::from_secs(2);
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    app.sign_in("ada").await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    app.db.destroy();
+    let response = app.get("/").await;
+    assert_eq!(response.status(), 503);
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("token store is unavailable"));
+    assert_eq!(app.get("/readyz").await.status(), 503);
+}
+
+#[tokio::test]
+async fn oversized_bodies_unknown_routes_and_request_ids() {
+    let app = app("serve::security::limits").await;
+    let big = "x".repeat(100 * 1024);
+    let response = app
+        .browser
+        .post(app.url("/signout"))
+        .form(&[("csrf", big.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    let missing = app.get("/no/such/page").await;
+    assert_eq!(missing.status(), 404);
+    let id = missing
+        .headers()
+        .get("x-request-id")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        missing.text().await.unwrap().contains(&id),
+        "the page shows the request id"
+    );
+    assert_eq!(app.get("/healthz").await.status(), 200);
+    assert_eq!(app.get("/readyz").await.status(), 200);
+}
