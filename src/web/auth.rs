@@ -227,8 +227,7 @@ pub async fn sign_out(
     form: web::Form<SignOutForm>,
     rid: RequestId,
 ) -> Result<HttpResponse, WebError> {
-    let now = state.clock.now().unix_timestamp();
-    let Some(user) = session.user(now, state.absolute_secs()) else {
+    let Some(user) = state.user(&session) else {
         return Ok(HttpResponse::SeeOther()
             .insert_header(("Location", "/"))
             .finish());

@@ -14,8 +14,7 @@ pub async fn home(
     session: TypedSession,
     rid: RequestId,
 ) -> Result<HttpResponse, WebError> {
-    let now = state.clock.now().unix_timestamp();
-    let Some(user) = session.user(now, state.absolute_secs()) else {
+    let Some(user) = state.user(&session) else {
         return Ok(html(StatusCode::OK, pages::signed_out("Welcome")));
     };
     let scopes = state.acquirer.provider().scopes();

@@ -47,8 +47,15 @@ pub struct AppState {
 }
 
 impl AppState {
-    fn absolute_secs(&self) -> i64 {
-        i64::try_from(self.web.session_absolute.as_secs()).unwrap_or(i64::MAX)
+    /// The session's user, within the idle and absolute lifetimes.
+    fn user(&self, session: &session::TypedSession) -> Option<session::SignedInUser> {
+        let secs = |d: Duration| i64::try_from(d.as_secs()).unwrap_or(i64::MAX);
+        let now = self.clock.now().unix_timestamp();
+        session.user(
+            now,
+            secs(self.web.session_idle),
+            secs(self.web.session_absolute),
+        )
     }
 }
 

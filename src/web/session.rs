@@ -10,6 +10,7 @@ const HOME: &str = "home_account_id";
 const NAME: &str = "name";
 const CSRF: &str = "csrf";
 const SINCE: &str = "signed_in_at";
+const SEEN: &str = "seen_at";
 
 pub struct TypedSession(Session);
 
@@ -36,16 +37,21 @@ impl TypedSession {
         self.0.insert(NAME, name)?;
         self.0.insert(CSRF, csrf)?;
         self.0.insert(SINCE, now)?;
+        self.0.insert(SEEN, now)?;
         Ok(())
     }
 
-    /// The signed-in user, unless the session is absent, malformed or older than `max_age`.
-    pub fn user(&self, now: i64, max_age: i64) -> Option<SignedInUser> {
+    /// The signed-in user, unless the session is absent or malformed, has been idle longer
+    /// than `idle`, or began longer than `absolute` ago (checked here, not only by the
+    /// cookie's lifetime, so a copied cookie does not outlive them). Marks the session seen.
+    pub fn user(&self, now: i64, idle: i64, absolute: i64) -> Option<SignedInUser> {
         let since: i64 = self.0.get(SINCE).ok().flatten()?;
-        if now.saturating_sub(since) > max_age {
+        let seen: i64 = self.0.get(SEEN).ok().flatten().unwrap_or(since);
+        if now.saturating_sub(since) > absolute || now.saturating_sub(seen) > idle {
             self.0.purge();
             return None;
         }
+        let _ = self.0.insert(SEEN, now);
         Some(SignedInUser {
             home_account_id: self.0.get(HOME).ok().flatten()?,
             name: self.0.get(NAME).ok().flatten()?,

@@ -174,3 +174,42 @@ async fn sign_out_removes_the_cache_row(backend: Backend) {
     let (_, home) = app.home_html().await;
     assert!(home.contains("Sign in"), "the session is gone");
 }
+
+#[tokio::test]
+async fn sessions_end_after_the_idle_and_the_absolute_lifetime() {
+    let lifetimes = |s: &mut tokenbridge::settings::Settings| {
+        s.web.session_idle = std::time::Duration::from_secs(3600);
+        s.web.session_absolute = std::time::Duration::from_secs(3 * 3600);
+    };
+    let app = super::spawn_app_with("serve::sessions_idle", Backend::Sqlite, |_| {}, lifetimes)
+        .await
+        .unwrap();
+    app.sign_in("ada").await;
+    app.clock.advance(Duration::minutes(61));
+    let (_, html) = app.home_html().await;
+    assert!(
+        html.contains("Sign in") && !html.contains("Hello"),
+        "idle for more than an hour"
+    );
+
+    let app = super::spawn_app_with(
+        "serve::sessions_absolute",
+        Backend::Sqlite,
+        |_| {},
+        lifetimes,
+    )
+    .await
+    .unwrap();
+    app.sign_in("ada").await;
+    for step in 1..=5 {
+        app.clock.advance(Duration::minutes(30)); // never idle for an hour
+        let (_, html) = app.home_html().await;
+        assert!(html.contains("Hello, Ada"), "step {step}: {html}");
+    }
+    app.clock.advance(Duration::minutes(40)); // 3 h 10 min after sign-in
+    let (_, html) = app.home_html().await;
+    assert!(
+        html.contains("Sign in") && !html.contains("Hello"),
+        "past the absolute lifetime"
+    );
+}
