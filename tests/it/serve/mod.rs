@@ -1,6 +1,7 @@
 //! `tokenbridge serve` end to end: the real app on a loopback port, the development provider on
 //! another, a cookie-keeping HTTP client as the browser, and a fresh database per test.
 
+mod browser;
 mod flows;
 mod security;
 

@@ -1,0 +1,140 @@
+//! A real browser: headless Chromium, driven through WebDriver (chromedriver), signs in through
+//! the provider's form, sees the profile, and signs out.
+
+use super::spawn_app;
+use fantoccini::{ClientBuilder, Locator};
+use std::io::Write;
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokenbridge::db::Backend;
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+/// chromedriver on a free loopback port, stopped when dropped.
+struct Driver {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_driver() -> Option<Driver> {
+    let installed =
+        std::path::Path::new(CHROMEDRIVER).exists() && std::path::Path::new(CHROMIUM).exists();
+    if !installed {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "chromium and chromium-driver must be installed in CI (.ci/run installs them)"
+        );
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED serve::browser: install Debian's chromium and chromium-driver to run it"
+        );
+        return None;
+    }
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(CHROMEDRIVER)
+        .args([format!("--port={port}"), "--allowed-ips=127.0.0.1".into()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromedriver starts");
+    let driver = Driver {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Some(driver);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("chromedriver did not start");
+}
+
+#[tokio::test]
+async fn a_person_signs_in_sees_the_profile_and_signs_out() {
+    let Some(driver) = start_driver() else { return };
+    let app = spawn_app("serve::browser", Backend::Sqlite, |_| {})
+        .await
+        .unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": CHROMIUM,
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-quic", "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                format!("--user-data-dir={}", profile.path().display()),
+            ],
+        }),
+    );
+    // WebDriver on loopback is plain HTTP: no TLS connector needed.
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    let browser = ClientBuilder::new(connector)
+        .capabilities(caps)
+        .connect(&driver.url)
+        .await
+        .expect("a browser session");
+
+    let result = async {
+        browser.goto(&app.url("/")).await?;
+        browser
+            .find(Locator::LinkText("Sign in"))
+            .await?
+            .click()
+            .await?;
+        // The provider's sign-in form.
+        let name = browser.wait().for_element(Locator::Id("username")).await?;
+        name.send_keys("ada").await?;
+        browser
+            .find(Locator::Css("form button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        // Back at the app, signed in.
+        let heading = browser
+            .wait()
+            .for_element(Locator::XPath("//h1[starts-with(., 'Hello')]"))
+            .await?;
+        assert_eq!(heading.text().await?, "Hello, Ada");
+        let table = browser.find(Locator::Css("table")).await?.text().await?;
+        assert!(table.contains("ada@tokenbridge.dev"), "{table}");
+        assert_eq!(app.count("token_cache"), 1);
+        // Sign out: through the provider and back to the app.
+        browser
+            .find(Locator::Css("form[action='/signout'] button"))
+            .await?
+            .click()
+            .await?;
+        let done = browser
+            .wait()
+            .for_element(Locator::XPath("//h1[. = 'You have signed out']"))
+            .await?;
+        assert_eq!(done.text().await?, "You have signed out");
+        assert!(browser
+            .current_url()
+            .await?
+            .as_str()
+            .starts_with(&app.url("/signout-callback-oidc")));
+        assert_eq!(app.count("token_cache"), 0);
+        Ok::<_, fantoccini::error::CmdError>(())
+    }
+    .await;
+    let _ = browser.close().await;
+    result.expect("the browser flow");
+}
