@@ -110,12 +110,7 @@ pub fn pkce_challenge(verifier: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
 }
 
-/// A random URL-safe token (authorization codes, refresh tokens, session ids).
-pub fn random_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::thread_rng().fill_bytes(&mut bytes);
-    URL_SAFE_NO_PAD.encode(bytes)
-}
+pub use crate::secret::random_token;
 
 /// A stable GUID-shaped id derived from a name (the same user name always gets the same oid).
 pub fn stable_guid(namespace: &str, name: &str) -> String {

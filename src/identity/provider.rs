@@ -181,11 +181,6 @@ impl OidcProvider {
         self.api_scopes.iter().map(String::as_str).collect()
     }
 
-    /// Whether provider metadata has been loaded (readiness).
-    pub fn is_loaded(&self) -> bool {
-        self.loaded.try_read().map(|l| l.is_some()).unwrap_or(true)
-    }
-
     /// Current metadata, fetched when missing or older than `metadata_refresh`. A failed
     /// refresh keeps serving the metadata already held.
     pub async fn metadata(&self) -> Result<Arc<Loaded>, AcquireError> {

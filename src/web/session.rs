@@ -32,7 +32,7 @@ impl TypedSession {
     ) -> Result<(), actix_web::Error> {
         self.0.renew();
         self.0.clear();
-        let csrf = crate::devidp::keys::random_token();
+        let csrf = crate::secret::random_token();
         self.0.insert(HOME, home_account_id)?;
         self.0.insert(NAME, name)?;
         self.0.insert(CSRF, csrf)?;
