@@ -18,6 +18,31 @@ async fn app(test: &str) -> TestApp {
         .expect("SQLite always runs")
 }
 
+/// A query parameter of `url`.
+fn param(url: &str, name: &str) -> String {
+    let url = Url::parse(url).unwrap();
+    let found = url.query_pairs().find(|(k, _)| k == name);
+    found
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_else(|| panic!("no {name} in {url}"))
+}
+
+/// `url` with one query parameter's value replaced.
+fn set_param(url: &mut Url, name: &str, value: &str) {
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .into_owned()
+        .map(|(k, v)| {
+            if k == name {
+                (k, value.to_owned())
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    url.query_pairs_mut().clear().extend_pairs(pairs);
+}
+
 /// Runs the provider part of a sign-in started at `/signin` and returns the callback URL,
 /// without calling it. `tamper` may change the provider URL first.
 async fn callback_url(app: &TestApp, user: &str, tamper: impl FnOnce(&mut Url)) -> String {
@@ -62,18 +87,7 @@ async fn a_callback_without_the_sign_in_cookie_is_refused() {
 async fn a_callback_with_the_wrong_state_is_refused() {
     let app = app("serve::security::wrong_state").await;
     let mut url = Url::parse(&callback_url(&app, "ada", |_| {}).await).unwrap();
-    let pairs: Vec<(String, String)> = url
-        .query_pairs()
-        .into_owned()
-        .map(|(k, v)| {
-            if k == "state" {
-                (k, "forged".into())
-            } else {
-                (k, v)
-            }
-        })
-        .collect();
-    url.query_pairs_mut().clear().extend_pairs(pairs);
+    set_param(&mut url, "state", "forged");
     let response = app.browser.get(url).send().await.unwrap();
     assert_refused(&app, response, "does not belong to this browser").await;
 }
@@ -82,13 +96,7 @@ async fn a_callback_with_the_wrong_state_is_refused() {
 async fn a_provider_error_callback_is_shown_and_stores_nothing() {
     let app = app("serve::security::provider_error").await;
     let start = app.get("/signin").await;
-    let state: String = Url::parse(&location(&start))
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .into_owned();
+    let state = param(&location(&start), "state");
     let response = app
         .browser
         .get(app.url(&format!(
@@ -105,24 +113,12 @@ async fn a_replayed_code_is_refused() {
     let app = app("serve::security::replayed_code").await;
     let first = callback_url(&app, "ada", |_| {}).await;
     assert_eq!(app.browser.get(&first).send().await.unwrap().status(), 303);
-    let code: String = Url::parse(&first)
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .into_owned();
+    let code = param(&first, "code");
     // The same URL again: its one-time cookie is gone.
     assert_eq!(app.browser.get(&first).send().await.unwrap().status(), 400);
     // The old code with a fresh sign-in's state: the provider refuses the replay.
     let start = app.get("/signin").await;
-    let state: String = Url::parse(&location(&start))
-        .unwrap()
-        .query_pairs()
-        .find(|(k, _)| k == "state")
-        .unwrap()
-        .1
-        .into_owned();
+    let state = param(&location(&start), "state");
     let replay = app
         .browser
         .get(app.url(&format!("/signin-oidc?code={code}&state={state}")))
@@ -141,21 +137,7 @@ async fn a_replayed_code_is_refused() {
 #[tokio::test]
 async fn an_id_token_with_the_wrong_nonce_is_refused() {
     let app = app("serve::security::wrong_nonce").await;
-    let url = callback_url(&app, "ada", |u| {
-        let pairs: Vec<(String, String)> = u
-            .query_pairs()
-            .into_owned()
-            .map(|(k, v)| {
-                if k == "nonce" {
-                    (k, "attacker-nonce".into())
-                } else {
-                    (k, v)
-                }
-            })
-            .collect();
-        u.query_pairs_mut().clear().extend_pairs(pairs);
-    })
-    .await;
+    let url = callback_url(&app, "ada", |u| set_param(u, "nonce", "attacker-nonce")).await;
     let response = app.browser.get(url).send().await.unwrap();
     assert_refused(&app, response, "could not be used").await;
 }
