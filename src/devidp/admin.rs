@@ -15,7 +15,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/behaviour", web::patch().to(patch_behaviour))
         .route("/admin/users/{name}/revoke", web::post().to(revoke))
         .route("/admin/users/{name}/disable", web::post().to(disable))
-        .route("/admin/users/{name}/enable", web::post().to(enable));
+        .route("/admin/users/{name}/enable", web::post().to(enable))
+        .route("/admin/keys/rotate", web::post().to(rotate_keys));
 }
 
 async fn counters(p: web::Data<Provider>) -> HttpResponse {
@@ -100,4 +101,13 @@ async fn disable(p: web::Data<Provider>, name: web::Path<String>) -> HttpRespons
 
 async fn enable(p: web::Data<Provider>, name: web::Path<String>) -> HttpResponse {
     with_user(&name, |user| p.state().set_disabled(user, false))
+}
+
+async fn rotate_keys(p: web::Data<Provider>) -> HttpResponse {
+    match p.keys.rotate_id_key() {
+        Ok(()) => HttpResponse::NoContent().finish(),
+        Err(e) => {
+            HttpResponse::InternalServerError().json(serde_json::json!({ "error": e.to_string() }))
+        }
+    }
 }

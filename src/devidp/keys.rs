@@ -13,18 +13,23 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 pub struct Keys {
-    kid: String,
-    id_token_key: EncodingKey,
-    jwk: serde_json::Value,
+    /// The ID-token key; replaced by [`Keys::rotate_id_key`], as providers rotate theirs.
+    id_key: std::sync::RwLock<IdKey>,
     access_encoding: EncodingKey,
     access_decoding: DecodingKey,
     access_kid: String,
 }
 
+struct IdKey {
+    kid: String,
+    encoding: EncodingKey,
+    jwk: serde_json::Value,
+}
+
 impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Keys")
-            .field("kid", &self.kid)
+            .field("kid", &self.id_key().kid)
             .finish_non_exhaustive()
     }
 }
@@ -37,10 +42,9 @@ pub enum KeyError {
     Sign(String),
 }
 
-impl Keys {
-    pub fn generate() -> Result<Self, KeyError> {
-        let mut rng = rand::thread_rng();
-        let private = rsa::RsaPrivateKey::new(&mut rng, 2048)
+impl IdKey {
+    fn generate() -> Result<Self, KeyError> {
+        let private = rsa::RsaPrivateKey::new(&mut rand::thread_rng(), 2048)
             .map_err(|e| KeyError::Generate(e.to_string()))?;
         let der = private
             .to_pkcs1_der()
@@ -51,28 +55,48 @@ impl Keys {
         let jwk = serde_json::json!({
             "kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid, "n": n, "e": e,
         });
-        let mut secret = [0u8; 32];
-        rng.fill_bytes(&mut secret);
-        let access_kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(secret)[..9]);
         Ok(Self {
             kid,
-            id_token_key: EncodingKey::from_rsa_der(der.as_bytes()),
+            encoding: EncodingKey::from_rsa_der(der.as_bytes()),
             jwk,
+        })
+    }
+}
+
+impl Keys {
+    pub fn generate() -> Result<Self, KeyError> {
+        let mut secret = [0u8; 32];
+        rand::thread_rng().fill_bytes(&mut secret);
+        let access_kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(secret)[..9]);
+        Ok(Self {
+            id_key: std::sync::RwLock::new(IdKey::generate()?),
             access_encoding: EncodingKey::from_secret(&secret),
             access_decoding: DecodingKey::from_secret(&secret),
             access_kid,
         })
     }
 
+    fn id_key(&self) -> std::sync::RwLockReadGuard<'_, IdKey> {
+        self.id_key.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Replaces the ID-token signing key; the JWKS then lists only the new one.
+    pub fn rotate_id_key(&self) -> Result<(), KeyError> {
+        let fresh = IdKey::generate()?;
+        *self.id_key.write().unwrap_or_else(|p| p.into_inner()) = fresh;
+        Ok(())
+    }
+
     /// `{"keys": [...]}` as served at the JWKS endpoint.
     pub fn jwks(&self) -> serde_json::Value {
-        serde_json::json!({ "keys": [self.jwk] })
+        serde_json::json!({ "keys": [self.id_key().jwk] })
     }
 
     pub fn sign_id_token<T: Serialize>(&self, claims: &T) -> Result<String, KeyError> {
+        let key = self.id_key();
         let mut header = Header::new(Algorithm::RS256);
-        header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.id_token_key)
+        header.kid = Some(key.kid.clone());
+        jsonwebtoken::encode(&header, claims, &key.encoding)
             .map_err(|e| KeyError::Sign(e.to_string()))
     }
 

@@ -189,21 +189,21 @@ impl OidcProvider {
                 return Ok(loaded.clone());
             }
         }
-        self.reload(false).await
+        self.reload(None).await
     }
 
-    /// Fetches metadata and keys again (an ID token named a key we do not have).
-    async fn reload(&self, force: bool) -> Result<Arc<Loaded>, AcquireError> {
+    /// Fetches metadata and keys again: when they are stale, or (`outdated`) when an ID token
+    /// named a key that the metadata we validated with does not have. One fetch at a time;
+    /// whoever waited for it uses its result.
+    async fn reload(&self, outdated: Option<&Arc<Loaded>>) -> Result<Arc<Loaded>, AcquireError> {
         let _single_flight = self.reload.lock().await;
         let current = self.loaded.read().await.clone();
         if let Some(loaded) = &current {
-            let fresh = loaded.fetched_at.elapsed()
-                < if force {
-                    Duration::from_secs(5)
-                } else {
-                    self.refresh_every
-                };
-            if fresh {
+            let usable = match outdated {
+                Some(seen) => !Arc::ptr_eq(seen, loaded),
+                None => loaded.fetched_at.elapsed() < self.refresh_every,
+            };
+            if usable {
                 return Ok(loaded.clone());
             }
         }
@@ -403,7 +403,7 @@ impl OidcProvider {
                 SignatureVerificationError::NoMatchingKey,
             )) => {
                 // The provider may have rotated its keys: fetch them once more.
-                check(&*self.reload(true).await?)
+                check(&*self.reload(Some(&loaded)).await?)
             }
             other => other,
         }

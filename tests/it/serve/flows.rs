@@ -213,3 +213,109 @@ async fn sessions_end_after_the_idle_and_the_absolute_lifetime() {
         "past the absolute lifetime"
     );
 }
+
+#[tokio::test]
+async fn rotated_provider_keys_are_fetched_again() {
+    let app = super::spawn_app("serve::rotated_keys", Backend::Sqlite, |_| {})
+        .await
+        .unwrap();
+    app.sign_in("ada").await;
+    app.idp
+        .admin(reqwest::Method::POST, "keys/rotate", None)
+        .await;
+    // A refresh brings an ID token signed with a key the app has not seen.
+    app.clock.advance(Duration::hours(2));
+    let (status, html) = app.home_html().await;
+    assert_eq!(status, 200, "{html}");
+    // And so does a new sign-in.
+    app.idp
+        .admin(reqwest::Method::POST, "keys/rotate", None)
+        .await;
+    let callback = app.sign_in_via("/signin", "ada").await;
+    assert_eq!(callback.status(), 303);
+}
+
+#[tokio::test]
+async fn any_openid_provider_works_by_issuer_with_sub_as_the_account() {
+    use tokenbridge::settings::{ClientAuth, ProviderKind};
+    let mut issuer = None;
+    let app = super::spawn_app_with(
+        "serve::generic_oidc",
+        Backend::Sqlite,
+        |_| {},
+        |s| {
+            s.identity.provider = ProviderKind::Oidc;
+            s.identity.client_auth = ClientAuth::ClientSecretPost;
+            issuer = Some(format!(
+                "{}/{}/v2.0",
+                s.identity.instance.as_str().trim_end_matches('/'),
+                s.identity.tenant_id
+            ));
+            s.identity.issuer = Some(url::Url::parse(issuer.as_deref().unwrap()).unwrap());
+            s.identity.tenant_id = String::new();
+        },
+    )
+    .await
+    .unwrap();
+    app.sign_in("grace").await;
+    let (status, html) = app.home_html().await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Hello, Grace"));
+    let id = &raw_cache(&app)[0].0;
+    assert!(
+        !id.contains('.'),
+        "the home account id is the ID token's sub, not uid.utid: {id}"
+    );
+    assert_eq!(id.len(), 43);
+}
+
+#[tokio::test]
+async fn cookies_are_http_only_same_site_lax_and_secure_when_configured() {
+    let app = super::spawn_app("serve::cookie_flags", Backend::Sqlite, |_| {})
+        .await
+        .unwrap();
+    let start = app.get("/signin").await;
+    let sign_in_cookie = start
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        sign_in_cookie.starts_with("tb_signin=")
+            && sign_in_cookie.contains("HttpOnly")
+            && sign_in_cookie.contains("SameSite=Lax")
+    );
+    assert!(!sign_in_cookie.contains("Secure"));
+    let callback = app.sign_in_via("/signin", "ada").await;
+    let session = callback
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("tb_session="))
+        .expect("a session cookie");
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Lax"),
+        "{session}"
+    );
+    assert!(!session.contains("ada"), "the session content is encrypted");
+
+    let secure = super::spawn_app_with(
+        "serve::cookie_flags_secure",
+        Backend::Sqlite,
+        |_| {},
+        |s| s.web.secure_cookies = true,
+    )
+    .await
+    .unwrap();
+    let start = secure.get("/signin").await;
+    assert!(start
+        .headers()
+        .get("set-cookie")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .contains("Secure"));
+}
