@@ -18,7 +18,11 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
             "tokenbridge serve: open {url}/ (sign-in redirect URI {})",
             settings.web.redirect_uri()
         );
-        println!("tokenbridge serve: open {url}/");
+        println!(
+            "tokenbridge serve: listening on {}:{}; open {url}/",
+            settings.web.listen.ip(),
+            app.port()
+        );
         app.run_until_stopped().await?;
         Ok(())
     })

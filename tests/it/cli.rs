@@ -158,3 +158,119 @@ fn bad_settings_and_databases_are_clear_errors() {
     assert!(!text(&out.stderr).contains("topsecret"));
     assert!(!d.join("x.db").exists());
 }
+
+/// Starts `tokenbridge ARGS` in `dir`, waits for its first line on stdout, sends SIGTERM, and
+/// expects a clean exit within a few seconds.
+fn stops_cleanly_on_sigterm(dir: &Path, args: &[&str], env: &[(&str, &str)]) {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenbridge"))
+        .current_dir(dir)
+        .args(args)
+        .envs(env.iter().copied())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until it answers HTTP: a bound socket alone does not mean the server (and its
+    // signal handling) runs yet. The address is in what it prints first.
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let address = loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "it printed no address"
+        );
+        if let Some(at) = line.find("127.0.0.1:") {
+            let rest = &line[at..];
+            let end = rest
+                .find(|c: char| c != '.' && c != ':' && !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            break rest[..end].to_owned();
+        }
+    };
+    let answered = || -> std::io::Result<bool> {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(&address)?;
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+        stream.write_all(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+        let mut head = [0u8; 7];
+        stream.read_exact(&mut head)?;
+        Ok(&head == b"HTTP/1.")
+    };
+    let started = std::time::Instant::now();
+    while !answered().unwrap_or(false) {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{address} never answered"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let started = std::time::Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+            assert!(status.success(), "{args:?} exited with {status}: {err}");
+            return;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(15),
+            "{args:?} did not stop on SIGTERM"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn serve_and_dev_idp_shut_down_gracefully_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokenbridge(dir.path(), &["migrate"], &[]);
+    assert!(out.status.success());
+    let env = [
+        ("TOKENBRIDGE_WEB__LISTEN", "127.0.0.1:0"),
+        ("TOKENBRIDGE_IDENTITY__TENANT_ID", "t1"),
+        ("TOKENBRIDGE_IDENTITY__CLIENT_ID", "app"),
+        ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "s3cret"),
+        // Nothing listens there: serve starts anyway and reports it on /readyz.
+        ("TOKENBRIDGE_IDENTITY__INSTANCE", "http://127.0.0.1:9"),
+    ];
+    stops_cleanly_on_sigterm(dir.path(), &["serve"], &env);
+    stops_cleanly_on_sigterm(dir.path(), &["dev-idp", "--listen", "127.0.0.1:0"], &[]);
+}
+
+#[test]
+fn serve_refuses_to_start_without_a_client_or_on_an_unmigrated_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokenbridge(
+        dir.path(),
+        &["serve"],
+        &[("TOKENBRIDGE_WEB__LISTEN", "127.0.0.1:0")],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("identity.client_id"),
+        "{}",
+        text(&out.stderr)
+    );
+    let env = [
+        ("TOKENBRIDGE_WEB__LISTEN", "127.0.0.1:0"),
+        ("TOKENBRIDGE_IDENTITY__TENANT_ID", "t1"),
+        ("TOKENBRIDGE_IDENTITY__CLIENT_ID", "app"),
+        ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "s3cret"),
+    ];
+    let out = tokenbridge(dir.path(), &["serve"], &env);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("run `tokenbridge migrate`"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!text(&out.stderr).contains("s3cret"));
+}
