@@ -7,9 +7,9 @@
 //! compare-and-swap.
 
 use super::error::AcquireError;
-use super::provider::{OidcProvider, SignInState};
+use super::provider::OidcProvider;
 use crate::activity::store::ActivityUpsert;
-use crate::cache::document::{home_account_id, CacheDocument, ClientContext, Grant, TokenResponse};
+use crate::cache::document::{CacheDocument, ClientContext, Grant, TokenResponse};
 use crate::cache::store::{CacheStoreError, TokenCacheStore};
 use crate::clock::Clock;
 use crate::db::{Database, DbConnection};
@@ -64,9 +64,9 @@ impl From<crate::db::DbError> for AcquireError {
 }
 
 pub struct TokenAcquirer {
-    db: Database,
-    store: TokenCacheStore,
-    provider: Arc<OidcProvider>,
+    pub(super) db: Database,
+    pub(super) store: TokenCacheStore,
+    pub(super) provider: Arc<OidcProvider>,
     clock: Arc<dyn Clock>,
     owner: String,
     lease_for: Duration,
@@ -117,83 +117,11 @@ impl TokenAcquirer {
         &self.provider
     }
 
-    fn now(&self) -> OffsetDateTime {
+    pub(super) fn now(&self) -> OffsetDateTime {
         self.clock.now()
     }
 
-    /// Redeems the code from a sign-in callback, stores the user's cache and activity in one
-    /// transaction, and says who signed in.
-    pub async fn sign_in(&self, code: &str, state: &SignInState) -> Result<SignedIn, AcquireError> {
-        let response = self.provider.redeem_code(code, state).await?;
-        let context = self.provider.metadata().await?.context.clone();
-        let claims = response
-            .id_token
-            .as_ref()
-            .map(|t| t.claims.clone())
-            .unwrap_or_default();
-        let home =
-            home_account_id(response.client_info.as_deref(), Some(&claims)).ok_or_else(|| {
-                AcquireError::Configuration("the provider identified no account".into())
-            })?;
-        let signed_in = SignedIn {
-            home_account_id: home.clone(),
-            display_name: claims
-                .name
-                .clone()
-                .or_else(|| claims.preferred_username.clone())
-                .unwrap_or_else(|| home.clone()),
-            username: claims
-                .preferred_username
-                .clone()
-                .or_else(|| claims.upn.clone())
-                .unwrap_or_default(),
-        };
-        let (store, now, scopes) = (self.store.clone(), self.now(), self.scopes());
-        let (version, document) = self
-            .db
-            .run(move |conn| -> Result<_, AcquireError> {
-                let upn = claims
-                    .preferred_username
-                    .clone()
-                    .or_else(|| claims.upn.clone());
-                let object_id = claims.oid.clone().unwrap_or_else(|| claims.sub.clone());
-                let tenant_id = claims.tid.clone().unwrap_or_else(|| context.realm.clone());
-                let activity = ActivityUpsert {
-                    account_cache_key: &home,
-                    account_identifier: &home,
-                    object_id: Some(&object_id),
-                    tenant_id: Some(&tenant_id),
-                    user_principal_name: upn.as_deref(),
-                };
-                for _ in 0..3 {
-                    let (mut document, version) = current(&store, conn, &home, now)?;
-                    let scope_refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
-                    document
-                        .add_token_response(
-                            &context,
-                            &response,
-                            &scope_refs,
-                            Grant::AuthorizationCode,
-                            None,
-                            now.unix_timestamp(),
-                        )
-                        .map_err(|e| AcquireError::Configuration(e.to_string()))?;
-                    match store.save_with_activity(conn, &document, version, &activity, now) {
-                        Ok(version) => return Ok((version, document)),
-                        Err(CacheStoreError::Conflict { .. }) => continue,
-                        Err(e) => return Err(AcquireError::Storage(e.to_string())),
-                    }
-                }
-                Err(AcquireError::Storage(
-                    "the token cache kept changing while signing in".into(),
-                ))
-            })
-            .await?;
-        self.remember(&signed_in.home_account_id, version, document);
-        Ok(signed_in)
-    }
-
-    fn scopes(&self) -> Vec<String> {
+    pub(super) fn scopes(&self) -> Vec<String> {
         self.provider
             .scopes()
             .into_iter()
@@ -201,7 +129,7 @@ impl TokenAcquirer {
             .collect()
     }
 
-    fn remember(&self, id: &str, version: i64, document: CacheDocument) {
+    pub(super) fn remember(&self, id: &str, version: i64, document: CacheDocument) {
         let mut memory = lock(&self.memory);
         if memory.len() >= MEMORY_ENTRIES && !memory.contains_key(id) {
             memory.clear();
@@ -209,7 +137,7 @@ impl TokenAcquirer {
         memory.insert(id.to_owned(), (version, Arc::new(document)));
     }
 
-    fn forget(&self, id: &str) {
+    pub(super) fn forget(&self, id: &str) {
         lock(&self.memory).remove(id);
     }
 
@@ -467,46 +395,5 @@ impl TokenAcquirer {
             }
         }
         Ok(())
-    }
-
-    /// Signs the user out here: deletes their cache row and marks the activity signed out.
-    pub async fn sign_out(&self, id: &str) -> Result<(), AcquireError> {
-        let (store, key, now) = (self.store.clone(), id.to_owned(), self.now());
-        self.db
-            .run(
-                move |conn: &mut DbConnection| -> Result<(), CacheStoreError> {
-                    use diesel::Connection;
-                    conn.transaction(|conn| {
-                        store.delete(conn, &key)?;
-                        crate::activity::store::mark_signed_out(conn, &key, now)?;
-                        Ok(())
-                    })
-                },
-            )
-            .await?;
-        self.forget(id);
-        Ok(())
-    }
-}
-
-/// The user's current document and version for a sign-in: an unreadable row is replaced
-/// (its version is still honoured), an absent one starts empty.
-fn current(
-    store: &TokenCacheStore,
-    conn: &mut DbConnection,
-    id: &str,
-    now: OffsetDateTime,
-) -> Result<(CacheDocument, Option<i64>), AcquireError> {
-    match store.load(conn, id, now) {
-        Ok(Some(loaded)) => Ok((loaded.document, Some(loaded.version))),
-        Ok(None) => Ok((CacheDocument::default(), None)),
-        Err(e) if e.is_unreadable() => {
-            tracing::warn!(error = %e, "replacing an unreadable token cache at sign-in");
-            Ok((
-                CacheDocument::default(),
-                store.current_version(conn, id, now)?,
-            ))
-        }
-        Err(e) => Err(AcquireError::Storage(e.to_string())),
     }
 }

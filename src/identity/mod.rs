@@ -4,7 +4,9 @@
 pub mod acquire;
 pub mod error;
 pub mod http;
+mod oidc_types;
 pub mod provider;
+mod sign_in;
 
 pub use error::AcquireError;
 pub use provider::{OidcProvider, SignInState};

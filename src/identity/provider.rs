@@ -4,95 +4,21 @@
 
 use super::error::{classify, AcquireError};
 use super::http::ProviderHttp;
+use super::oidc_types::{ClientWith, Metadata, OidcClient, ProviderTokenResponse};
 use crate::cache::document::{self, ClientContext, IdToken, IdTokenClaims};
 use crate::secret::Secret;
 use crate::settings::{ClientAuth, IdentitySettings, ProviderKind};
-use openidconnect::core::{
-    CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreClaimName, CoreClaimType,
-    CoreClientAuthMethod, CoreErrorResponseType, CoreGenderClaim, CoreGrantType, CoreJsonWebKey,
-    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm,
-    CoreResponseMode, CoreResponseType, CoreRevocableToken, CoreRevocationErrorResponse,
-    CoreSubjectIdentifierType, CoreTokenIntrospectionResponse, CoreTokenType,
-};
+use openidconnect::core::CoreAuthenticationFlow;
 use openidconnect::{
-    AccessTokenHash, AdditionalClaims, AdditionalProviderMetadata, AuthType, AuthorizationCode,
-    ClaimsVerificationError, ClientId, ClientSecret, CsrfToken, EndpointNotSet, EndpointSet,
-    ExtraTokenFields, IdTokenFields, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
-    PkceCodeVerifier, ProviderMetadata, RedirectUrl, RefreshToken, Scope,
-    SignatureVerificationError, StandardErrorResponse, StandardTokenResponse, TokenResponse as _,
+    AccessTokenHash, AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
+    CsrfToken, EndpointNotSet, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
+    PkceCodeVerifier, RedirectUrl, RefreshToken, Scope, SignatureVerificationError,
+    TokenResponse as _,
 };
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use url::Url;
-
-/// Claims Entra ID adds to ID tokens (other providers simply leave them out).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct EntraClaims {
-    pub oid: Option<String>,
-    pub tid: Option<String>,
-    pub upn: Option<String>,
-}
-impl AdditionalClaims for EntraClaims {}
-
-/// Fields Entra ID adds to token responses.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct EntraTokenFields {
-    pub client_info: Option<String>,
-    pub ext_expires_in: Option<serde_json::Value>,
-    pub refresh_in: Option<serde_json::Value>,
-    pub foci: Option<String>,
-}
-impl ExtraTokenFields for EntraTokenFields {}
-
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct LogoutMetadata {
-    pub end_session_endpoint: Option<String>,
-}
-impl AdditionalProviderMetadata for LogoutMetadata {}
-
-type IdFields = IdTokenFields<
-    EntraClaims,
-    EntraTokenFields,
-    CoreGenderClaim,
-    CoreJweContentEncryptionAlgorithm,
-    CoreJwsSigningAlgorithm,
->;
-type ProviderTokenResponse = StandardTokenResponse<IdFields, CoreTokenType>;
-type Metadata = ProviderMetadata<
-    LogoutMetadata,
-    CoreAuthDisplay,
-    CoreClientAuthMethod,
-    CoreClaimName,
-    CoreClaimType,
-    CoreGrantType,
-    CoreJweContentEncryptionAlgorithm,
-    CoreJweKeyManagementAlgorithm,
-    CoreJsonWebKey,
-    CoreResponseMode,
-    CoreResponseType,
-    CoreSubjectIdentifierType,
->;
-type ClientWith<Auth, Token> = openidconnect::Client<
-    EntraClaims,
-    CoreAuthDisplay,
-    CoreGenderClaim,
-    CoreJweContentEncryptionAlgorithm,
-    CoreJsonWebKey,
-    CoreAuthPrompt,
-    StandardErrorResponse<CoreErrorResponseType>,
-    ProviderTokenResponse,
-    CoreTokenIntrospectionResponse,
-    CoreRevocableToken,
-    CoreRevocationErrorResponse,
-    Auth,
-    EndpointNotSet,
-    EndpointNotSet,
-    EndpointNotSet,
-    Token,
-    EndpointNotSet,
->;
-type OidcClient = ClientWith<EndpointSet, EndpointSet>;
 
 /// What the browser must carry from the sign-in redirect to the callback. Stored in an
 /// encrypted cookie; `Debug` is redacted.
