@@ -78,3 +78,77 @@ impl AcquireError {
         matches!(self, Self::InteractionRequired { .. })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openidconnect::core::CoreErrorResponseType as Code;
+
+    fn server(code: Code) -> AcquireError {
+        classify(RequestTokenError::ServerResponse(
+            StandardErrorResponse::new(code, Some("why".into()), None),
+        ))
+    }
+
+    #[test]
+    fn provider_errors_are_sorted_as_msal_does() {
+        for code in [
+            Code::InvalidGrant,
+            Code::Extension("interaction_required".into()),
+            Code::Extension("login_required".into()),
+            Code::Extension("consent_required".into()),
+        ] {
+            assert!(server(code.clone()).is_interaction_required(), "{code:?}");
+        }
+        for code in [
+            Code::Extension("temporarily_unavailable".into()),
+            Code::Extension("server_error".into()),
+        ] {
+            assert!(
+                matches!(server(code.clone()), AcquireError::Transient { .. }),
+                "{code:?}"
+            );
+        }
+        for code in [
+            Code::InvalidClient,
+            Code::UnauthorizedClient,
+            Code::InvalidScope,
+        ] {
+            assert!(
+                matches!(server(code.clone()), AcquireError::Configuration(_)),
+                "{code:?}"
+            );
+        }
+        assert_eq!(
+            server(Code::InvalidGrant),
+            AcquireError::InteractionRequired {
+                reason: "invalid_grant: why".into()
+            }
+        );
+    }
+
+    #[test]
+    fn unavailable_providers_are_transient_and_keep_retry_after() {
+        let busy = classify(RequestTokenError::Request(HttpError::Unavailable {
+            status: 429,
+            retry_after: Some(Duration::from_secs(7)),
+        }));
+        assert_eq!(
+            busy,
+            AcquireError::Transient {
+                reason: "the provider answered HTTP 429".into(),
+                retry_after: Some(Duration::from_secs(7))
+            }
+        );
+        assert!(matches!(
+            classify(RequestTokenError::Request(HttpError::Timeout)),
+            AcquireError::Transient { .. }
+        ));
+        assert!(matches!(
+            classify(RequestTokenError::Request(HttpError::Network(
+                "refused".into()
+            ))),
+            AcquireError::Transient { .. }
+        ));
+    }
+}

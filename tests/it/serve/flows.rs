@@ -319,3 +319,29 @@ async fn cookies_are_http_only_same_site_lax_and_secure_when_configured() {
         .unwrap()
         .contains("Secure"));
 }
+
+#[tokio::test]
+async fn provider_trouble_during_a_refresh_says_so_and_loses_nothing() {
+    let app = super::spawn_app("serve::provider_trouble", Backend::Sqlite, |_| {})
+        .await
+        .unwrap();
+    app.sign_in("ada").await;
+    app.clock.advance(Duration::hours(2));
+    app.idp.inject("503", 1).await;
+    let response = app.get("/").await;
+    assert_eq!(response.status(), 503);
+    assert!(response
+        .text()
+        .await
+        .unwrap()
+        .contains("identity provider is not answering"));
+    assert_eq!(raw_cache(&app)[0].2, 1, "the cache is untouched");
+    // The next load works: the refresh token was kept.
+    assert_eq!(app.home_html().await.0, 200);
+    // When the provider says the user must sign in again, the page sends them there.
+    app.clock.advance(Duration::hours(2));
+    app.idp.inject("interaction_required", 1).await;
+    let response = app.get("/").await;
+    assert_eq!(response.status(), 302);
+    assert_eq!(location(&response), "/signin?returnUrl=%2F");
+}
