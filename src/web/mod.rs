@@ -158,6 +158,7 @@ impl Application {
                 .app_data(web::PayloadConfig::new(MAX_BODY))
                 .app_data(web::FormConfig::default().limit(MAX_BODY))
                 .wrap(sessions)
+                .wrap(security_headers())
                 .wrap(from_fn(request_id::middleware))
                 .route("/", web::get().to(home::home))
                 .route("/signin", web::get().to(auth::sign_in))
@@ -182,6 +183,19 @@ impl Application {
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         self.server.await
     }
+}
+
+/// Headers on every response: pages carry only inline CSS, are never framed, and send no
+/// referrer (the callback URL holds a one-time code).
+fn security_headers() -> actix_web::middleware::DefaultHeaders {
+    actix_web::middleware::DefaultHeaders::new()
+        .add((
+            "Content-Security-Policy",
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
+        ))
+        .add(("X-Content-Type-Options", "nosniff"))
+        .add(("X-Frame-Options", "DENY"))
+        .add(("Referrer-Policy", "no-referrer"))
 }
 
 async fn not_found(rid: request_id::RequestId) -> HttpResponse {
