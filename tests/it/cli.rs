@@ -167,6 +167,8 @@ fn stops_cleanly_on_sigterm(dir: &Path, args: &[&str], env: &[(&str, &str)]) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tokenbridge"))
         .current_dir(dir)
         .args(args)
+        .env_clear()
+        .envs(std::env::var("PATH").map(|p| ("PATH".to_owned(), p)))
         .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
