@@ -64,6 +64,7 @@ struct BehaviourPatch {
     rotation: Option<Rotation>,
     token_latency_ms: Option<u64>,
     api_latency_ms: Option<u64>,
+    refresh_in_secs: Option<u64>,
 }
 
 async fn patch_behaviour(p: web::Data<Provider>, patch: web::Json<BehaviourPatch>) -> HttpResponse {
@@ -78,6 +79,10 @@ async fn patch_behaviour(p: web::Data<Provider>, patch: web::Json<BehaviourPatch
     b.rotation = patch.rotation.unwrap_or(b.rotation);
     b.token_latency_ms = patch.token_latency_ms.unwrap_or(b.token_latency_ms);
     b.api_latency_ms = patch.api_latency_ms.unwrap_or(b.api_latency_ms);
+    b.refresh_in_secs = patch
+        .refresh_in_secs
+        .filter(|s| *s > 0)
+        .or(b.refresh_in_secs);
     HttpResponse::Ok().json(*b)
 }
 

@@ -36,6 +36,8 @@ pub struct Behaviour {
     pub rotation: Rotation,
     pub token_latency_ms: u64,
     pub api_latency_ms: u64,
+    /// When set, token responses carry `refresh_in` (as Entra ID does for long-lived tokens).
+    pub refresh_in_secs: Option<u64>,
 }
 
 /// The provider shared by every request handler.
@@ -120,6 +122,7 @@ impl DevIdp {
                 rotation: settings.rotation,
                 token_latency_ms: millis(settings.token_latency),
                 api_latency_ms: millis(settings.api_latency),
+                refresh_in_secs: None,
             }),
         });
         let issuer = provider.issuer();

@@ -410,6 +410,9 @@ fn mint(
             }
         }
     }
+    if let Some(refresh_in) = behaviour.refresh_in_secs {
+        body["refresh_in"] = refresh_in.into();
+    }
     if let Some(refresh_token) = &grant.refresh_token {
         body["refresh_token"] = refresh_token.clone().into();
     }

@@ -345,3 +345,29 @@ async fn provider_trouble_during_a_refresh_says_so_and_loses_nothing() {
     assert_eq!(response.status(), 302);
     assert_eq!(location(&response), "/signin?returnUrl=%2F");
 }
+
+/// Past the provider's `refresh_in` the app refreshes early; if the provider fails then, the
+/// cached token (still valid) is used rather than an error page.
+#[tokio::test]
+async fn past_refresh_on_a_failing_provider_falls_back_to_the_cached_token() {
+    let app = super::spawn_app("serve::refresh_on", Backend::Sqlite, |_| {})
+        .await
+        .unwrap();
+    app.idp
+        .behave(serde_json::json!({ "refresh_in_secs": 600 }))
+        .await;
+    app.sign_in("ada").await;
+    app.clock.advance(Duration::minutes(15)); // past refresh_on, 45 min left
+    app.idp.inject("503", 1).await;
+    let (status, html) = app.home_html().await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Hello, Ada"));
+    assert_eq!(
+        app.idp.counters().await["refreshes"],
+        0,
+        "the refresh failed"
+    );
+    // With the provider back, the early refresh happens.
+    assert_eq!(app.home_html().await.0, 200);
+    assert_eq!(app.idp.counters().await["refreshes"], 1);
+}
