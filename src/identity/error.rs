@@ -1,9 +1,38 @@
 //! What can go wrong getting tokens, sorted by what the caller should do about it.
 
 use super::http::HttpError;
-use openidconnect::core::CoreErrorResponseType;
-use openidconnect::{RequestTokenError, StandardErrorResponse};
+use openidconnect::RequestTokenError;
+use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::time::Duration;
+
+/// A token endpoint's error body (RFC 6749 section 5.2), with Entra ID's `suberror`, which
+/// decides whether an `invalid_grant` is the user's business or the app's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProviderError {
+    pub error: String,
+    #[serde(default)]
+    pub error_description: Option<String>,
+    #[serde(default)]
+    pub error_uri: Option<String>,
+    #[serde(default)]
+    pub suberror: Option<String>,
+}
+
+impl fmt::Display for ProviderError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.error)?;
+        if let Some(suberror) = &self.suberror {
+            write!(f, " ({suberror})")?;
+        }
+        if let Some(description) = &self.error_description {
+            write!(f, ": {description}")?;
+        }
+        Ok(())
+    }
+}
+
+impl openidconnect::ErrorResponse for ProviderError {}
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum AcquireError {
@@ -24,19 +53,19 @@ pub enum AcquireError {
     Storage(String),
 }
 
-pub type TokenRequestError =
-    RequestTokenError<HttpError, StandardErrorResponse<CoreErrorResponseType>>;
+pub type TokenRequestError = RequestTokenError<HttpError, ProviderError>;
 
 /// Sorts a token-endpoint failure by the rules MSAL follows (MSAL_CACHE.md).
 pub fn classify(error: TokenRequestError) -> AcquireError {
     match error {
         RequestTokenError::ServerResponse(response) => {
-            let code = response.error().as_ref().to_owned();
-            let reason = match response.error_description() {
-                Some(description) => format!("{code}: {description}"),
-                None => code.clone(),
-            };
-            match code.as_str() {
+            let reason = response.to_string();
+            let app_problem = matches!(
+                response.suberror.as_deref(),
+                Some("client_mismatch" | "protection_policy_required")
+            );
+            match response.error.as_str() {
+                "invalid_grant" if app_problem => AcquireError::Configuration(reason),
                 "invalid_grant"
                 | "interaction_required"
                 | "login_required"
@@ -82,49 +111,66 @@ impl AcquireError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use openidconnect::core::CoreErrorResponseType as Code;
 
-    fn server(code: Code) -> AcquireError {
-        classify(RequestTokenError::ServerResponse(
-            StandardErrorResponse::new(code, Some("why".into()), None),
-        ))
+    fn server(code: &str, suberror: Option<&str>) -> AcquireError {
+        classify(RequestTokenError::ServerResponse(ProviderError {
+            error: code.into(),
+            error_description: Some("why".into()),
+            error_uri: None,
+            suberror: suberror.map(str::to_owned),
+        }))
     }
 
     #[test]
     fn provider_errors_are_sorted_as_msal_does() {
         for code in [
-            Code::InvalidGrant,
-            Code::Extension("interaction_required".into()),
-            Code::Extension("login_required".into()),
-            Code::Extension("consent_required".into()),
+            "invalid_grant",
+            "interaction_required",
+            "login_required",
+            "consent_required",
         ] {
-            assert!(server(code.clone()).is_interaction_required(), "{code:?}");
+            assert!(server(code, None).is_interaction_required(), "{code}");
         }
-        for code in [
-            Code::Extension("temporarily_unavailable".into()),
-            Code::Extension("server_error".into()),
-        ] {
+        for code in ["temporarily_unavailable", "server_error"] {
             assert!(
-                matches!(server(code.clone()), AcquireError::Transient { .. }),
-                "{code:?}"
+                matches!(server(code, None), AcquireError::Transient { .. }),
+                "{code}"
             );
         }
-        for code in [
-            Code::InvalidClient,
-            Code::UnauthorizedClient,
-            Code::InvalidScope,
-        ] {
+        for code in ["invalid_client", "unauthorized_client", "invalid_scope"] {
             assert!(
-                matches!(server(code.clone()), AcquireError::Configuration(_)),
-                "{code:?}"
+                matches!(server(code, None), AcquireError::Configuration(_)),
+                "{code}"
             );
         }
         assert_eq!(
-            server(Code::InvalidGrant),
+            server("invalid_grant", None),
             AcquireError::InteractionRequired {
                 reason: "invalid_grant: why".into()
             }
         );
+        // Entra ID suberrors that are the app's problem, not the user's.
+        for suberror in ["client_mismatch", "protection_policy_required"] {
+            assert!(
+                matches!(
+                    server("invalid_grant", Some(suberror)),
+                    AcquireError::Configuration(_)
+                ),
+                "{suberror}"
+            );
+        }
+        assert!(server("invalid_grant", Some("bad_token")).is_interaction_required());
+    }
+
+    #[test]
+    fn error_bodies_parse_with_or_without_suberror() {
+        let entra: ProviderError = serde_json::from_str(
+            r#"{"error":"invalid_grant","error_description":"AADSTS700082","suberror":"bad_token","error_codes":[700082]}"#,
+        )
+        .unwrap();
+        assert_eq!(entra.suberror.as_deref(), Some("bad_token"));
+        let plain: ProviderError = serde_json::from_str(r#"{"error":"invalid_client"}"#).unwrap();
+        assert_eq!(plain.to_string(), "invalid_client");
     }
 
     #[test]

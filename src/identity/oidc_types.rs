@@ -3,14 +3,14 @@
 
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthPrompt, CoreClaimName, CoreClaimType, CoreClientAuthMethod,
-    CoreErrorResponseType, CoreGenderClaim, CoreGrantType, CoreJsonWebKey,
-    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm,
-    CoreResponseMode, CoreResponseType, CoreRevocableToken, CoreRevocationErrorResponse,
-    CoreSubjectIdentifierType, CoreTokenIntrospectionResponse, CoreTokenType,
+    CoreGenderClaim, CoreGrantType, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm, CoreResponseMode, CoreResponseType,
+    CoreRevocableToken, CoreRevocationErrorResponse, CoreSubjectIdentifierType,
+    CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
     AdditionalClaims, AdditionalProviderMetadata, EndpointNotSet, EndpointSet, ExtraTokenFields,
-    IdTokenFields, ProviderMetadata, StandardErrorResponse, StandardTokenResponse,
+    IdTokenFields, ProviderMetadata, StandardTokenResponse,
 };
 use serde::{Deserialize, Serialize};
 
@@ -68,7 +68,7 @@ pub type ClientWith<Auth, Token> = openidconnect::Client<
     CoreJweContentEncryptionAlgorithm,
     CoreJsonWebKey,
     CoreAuthPrompt,
-    StandardErrorResponse<CoreErrorResponseType>,
+    super::error::ProviderError,
     ProviderTokenResponse,
     CoreTokenIntrospectionResponse,
     CoreRevocableToken,
