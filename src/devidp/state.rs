@@ -131,6 +131,9 @@ pub struct CodeRequest {
 pub struct State {
     codes: HashMap<String, Code>,
     refresh_tokens: HashMap<String, RefreshRecord>,
+    /// Expired refresh tokens are dropped when the map reaches this size (then it doubles), so
+    /// memory follows the live tokens at amortised constant cost.
+    purge_at: usize,
     revoked_families: HashSet<String>,
     sessions: HashMap<String, String>,
     users: HashMap<String, UserState>,
@@ -284,6 +287,10 @@ impl State {
         ttl: i64,
         now: i64,
     ) -> String {
+        if self.refresh_tokens.len() >= self.purge_at.max(1024) {
+            self.refresh_tokens.retain(|_, r| r.expires_at > now);
+            self.purge_at = self.refresh_tokens.len() * 2;
+        }
         let token = random_token();
         let generation = self.generation(username);
         self.refresh_tokens.insert(
@@ -412,5 +419,24 @@ impl State {
     pub fn count_api_call(&mut self, username: &str) {
         self.counters.api_calls += 1;
         self.counters.user(username).api_calls += 1;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expired_refresh_tokens_are_purged_as_the_map_grows() {
+        let mut state = State::default();
+        let scopes = vec!["offline_access".to_owned()];
+        for _ in 0..1024 {
+            state.new_refresh_token("ada", "c", &scopes, "f", 10, 0);
+        }
+        assert_eq!(state.refresh_tokens.len(), 1024);
+        // All of those expired at 10; the next issue (at 100) drops them.
+        let live = state.new_refresh_token("ada", "c", &scopes, "f", 10, 100);
+        assert_eq!(state.refresh_tokens.len(), 1);
+        assert!(state.refresh_tokens.contains_key(&live));
     }
 }
