@@ -184,38 +184,54 @@ fn handle(
     }
 }
 
-pub async fn get(
-    req: HttpRequest,
-    tenant: web::Path<String>,
-    p: web::Data<Provider>,
-) -> HttpResponse {
-    match Params::parse(req.query_string().as_bytes()) {
-        Ok(params) => handle(&req, &tenant, &p, params, None),
-        Err(problem) => pages::error(StatusCode::BAD_REQUEST, &problem),
+/// GET carries the parameters in the query, POST (the sign-in form, or a POSTed request) in
+/// the body.
+fn params_of(req: &HttpRequest, body: &[u8]) -> Result<Params, String> {
+    if req.method() == actix_web::http::Method::POST {
+        Params::parse(body)
+    } else {
+        Params::parse(req.query_string().as_bytes())
     }
 }
 
-/// The sign-in form posts here (with `username`); an authorization request may also be POSTed.
-pub async fn post(
+/// `/authorize`, GET or POST. Only a POST (the sign-in form) may carry `username`.
+pub async fn authorize(
     req: HttpRequest,
     tenant: web::Path<String>,
     body: web::Bytes,
     p: web::Data<Provider>,
 ) -> HttpResponse {
-    match Params::parse(&body) {
+    match params_of(&req, &body) {
         Ok(params) => {
-            let username = params
-                .pairs()
-                .iter()
-                .find(|(n, _)| n == "username")
-                .map(|(_, v)| v.clone());
+            let username = (req.method() == actix_web::http::Method::POST)
+                .then(|| {
+                    params
+                        .pairs()
+                        .iter()
+                        .find(|(n, _)| n == "username")
+                        .map(|(_, v)| v.clone())
+                })
+                .flatten();
             handle(&req, &tenant, &p, params, username.as_deref())
         }
         Err(problem) => pages::error(StatusCode::BAD_REQUEST, &problem),
     }
 }
 
-fn logout(req: &HttpRequest, tenant: &str, p: &Provider, params: Params) -> HttpResponse {
+/// `/logout`, GET or POST.
+pub async fn logout(
+    req: HttpRequest,
+    tenant: web::Path<String>,
+    body: web::Bytes,
+    p: web::Data<Provider>,
+) -> HttpResponse {
+    match params_of(&req, &body) {
+        Ok(params) => end_session(&req, &tenant, &p, params),
+        Err(problem) => pages::error(StatusCode::BAD_REQUEST, &problem),
+    }
+}
+
+fn end_session(req: &HttpRequest, tenant: &str, p: &Provider, params: Params) -> HttpResponse {
     if tenant != p.tenant_id {
         return unknown_tenant(tenant);
     }
@@ -246,27 +262,4 @@ fn logout(req: &HttpRequest, tenant: &str, p: &Provider, params: Params) -> Http
     };
     let _ = response.add_removal_cookie(&session_cookie(String::new()));
     response
-}
-
-pub async fn logout_get(
-    req: HttpRequest,
-    tenant: web::Path<String>,
-    p: web::Data<Provider>,
-) -> HttpResponse {
-    match Params::parse(req.query_string().as_bytes()) {
-        Ok(params) => logout(&req, &tenant, &p, params),
-        Err(problem) => pages::error(StatusCode::BAD_REQUEST, &problem),
-    }
-}
-
-pub async fn logout_post(
-    req: HttpRequest,
-    tenant: web::Path<String>,
-    body: web::Bytes,
-    p: web::Data<Provider>,
-) -> HttpResponse {
-    match Params::parse(&body) {
-        Ok(params) => logout(&req, &tenant, &p, params),
-        Err(problem) => pages::error(StatusCode::BAD_REQUEST, &problem),
-    }
 }

@@ -194,20 +194,20 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/{tenant}/discovery/v2.0/keys", web::get().to(jwks))
         .route(
             "/{tenant}/oauth2/v2.0/authorize",
-            web::get().to(authorize::get),
+            web::get().to(authorize::authorize),
         )
         .route(
             "/{tenant}/oauth2/v2.0/authorize",
-            web::post().to(authorize::post),
+            web::post().to(authorize::authorize),
         )
         .route("/{tenant}/oauth2/v2.0/token", web::post().to(token::token))
         .route(
             "/{tenant}/oauth2/v2.0/logout",
-            web::get().to(authorize::logout_get),
+            web::get().to(authorize::logout),
         )
         .route(
             "/{tenant}/oauth2/v2.0/logout",
-            web::post().to(authorize::logout_post),
+            web::post().to(authorize::logout),
         )
         .route("/v1.0/me", web::get().to(api::me))
         .configure(admin::routes);

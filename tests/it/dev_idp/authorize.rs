@@ -269,3 +269,13 @@ fn it_refuses_to_bind_anywhere_but_loopback() {
     assert!(tokenbridge::settings::loopback_addr("k", "[::1]:5556").is_ok());
     assert!(tokenbridge::settings::loopback_addr("k", "localhost:5556").is_ok());
 }
+
+#[tokio::test]
+async fn a_user_name_in_a_get_request_signs_nobody_in() {
+    let idp = spawn_idp().await;
+    let mut params = idp.authorize_params("openid");
+    params.push(("username", "mallory".into()));
+    let response = idp.authorize(&params).await;
+    assert_eq!(response.status(), 200, "the form, not a code");
+    assert!(response.text().await.unwrap().contains("Sign in"));
+}
