@@ -114,8 +114,8 @@ impl SealKeys {
 
 fn decode_base64(text: &str) -> Option<Vec<u8>> {
     use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
-    let padded_std = STANDARD.decode(text);
-    padded_std
+    STANDARD
+        .decode(text)
         .or_else(|_| URL_SAFE.decode(text))
         .or_else(|_| URL_SAFE_NO_PAD.decode(text))
         .ok()

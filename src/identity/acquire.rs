@@ -41,7 +41,6 @@ pub struct AccessToken {
 pub struct SignedIn {
     pub home_account_id: String,
     pub display_name: String,
-    pub username: String,
 }
 
 impl From<CacheStoreError> for AcquireError {

@@ -31,11 +31,6 @@ impl TokenAcquirer {
                 .clone()
                 .or_else(|| claims.preferred_username.clone())
                 .unwrap_or_else(|| home.clone()),
-            username: claims
-                .preferred_username
-                .clone()
-                .or_else(|| claims.upn.clone())
-                .unwrap_or_default(),
         };
         let (store, now, scopes) = (self.store.clone(), self.now(), self.scopes());
         let (version, document) = self
