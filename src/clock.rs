@@ -30,18 +30,13 @@ impl ManualClock {
     }
 
     pub fn advance(&self, by: Duration) {
-        if let Ok(mut now) = self.0.lock() {
-            *now += by;
-        }
+        *crate::sync::lock(&self.0) += by;
     }
 }
 
 impl Clock for ManualClock {
     fn now(&self) -> OffsetDateTime {
-        match self.0.lock() {
-            Ok(now) => *now,
-            Err(poisoned) => *poisoned.into_inner(),
-        }
+        *crate::sync::lock(&self.0)
     }
 }
 

@@ -14,6 +14,7 @@ pub mod devidp;
 pub mod identity;
 pub mod secret;
 pub mod settings;
+pub mod sync;
 pub mod telemetry;
 pub mod web;
 

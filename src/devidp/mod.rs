@@ -12,6 +12,7 @@ mod token;
 pub mod users;
 
 use crate::settings::{is_loopback, DevClient, DevIdpSettings, Rotation};
+use crate::sync::lock;
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpResponse, HttpServer};
 use keys::Keys;
@@ -49,12 +50,6 @@ pub struct Provider {
     users: Vec<String>,
     state: Mutex<State>,
     behaviour: Mutex<Behaviour>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl Provider {

@@ -14,6 +14,7 @@ use crate::cache::store::{CacheStoreError, TokenCacheStore};
 use crate::clock::Clock;
 use crate::db::{Database, DbConnection};
 use crate::secret::Secret;
+use crate::sync::lock;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -79,10 +80,6 @@ impl std::fmt::Debug for TokenAcquirer {
             .field("owner", &self.owner)
             .finish_non_exhaustive()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl TokenAcquirer {
