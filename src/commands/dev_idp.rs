@@ -35,3 +35,68 @@ pub fn run(settings: Settings, args: &DevIdpArgs) -> anyhow::Result<()> {
         Ok(())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use clap::Parser;
+    use std::time::Duration;
+
+    fn args(flags: &[&str]) -> DevIdpArgs {
+        let argv = ["tokenbridge", "dev-idp"].iter().chain(flags).copied();
+        match Cli::try_parse_from(argv).unwrap().command {
+            Command::DevIdp(args) => args,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn defaults() -> Settings {
+        Settings::from_sources("", "test", &std::collections::HashMap::new()).unwrap()
+    }
+
+    #[test]
+    fn flags_override_the_settings() {
+        let s = effective_settings(
+            defaults(),
+            &args(&[
+                "--listen",
+                "127.0.0.1:7000",
+                "--access-token-ttl",
+                "60s",
+                "--refresh-token-ttl",
+                "1d",
+                "--rotation",
+                "strict",
+                "--token-latency",
+                "50ms",
+                "--api-latency",
+                "5ms",
+                "--user",
+                "bob",
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:7000");
+        assert_eq!(s.access_token_ttl, Duration::from_secs(60));
+        assert_eq!(s.refresh_token_ttl, Duration::from_secs(86_400));
+        assert_eq!(s.rotation, crate::settings::Rotation::Strict);
+        assert_eq!(
+            (s.token_latency, s.api_latency),
+            (Duration::from_millis(50), Duration::from_millis(5))
+        );
+        assert_eq!(s.users, ["bob"]);
+        let untouched = effective_settings(defaults(), &args(&[])).unwrap();
+        assert_eq!(untouched.users, ["ada", "grace"]);
+        assert_eq!(untouched.listen.to_string(), "127.0.0.1:5556");
+    }
+
+    #[test]
+    fn a_listen_flag_off_loopback_is_refused_by_name() {
+        let err = effective_settings(defaults(), &args(&["--listen", "0.0.0.0:5556"])).unwrap_err();
+        assert!(
+            err.to_string().starts_with("--listen:") && err.to_string().contains("loopback"),
+            "{err}"
+        );
+    }
+}

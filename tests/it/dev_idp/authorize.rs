@@ -57,6 +57,11 @@ async fn discovery_and_jwks_describe_an_entra_shaped_provider() {
         .await
         .unwrap();
     assert_eq!(other.status(), 400);
+    let index = idp.http.get(format!("{}/", idp.base)).send().await.unwrap();
+    assert_eq!(index.status(), 200);
+    let index = index.text().await.unwrap();
+    assert!(index.contains(&idp.issuer), "{index}");
+    assert!(index.contains("Development identity provider"), "{index}");
     let missing = idp
         .http
         .get(format!("{}/nothing/here", idp.base))
