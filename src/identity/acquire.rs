@@ -145,11 +145,15 @@ impl TokenAcquirer {
         let loaded = self
             .db
             .run(move |conn| -> Result<_, AcquireError> {
-                let Some(version) = store.current_version(conn, &key, now)? else {
-                    return Ok(None);
-                };
-                if Some(version) == known {
-                    return Ok(Some((version, None)));
+                // With a copy in memory, ask only for the version (no blob, no decryption);
+                // without one (the worker's usual case), load at once: one query either way.
+                if let Some(known) = known {
+                    let Some(version) = store.current_version(conn, &key, now)? else {
+                        return Ok(None);
+                    };
+                    if version == known {
+                        return Ok(Some((version, None)));
+                    }
                 }
                 Ok(store
                     .load(conn, &key, now)?
