@@ -64,6 +64,8 @@ pub struct CacheSettings {
     pub keys: Option<SealKeys>,
     pub read_plaintext: bool,
     pub sweep_batch: u32,
+    /// Documents each process keeps in memory (least recently used go first); 0 turns it off.
+    pub memory_entries: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +123,7 @@ struct RawCache {
     keys_file: Option<PathBuf>,
     read_plaintext: bool,
     sweep_batch: u32,
+    memory_entries: u64,
 }
 
 impl Default for RawCache {
@@ -131,6 +134,7 @@ impl Default for RawCache {
             keys_file: None,
             read_plaintext: false,
             sweep_batch: 500,
+            memory_entries: 10_000,
         }
     }
 }
@@ -338,6 +342,12 @@ impl RawSettings {
             .map(|secret| SealKeys::parse(&secret))
             .transpose()
             .map_err(|e| invalid("cache.keys", e.to_string()))?;
+        if self.cache.memory_entries > 10_000_000 {
+            return Err(invalid(
+                "cache.memory_entries",
+                "expected a number of documents from 0 (off) to 10000000",
+            ));
+        }
         if !(1..=10_000).contains(&self.cache.sweep_batch) {
             return Err(invalid(
                 "cache.sweep_batch",
@@ -362,6 +372,7 @@ impl RawSettings {
                 keys,
                 read_plaintext: self.cache.read_plaintext,
                 sweep_batch: self.cache.sweep_batch,
+                memory_entries: self.cache.memory_entries,
             },
             log: LogSettings {
                 level: self.log.level,

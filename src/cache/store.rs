@@ -7,8 +7,11 @@ use crate::activity::store::{self as activity_store, ActivityUpsert};
 use crate::clock::{from_db, to_db};
 use crate::db::schema::token_cache::dsl as tc;
 use crate::db::{DbConnection, DbError};
+use diesel::dsl::sql;
+use diesel::expression::SqlLiteral;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::{Nullable, Timestamp};
 use time::{Duration, OffsetDateTime, PrimitiveDateTime};
 
 #[derive(Debug, thiserror::Error)]
@@ -32,10 +35,57 @@ impl From<DieselError> for CacheStoreError {
 }
 
 impl CacheStoreError {
-    /// A row that exists but cannot be used: callers treat the user as signed out and report it.
-    pub fn is_unreadable(&self) -> bool {
-        matches!(self, Self::Undecryptable { .. } | Self::Corrupt { .. })
+    /// A row this process is not configured to open: sealed with a key it does not have, sealed
+    /// while it has no keys, or plain while plain rows are refused. That is a configuration
+    /// error, never the user's: the row must be left as it is for a process that can open it.
+    pub fn is_key_problem(&self) -> bool {
+        matches!(
+            self,
+            Self::Undecryptable {
+                source: SealError::UnknownKey(_) | SealError::NoKeys | SealError::PlaintextRefused,
+                ..
+            }
+        )
     }
+
+    /// A row that is genuinely corrupt: it fails authentication with a configured key, is
+    /// truncated, or does not parse. Callers treat the user as signed out and report it.
+    pub fn is_corrupt(&self) -> bool {
+        match self {
+            Self::Undecryptable { .. } => !self.is_key_problem(),
+            Self::Corrupt { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+/// Why [`TokenCacheStore::take_lease`] did not take the lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LeaseAttempt {
+    /// The caller holds the lease now, on the version it named.
+    Taken,
+    /// The row is at another version (or gone): read it again before deciding anything.
+    Changed,
+    /// Someone else holds a live lease on this version.
+    Held,
+}
+
+/// The database's clock plus `offset`, as SQL: lease times are compared with one clock (the
+/// database's), never with each host's, so hosts whose clocks disagree still exclude each
+/// other. Each backend's spelling of "now, in UTC".
+fn db_clock(conn: &DbConnection, offset: std::time::Duration) -> SqlLiteral<Nullable<Timestamp>> {
+    let micros = offset.as_micros();
+    sql(&match conn {
+        DbConnection::Sqlite(_) => format!(
+            "strftime('%Y-%m-%d %H:%M:%f', 'now', '+{}.{:06} seconds')",
+            micros / 1_000_000,
+            micros % 1_000_000
+        ),
+        DbConnection::Postgres(_) => format!(
+            "(CAST(clock_timestamp() AT TIME ZONE 'UTC' AS TIMESTAMP) + INTERVAL '{micros} microseconds')"
+        ),
+        DbConnection::Mysql(_) => format!("TIMESTAMPADD(MICROSECOND, {micros}, UTC_TIMESTAMP(6))"),
+    })
 }
 
 /// A document as loaded, with the version a later save must name.
@@ -112,6 +162,22 @@ impl TokenCacheStore {
             version,
             expires_at,
         }))
+    }
+
+    /// Opens one stored row (any one) to check that this process has the keys the rows are
+    /// sealed with: `Err` with [`CacheStoreError::is_key_problem`] when it has not.
+    pub fn check_keys(&self, conn: &mut DbConnection) -> Result<(), CacheStoreError> {
+        let row: Option<(String, Vec<u8>)> = tc::token_cache
+            .select((tc::id, tc::value))
+            .first(conn)
+            .optional()?;
+        match row {
+            Some((id, value)) => match self.sealer.open(&id, &value) {
+                Err(source) => Err(CacheStoreError::Undecryptable { id, source }),
+                Ok(_) => Ok(()),
+            },
+            None => Ok(()),
+        }
     }
 
     /// The version of a live row, without reading its value (cheap freshness checks).
@@ -269,27 +335,88 @@ impl TokenCacheStore {
         }
     }
 
-    /// Takes the row's refresh lease for `owner` until `until`, if it is free, expired or
-    /// already `owner`'s. Returns whether `owner` now holds it.
-    pub fn acquire_lease(
+    /// Takes the row's refresh lease for `owner`, for `lease_for` by the database's clock, if
+    /// the row is still at `version` and nobody holds a live lease. The lease is not
+    /// re-entrant: `owner` should name one attempt, not a process, so a second attempt in the
+    /// same process waits like anyone else. Taking it only on the version read means the
+    /// holder's document is current: nobody redeems a refresh token another process has
+    /// already rotated.
+    pub fn take_lease(
+        &self,
+        conn: &mut DbConnection,
+        id: &str,
+        version: i64,
+        owner: &str,
+        lease_for: std::time::Duration,
+    ) -> Result<LeaseAttempt, CacheStoreError> {
+        let (now, until) = (
+            db_clock(conn, std::time::Duration::ZERO),
+            db_clock(conn, lease_for),
+        );
+        let taken = diesel::update(
+            tc::token_cache
+                .filter(tc::id.eq(id))
+                .filter(tc::version.eq(version))
+                .filter(tc::lease_owner.is_null().or(tc::lease_until.le(now))),
+        )
+        .set((tc::lease_owner.eq(owner), tc::lease_until.eq(until)))
+        .execute(conn)?;
+        if taken == 1 {
+            return Ok(LeaseAttempt::Taken);
+        }
+        let current: Option<i64> = tc::token_cache
+            .filter(tc::id.eq(id))
+            .select(tc::version)
+            .first(conn)
+            .optional()?;
+        Ok(if current == Some(version) {
+            LeaseAttempt::Held
+        } else {
+            LeaseAttempt::Changed
+        })
+    }
+
+    /// Renews `owner`'s lease for another `lease_for` if it still holds it and it has not
+    /// expired: the check made right before a refresh token is redeemed. False means the lease
+    /// was lost (someone else may be refreshing): redeem nothing.
+    pub fn confirm_lease(
         &self,
         conn: &mut DbConnection,
         id: &str,
         owner: &str,
-        now: OffsetDateTime,
-        until: OffsetDateTime,
+        lease_for: std::time::Duration,
     ) -> Result<bool, CacheStoreError> {
-        let taken = diesel::update(
-            tc::token_cache.filter(tc::id.eq(id)).filter(
-                tc::lease_owner
-                    .is_null()
-                    .or(tc::lease_until.le(to_db(now)))
-                    .or(tc::lease_owner.eq(owner)),
-            ),
+        let (now, until) = (
+            db_clock(conn, std::time::Duration::ZERO),
+            db_clock(conn, lease_for),
+        );
+        let renewed = diesel::update(
+            tc::token_cache
+                .filter(tc::id.eq(id))
+                .filter(tc::lease_owner.eq(owner))
+                .filter(tc::lease_until.gt(now)),
         )
-        .set((tc::lease_owner.eq(owner), tc::lease_until.eq(to_db(until))))
+        .set(tc::lease_until.eq(until))
         .execute(conn)?;
-        Ok(taken == 1)
+        Ok(renewed == 1)
+    }
+
+    /// The live row's version, and whether anyone holds a live lease on it (database clock):
+    /// what a process waiting for another's refresh polls, in one query.
+    pub fn version_and_lease(
+        &self,
+        conn: &mut DbConnection,
+        id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<(i64, bool)>, CacheStoreError> {
+        let db_now = db_clock(conn, std::time::Duration::ZERO);
+        let row: Option<(i64, Option<bool>)> = tc::token_cache
+            .filter(tc::id.eq(id))
+            .filter(tc::expires_at.gt(to_db(now)))
+            .select((tc::version, tc::lease_until.gt(db_now)))
+            .first(conn)
+            .optional()?;
+        Ok(row.map(|(version, held)| (version, held.unwrap_or(false))))
     }
 
     /// Gives the lease back, if `owner` still holds it.

@@ -27,6 +27,9 @@ impl DbConnection {
     }
 
     /// Opens one connection to `url`, with the per-connection set-up each backend needs.
+    /// `busy_timeout` bounds how long a statement waits for a lock another connection holds
+    /// (SQLite's busy timeout, PostgreSQL's `lock_timeout`, MySQL's lock wait timeouts), so a
+    /// stuck lock becomes an error the caller can retry instead of a request that never ends.
     pub fn open(url: &DatabaseUrl, busy_timeout: Duration) -> Result<Self, ConnectError> {
         let target = url.connection_string();
         let conn = match url.backend() {
@@ -44,14 +47,22 @@ impl DbConnection {
             }
             Backend::Postgres => {
                 let mut conn = PgConnection::establish(target)?;
-                conn.batch_execute("SET TIME ZONE 'UTC'")
-                    .map_err(ConnectError::Setup)?;
+                conn.batch_execute(&format!(
+                    "SET TIME ZONE 'UTC'; SET lock_timeout = {}",
+                    busy_timeout.as_millis().max(1)
+                ))
+                .map_err(ConnectError::Setup)?;
                 DbConnection::Postgres(conn)
             }
             Backend::Mysql => {
                 let mut conn = MysqlConnection::establish(target)?;
-                conn.batch_execute("SET time_zone = '+00:00'")
-                    .map_err(ConnectError::Setup)?;
+                // MySQL counts lock waits in whole seconds.
+                let seconds = busy_timeout.as_millis().div_ceil(1000).max(1);
+                conn.batch_execute(&format!(
+                    "SET time_zone = '+00:00'; SET SESSION innodb_lock_wait_timeout = {seconds}; \
+                     SET SESSION lock_wait_timeout = {seconds}"
+                ))
+                .map_err(ConnectError::Setup)?;
                 DbConnection::Mysql(conn)
             }
         };

@@ -51,6 +51,10 @@ pub enum AcquireError {
     /// The token cache could not be read or written.
     #[error("token cache unavailable: {0}")]
     Storage(String),
+    /// This process cannot open the stored token caches: a cache key is missing or unknown,
+    /// or plain rows are refused. A configuration error: nobody's row is touched.
+    #[error("token cache keys are misconfigured: {0}")]
+    CacheKeys(String),
 }
 
 pub type TokenRequestError = RequestTokenError<HttpError, ProviderError>;

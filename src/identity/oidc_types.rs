@@ -47,6 +47,7 @@ pub type IdFields = IdTokenFields<
     CoreJwsSigningAlgorithm,
 >;
 pub type ProviderTokenResponse = StandardTokenResponse<IdFields, CoreTokenType>;
+pub type IdTokenClaimsOf = openidconnect::IdTokenClaims<EntraClaims, CoreGenderClaim>;
 pub type Metadata = ProviderMetadata<
     LogoutMetadata,
     CoreAuthDisplay,

@@ -4,7 +4,7 @@
 
 use super::error::{classify, AcquireError};
 use super::http::ProviderHttp;
-use super::oidc_types::{ClientWith, Metadata, OidcClient, ProviderTokenResponse};
+use super::oidc_types::{ClientWith, IdTokenClaimsOf, Metadata, OidcClient, ProviderTokenResponse};
 use crate::cache::document::{self, ClientContext, IdToken, IdTokenClaims};
 use crate::secret::Secret;
 use crate::settings::{ClientAuth, IdentitySettings, ProviderKind};
@@ -269,13 +269,16 @@ impl OidcProvider {
         Ok(to_document(&response, id_token))
     }
 
-    /// Redeems a refresh token; an ID token in the answer is validated (without a nonce).
-    pub async fn refresh(
+    /// Redeems a refresh token with the metadata `loaded` (fetched before the caller took the
+    /// user's lease, so nothing but this request runs under it). The answer's ID token is not
+    /// validated yet: the caller saves the new tokens first, so a validation problem can never
+    /// lose a refresh token the provider has already rotated.
+    pub async fn redeem_refresh_token(
         &self,
+        loaded: &Arc<Loaded>,
         refresh_token: &Secret,
         scopes: &[&str],
-    ) -> Result<document::TokenResponse, AcquireError> {
-        let loaded = self.metadata().await?;
+    ) -> Result<Redeemed, AcquireError> {
         let token = RefreshToken::new(refresh_token.expose().to_owned());
         let mut request = loaded.client.exchange_refresh_token(&token);
         for scope in ["openid", "profile", "offline_access"]
@@ -288,8 +291,29 @@ impl OidcProvider {
             request = request.add_extra_param("client_info", "1");
         }
         let response = request.request_async(&self.http).await.map_err(classify)?;
-        let id_token = self.validate(loaded, &response, None).await?;
-        Ok(to_document(&response, id_token))
+        Ok(Redeemed {
+            response,
+            loaded: loaded.clone(),
+        })
+    }
+
+    /// Validates a refresh answer's ID token with the keys already held, without any network
+    /// request; an error also when the token names a key not yet fetched.
+    pub fn check_id_token_offline(
+        &self,
+        redeemed: &Redeemed,
+    ) -> Result<Option<IdToken>, AcquireError> {
+        self.check(&redeemed.loaded, &redeemed.response, None)
+    }
+
+    /// Validates a refresh answer's ID token, fetching the provider's keys again when it names
+    /// one not yet seen.
+    pub async fn validate_id_token(
+        &self,
+        redeemed: &Redeemed,
+    ) -> Result<Option<IdToken>, AcquireError> {
+        self.validate(redeemed.loaded.clone(), &redeemed.response, None)
+            .await
     }
 
     async fn validate(
@@ -298,42 +322,30 @@ impl OidcProvider {
         response: &ProviderTokenResponse,
         nonce: Option<&Nonce>,
     ) -> Result<Option<IdToken>, AcquireError> {
-        let Some(id_token) = response.id_token() else {
-            return Ok(None);
-        };
-        let check = |loaded: &Loaded| {
-            let verifier = loaded.client.id_token_verifier();
-            let claims = match nonce {
-                Some(nonce) => id_token.claims(&verifier, nonce),
-                None => id_token.claims(&verifier, |_: Option<&Nonce>| Ok(())),
-            }?;
-            if let Some(expected) = claims.access_token_hash() {
-                let alg = id_token
-                    .signing_alg()
-                    .map_err(ClaimsVerificationError::SignatureVerification)?;
-                let key = id_token
-                    .signing_key(&verifier)
-                    .map_err(ClaimsVerificationError::SignatureVerification)?;
-                let actual = AccessTokenHash::from_token(response.access_token(), alg, key)
-                    .map_err(|e| ClaimsVerificationError::Other(e.to_string()))?;
-                if &actual != expected {
-                    return Err(ClaimsVerificationError::InvalidNonce(
-                        "at_hash does not match the access token".into(),
-                    ));
-                }
-            }
-            Ok(claims.clone())
-        };
-        let claims = match check(&loaded) {
+        match check_claims(&loaded, response, nonce) {
             Err(ClaimsVerificationError::SignatureVerification(
                 SignatureVerificationError::NoMatchingKey,
             )) => {
                 // The provider may have rotated its keys: fetch them once more.
-                check(&*self.reload(Some(&loaded)).await?)
+                let reloaded = self.reload(Some(&loaded)).await?;
+                self.check(&reloaded, response, nonce)
             }
-            other => other,
+            _ => self.check(&loaded, response, nonce),
         }
-        .map_err(|e| config(format!("the ID token is not valid: {e}")))?;
+    }
+
+    /// Validates the ID token of `response` with the keys in `loaded` (no network).
+    fn check(
+        &self,
+        loaded: &Loaded,
+        response: &ProviderTokenResponse,
+        nonce: Option<&Nonce>,
+    ) -> Result<Option<IdToken>, AcquireError> {
+        let Some(id_token) = response.id_token() else {
+            return Ok(None);
+        };
+        let claims = check_claims(loaded, response, nonce)
+            .map_err(|e| config(format!("the ID token is not valid: {e}")))?;
         let extra = claims.additional_claims();
         if self.kind == ProviderKind::Entra
             && extra
@@ -367,6 +379,64 @@ impl OidcProvider {
             .append_pair("post_logout_redirect_uri", post_logout_redirect_uri)
             .append_pair("client_id", self.client_id.as_str());
         Some(url)
+    }
+}
+
+/// Clock skew allowed when checking an ID token's expiry, as Microsoft's and most OpenID
+/// libraries allow: a provider whose clock runs a little behind ours is not an error.
+const CLOCK_SKEW: chrono::TimeDelta = chrono::TimeDelta::minutes(5);
+
+/// Signature, issuer, audience, expiry (with [`CLOCK_SKEW`]), nonce and `at_hash`.
+fn check_claims(
+    loaded: &Loaded,
+    response: &ProviderTokenResponse,
+    nonce: Option<&Nonce>,
+) -> Result<IdTokenClaimsOf, ClaimsVerificationError> {
+    let Some(id_token) = response.id_token() else {
+        return Err(ClaimsVerificationError::Other("no ID token".into()));
+    };
+    let verifier = loaded
+        .client
+        .id_token_verifier()
+        .set_time_fn(|| chrono::Utc::now() - CLOCK_SKEW);
+    let claims = match nonce {
+        Some(nonce) => id_token.claims(&verifier, nonce),
+        None => id_token.claims(&verifier, |_: Option<&Nonce>| Ok(())),
+    }?;
+    if let Some(expected) = claims.access_token_hash() {
+        let alg = id_token
+            .signing_alg()
+            .map_err(ClaimsVerificationError::SignatureVerification)?;
+        let key = id_token
+            .signing_key(&verifier)
+            .map_err(ClaimsVerificationError::SignatureVerification)?;
+        let actual = AccessTokenHash::from_token(response.access_token(), alg, key)
+            .map_err(|e| ClaimsVerificationError::Other(e.to_string()))?;
+        if &actual != expected {
+            return Err(ClaimsVerificationError::InvalidNonce(
+                "at_hash does not match the access token".into(),
+            ));
+        }
+    }
+    Ok(claims.clone())
+}
+
+/// A refresh token redeemed: the provider's answer, its ID token not yet validated.
+pub struct Redeemed {
+    response: ProviderTokenResponse,
+    loaded: Arc<Loaded>,
+}
+
+impl std::fmt::Debug for Redeemed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Redeemed([redacted])")
+    }
+}
+
+impl Redeemed {
+    /// The tokens to store, with `id_token` once it is validated (None until then).
+    pub fn tokens(&self, id_token: Option<IdToken>) -> document::TokenResponse {
+        to_document(&self.response, id_token)
     }
 }
 

@@ -13,8 +13,9 @@ impl TokenAcquirer {
     /// Redeems the code from a sign-in callback, stores the user's cache and activity in one
     /// transaction, and says who signed in.
     pub async fn sign_in(&self, code: &str, state: &SignInState) -> Result<SignedIn, AcquireError> {
-        let response = self.provider.redeem_code(code, state).await?;
-        let context = self.provider.metadata().await?.context.clone();
+        let core = &self.core;
+        let response = core.provider.redeem_code(code, state).await?;
+        let context = core.provider.metadata().await?.context.clone();
         let claims = response
             .id_token
             .as_ref()
@@ -32,8 +33,14 @@ impl TokenAcquirer {
                 .or_else(|| claims.preferred_username.clone())
                 .unwrap_or_else(|| home.clone()),
         };
-        let (store, now, scopes) = (self.store.clone(), self.now(), self.scopes());
-        let (version, document) = self
+        let scopes: Vec<String> = core
+            .provider
+            .scopes()
+            .into_iter()
+            .map(str::to_owned)
+            .collect();
+        let (store, now) = (core.store.clone(), core.now());
+        let (version, document) = core
             .db
             .run(move |conn| -> Result<_, AcquireError> {
                 let upn = claims
@@ -65,22 +72,24 @@ impl TokenAcquirer {
                     match store.save_with_activity(conn, &document, version, &activity, now) {
                         Ok(version) => return Ok((version, document)),
                         Err(CacheStoreError::Conflict { .. }) => continue,
-                        Err(e) => return Err(AcquireError::Storage(e.to_string())),
+                        Err(e) => return Err(e.into()),
                     }
                 }
                 Err(AcquireError::Storage(
                     "the token cache kept changing while signing in".into(),
                 ))
             })
-            .await?;
-        self.remember(&signed_in.home_account_id, version, document);
+            .await
+            .map_err(|e| core.noting(e))?;
+        core.remember(&signed_in.home_account_id, version, document);
         Ok(signed_in)
     }
 
     /// Signs the user out here: deletes their cache row and marks the activity signed out.
     pub async fn sign_out(&self, id: &str) -> Result<(), AcquireError> {
-        let (store, key, now) = (self.store.clone(), id.to_owned(), self.now());
-        self.db
+        let core = &self.core;
+        let (store, key, now) = (core.store.clone(), id.to_owned(), core.now());
+        core.db
             .run(
                 move |conn: &mut DbConnection| -> Result<(), CacheStoreError> {
                     use diesel::Connection;
@@ -92,13 +101,14 @@ impl TokenAcquirer {
                 },
             )
             .await?;
-        self.forget(id);
+        core.forget(id);
         Ok(())
     }
 }
 
-/// The user's current document and version for a sign-in: an unreadable row is replaced
-/// (its version is still honoured), an absent one starts empty.
+/// The user's current document and version for a sign-in: a corrupt row is replaced (its
+/// version is still honoured), an absent one starts empty. A row this process has no key for is
+/// an error: it may belong to a correctly configured replica, and is never overwritten.
 fn current(
     store: &TokenCacheStore,
     conn: &mut DbConnection,
@@ -108,13 +118,13 @@ fn current(
     match store.load(conn, id, now) {
         Ok(Some(loaded)) => Ok((loaded.document, Some(loaded.version))),
         Ok(None) => Ok((CacheDocument::default(), None)),
-        Err(e) if e.is_unreadable() => {
-            tracing::warn!(error = %e, "replacing an unreadable token cache at sign-in");
+        Err(e) if e.is_corrupt() => {
+            tracing::warn!(error = %e, "replacing a corrupt token cache at sign-in");
             Ok((
                 CacheDocument::default(),
                 store.current_version(conn, id, now)?,
             ))
         }
-        Err(e) => Err(AcquireError::Storage(e.to_string())),
+        Err(e) => Err(e.into()),
     }
 }

@@ -40,6 +40,8 @@ pub struct IdentitySettings {
     pub scopes: Vec<String>,
     pub metadata_refresh: Duration,
     pub http_timeout: Duration,
+    /// An access token with less than this left is refreshed (at most half its lifetime).
+    pub refresh_margin: Duration,
 }
 
 impl IdentitySettings {
@@ -134,6 +136,7 @@ pub(super) struct RawIdentity {
     scopes: Vec<String>,
     metadata_refresh: String,
     http_timeout: String,
+    refresh_margin: String,
 }
 
 impl Default for RawIdentity {
@@ -150,6 +153,7 @@ impl Default for RawIdentity {
             scopes: vec!["User.Read".into()],
             metadata_refresh: "1h".into(),
             http_timeout: "10s".into(),
+            refresh_margin: "5m".into(),
         }
     }
 }
@@ -263,6 +267,7 @@ impl RawIdentity {
             scopes: self.scopes,
             metadata_refresh: positive("identity.metadata_refresh", &self.metadata_refresh)?,
             http_timeout: positive("identity.http_timeout", &self.http_timeout)?,
+            refresh_margin: parse_duration("identity.refresh_margin", &self.refresh_margin)?,
         })
     }
 }

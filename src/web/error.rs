@@ -76,6 +76,14 @@ impl WebError {
                 request_id,
             ),
             AcquireError::Storage(_) => Self::database_down(request_id),
+            AcquireError::CacheKeys(_) => Self::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Configuration problem",
+                "This server cannot open the stored sign-ins: its token cache encryption keys \
+                 (cache.keys) do not include the key they were sealed with. An administrator has \
+                 to fix this; nothing was changed.",
+                request_id,
+            ),
             AcquireError::Configuration(_) => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Configuration problem",

@@ -1,4 +1,5 @@
-//! `GET /healthz` (the process answers) and `GET /readyz` (database and provider reachable).
+//! `GET /healthz` (the process answers) and `GET /readyz` (database and provider reachable, and
+//! the token caches openable with this process's keys).
 
 use super::AppState;
 use actix_web::{web, HttpResponse};
@@ -9,21 +10,34 @@ pub async fn healthz() -> HttpResponse {
 }
 
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    let database = state
+    let store = state.acquirer.store().clone();
+    let checked = state
         .db
-        .run(|conn| {
+        .run(move |conn| {
             conn.batch_execute("SELECT 1")
-                .map_err(crate::db::DbError::from)
+                .map_err(crate::db::DbError::from)?;
+            Ok::<_, crate::db::DbError>(store.check_keys(conn))
         })
-        .await
-        .map(|_| "ok")
-        .unwrap_or("unavailable");
+        .await;
+    let (database, keys) = match checked {
+        Err(_) => ("unavailable", None),
+        Ok(Err(e)) if e.is_key_problem() => ("ok", Some(e.to_string())),
+        Ok(_) => ("ok", None),
+    };
+    let cache_keys = keys.or_else(|| state.acquirer.key_problem());
+    if let Some(problem) = &cache_keys {
+        tracing::error!(%problem, "not ready: this process cannot open the token caches");
+    }
     let provider = match state.acquirer.provider().metadata().await {
         Ok(_) => "ok",
         Err(_) => "unavailable",
     };
-    let body = serde_json::json!({ "database": database, "provider": provider });
-    if database == "ok" && provider == "ok" {
+    let body = serde_json::json!({
+        "database": database,
+        "provider": provider,
+        "cache_keys": if cache_keys.is_some() { "misconfigured" } else { "ok" },
+    });
+    if database == "ok" && provider == "ok" && cache_keys.is_none() {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::ServiceUnavailable().json(body)

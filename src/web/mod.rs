@@ -16,7 +16,7 @@ use crate::cache::seal::Sealer;
 use crate::cache::store::TokenCacheStore;
 use crate::clock::{Clock, SystemClock};
 use crate::db::{migrate, Database};
-use crate::identity::acquire::TokenAcquirer;
+use crate::identity::acquire::{AcquirerOptions, TokenAcquirer};
 use crate::identity::OidcProvider;
 use crate::settings::{Settings, WebSettings};
 use actix_session::config::{CookieContentSecurity, PersistentSession, TtlExtensionPolicy};
@@ -118,13 +118,12 @@ impl Application {
         }
         let sealer = Sealer::new(settings.cache.keys.clone(), settings.cache.read_plaintext);
         let store = TokenCacheStore::new(sealer, settings.cache.sliding_expiration);
-        let lease_for = settings.identity.http_timeout * 3 + Duration::from_secs(5);
         let acquirer = Arc::new(TokenAcquirer::new(
             db.clone(),
             store,
             provider,
             clock.clone(),
-            lease_for,
+            AcquirerOptions::from_settings(&settings.identity, &settings.cache),
         ));
         let api = ApiClient::new(&settings.api)?;
         let key = cookie_key(&web_settings);

@@ -4,10 +4,11 @@ use crate::backend_tests;
 use crate::fixtures::{activity, document, plain_store, sealed_store, NINETY_DAYS};
 use crate::support::{TestDb, T0};
 use diesel::prelude::*;
+use std::time::Duration as StdDuration;
 use time::Duration;
 use tokenbridge::activity::store as activities;
 use tokenbridge::cache::seal::SealError;
-use tokenbridge::cache::store::CacheStoreError;
+use tokenbridge::cache::store::{CacheStoreError, LeaseAttempt};
 use tokenbridge::clock::to_db;
 use tokenbridge::db::schema::token_cache::dsl as tc;
 use tokenbridge::db::DbError;
@@ -21,6 +22,9 @@ backend_tests!(with_migrated:
     delete_removes_the_row,
     sweep_deletes_expired_rows_in_batches,
     lease_is_exclusive_until_released_or_expired,
+    an_expired_lease_is_taken_over_and_cannot_be_confirmed,
+    a_lease_on_a_stale_version_is_not_taken,
+    key_problems_are_told_apart_from_corrupt_rows,
     values_are_sealed_at_rest_and_bound_to_their_row,
     corrupt_rows_are_errors_and_are_left_alone,
     cache_and_activity_are_saved_together,
@@ -178,44 +182,102 @@ fn lease_is_exclusive_until_released_or_expired(db: &TestDb) {
     let store = plain_store();
     let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
     store.save(&mut db.conn(), &home, &doc, None, T0).unwrap();
-    let until = T0 + Duration::seconds(30);
+    let long = StdDuration::from_secs(30);
     let c = &mut db.conn();
-    assert!(store
-        .acquire_lease(c, &home, "worker-a", T0, until)
-        .unwrap());
-    assert!(!store
-        .acquire_lease(c, &home, "worker-b", T0, until)
-        .unwrap());
     assert_eq!(
-        store.lease(c, &home).unwrap(),
-        Some(("worker-a".to_owned(), until))
+        store.take_lease(c, &home, 1, "worker-a", long).unwrap(),
+        LeaseAttempt::Taken
     );
-    // The holder may extend its own lease.
-    assert!(store
-        .acquire_lease(
-            c,
-            &home,
-            "worker-a",
-            T0 + Duration::seconds(1),
-            until + Duration::seconds(1)
-        )
-        .unwrap());
+    assert_eq!(
+        store.version_and_lease(c, &home, T0).unwrap(),
+        Some((1, true))
+    );
+    // Not re-entrant: the same owner name does not take it twice.
+    for owner in ["worker-b", "worker-a"] {
+        assert_eq!(
+            store.take_lease(c, &home, 1, owner, long).unwrap(),
+            LeaseAttempt::Held,
+            "{owner}"
+        );
+    }
+    assert_eq!(store.lease(c, &home).unwrap().unwrap().0, "worker-a");
+    // The holder confirms (renews) it; nobody else can.
+    assert!(store.confirm_lease(c, &home, "worker-a", long).unwrap());
+    assert!(!store.confirm_lease(c, &home, "worker-b", long).unwrap());
     assert!(!store.release_lease(c, &home, "worker-b").unwrap());
     assert!(store.release_lease(c, &home, "worker-a").unwrap());
     assert_eq!(store.lease(c, &home).unwrap(), None);
-    assert!(store
-        .acquire_lease(c, &home, "worker-b", T0, until)
-        .unwrap());
-    // An expired lease may be stolen.
-    let later = until + Duration::seconds(2);
-    assert!(store
-        .acquire_lease(c, &home, "worker-c", later, later + Duration::seconds(30))
-        .unwrap());
-    assert_eq!(store.lease(c, &home).unwrap().unwrap().0, "worker-c");
+    assert_eq!(
+        store.version_and_lease(c, &home, T0).unwrap(),
+        Some((1, false))
+    );
     // No row, no lease.
-    assert!(!store
-        .acquire_lease(c, "nobody", "worker-a", T0, until)
-        .unwrap());
+    assert_eq!(
+        store.take_lease(c, "nobody", 1, "worker-a", long).unwrap(),
+        LeaseAttempt::Changed
+    );
+}
+
+/// Lease times are the database's clock: a lease lasts as long as it says in real time,
+/// whatever time the processes think it is, and an expired one can be taken over, never
+/// confirmed by its former holder.
+fn an_expired_lease_is_taken_over_and_cannot_be_confirmed(db: &TestDb) {
+    let store = plain_store();
+    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
+    store.save(&mut db.conn(), &home, &doc, None, T0).unwrap();
+    let c = &mut db.conn();
+    let short = StdDuration::from_millis(300);
+    assert_eq!(
+        store.take_lease(c, &home, 1, "worker-a", short).unwrap(),
+        LeaseAttempt::Taken
+    );
+    std::thread::sleep(StdDuration::from_millis(1200));
+    assert_eq!(
+        store.version_and_lease(c, &home, T0).unwrap(),
+        Some((1, false)),
+        "expired by the database's clock"
+    );
+    assert!(
+        !store.confirm_lease(c, &home, "worker-a", short).unwrap(),
+        "an expired lease is lost, even if nobody has taken it yet"
+    );
+    assert_eq!(
+        store
+            .take_lease(c, &home, 1, "worker-b", StdDuration::from_secs(30))
+            .unwrap(),
+        LeaseAttempt::Taken
+    );
+    assert!(!store.confirm_lease(c, &home, "worker-a", short).unwrap());
+    assert!(!store.release_lease(c, &home, "worker-a").unwrap());
+    assert_eq!(store.lease(c, &home).unwrap().unwrap().0, "worker-b");
+}
+
+/// The lease is taken only on the version the taker read: once another process has written
+/// a newer document (and let go), the stale reader must read again, not redeem the refresh
+/// token it holds, which the provider has already rotated.
+fn a_lease_on_a_stale_version_is_not_taken(db: &TestDb) {
+    let store = plain_store();
+    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
+    store.save(&mut db.conn(), &home, &doc, None, T0).unwrap();
+    let c = &mut db.conn();
+    let long = StdDuration::from_secs(30);
+    // Process A reads version 1; process B refreshes meanwhile and writes version 2.
+    assert_eq!(
+        store.take_lease(c, &home, 1, "process-b", long).unwrap(),
+        LeaseAttempt::Taken
+    );
+    store.save(c, &home, &doc, Some(1), T0).unwrap();
+    assert!(store.release_lease(c, &home, "process-b").unwrap());
+    // The lease is free, but not on the version A read.
+    assert_eq!(
+        store.take_lease(c, &home, 1, "process-a", long).unwrap(),
+        LeaseAttempt::Changed
+    );
+    assert_eq!(store.lease(c, &home).unwrap(), None);
+    assert_eq!(
+        store.take_lease(c, &home, 2, "process-a", long).unwrap(),
+        LeaseAttempt::Taken
+    );
 }
 
 fn values_are_sealed_at_rest_and_bound_to_their_row(db: &TestDb) {
@@ -245,7 +307,7 @@ fn values_are_sealed_at_rest_and_bound_to_their_row(db: &TestDb) {
         ),
         "{err:?}"
     );
-    assert!(err.is_unreadable());
+    assert!(err.is_corrupt() && !err.is_key_problem());
     // A store without keys cannot open sealed rows and says why.
     let err = plain_store().load(&mut db.conn(), &alice, T0).unwrap_err();
     assert!(
@@ -368,4 +430,34 @@ fn async_run_uses_a_blocking_thread(db: &TestDb) {
         })
         .unwrap();
     assert_eq!(version, 1);
+}
+
+/// A row this process has no key for is a configuration problem, never "corrupt": nothing may
+/// treat it as absent and overwrite it. Only a row that fails with a configured key, or does
+/// not parse, is corrupt.
+fn key_problems_are_told_apart_from_corrupt_rows(db: &TestDb) {
+    let sealed = sealed_store();
+    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
+    sealed.save(&mut db.conn(), &home, &doc, None, T0).unwrap();
+    let c = &mut db.conn();
+    assert!(sealed.check_keys(c).is_ok());
+    let other_key = {
+        let keys = tokenbridge::cache::seal::SealKeys::parse(&tokenbridge::secret::Secret::new(
+            "k2=ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=",
+        ))
+        .unwrap();
+        tokenbridge::cache::store::TokenCacheStore::new(
+            tokenbridge::cache::seal::Sealer::new(Some(keys), false),
+            NINETY_DAYS,
+        )
+    };
+    for (store, what) in [(&other_key, "unknown key id"), (&plain_store(), "no keys")] {
+        let err = store.load(c, &home, T0).unwrap_err();
+        assert!(err.is_key_problem() && !err.is_corrupt(), "{what}: {err:?}");
+        assert!(store.check_keys(c).unwrap_err().is_key_problem(), "{what}");
+    }
+    // A plain row while plain rows are refused.
+    plain_store().save(c, "plain", &doc, None, T0).unwrap();
+    let err = sealed.load(c, "plain", T0).unwrap_err();
+    assert!(err.is_key_problem() && !err.is_corrupt(), "{err:?}");
 }

@@ -99,7 +99,7 @@ fn tokenbridge_reads_a_cache_msal_python_wrote_and_msal_reads_it_back_after_a_ro
     let mut doc = CacheDocument::parse(written.as_bytes()).unwrap();
     let home = "py-uid.tenant-1";
     let at = doc
-        .find_access_token(&ctx(), home, &["User.Read"], t)
+        .find_access_token(&ctx(), home, &["User.Read"], t, 300)
         .unwrap();
     assert_eq!(at.entry.secret.expose(), "python-access-token");
     assert_eq!(

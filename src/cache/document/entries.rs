@@ -40,6 +40,14 @@ impl AccessTokenEntry {
         self.expires_on.trim().parse().unwrap_or(i64::MIN)
     }
 
+    /// Seconds before expiry at which this token is no longer handed out: `margin`, but never
+    /// more than half the token's lifetime (`cached_at` to `expires_on`).
+    pub fn refresh_margin(&self, margin: i64) -> i64 {
+        let cached_at: i64 = self.cached_at.trim().parse().unwrap_or(i64::MIN);
+        let lifetime = self.expires_on().saturating_sub(cached_at).max(0);
+        margin.min(lifetime / 2)
+    }
+
     /// When the provider suggests refreshing early (`refresh_in`), if it did.
     pub fn refresh_on(&self) -> Option<i64> {
         self.refresh_on

@@ -14,8 +14,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
-/// An access token with less than this many seconds left is refreshed (MSAL uses 5 minutes).
-pub const MIN_ACCESS_TOKEN_LIFETIME: i64 = 300;
+/// The default refresh margin: an access token with less than this many seconds left is
+/// refreshed (MSAL uses 5 minutes). See [`CacheDocument::find_access_token`] for short tokens.
+pub const DEFAULT_REFRESH_MARGIN: i64 = 300;
 
 #[derive(Debug, thiserror::Error)]
 pub enum DocumentError {
@@ -193,14 +194,17 @@ impl CacheDocument {
         })
     }
 
-    /// An access token for `scopes` with at least [`MIN_ACCESS_TOKEN_LIFETIME`] seconds left at
-    /// `now` (Unix seconds); the one that lives longest when several match.
+    /// An access token for `scopes` with at least `margin` seconds left at `now` (Unix
+    /// seconds); the one that lives longest when several match. The margin never exceeds half
+    /// of a token's lifetime, so a 60-second token is used for about 30 seconds rather than
+    /// being refreshed on every call.
     pub fn find_access_token(
         &self,
         ctx: &ClientContext,
         home_account_id: &str,
         scopes: &[&str],
         now: i64,
+        margin: i64,
     ) -> Option<AccessTokenHit<'_>> {
         self.access_tokens
             .values()
@@ -210,7 +214,7 @@ impl CacheDocument {
                     && at.realm.eq_ignore_ascii_case(&ctx.realm)
                     && keys::same_environment(&at.environment, &ctx.environment)
                     && keys::target_covers(&at.target, scopes)
-                    && at.expires_on().saturating_sub(now) >= MIN_ACCESS_TOKEN_LIFETIME
+                    && at.expires_on().saturating_sub(now) >= at.refresh_margin(margin)
             })
             .max_by_key(|at| at.expires_on())
             .map(|entry| AccessTokenHit {

@@ -2,6 +2,7 @@ use super::*;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 const NOW: i64 = 1_795_637_614;
+const MARGIN: i64 = DEFAULT_REFRESH_MARGIN;
 
 fn ctx() -> ClientContext {
     ClientContext {
@@ -166,35 +167,63 @@ fn usable_access_token_needs_a_scope_subset_and_300_seconds() {
     let (doc, home) = signed_in();
     let c = ctx();
     assert!(doc
-        .find_access_token(&c, &home, &["User.Read"], NOW)
+        .find_access_token(&c, &home, &["User.Read"], NOW, MARGIN)
         .is_some());
     assert!(doc
-        .find_access_token(&c, &home, &["user.read", "openid"], NOW)
+        .find_access_token(&c, &home, &["user.read", "openid"], NOW, MARGIN)
         .is_some());
-    assert!(doc.find_access_token(&c, &home, &[], NOW).is_some());
+    assert!(doc.find_access_token(&c, &home, &[], NOW, MARGIN).is_some());
     assert!(doc
-        .find_access_token(&c, &home, &["Mail.Read"], NOW)
+        .find_access_token(&c, &home, &["Mail.Read"], NOW, MARGIN)
         .is_none());
     // exactly 300 s left is enough; 299 is not
     assert!(doc
-        .find_access_token(&c, &home, &["User.Read"], NOW + 3600 - 300)
+        .find_access_token(&c, &home, &["User.Read"], NOW + 3600 - 300, MARGIN)
         .is_some());
     assert!(doc
-        .find_access_token(&c, &home, &["User.Read"], NOW + 3600 - 299)
+        .find_access_token(&c, &home, &["User.Read"], NOW + 3600 - 299, MARGIN)
         .is_none());
     let mut other = c.clone();
     other.client_id = "another-client".into();
     assert!(doc
-        .find_access_token(&other, &home, &["User.Read"], NOW)
+        .find_access_token(&other, &home, &["User.Read"], NOW, MARGIN)
         .is_none());
     let mut other = c.clone();
     other.realm = "another-tenant".into();
     assert!(doc
-        .find_access_token(&other, &home, &["User.Read"], NOW)
+        .find_access_token(&other, &home, &["User.Read"], NOW, MARGIN)
         .is_none());
     assert!(doc
-        .find_access_token(&c, "someone.else", &["User.Read"], NOW)
+        .find_access_token(&c, "someone.else", &["User.Read"], NOW, MARGIN)
         .is_none());
+}
+
+#[test]
+fn the_margin_is_at_most_half_a_short_tokens_lifetime() {
+    for (lifetime, usable_for) in [(60, 30), (300, 150), (601, 301), (3600, 3300)] {
+        let mut response = sign_in_response();
+        response.expires_in = Some(lifetime);
+        let mut doc = CacheDocument::default();
+        let home = doc
+            .add_token_response(&ctx(), &response, &[], Grant::AuthorizationCode, None, NOW)
+            .unwrap();
+        let at = |t: i64| doc.find_access_token(&ctx(), &home, &["User.Read"], t, MARGIN);
+        assert!(at(NOW).is_some(), "{lifetime} s token, just issued");
+        assert!(
+            at(NOW + usable_for).is_some(),
+            "{lifetime} s token at {usable_for} s"
+        );
+        assert!(
+            at(NOW + usable_for + 1).is_none(),
+            "{lifetime} s token at {} s",
+            usable_for + 1
+        );
+    }
+    // A smaller configured margin is honoured as it is.
+    let (doc, home) = signed_in();
+    assert!(doc
+        .find_access_token(&ctx(), &home, &["User.Read"], NOW + 3600 - 60, 60)
+        .is_some());
 }
 
 #[test]
@@ -203,13 +232,13 @@ fn entries_written_under_an_alias_of_the_authority_are_found() {
     let mut alias = ctx();
     alias.environment = "login.windows.net".into();
     assert!(doc
-        .find_access_token(&alias, &home, &["User.Read"], NOW)
+        .find_access_token(&alias, &home, &["User.Read"], NOW, MARGIN)
         .is_some());
     assert!(doc.find_refresh_token(&alias, &home).is_some());
     let mut other_cloud = ctx();
     other_cloud.environment = "login.microsoftonline.us".into();
     assert!(doc
-        .find_access_token(&other_cloud, &home, &["User.Read"], NOW)
+        .find_access_token(&other_cloud, &home, &["User.Read"], NOW, MARGIN)
         .is_none());
 }
 
@@ -222,7 +251,7 @@ fn refresh_on_marks_a_token_due_but_still_usable() {
         .add_token_response(&ctx(), &response, &[], Grant::AuthorizationCode, None, NOW)
         .unwrap();
     let early = doc
-        .find_access_token(&ctx(), &home, &["User.Read"], NOW + 10)
+        .find_access_token(&ctx(), &home, &["User.Read"], NOW + 10, MARGIN)
         .unwrap();
     assert!(!early.refresh_due);
     assert_eq!(
@@ -230,7 +259,7 @@ fn refresh_on_marks_a_token_due_but_still_usable() {
         Some((NOW + 1800).to_string().as_str())
     );
     let late = doc
-        .find_access_token(&ctx(), &home, &["User.Read"], NOW + 1800)
+        .find_access_token(&ctx(), &home, &["User.Read"], NOW + 1800, MARGIN)
         .unwrap();
     assert!(late.refresh_due);
 }
@@ -265,7 +294,7 @@ fn refresh_rotates_the_refresh_token_in_place_and_keeps_the_account() {
         Some(later.to_string().as_str())
     );
     let at = doc
-        .find_access_token(&ctx(), &home, &["User.Read"], later)
+        .find_access_token(&ctx(), &home, &["User.Read"], later, MARGIN)
         .unwrap();
     assert_eq!(at.entry.secret.expose(), "at-2");
     assert_eq!(doc.accounts().count(), 1);
@@ -392,7 +421,9 @@ fn malformed_documents_are_errors() {
     }
     // An entry missing fields is kept but never matches.
     let doc = CacheDocument::parse(br#"{"AccessToken":{"k":{"secret":"s"}}}"#).unwrap();
-    assert!(doc.find_access_token(&ctx(), "", &[], NOW).is_none());
+    assert!(doc
+        .find_access_token(&ctx(), "", &[], NOW, MARGIN)
+        .is_none());
 }
 
 #[test]

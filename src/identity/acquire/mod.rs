@@ -1,0 +1,356 @@
+//! Token acquisition over the shared cache, for the web app and the worker alike.
+//!
+//! `acquire_silent` is the policy: a usable access token from the user's document is returned
+//! at once; otherwise the user's refresh flight is joined. The pieces, each in its own file:
+//! - `memory`: the in-process copy of documents, checked against the row's version;
+//! - `flight`: one detached refresh per user per process, its outcome shared by all waiters;
+//! - `lease`: the row's refresh lease, one refresh per user across processes;
+//! - `refresh`: lease, redeem, save, validate;
+//! - `persist`: the write after a redemption, which never loses a rotated refresh token.
+
+mod flight;
+mod lease;
+mod memory;
+mod persist;
+mod refresh;
+
+use super::error::AcquireError;
+use super::provider::OidcProvider;
+use crate::cache::document::{AccessTokenEntry, CacheDocument, ClientContext};
+use crate::cache::store::{CacheStoreError, TokenCacheStore};
+use crate::clock::Clock;
+use crate::db::Database;
+use crate::secret::Secret;
+use crate::settings::{CacheSettings, IdentitySettings};
+use crate::sync::lock;
+use flight::Flights;
+use memory::Memory;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use time::OffsetDateTime;
+
+/// Who is acquiring: the web app's writes count as the user's activity, the worker's never do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Caller {
+    Web,
+    Worker,
+}
+
+/// An access token ready to use.
+#[derive(Debug, Clone)]
+pub struct AccessToken {
+    pub secret: Secret,
+    pub expires_on: i64,
+}
+
+impl From<&AccessTokenEntry> for AccessToken {
+    fn from(entry: &AccessTokenEntry) -> Self {
+        Self {
+            secret: entry.secret.clone(),
+            expires_on: entry.expires_on(),
+        }
+    }
+}
+
+/// Who just signed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedIn {
+    pub home_account_id: String,
+    pub display_name: String,
+}
+
+impl From<CacheStoreError> for AcquireError {
+    fn from(e: CacheStoreError) -> Self {
+        if e.is_key_problem() {
+            AcquireError::CacheKeys(e.to_string())
+        } else if e.is_corrupt() {
+            tracing::error!(error = %e, "token cache row is corrupt; the user must sign in again");
+            AcquireError::InteractionRequired {
+                reason: e.to_string(),
+            }
+        } else {
+            AcquireError::Storage(e.to_string())
+        }
+    }
+}
+
+impl From<crate::db::DbError> for AcquireError {
+    fn from(e: crate::db::DbError) -> Self {
+        AcquireError::Storage(e.to_string())
+    }
+}
+
+pub(super) fn no_cache() -> AcquireError {
+    AcquireError::InteractionRequired {
+        reason: "no token cache for this account".into(),
+    }
+}
+
+/// How an acquirer behaves; one place derives it from settings, for `serve` and `worker` alike.
+#[derive(Debug, Clone)]
+pub struct AcquirerOptions {
+    /// Names this process in lease rows (each refresh adds its own suffix).
+    pub owner: String,
+    /// How long a refresh lease lasts: longer than a provider call and the write after it.
+    pub lease_for: Duration,
+    /// Access tokens with less than this left are refreshed (at most half their lifetime).
+    pub refresh_margin: Duration,
+    /// Documents kept in memory; 0 turns the in-process copy off (the worker's choice).
+    pub memory_entries: u64,
+}
+
+impl AcquirerOptions {
+    pub fn from_settings(identity: &IdentitySettings, cache: &CacheSettings) -> Self {
+        Self {
+            owner: process_owner(),
+            // Metadata is loaded before the lease: it covers one redemption (one provider
+            // timeout), its confirmation and the write, with room to spare.
+            lease_for: identity.http_timeout * 3 + Duration::from_secs(5),
+            refresh_margin: identity.refresh_margin,
+            memory_entries: cache.memory_entries,
+        }
+    }
+}
+
+/// `host-pid-random`: unique per process, readable in the lease column.
+pub fn process_owner() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
+    let host: String = host.chars().take(64).collect();
+    format!(
+        "{host}-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
+}
+
+/// Documents written to this process's memory but not yet to the database (see `persist`).
+#[derive(Clone, Default)]
+pub(super) struct Pending(Arc<Mutex<HashMap<String, Arc<CacheDocument>>>>);
+
+impl Pending {
+    fn get(&self, id: &str) -> Option<Arc<CacheDocument>> {
+        lock(&self.0).get(id).cloned()
+    }
+
+    fn insert(&self, id: &str, document: Arc<CacheDocument>) {
+        lock(&self.0).insert(id.to_owned(), document);
+    }
+
+    fn remove(&self, id: &str) {
+        lock(&self.0).remove(id);
+    }
+}
+
+/// The user's document as this process should see it now.
+pub(super) struct Current {
+    pub version: i64,
+    pub document: Arc<CacheDocument>,
+    /// Newer than the row: refreshed tokens still waiting to be written.
+    pub pending: bool,
+}
+
+/// A token found in a document, and whether the provider asked for it to be refreshed early.
+pub(super) struct Usable {
+    pub token: AccessToken,
+    pub refresh_due: bool,
+}
+
+/// What the acquisition pieces share; cheap to clone into a detached refresh.
+#[derive(Clone)]
+pub(crate) struct Core {
+    pub(crate) db: Database,
+    pub(crate) store: TokenCacheStore,
+    pub(crate) provider: Arc<OidcProvider>,
+    clock: Arc<dyn Clock>,
+    options: Arc<AcquirerOptions>,
+    memory: Memory,
+    pending: Pending,
+    /// The last "this process cannot open the rows" error seen, for `/readyz`.
+    key_problem: Arc<Mutex<Option<String>>>,
+}
+
+impl Core {
+    pub(crate) fn now(&self) -> OffsetDateTime {
+        self.clock.now()
+    }
+
+    pub(crate) fn remember(&self, id: &str, version: i64, document: CacheDocument) {
+        self.memory.remember(id, version, Arc::new(document));
+    }
+
+    pub(crate) fn forget(&self, id: &str) {
+        self.memory.forget(id);
+    }
+
+    /// Notes a key problem for `/readyz` and passes the error on.
+    pub(crate) fn noting(&self, e: AcquireError) -> AcquireError {
+        if let AcquireError::CacheKeys(reason) = &e {
+            *lock(&self.key_problem) = Some(reason.clone());
+        }
+        e
+    }
+
+    /// The user's document: a pending write first, then memory when the row's version still
+    /// matches (one query for the version, no blob), else the row.
+    async fn read(&self, id: &str) -> Result<Option<Current>, AcquireError> {
+        if let Some(document) = self.pending.get(id) {
+            return Ok(Some(Current {
+                version: -1,
+                document,
+                pending: true,
+            }));
+        }
+        let (store, key, now) = (self.store.clone(), id.to_owned(), self.now());
+        let remembered = self.memory.get(id);
+        let known = remembered.as_ref().map(|(v, _)| *v);
+        let loaded = self
+            .db
+            .run(move |conn| -> Result<_, CacheStoreError> {
+                if let Some(known) = known {
+                    let Some(version) = store.current_version(conn, &key, now)? else {
+                        return Ok(None);
+                    };
+                    if version == known {
+                        return Ok(Some((version, None)));
+                    }
+                }
+                Ok(store
+                    .load(conn, &key, now)?
+                    .map(|l| (l.version, Some(l.document))))
+            })
+            .await
+            .map_err(|e| self.noting(e.into()))?;
+        let current = match loaded {
+            None => {
+                self.forget(id);
+                return Ok(None);
+            }
+            Some((version, Some(document))) => {
+                let document = Arc::new(document);
+                self.memory.remember(id, version, document.clone());
+                (version, document)
+            }
+            Some((version, None)) => match remembered {
+                Some((_, document)) => (version, document),
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(Current {
+            version: current.0,
+            document: current.1,
+            pending: false,
+        }))
+    }
+
+    fn usable(
+        &self,
+        context: &ClientContext,
+        document: &CacheDocument,
+        id: &str,
+        scopes: &[&str],
+    ) -> Option<Usable> {
+        let margin = i64::try_from(self.options.refresh_margin.as_secs()).unwrap_or(i64::MAX);
+        let hit =
+            document.find_access_token(context, id, scopes, self.now().unix_timestamp(), margin)?;
+        Some(Usable {
+            token: AccessToken::from(hit.entry),
+            refresh_due: hit.refresh_due,
+        })
+    }
+}
+
+pub struct TokenAcquirer {
+    pub(super) core: Core,
+    flights: Flights,
+}
+
+impl std::fmt::Debug for TokenAcquirer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenAcquirer")
+            .field("owner", &self.core.options.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TokenAcquirer {
+    pub fn new(
+        db: Database,
+        store: TokenCacheStore,
+        provider: Arc<OidcProvider>,
+        clock: Arc<dyn Clock>,
+        options: AcquirerOptions,
+    ) -> Self {
+        Self {
+            core: Core {
+                db,
+                store,
+                provider,
+                clock,
+                memory: Memory::new(options.memory_entries),
+                options: Arc::new(options),
+                pending: Pending::default(),
+                key_problem: Arc::default(),
+            },
+            flights: Flights::default(),
+        }
+    }
+
+    pub fn provider(&self) -> &OidcProvider {
+        &self.core.provider
+    }
+
+    pub fn store(&self) -> &TokenCacheStore {
+        &self.core.store
+    }
+
+    pub fn options(&self) -> &AcquirerOptions {
+        &self.core.options
+    }
+
+    /// Documents held in memory now.
+    pub fn remembered(&self) -> u64 {
+        self.core.memory.len()
+    }
+
+    /// Why this process cannot open the token caches, if it has found that it cannot: a
+    /// configuration error for `/readyz` to report.
+    pub fn key_problem(&self) -> Option<String> {
+        lock(&self.core.key_problem).clone()
+    }
+
+    /// An access token for `id` and `scopes`, refreshed if needed, without the user.
+    pub async fn acquire_silent(
+        &self,
+        id: &str,
+        scopes: &[&str],
+        caller: Caller,
+    ) -> Result<AccessToken, AcquireError> {
+        let loaded = self.core.provider.metadata().await?;
+        let current = self.core.read(id).await?.ok_or_else(no_cache)?;
+        let cached = self
+            .core
+            .usable(&loaded.context, &current.document, id, scopes);
+        if let Some(Usable {
+            token,
+            refresh_due: false,
+        }) = cached
+        {
+            return Ok(token);
+        }
+        let key = format!("{id}\n{}", scopes.join(" "));
+        let refreshed = self
+            .flights
+            .join(&key, || {
+                let scopes = scopes.iter().map(|s| (*s).to_owned()).collect();
+                refresh::refresh(self.core.clone(), loaded, id.to_owned(), scopes, caller)
+            })
+            .await;
+        match (refreshed, cached) {
+            // Past the provider's refresh_on the cached token is still good: use it while the
+            // provider is unavailable.
+            (Err(AcquireError::Transient { .. }), Some(usable)) => Ok(usable.token),
+            (outcome, _) => outcome.map_err(|e| self.core.noting(e)),
+        }
+    }
+}

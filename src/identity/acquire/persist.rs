@@ -1,0 +1,220 @@
+//! Writing a redeemed refresh token back: nothing the provider has rotated may be lost.
+//!
+//! The write is a compare-and-swap on the version the refresh started from. On a conflict (a
+//! sign-in wrote meanwhile) the tokens are merged into the document now in the row and written
+//! again. Storage errors (pool timeout, a lock held too long) are retried while the lease is
+//! renewed; past the in-request budget the tokens stay in memory as a pending write and a
+//! background task keeps trying, so the user's page still works and the next refresh in this
+//! process does not redeem the old token again.
+
+use super::lease::Lease;
+use super::{Caller, Core};
+use crate::activity::store::ActivityUpsert;
+use crate::cache::document::{CacheDocument, ClientContext, Grant, TokenResponse};
+use crate::cache::store::{CacheStoreError, LoadedCache};
+use crate::identity::AcquireError;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// How long a refresh keeps retrying its write before the caller gets its token anyway and
+/// the write carries on in the background.
+pub(super) const IN_REQUEST_BUDGET: Duration = Duration::from_secs(10);
+const MAX_PAUSE: Duration = Duration::from_secs(30);
+
+/// The tokens of one redemption and the document they were redeemed from.
+#[derive(Clone)]
+pub(super) struct Write {
+    pub id: String,
+    pub context: ClientContext,
+    pub tokens: TokenResponse,
+    pub scopes: Vec<String>,
+    pub caller: Caller,
+    /// When the provider answered (Unix seconds): a refresh token in the row written after
+    /// this is newer than ours and is kept.
+    pub redeemed_at: i64,
+    /// The row's version and document the refresh token was taken from.
+    pub base: (Option<i64>, Arc<CacheDocument>),
+}
+
+/// Why a write did not happen.
+pub(super) enum Unwritten {
+    /// The row cannot take these tokens (the user signed out meanwhile, or a configuration
+    /// problem); retrying will not help.
+    Refused(AcquireError),
+    /// The database kept failing until the deadline; the write may be retried later.
+    Failing {
+        write: Box<Write>,
+        error: AcquireError,
+    },
+}
+
+impl Write {
+    /// The base document with these tokens added: what the row should hold.
+    pub fn document(&self) -> Result<CacheDocument, AcquireError> {
+        let (_, base) = &self.base;
+        let mut document = CacheDocument::clone(base);
+        let mut tokens = self.tokens.clone();
+        let newer_in_row = base
+            .find_refresh_token(&self.context, &self.id)
+            .and_then(|rt| {
+                rt.last_modification_time
+                    .as_deref()?
+                    .trim()
+                    .parse::<i64>()
+                    .ok()
+            })
+            .is_some_and(|written| written > self.redeemed_at);
+        if newer_in_row {
+            // Someone redeemed or signed in after us: their refresh token is the newer one.
+            tokens.refresh_token = None;
+        }
+        let scopes: Vec<&str> = self.scopes.iter().map(String::as_str).collect();
+        document
+            .add_token_response(
+                &self.context,
+                &tokens,
+                &scopes,
+                Grant::RefreshToken,
+                Some(&self.id),
+                self.redeemed_at,
+            )
+            .map_err(|e| AcquireError::Configuration(e.to_string()))?;
+        Ok(document)
+    }
+}
+
+/// Writes `write`, retrying until `deadline` (None: for as long as it takes), renewing
+/// `lease` as it goes. Returns the new version and document.
+pub(super) async fn save(
+    core: &Core,
+    mut write: Write,
+    lease: Option<&Lease>,
+    deadline: Option<Instant>,
+) -> Result<(i64, Arc<CacheDocument>), Unwritten> {
+    let mut pause = Duration::from_millis(50);
+    let mut attempts = 0_u32;
+    loop {
+        attempts += 1;
+        let document = write.document().map_err(Unwritten::Refused)?;
+        let error = match write_once(core, &write, &document).await {
+            Ok(version) => {
+                if attempts > 1 {
+                    tracing::info!(account = %write.id, attempts, "refreshed tokens written after retrying");
+                }
+                let document = Arc::new(document);
+                core.memory.remember(&write.id, version, document.clone());
+                return Ok((version, document));
+            }
+            Err(CacheStoreError::Conflict { .. }) => match reload(core, &write.id).await {
+                Ok(Some(base)) => {
+                    write.base = base;
+                    continue;
+                }
+                Ok(None) => {
+                    return Err(Unwritten::Refused(AcquireError::InteractionRequired {
+                        reason: "the user signed out while their tokens were being refreshed"
+                            .into(),
+                    }))
+                }
+                Err(e @ AcquireError::CacheKeys(_)) => return Err(Unwritten::Refused(e)),
+                Err(e) => e,
+            },
+            Err(e) if e.is_key_problem() => return Err(Unwritten::Refused(e.into())),
+            Err(e) => AcquireError::Storage(e.to_string()),
+        };
+        if deadline.is_some_and(|d| Instant::now() + pause >= d) {
+            return Err(Unwritten::Failing {
+                write: Box::new(write),
+                error,
+            });
+        }
+        tracing::warn!(account = %write.id, attempts, error = %error, "writing refreshed tokens failed; retrying");
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_PAUSE);
+        if let Some(lease) = lease {
+            // Keep other processes from redeeming the old token while the write is retried.
+            let _ = lease.confirm().await;
+        }
+    }
+}
+
+/// Keeps writing in the background after the caller got its token; the document stays in
+/// memory as this process's view of the user until it is written.
+pub(super) fn save_in_background(core: &Core, write: Write, lease: Lease) {
+    let core = core.clone();
+    tokio::spawn(async move {
+        let id = write.id.clone();
+        match save(&core, write, Some(&lease), None).await {
+            Ok(_) => {}
+            Err(Unwritten::Refused(e)) => {
+                tracing::warn!(account = %id, error = %e, "refreshed tokens were not written");
+            }
+            Err(Unwritten::Failing { error, .. }) => {
+                tracing::error!(account = %id, error = %error, "refreshed tokens could not be written");
+            }
+        }
+        core.pending.remove(&id);
+        lease.release().await;
+    });
+}
+
+/// Saves the document: for the web app with the user's activity in the same transaction; the
+/// worker's writes are never the user's activity.
+async fn write_once(
+    core: &Core,
+    write: &Write,
+    document: &CacheDocument,
+) -> Result<i64, CacheStoreError> {
+    let (store, now, caller) = (core.store.clone(), core.now(), write.caller);
+    let (key, expected, doc) = (write.id.clone(), write.base.0, document.clone());
+    let account = document.account(&write.context, &write.id).cloned();
+    core.db
+        .run(move |conn| match caller {
+            Caller::Worker => store.save(conn, &key, &doc, expected, now),
+            Caller::Web => {
+                let upn = account
+                    .as_ref()
+                    .map(|a| a.username.clone())
+                    .filter(|u| !u.is_empty());
+                let oid = account.as_ref().map(|a| a.local_account_id.clone());
+                let tid = account.as_ref().map(|a| a.realm.clone());
+                let activity = ActivityUpsert {
+                    account_cache_key: &key,
+                    account_identifier: &key,
+                    object_id: oid.as_deref(),
+                    tenant_id: tid.as_deref(),
+                    user_principal_name: upn.as_deref(),
+                };
+                store.save_with_activity(conn, &doc, expected, &activity, now)
+            }
+        })
+        .await
+}
+
+/// The row as it is now, to merge into. A corrupt row is written over (its version kept); a
+/// row this process cannot open is left alone.
+async fn reload(
+    core: &Core,
+    id: &str,
+) -> Result<Option<(Option<i64>, Arc<CacheDocument>)>, AcquireError> {
+    let (store, key, now) = (core.store.clone(), id.to_owned(), core.now());
+    let loaded = core
+        .db
+        .run(move |conn| -> Result<_, CacheStoreError> {
+            match store.load(conn, &key, now) {
+                Ok(loaded) => Ok(loaded.map(|LoadedCache { document, version, .. }| {
+                    (Some(version), Arc::new(document))
+                })),
+                Err(e) if e.is_corrupt() => {
+                    tracing::warn!(error = %e, "writing refreshed tokens over a corrupt token cache");
+                    Ok(store
+                        .current_version(conn, &key, now)?
+                        .map(|v| (Some(v), Arc::new(CacheDocument::default()))))
+                }
+                Err(e) => Err(e),
+            }
+        })
+        .await?;
+    Ok(loaded)
+}

@@ -1,0 +1,163 @@
+//! One refresh of one user's tokens, as a detached flight runs it: take the row's lease on the
+//! version read, confirm it, redeem the refresh token, save the answer (see `persist`), and only
+//! then validate an ID token that needs the network. Provider metadata is loaded before the
+//! lease, so nothing but the redemption and the write happen while it is held.
+
+use super::lease::{Lease, Taking};
+use super::persist::{self, Unwritten, Write};
+use super::{no_cache, AccessToken, Caller, Core};
+use crate::identity::provider::Loaded;
+use crate::identity::AcquireError;
+use std::sync::Arc;
+use tokio::time::Instant;
+
+pub(super) async fn refresh(
+    core: Core,
+    loaded: Arc<Loaded>,
+    id: String,
+    scopes: Vec<String>,
+    caller: Caller,
+) -> Result<AccessToken, AcquireError> {
+    let scope_refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    let context = &loaded.context;
+    let deadline = Instant::now() + core.options.lease_for * 2;
+    let (lease, version, document) = loop {
+        let current = core.read(&id).await?.ok_or_else(no_cache)?;
+        if current.pending {
+            return Err(AcquireError::Storage(
+                "this user's last refreshed tokens are still being written".into(),
+            ));
+        }
+        // Another process may have refreshed while this one waited.
+        if let Some(hit) = core.usable(context, &current.document, &id, &scope_refs) {
+            if !hit.refresh_due {
+                return Ok(hit.token);
+            }
+        }
+        match Lease::take(&core, &id, current.version, deadline).await? {
+            Taking::Taken(lease) => break (lease, current.version, current.document),
+            Taking::Changed => continue,
+        }
+    };
+    let Some(refresh_token) = document
+        .find_refresh_token(context, &id)
+        .map(|rt| rt.secret.clone())
+    else {
+        lease.release().await;
+        return Err(AcquireError::InteractionRequired {
+            reason: "no refresh token in the cache".into(),
+        });
+    };
+    // The last moment to find out that the lease expired: after this, the token is spent.
+    match lease.confirm().await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Err(AcquireError::Transient {
+                reason: "the refresh lease expired before the refresh token was redeemed; \
+                         nothing was redeemed"
+                    .into(),
+                retry_after: None,
+            })
+        }
+        Err(e) => {
+            lease.release().await;
+            return Err(e);
+        }
+    }
+    let redeemed = match core
+        .provider
+        .redeem_refresh_token(&loaded, &refresh_token, &scope_refs)
+        .await
+    {
+        Ok(redeemed) => redeemed,
+        Err(e) => {
+            lease.release().await;
+            return Err(e);
+        }
+    };
+    // The ID token is stored only once validated; validating needs the network only when it
+    // names a key not fetched yet, and that waits until the tokens are safe.
+    let (id_token, unchecked) = match core.provider.check_id_token_offline(&redeemed) {
+        Ok(id_token) => (id_token, false),
+        Err(_) => (None, true),
+    };
+    let mut write = Write {
+        id: id.clone(),
+        context: context.clone(),
+        tokens: redeemed.tokens(id_token),
+        scopes: scopes.clone(),
+        caller,
+        redeemed_at: core.now().unix_timestamp(),
+        base: (Some(version), document),
+    };
+    let saved = persist::save(
+        &core,
+        write.clone(),
+        Some(&lease),
+        Some(Instant::now() + persist::IN_REQUEST_BUDGET),
+    )
+    .await;
+    let (version, document) = match saved {
+        Ok(saved) => saved,
+        Err(Unwritten::Refused(e)) => {
+            lease.release().await;
+            return Err(e);
+        }
+        Err(Unwritten::Failing { write, error }) => {
+            // The caller gets its token; this process keeps the tokens and keeps writing.
+            let document = match write.document() {
+                Ok(document) => Arc::new(document),
+                Err(e) => {
+                    lease.release().await;
+                    return Err(e);
+                }
+            };
+            tracing::error!(account = %id, %error, "refreshed tokens are not written yet; keeping them in memory and retrying");
+            core.pending.insert(&id, document.clone());
+            let token = just_redeemed(&core, &write, &document, &scope_refs);
+            persist::save_in_background(&core, *write, lease);
+            return token;
+        }
+    };
+    if unchecked {
+        match core.provider.validate_id_token(&redeemed).await {
+            Ok(Some(id_token)) => {
+                write.tokens = redeemed.tokens(Some(id_token));
+                write.base = (Some(version), document.clone());
+                // One try: the tokens are written already; only the account details wait.
+                let once = Some(Instant::now());
+                if let Err(Unwritten::Failing { error, .. } | Unwritten::Refused(error)) =
+                    persist::save(&core, write.clone(), Some(&lease), once).await
+                {
+                    tracing::warn!(account = %id, %error, "could not store the validated ID token");
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                lease.release().await;
+                return Err(e);
+            }
+        }
+    }
+    lease.release().await;
+    just_redeemed(&core, &write, &document, &scope_refs)
+}
+
+/// The access token just redeemed, whatever its lifetime (MSAL does the same): holding a fresh
+/// token to the refresh margin would refresh again at once when tokens are short-lived.
+fn just_redeemed(
+    core: &Core,
+    write: &Write,
+    document: &crate::cache::document::CacheDocument,
+    scopes: &[&str],
+) -> Result<AccessToken, AcquireError> {
+    let now = core.now().unix_timestamp();
+    document
+        .find_access_token(&write.context, &write.id, scopes, now, 0)
+        .map(|hit| AccessToken::from(hit.entry))
+        .ok_or_else(|| {
+            AcquireError::Configuration(
+                "the refreshed access token does not cover the scopes asked for".into(),
+            )
+        })
+}
