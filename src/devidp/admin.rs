@@ -32,6 +32,8 @@ struct FaultRequest {
     count: u32,
     #[serde(default = "one")]
     retry_after: u32,
+    #[serde(default)]
+    delay_ms: Option<u64>,
 }
 
 fn one() -> u32 {
@@ -42,6 +44,7 @@ async fn add_fault(p: web::Data<Provider>, body: web::Json<FaultRequest>) -> Htt
     let fault = Fault {
         kind: body.kind,
         retry_after: body.retry_after,
+        delay_ms: body.delay_ms,
     };
     p.state().add_fault(fault, body.count);
     HttpResponse::NoContent().finish()

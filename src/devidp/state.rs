@@ -79,6 +79,9 @@ pub enum FaultKind {
     InteractionRequired,
     /// Process the request, then drop the connection before the answer is sent.
     LoseAnswer,
+    /// Process the request at once, send the answer only after a delay (by default longer
+    /// than any client waits): the provider has acted, the client may have given up.
+    LateAnswer,
     /// Answer normally, but with an ID token for another audience (clients must refuse it).
     WrongAudience,
 }
@@ -87,6 +90,8 @@ pub enum FaultKind {
 pub struct Fault {
     pub kind: FaultKind,
     pub retry_after: u32,
+    /// `late_answer`: how long the answer is held, in milliseconds.
+    pub delay_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]

@@ -66,6 +66,9 @@ pub async fn token(
         }
         response
     };
+    let delay = fault
+        .and_then(|f| f.delay_ms)
+        .map_or(HANG, Duration::from_millis);
     match fault.map(|f| (f.kind, f.retry_after)) {
         None => respond(&req, &body, &p, false),
         Some((FaultKind::WrongAudience, _)) => respond(&req, &body, &p, true),
@@ -104,6 +107,11 @@ pub async fn token(
         Some((FaultKind::LoseAnswer, _)) => {
             let _ = respond(&req, &body, &p, false);
             dropped()
+        }
+        Some((FaultKind::LateAnswer, _)) => {
+            let answer = respond(&req, &body, &p, false);
+            tokio::time::sleep(delay).await;
+            answer
         }
     }
 }

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod acquire;
 mod activity_store;
 mod cache_store;
 mod cli;

@@ -190,3 +190,34 @@ async fn malformed_admin_requests_are_refused() {
         .unwrap();
     assert_eq!(unknown_field.status(), 400);
 }
+
+/// `late_answer`: the provider acts at once and answers late; a client that gave up meanwhile
+/// never hears that its refresh token was rotated.
+#[tokio::test]
+async fn a_late_answer_is_processed_at_once_and_sent_after_the_delay() {
+    let idp = spawn_idp().await;
+    let rt = idp.tokens_for("ada").await["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let late = serde_json::json!({ "kind": "late_answer", "delay_ms": 400 });
+    idp.admin(reqwest::Method::POST, "faults", Some(late.clone()))
+        .await;
+    let started = Instant::now();
+    assert_eq!(idp.refresh(&rt).await.status(), 200);
+    assert!(started.elapsed() >= Duration::from_millis(400));
+
+    idp.admin(reqwest::Method::POST, "faults", Some(late)).await;
+    let gave_up = idp
+        .http
+        .post(idp.endpoint("token"))
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .form(&[("grant_type", "refresh_token"), ("refresh_token", &rt)])
+        .timeout(Duration::from_millis(100))
+        .send()
+        .await
+        .unwrap_err();
+    assert!(gave_up.is_timeout());
+    let counters = idp.counters().await;
+    assert_eq!(counters["refreshes"], 2, "processed although nobody waited");
+}

@@ -1,0 +1,123 @@
+//! After the provider has redeemed a refresh token, nothing may lose the new one: not a write
+//! by someone else, not a database that fails for a while, not an ID token that fails
+//! validation. Strict rotation makes any loss visible: the next refresh would present the old
+//! token and the provider would revoke the user.
+
+use super::{acquire, store, Rig};
+use crate::serve::e2e_tests;
+use std::time::Duration as StdDuration;
+use time::Duration;
+use tokenbridge::db::Backend;
+use tokenbridge::identity::AcquireError;
+use tokenbridge::settings::Rotation;
+
+e2e_tests!(
+    a_write_by_someone_else_during_a_refresh_is_merged_not_redeemed_again,
+    a_failing_save_after_redemption_is_retried_and_loses_nothing,
+    an_id_token_that_fails_validation_after_redemption_keeps_the_tokens,
+);
+
+async fn strict_rig(test: &str, backend: Backend) -> Option<Rig> {
+    Rig::new(test, backend, |s| s.rotation = Rotation::Strict).await
+}
+
+async fn late_answer(rig: &Rig, delay_ms: u64) {
+    let late = serde_json::json!({ "kind": "late_answer", "delay_ms": delay_ms });
+    rig.idp
+        .admin(reqwest::Method::POST, "faults", Some(late))
+        .await;
+}
+
+/// The user's next refresh works: the token saved is the one the provider rotated to.
+async fn next_refresh_works(
+    rig: &Rig,
+    acquirer: &tokenbridge::identity::acquire::TokenAcquirer,
+    id: &str,
+) {
+    let before = rig.counter("refreshes").await;
+    rig.clock.advance(Duration::hours(2));
+    let token = acquire(acquirer, id).await;
+    assert!(token.is_ok(), "{token:?}");
+    assert_eq!(rig.counter("refreshes").await, before + 1);
+    assert_eq!(rig.counter("reuse_detections").await, 0);
+}
+
+async fn a_write_by_someone_else_during_a_refresh_is_merged_not_redeemed_again(backend: Backend) {
+    let Some(rig) = strict_rig("acquire::write_during_refresh", backend).await else {
+        return;
+    };
+    let acquirer = rig.acquirer(&rig.clock);
+    let id = rig.sign_in(&acquirer, "ada").await;
+    let old = rig.refresh_token(&id);
+    rig.clock.advance(Duration::hours(2));
+    late_answer(&rig, 500).await;
+    let refresh = acquire(&acquirer, &id);
+    let interloper = async {
+        // While the provider's answer is on its way, another program rewrites the row (same
+        // tokens, new version), as an MSAL-based job sharing the cache might.
+        rig.until_refreshes(1).await;
+        let store = store(&rig.settings);
+        let mut conn = rig.db.conn();
+        let now = time::OffsetDateTime::now_utc();
+        let loaded = store.load(&mut conn, &id, now).unwrap().unwrap();
+        store
+            .save(&mut conn, &id, &loaded.document, Some(loaded.version), now)
+            .unwrap();
+    };
+    let (token, ()) = futures_util::future::join(refresh, interloper).await;
+    assert!(token.is_ok(), "{token:?}");
+    assert_eq!(rig.counter("refreshes").await, 1);
+    assert_eq!(rig.counter("reuse_detections").await, 0);
+    assert_eq!(rig.row(&id).1, 3, "merged into the interloper's version");
+    assert_ne!(rig.refresh_token(&id), old);
+    next_refresh_works(&rig, &acquirer, &id).await;
+}
+
+async fn a_failing_save_after_redemption_is_retried_and_loses_nothing(backend: Backend) {
+    let Some(rig) = strict_rig("acquire::failing_save", backend).await else {
+        return;
+    };
+    let acquirer = rig.acquirer(&rig.clock);
+    let id = rig.sign_in(&acquirer, "ada").await;
+    let old = rig.refresh_token(&id);
+    rig.clock.advance(Duration::hours(2));
+    late_answer(&rig, 800).await;
+    let refresh = acquire(&acquirer, &id);
+    let locker = async {
+        // Once the provider has rotated the token, the table is locked for longer than the
+        // app waits for a lock (database.busy_timeout = 1 s): the first save fails.
+        rig.until_refreshes(1).await;
+        rig.lock_token_cache(StdDuration::from_millis(2500))
+    };
+    let (token, held) = futures_util::future::join(refresh, locker).await;
+    held.join().unwrap();
+    assert!(token.is_ok(), "{token:?}");
+    assert_eq!(rig.row(&id).1, 2, "written once the lock was gone");
+    assert_ne!(rig.refresh_token(&id), old);
+    assert_eq!(rig.counter("refreshes").await, 1);
+    next_refresh_works(&rig, &acquirer, &id).await;
+}
+
+/// An ID token for another audience comes back with the rotated refresh token: the refresh is
+/// refused as a configuration problem, but the tokens are saved first.
+async fn an_id_token_that_fails_validation_after_redemption_keeps_the_tokens(backend: Backend) {
+    let Some(rig) = strict_rig("acquire::invalid_id_token", backend).await else {
+        return;
+    };
+    let acquirer = rig.acquirer(&rig.clock);
+    let id = rig.sign_in(&acquirer, "ada").await;
+    let old = rig.refresh_token(&id);
+    rig.clock.advance(Duration::hours(2));
+    rig.idp.inject("wrong_audience", 1).await;
+    let refused = acquire(&acquirer, &id).await;
+    assert!(
+        matches!(&refused, Err(AcquireError::Configuration(reason)) if reason.contains("ID token")),
+        "{refused:?}"
+    );
+    assert_eq!(rig.row(&id).1, 2, "the tokens were saved before validating");
+    assert_ne!(rig.refresh_token(&id), old);
+    let token = acquire(&acquirer, &id).await;
+    assert!(token.is_ok(), "the saved access token is used: {token:?}");
+    assert_eq!(rig.counter("refreshes").await, 1);
+    next_refresh_works(&rig, &acquirer, &id).await;
+}
