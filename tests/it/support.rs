@@ -143,6 +143,22 @@ pub fn fresh(backend: Backend) -> Option<TestDb> {
     })
 }
 
+/// Holds a write lock on `token_cache` from another connection for `hold` (released on a
+/// thread): writers wait for it and give up after `database.busy_timeout`.
+pub fn lock_token_cache(db: &TestDb, hold: Duration) -> std::thread::JoinHandle<()> {
+    let mut conn = DbConnection::open(&db.settings.url, Duration::from_secs(5)).unwrap();
+    let (lock, unlock) = match db.backend() {
+        Backend::Sqlite => ("BEGIN IMMEDIATE", "COMMIT"),
+        Backend::Postgres => ("BEGIN; LOCK TABLE token_cache IN EXCLUSIVE MODE", "COMMIT"),
+        Backend::Mysql => ("LOCK TABLES token_cache WRITE", "UNLOCK TABLES"),
+    };
+    conn.batch_execute(lock).unwrap();
+    std::thread::spawn(move || {
+        std::thread::sleep(hold);
+        conn.batch_execute(unlock).unwrap();
+    })
+}
+
 /// A fresh database with every migration applied.
 pub fn migrated(backend: Backend) -> Option<TestDb> {
     let test_db = fresh(backend)?;

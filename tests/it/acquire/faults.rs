@@ -87,7 +87,7 @@ async fn a_failing_save_after_redemption_is_retried_and_loses_nothing(backend: B
         // Once the provider has rotated the token, the table is locked for longer than the
         // app waits for a lock (database.busy_timeout = 1 s): the first save fails.
         rig.until_refreshes(1).await;
-        rig.lock_token_cache(StdDuration::from_millis(2500))
+        crate::support::lock_token_cache(&rig.db, StdDuration::from_millis(2500))
     };
     let (token, held) = futures_util::future::join(refresh, locker).await;
     held.join().unwrap();

@@ -9,7 +9,6 @@ mod races;
 use crate::dev_idp::{location_params, spawn_idp_with, TestIdp};
 use crate::serve::app_settings;
 use crate::support::{self, TestDb};
-use diesel::connection::SimpleConnection;
 use diesel::prelude::*;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +17,7 @@ use tokenbridge::cache::seal::Sealer;
 use tokenbridge::cache::store::TokenCacheStore;
 use tokenbridge::clock::ManualClock;
 use tokenbridge::db::schema::token_cache::dsl as tc;
-use tokenbridge::db::{Backend, Database, DbConnection};
+use tokenbridge::db::{Backend, Database};
 use tokenbridge::identity::acquire::{AccessToken, AcquirerOptions, Caller, TokenAcquirer};
 use tokenbridge::identity::{AcquireError, OidcProvider};
 use tokenbridge::settings::{DevIdpSettings, Settings};
@@ -151,22 +150,6 @@ impl Rig {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         panic!("the provider never saw refresh {n}");
-    }
-
-    /// Holds a write lock on `token_cache` from another connection for `hold` (on a thread):
-    /// writers wait for it, and give up after `database.busy_timeout`.
-    pub fn lock_token_cache(&self, hold: Duration) -> std::thread::JoinHandle<()> {
-        let mut conn = DbConnection::open(&self.db.settings.url, Duration::from_secs(5)).unwrap();
-        let (lock, unlock) = match self.db.backend() {
-            Backend::Sqlite => ("BEGIN IMMEDIATE", "COMMIT"),
-            Backend::Postgres => ("BEGIN; LOCK TABLE token_cache IN EXCLUSIVE MODE", "COMMIT"),
-            Backend::Mysql => ("LOCK TABLES token_cache WRITE", "UNLOCK TABLES"),
-        };
-        conn.batch_execute(lock).unwrap();
-        std::thread::spawn(move || {
-            std::thread::sleep(hold);
-            conn.batch_execute(unlock).unwrap();
-        })
     }
 }
 

@@ -3,6 +3,8 @@
 
 mod browser;
 mod flows;
+mod processes;
+mod refresh;
 mod security;
 
 use crate::dev_idp::{spawn_idp_with, TestIdp, CLIENT_ID, CLIENT_SECRET};
@@ -26,6 +28,7 @@ pub struct TestApp {
     pub browser: reqwest::Client,
     pub clock: ManualClock,
     pub jar: Arc<reqwest::cookie::Jar>,
+    pub settings: Settings,
 }
 
 /// Declares one `#[tokio::test]` per backend for each async body taking a `Backend`.
@@ -109,6 +112,7 @@ pub async fn spawn_app_with(
         browser,
         clock,
         jar,
+        settings,
     })
 }
 
@@ -125,6 +129,18 @@ pub fn location(response: &reqwest::Response) -> String {
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// A second `serve` replica on the same database and provider with the same session key
+    /// and clock, and its own pool, acquirer and lease owner; returns its base URL.
+    pub async fn replica(&self) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let app = Application::build_on(&self.settings, listener, Arc::new(self.clock.clone()))
+            .await
+            .unwrap();
+        tokio::spawn(app.run_until_stopped());
+        base
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
