@@ -109,7 +109,12 @@ pub(super) async fn save(
             Err(CacheStoreError::Conflict { .. }) => match reload(core, &write.id).await {
                 Ok(Some(base)) => {
                     write.base = base;
-                    continue;
+                    // Merge and write again at once; a row that keeps changing is retried
+                    // with pauses, like any other failure.
+                    if attempts < 5 {
+                        continue;
+                    }
+                    AcquireError::Storage("the token cache kept changing".into())
                 }
                 Ok(None) => {
                     return Err(Unwritten::Refused(AcquireError::InteractionRequired {
