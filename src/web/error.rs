@@ -63,7 +63,14 @@ impl WebError {
 
     /// Token acquisition failed; the detail is logged, the page says whose fault it is.
     pub fn acquire(e: &AcquireError, request_id: &RequestId) -> Self {
-        tracing::warn!(request_id = %request_id, error = %e, "token acquisition failed");
+        if matches!(
+            e,
+            AcquireError::Configuration(_) | AcquireError::CacheKeys(_)
+        ) {
+            tracing::error!(request_id = %request_id, error = %e, "token acquisition failed: fix the configuration");
+        } else {
+            tracing::warn!(request_id = %request_id, error = %e, "token acquisition failed");
+        }
         match e {
             AcquireError::InteractionRequired { .. } => Self::sign_in_failed(
                 "The sign-in could not be completed. Please sign in again.",
