@@ -1,6 +1,6 @@
 //! The command line.
 
-use crate::settings::Rotation;
+use crate::settings::{ReportFormat, Rotation};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -40,6 +40,16 @@ pub enum Command {
     /// Users' tokens go to the shared token cache, where `worker` finds them later.
     Serve,
 
+    /// Act for users who have left: refresh their tokens from the shared cache, call the API.
+    ///
+    /// Selects accounts idle in the web app for at least --older-than, not marked "interaction
+    /// required" and not backing off; acquires an access token silently for each (refresh
+    /// token, same client as the web app); calls the API; records each outcome on the
+    /// account's activity row. One pass then exit, or --every DURATION until SIGINT/SIGTERM.
+    /// Exit status: 0 when the pass ran (whatever the accounts' outcomes), 1 when the database
+    /// failed, 2 on a configuration error. The report goes to stdout, logs to stderr.
+    Worker(WorkerArgs),
+
     /// Run a local development identity provider and Graph-like API (loopback only).
     ///
     /// An OpenID provider shaped like Microsoft Entra ID v2.0 that signs in any user name, for
@@ -71,6 +81,35 @@ pub struct DevIdpArgs {
     /// A user name offered on the sign-in form (repeat for more; any name signs in anyway).
     #[arg(long = "user", value_name = "NAME")]
     pub users: Vec<String>,
+}
+
+/// Flags of `worker`; each overrides the `[worker]` setting of the same name.
+#[derive(Debug, Default, Args)]
+pub struct WorkerArgs {
+    /// Process accounts whose last activity in the web app is at least this old, e.g. 5m.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub older_than: Option<Duration>,
+    /// Run a pass every DURATION until SIGINT/SIGTERM, e.g. 1m (default: one pass).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub every: Option<Duration>,
+    /// Accounts in flight at once.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub concurrency: Option<u16>,
+    /// Process at most N accounts per pass.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+    /// Only this account: a user principal name or a home account id.
+    #[arg(long, value_name = "UPN_OR_ID")]
+    pub user: Option<String>,
+    /// Also retry accounts marked "interaction required".
+    #[arg(long)]
+    pub include_failed: bool,
+    /// List the accounts a pass would process; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Report format.
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    pub format: Option<ReportFormat>,
 }
 
 #[derive(Debug, Args)]
@@ -127,6 +166,44 @@ mod tests {
         assert_eq!(args.rotation, Some(Rotation::Strict));
         assert_eq!(args.token_latency, Some(Duration::from_millis(50)));
         assert_eq!(args.users, ["ada", "bob"]);
+    }
+
+    #[test]
+    fn worker_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "tokenbridge",
+            "worker",
+            "--older-than",
+            "5m",
+            "--every",
+            "1m",
+            "--concurrency",
+            "4",
+            "--limit",
+            "10",
+            "--user",
+            "ada@contoso.com",
+            "--include-failed",
+            "--dry-run",
+            "--format",
+            "json",
+        ])
+        .unwrap();
+        let Command::Worker(args) = cli.command else {
+            panic!("not worker")
+        };
+        assert_eq!(args.older_than, Some(Duration::from_secs(300)));
+        assert_eq!(args.every, Some(Duration::from_secs(60)));
+        assert_eq!(args.concurrency, Some(4));
+        assert_eq!(args.limit, Some(10));
+        assert_eq!(args.user.as_deref(), Some("ada@contoso.com"));
+        assert!(args.include_failed && args.dry_run);
+        assert_eq!(args.format, Some(ReportFormat::Json));
+        for bad in [["--concurrency", "0"], ["--older-than", "soon"], ["--format", "xml"]] {
+            let mut argv = vec!["tokenbridge", "worker"];
+            argv.extend(bad);
+            assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod settings;
 pub mod sync;
 pub mod telemetry;
 pub mod web;
+pub mod worker;
 
 use anyhow::Context;
 use cli::{Cli, Command};
@@ -29,14 +30,60 @@ pub fn warn_about_settings(settings: &Settings) {
     }
 }
 
+/// A command's failure with the exit status it calls for (without one, a failure exits 1).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Failure {
+    pub exit_code: u8,
+    message: String,
+}
+
+impl Failure {
+    /// Something the operator must fix (settings, registration, keys): exit status 2.
+    pub fn configuration(message: impl Into<String>) -> Self {
+        Self {
+            exit_code: 2,
+            message: message.into(),
+        }
+    }
+
+    /// A service the command depends on failed (the database): exit status 1.
+    pub fn infrastructure(message: impl Into<String>) -> Self {
+        Self {
+            exit_code: 1,
+            message: message.into(),
+        }
+    }
+}
+
+/// The exit status for an error `run` returned.
+pub fn exit_code(error: &anyhow::Error) -> u8 {
+    error
+        .downcast_ref::<Failure>()
+        .map_or(1, |failure| failure.exit_code)
+}
+
 /// Loads settings, sets up logging and runs the chosen subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = Settings::load(&cli.config)
-        .with_context(|| format!("invalid settings ({})", cli.config.display()))?;
+    let settings = match Settings::load(&cli.config) {
+        Ok(settings) => settings,
+        // The worker's contract: a configuration error exits 2.
+        Err(e) if matches!(cli.command, Command::Worker(_)) => {
+            return Err(Failure::configuration(format!(
+                "invalid settings ({}): {e}",
+                cli.config.display()
+            ))
+            .into())
+        }
+        Err(e) => {
+            return Err(e).with_context(|| format!("invalid settings ({})", cli.config.display()))
+        }
+    };
     telemetry::init(&settings.log);
     match cli.command {
         Command::Migrate(args) => commands::migrate::run(&settings, &args, &mut std::io::stdout()),
         Command::DevIdp(args) => commands::dev_idp::run(settings, &args),
         Command::Serve => commands::serve::run(&settings),
+        Command::Worker(args) => commands::worker::run(&settings, &args),
     }
 }

@@ -4,9 +4,11 @@
 
 mod dev_idp;
 mod web;
+mod worker;
 
 pub use dev_idp::{is_loopback, loopback_addr, DevClient, DevIdpSettings, Rotation};
 pub use web::{ApiSettings, ClientAuth, IdentitySettings, ProviderKind, WebSettings};
+pub use worker::{ReportFormat, WorkerSettings};
 
 use crate::cache::seal::SealKeys;
 use crate::db::DatabaseUrl;
@@ -47,6 +49,7 @@ pub struct Settings {
     pub identity: IdentitySettings,
     pub api: ApiSettings,
     pub web: WebSettings,
+    pub worker: WorkerSettings,
     pub dev_idp: DevIdpSettings,
 }
 
@@ -92,6 +95,7 @@ struct RawSettings {
     identity: web::RawIdentity,
     api: web::RawApi,
     web: web::RawWeb,
+    worker: worker::RawWorker,
     dev_idp: dev_idp::RawDevIdp,
 }
 
@@ -381,6 +385,7 @@ impl RawSettings {
             identity: self.identity.validate()?,
             api: self.api.validate()?,
             web: self.web.validate()?,
+            worker: self.worker.validate()?,
             dev_idp: self.dev_idp.validate()?,
         })
     }

@@ -58,6 +58,8 @@ pub enum Outcome {
         error: String,
         next_attempt_at: OffsetDateTime,
     },
+    /// The tokens are fine but the API refused the call: recorded, the account is not marked.
+    ApiFailed { error: String },
 }
 
 #[derive(Insertable, AsChangeset)]
@@ -134,12 +136,14 @@ pub fn find_by_upn(conn: &mut DbConnection, upn: &str) -> QueryResult<Vec<Activi
         .load(conn)
 }
 
-/// Which accounts are due: idle since `cutoff` or longer, not failed, not signed out, backoff
-/// elapsed at `now`.
+/// Which accounts are due: idle since `cutoff` or longer, not marked "interaction required"
+/// (unless `include_failed`), backoff elapsed at `now`. A signed-out account is due until a
+/// worker has reported it once (which marks it), so the sign-out shows in one report.
 #[derive(Debug, Clone, Copy)]
 pub struct DueFilter {
     pub cutoff: OffsetDateTime,
     pub now: OffsetDateTime,
+    pub include_failed: bool,
 }
 
 // A macro, not a function: the query type depends on the backend it is loaded on, and the
@@ -150,8 +154,11 @@ macro_rules! due_keys {
         aa::table
             .select(dsl::account_cache_key)
             .filter(dsl::last_activity.le(to_db($filter.cutoff)))
-            .filter(dsl::failed_to_acquire_token.eq(false))
-            .filter(dsl::signed_out_at.is_null())
+            .filter(
+                dsl::failed_to_acquire_token
+                    .eq(false)
+                    .or(dsl::failed_to_acquire_token.eq($filter.include_failed)),
+            )
             .filter(
                 dsl::next_attempt_at
                     .is_null()
@@ -237,6 +244,34 @@ pub fn claim_due(
     })
 }
 
+/// Claims one account by key for `owner` until `lease_until`, whatever its due state, unless
+/// another worker's claim on it is live at `now`. Returns it when claimed.
+pub fn claim_key(
+    conn: &mut DbConnection,
+    key: &str,
+    owner: &str,
+    now: OffsetDateTime,
+    lease_until: OffsetDateTime,
+) -> QueryResult<Option<Activity>> {
+    let claimed = diesel::update(
+        aa::table.filter(dsl::account_cache_key.eq(key)).filter(
+            dsl::lease_until
+                .is_null()
+                .or(dsl::lease_until.le(to_db(now)))
+                .or(dsl::lease_owner.eq(owner)),
+        ),
+    )
+    .set((
+        dsl::lease_owner.eq(owner),
+        dsl::lease_until.eq(to_db(lease_until)),
+    ))
+    .execute(conn)?;
+    if claimed == 0 {
+        return Ok(None);
+    }
+    get(conn, key)
+}
+
 /// Records what happened when `owner` worked an account, and releases its lease. Returns false
 /// (and changes nothing) when the row is gone or `owner` no longer holds it.
 pub fn record_outcome(
@@ -282,6 +317,13 @@ pub fn record_outcome(
                 dsl::last_error.eq(error),
                 dsl::consecutive_failures.eq(dsl::consecutive_failures + 1),
                 dsl::next_attempt_at.eq(to_db(*next_attempt_at)),
+            ))
+            .execute(conn)?,
+        Outcome::ApiFailed { error } => diesel::update(target)
+            .set((
+                release,
+                dsl::last_error.eq(error),
+                dsl::consecutive_failures.eq(dsl::consecutive_failures + 1),
             ))
             .execute(conn)?,
     };

@@ -3,3 +3,4 @@
 pub mod dev_idp;
 pub mod migrate;
 pub mod serve;
+pub mod worker;

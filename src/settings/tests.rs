@@ -56,6 +56,10 @@ fn the_shipped_settings_file_is_valid_and_shows_the_defaults() {
         (format!("{:?}", shipped.log), format!("{:?}", defaults.log)),
         (format!("{:?}", shipped.web), format!("{:?}", defaults.web)),
         (
+            format!("{:?}", shipped.worker),
+            format!("{:?}", defaults.worker),
+        ),
+        (
             format!("{:?}", shipped.dev_idp),
             format!("{:?}", defaults.dev_idp),
         ),
@@ -162,6 +166,10 @@ fn invalid_values_name_the_key_and_what_is_expected() {
             "cache.sliding_expiration",
         ),
         ("[cache]\nsweep_batch = 0\n", "cache.sweep_batch"),
+        ("[worker]\nolder_than = \"later\"\n", "worker.older_than"),
+        ("[worker]\nevery = \"10ms\"\n", "worker.every"),
+        ("[worker]\nconcurrency = 0\n", "worker.concurrency"),
+        ("[identity]\nrefresh_margin = \"soon\"\n", "identity.refresh_margin"),
         ("[log]\nlevel = \"loud=[\"\n", "log.level"),
     ];
     for (file, key) in cases {

@@ -16,6 +16,7 @@ backend_tests!(with_migrated:
     claims_lease_rows_to_one_owner,
     outcomes_are_recorded_by_the_lease_holder_only,
     signed_out_accounts_are_skipped_until_the_next_sign_in,
+    one_account_is_claimed_by_key_unless_another_worker_holds_it,
     find_by_upn_ignores_case,
 );
 
@@ -32,6 +33,7 @@ fn due(at: time::OffsetDateTime) -> DueFilter {
     DueFilter {
         cutoff: at - Duration::minutes(5),
         now: at,
+        include_failed: false,
     }
 }
 
@@ -102,13 +104,23 @@ fn due_accounts_respect_cutoff_failure_sign_out_and_backoff(db: &TestDb) {
     activities::release(c, "idle", "w").unwrap();
 
     let page = activities::due_page(c, due(now), None, 100).unwrap();
-    assert_eq!(keys(&page), ["idle"]);
+    assert_eq!(
+        keys(&page),
+        ["idle", "signed-out"],
+        "a sign-out is due until a worker reports it"
+    );
+    let with_failed = DueFilter {
+        include_failed: true,
+        ..due(now)
+    };
+    let page = activities::due_page(c, with_failed, None, 100).unwrap();
+    assert_eq!(keys(&page), ["failed", "idle", "signed-out"]);
     let row = activities::get(c, "backing-off").unwrap().unwrap();
     assert_eq!(row.last_error.as_deref(), Some("HTTP 503"));
     assert_eq!(row.consecutive_failures, 1);
     // Once the backoff has elapsed the account is due again.
     let page = activities::due_page(c, due(now + Duration::minutes(10)), None, 100).unwrap();
-    assert_eq!(keys(&page), ["backing-off", "idle", "recent"]);
+    assert_eq!(keys(&page), ["backing-off", "idle", "recent", "signed-out"]);
 }
 
 fn due_pages_walk_the_table_by_key(db: &TestDb) {
@@ -233,7 +245,19 @@ fn outcomes_are_recorded_by_the_lease_holder_only(db: &TestDb) {
         !row.failed_to_acquire_token,
         "transient failures never blame the user"
     );
+    // An API refusal is recorded without marking the account or delaying it.
     let at = now + Duration::hours(3);
+    activities::claim_due(c, due(at), None, 10, "worker-a", at + Duration::minutes(5)).unwrap();
+    let refused = Outcome::ApiFailed {
+        error: "HTTP 404".into(),
+    };
+    assert!(activities::record_outcome(c, "u", "worker-a", &refused, at).unwrap());
+    let row = activities::get(c, "u").unwrap().unwrap();
+    assert_eq!(
+        (row.consecutive_failures, row.last_error.as_deref()),
+        (3, Some("HTTP 404"))
+    );
+    assert!(!row.failed_to_acquire_token);
     activities::claim_due(c, due(at), None, 10, "worker-a", at + Duration::minutes(5)).unwrap();
     activities::record_outcome(c, "u", "worker-a", &Outcome::Success, at).unwrap();
     let row = activities::get(c, "u").unwrap().unwrap();
@@ -253,6 +277,15 @@ fn signed_out_accounts_are_skipped_until_the_next_sign_in(db: &TestDb) {
     let now = T0 + Duration::hours(1);
     assert!(activities::mark_signed_out(c, "u", now).unwrap());
     assert!(!activities::mark_signed_out(c, "nobody", now).unwrap());
+    // Reported once by a worker, which marks it...
+    let claimed = activities::claim_due(c, due(now), None, 10, "w", now + Duration::minutes(5))
+        .unwrap();
+    assert_eq!(keys(&claimed), ["u"]);
+    let signed_out = Outcome::InteractionRequired {
+        reason: "signed out".into(),
+    };
+    assert!(activities::record_outcome(c, "u", "w", &signed_out, now).unwrap());
+    // ... then skipped.
     assert!(activities::due_page(c, due(now), None, 10)
         .unwrap()
         .is_empty());
@@ -280,4 +313,23 @@ fn find_by_upn_ignores_case(db: &TestDb) {
         .into_iter()
         .collect();
     assert_eq!(unique.len(), 1);
+}
+
+fn one_account_is_claimed_by_key_unless_another_worker_holds_it(db: &TestDb) {
+    let c = &mut db.conn();
+    sign_in(c, "u", T0);
+    // Recent activity, so not due: `--user` takes it anyway.
+    let lease = T0 + Duration::minutes(5);
+    let claimed = activities::claim_key(c, "u", "worker-a", T0, lease).unwrap();
+    assert_eq!(claimed.unwrap().lease_owner.as_deref(), Some("worker-a"));
+    assert!(activities::claim_key(c, "u", "worker-b", T0, lease)
+        .unwrap()
+        .is_none());
+    assert!(activities::claim_key(c, "nobody", "worker-b", T0, lease)
+        .unwrap()
+        .is_none());
+    // An expired claim can be taken over.
+    let later = lease + Duration::seconds(1);
+    let taken = activities::claim_key(c, "u", "worker-b", later, later + Duration::minutes(5));
+    assert_eq!(taken.unwrap().unwrap().lease_owner.as_deref(), Some("worker-b"));
 }

@@ -65,6 +65,7 @@ fn eight_workers_claim_a_thousand_accounts_exactly_once(db: &TestDb) {
     let filter = DueFilter {
         cutoff: now - Duration::minutes(5),
         now,
+        include_failed: false,
     };
     let barrier = Arc::new(Barrier::new(8));
     let claims: Vec<Vec<String>> = (0..8)

@@ -1,0 +1,99 @@
+//! `tokenbridge worker`: settings and flags merged, one pass or `--every`, stopped by
+//! SIGINT/SIGTERM. Exit status: 0 when the pass ran, 1 when the database failed, 2 on a
+//! configuration error.
+
+use crate::cli::WorkerArgs;
+use crate::clock::SystemClock;
+use crate::settings::{Settings, WorkerSettings};
+use crate::worker::{PassError, Reporter, Worker};
+use crate::Failure;
+use std::io::IsTerminal;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// The `[worker]` settings with the command line's flags applied.
+pub fn options(settings: &WorkerSettings, args: &WorkerArgs) -> WorkerSettings {
+    let mut options = settings.clone();
+    if let Some(older_than) = args.older_than {
+        options.older_than = older_than;
+    }
+    if args.every.is_some() {
+        options.every = args.every;
+    }
+    if let Some(concurrency) = args.concurrency {
+        options.concurrency = usize::from(concurrency);
+    }
+    if args.limit.is_some() {
+        options.limit = args.limit;
+    }
+    if args.user.is_some() {
+        options.user.clone_from(&args.user);
+    }
+    options.include_failed |= args.include_failed;
+    options.dry_run |= args.dry_run;
+    if let Some(format) = args.format {
+        options.format = format;
+    }
+    options
+}
+
+pub fn run(settings: &Settings, args: &WorkerArgs) -> anyhow::Result<()> {
+    crate::warn_about_settings(settings);
+    settings
+        .identity
+        .require_client()
+        .map_err(|e| Failure::configuration(format!("cannot act for users: {e}")))?;
+    let options = options(&settings.worker, args);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let (stop, mut stopped) = watch::channel(false);
+        tokio::spawn(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        });
+        let worker = Worker::build(settings, options.clone(), Arc::new(SystemClock))
+            .await
+            .map_err(failure)?;
+        let stdout = std::io::stdout();
+        let progress = stdout.is_terminal();
+        let mut reporter = Reporter::new(options.format, stdout.lock(), progress);
+        worker
+            .run(&mut reporter, &mut stopped)
+            .await
+            .map_err(failure)?;
+        Ok(())
+    })
+}
+
+fn failure(e: PassError) -> anyhow::Error {
+    match e {
+        PassError::Configuration(_) => Failure::configuration(e.to_string()).into(),
+        PassError::Database(_) => Failure::infrastructure(e.to_string()).into(),
+    }
+}
+
+/// SIGINT (Ctrl-C) or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(_) => {
+                    let _ = interrupt.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+}

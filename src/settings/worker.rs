@@ -1,0 +1,101 @@
+//! `[worker]`: what `tokenbridge worker` does by default; its command-line flags override these.
+
+use super::{invalid, parse_duration, SettingsError};
+use serde::Deserialize;
+use std::time::Duration;
+
+/// How the worker reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ReportFormat {
+    /// A line per account and a summary, for people (a progress bar on a terminal).
+    Text,
+    /// One JSON object per account and a summary object, one per line.
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// Accounts whose last activity in the web app is at least this old are processed.
+    pub older_than: Duration,
+    /// Run a pass every this long until stopped; None: one pass.
+    pub every: Option<Duration>,
+    /// Accounts in flight at once.
+    pub concurrency: usize,
+    /// At most this many accounts per pass.
+    pub limit: Option<u64>,
+    /// Only this account: a user principal name or a home account id.
+    pub user: Option<String>,
+    /// Also retry accounts marked "interaction required".
+    pub include_failed: bool,
+    /// List what would be processed; change nothing.
+    pub dry_run: bool,
+    pub format: ReportFormat,
+    /// Retries of a transient failure within a pass.
+    pub retries: u32,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawWorker {
+    older_than: String,
+    every: String,
+    concurrency: usize,
+    limit: u64,
+    user: String,
+    include_failed: bool,
+    dry_run: bool,
+    format: ReportFormat,
+    retries: u32,
+}
+
+impl Default for RawWorker {
+    fn default() -> Self {
+        Self {
+            older_than: "5m".into(),
+            every: String::new(),
+            concurrency: 16,
+            limit: 0,
+            user: String::new(),
+            include_failed: false,
+            dry_run: false,
+            format: ReportFormat::Text,
+            retries: 3,
+        }
+    }
+}
+
+impl RawWorker {
+    pub(super) fn validate(self) -> Result<WorkerSettings, SettingsError> {
+        let every = match self.every.trim() {
+            "" => None,
+            every => {
+                let d = parse_duration("worker.every", every)?;
+                if d < Duration::from_secs(1) {
+                    return Err(invalid("worker.every", "must be at least 1s (or \"\")"));
+                }
+                Some(d)
+            }
+        };
+        if !(1..=1024).contains(&self.concurrency) {
+            return Err(invalid(
+                "worker.concurrency",
+                "expected a number of accounts from 1 to 1024",
+            ));
+        }
+        if self.retries > 10 {
+            return Err(invalid("worker.retries", "expected a number from 0 to 10"));
+        }
+        Ok(WorkerSettings {
+            older_than: parse_duration("worker.older_than", &self.older_than)?,
+            every,
+            concurrency: self.concurrency,
+            limit: (self.limit > 0).then_some(self.limit),
+            user: Some(self.user.trim().to_owned()).filter(|u| !u.is_empty()),
+            include_failed: self.include_failed,
+            dry_run: self.dry_run,
+            format: self.format,
+            retries: self.retries,
+        })
+    }
+}

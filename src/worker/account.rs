@@ -1,0 +1,250 @@
+//! One account: acquire a token silently, call the API, sort what happened into an outcome,
+//! retrying transient failures within the pass (exponential backoff with jitter, honouring
+//! `Retry-After`), and record it on the activity row.
+
+use super::{PassError, Worker};
+use crate::activity::store::{self as activities, Activity, Outcome};
+use crate::api::ApiError;
+use crate::identity::acquire::Caller;
+use crate::identity::AcquireError;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+use time::OffsetDateTime;
+
+/// What happened to an account, as reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A token was acquired (cached or refreshed) and the API answered.
+    Ok,
+    /// The user must sign in to the web app again; later passes skip the account until then.
+    InteractionRequired,
+    /// The user signed out of the web app.
+    SignedOut,
+    /// The provider or the API was unavailable; tried again after `next_attempt_at`.
+    Transient,
+    /// The token was fine but the API refused the call.
+    ApiError,
+    /// `--dry-run`: this account would be processed.
+    WouldProcess,
+}
+
+impl Kind {
+    pub fn label(self) -> &'static str {
+        match self {
+            Kind::Ok => "ok",
+            Kind::InteractionRequired => "interaction required",
+            Kind::SignedOut => "signed out",
+            Kind::Transient => "transient",
+            Kind::ApiError => "API error",
+            Kind::WouldProcess => "would process",
+        }
+    }
+}
+
+/// One line of the report.
+#[derive(Debug, Clone, Serialize)]
+pub struct AccountReport {
+    /// The account's cache key (home account id).
+    pub account: String,
+    /// The user principal name, when known.
+    pub user: Option<String>,
+    pub outcome: Kind,
+    pub reason: Option<String>,
+    /// The access token's expiry (Unix seconds), when one was acquired.
+    pub token_expires_on: Option<i64>,
+    pub attempts: u32,
+    pub elapsed_ms: u64,
+}
+
+impl AccountReport {
+    pub fn new(activity: &Activity, outcome: Kind) -> Self {
+        Self {
+            account: activity.account_cache_key.clone(),
+            user: activity.user_principal_name.clone(),
+            outcome,
+            reason: None,
+            token_expires_on: None,
+            attempts: 0,
+            elapsed_ms: 0,
+        }
+    }
+}
+
+/// Why one attempt failed.
+enum Failure {
+    Interaction(String),
+    Transient {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    Api(String),
+    Fatal(PassError),
+}
+
+impl From<AcquireError> for Failure {
+    fn from(e: AcquireError) -> Self {
+        match e {
+            AcquireError::InteractionRequired { reason } => Failure::Interaction(reason),
+            AcquireError::Transient {
+                reason,
+                retry_after,
+            } => Failure::Transient {
+                reason,
+                retry_after,
+            },
+            e @ (AcquireError::Configuration(_) | AcquireError::CacheKeys(_)) => {
+                Failure::Fatal(PassError::Configuration(e.to_string()))
+            }
+            AcquireError::Storage(reason) => Failure::Fatal(PassError::Database(reason)),
+        }
+    }
+}
+
+impl From<ApiError> for Failure {
+    fn from(e: ApiError) -> Self {
+        match e {
+            ApiError::Unavailable(_) => Failure::Transient {
+                reason: e.to_string(),
+                retry_after: None,
+            },
+            ApiError::Refused(_) | ApiError::Unexpected(_) => Failure::Api(e.to_string()),
+        }
+    }
+}
+
+/// Longest pause between two tries of one account within a pass.
+const MAX_PAUSE: Duration = Duration::from_secs(30);
+
+/// The pause before try `attempt + 1`: 0.5 s doubling, with ±50% jitter, at least what the
+/// provider asked for.
+pub(super) fn pause(attempt: u32, retry_after: Option<Duration>) -> Duration {
+    let base = Duration::from_millis(500).saturating_mul(1 << attempt.min(10));
+    let jittered = base.mul_f64(0.5 + rand::random::<f64>());
+    jittered.max(retry_after.unwrap_or_default()).min(MAX_PAUSE)
+}
+
+/// When an account that keeps failing transiently is tried again: a minute, doubling with each
+/// consecutive failure, at most an hour, with jitter so accounts do not return in a herd.
+pub(super) fn next_attempt(now: OffsetDateTime, failures: i32) -> OffsetDateTime {
+    let minutes = 1_i64 << failures.clamp(0, 6);
+    let jitter = rand::random::<f64>() * 0.2 + 0.9;
+    let seconds = (minutes.min(60) as f64 * 60.0 * jitter) as i64;
+    now + time::Duration::seconds(seconds)
+}
+
+impl Worker {
+    /// Works one claimed account and records the outcome (releasing the claim).
+    pub(super) async fn work(&self, activity: Activity) -> Result<AccountReport, PassError> {
+        let started = Instant::now();
+        let mut report = AccountReport::new(&activity, Kind::Ok);
+        let outcome = if activity.signed_out_at.is_some() {
+            report.outcome = Kind::SignedOut;
+            report.reason = Some("the user signed out of the web app".into());
+            Outcome::InteractionRequired {
+                reason: "signed out".into(),
+            }
+        } else {
+            self.try_account(&activity, &mut report).await?
+        };
+        report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let (key, owner, now) = (
+            activity.account_cache_key.clone(),
+            self.owner.clone(),
+            self.clock.now(),
+        );
+        let recorded = self
+            .db
+            .run(move |conn| {
+                activities::record_outcome(conn, &key, &owner, &outcome, now)
+                    .map_err(crate::db::DbError::from)
+            })
+            .await
+            .map_err(|e| PassError::Database(e.to_string()))?;
+        if !recorded {
+            tracing::warn!(account = %activity.account_cache_key, "the claim expired before the outcome was recorded");
+        }
+        Ok(report)
+    }
+
+    async fn try_account(
+        &self,
+        activity: &Activity,
+        report: &mut AccountReport,
+    ) -> Result<Outcome, PassError> {
+        let key = &activity.account_cache_key;
+        let scopes = self.acquirer.provider().scopes();
+        loop {
+            report.attempts += 1;
+            let attempt = async {
+                let token = self
+                    .acquirer
+                    .acquire_silent(key, &scopes, Caller::Worker)
+                    .await?;
+                self.api.me(&token).await?;
+                Ok::<_, Failure>(token.expires_on)
+            };
+            let (reason, retry_after) = match attempt.await {
+                Ok(expires_on) => {
+                    report.token_expires_on = Some(expires_on);
+                    return Ok(Outcome::Success);
+                }
+                Err(Failure::Interaction(reason)) => {
+                    report.outcome = Kind::InteractionRequired;
+                    report.reason = Some(reason.clone());
+                    return Ok(Outcome::InteractionRequired { reason });
+                }
+                Err(Failure::Api(error)) => {
+                    report.outcome = Kind::ApiError;
+                    report.reason = Some(error.clone());
+                    return Ok(Outcome::ApiFailed { error });
+                }
+                Err(Failure::Fatal(e)) => return Err(e),
+                Err(Failure::Transient {
+                    reason,
+                    retry_after,
+                }) => (reason, retry_after),
+            };
+            if report.attempts > self.options.retries {
+                report.outcome = Kind::Transient;
+                report.reason = Some(reason.clone());
+                return Ok(Outcome::Transient {
+                    error: reason,
+                    next_attempt_at: next_attempt(self.clock.now(), activity.consecutive_failures),
+                });
+            }
+            tracing::info!(account = %key, attempt = report.attempts, %reason, "transient failure; trying again");
+            tokio::time::sleep(pause(report.attempts - 1, retry_after)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_double_with_jitter_and_honour_retry_after() {
+        for _ in 0..100 {
+            let first = pause(0, None);
+            assert!(first >= Duration::from_millis(250) && first <= Duration::from_millis(750));
+            let third = pause(2, None);
+            assert!(third >= Duration::from_millis(1000) && third <= Duration::from_millis(3000));
+            assert!(pause(0, Some(Duration::from_secs(2))) >= Duration::from_secs(2));
+            assert!(pause(20, Some(Duration::from_secs(3600))) <= MAX_PAUSE);
+        }
+    }
+
+    #[test]
+    fn accounts_that_keep_failing_come_back_later_and_later() {
+        let now = OffsetDateTime::UNIX_EPOCH;
+        for _ in 0..100 {
+            let first = (next_attempt(now, 0) - now).whole_seconds();
+            assert!((54..=66).contains(&first), "{first}");
+            let fourth = (next_attempt(now, 3) - now).whole_seconds();
+            assert!((432..=528).contains(&fourth), "{fourth}");
+            let capped = (next_attempt(now, 30) - now).whole_seconds();
+            assert!((3240..=3960).contains(&capped), "{capped}");
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! `tokenbridge worker`: acts for users who have left. Each pass claims due accounts from the
+//! activity store, acquires tokens through the same `TokenAcquirer` as the web app (so a
+//! user's refresh is serialized with the web app's by the cache row's lease), calls the API
+//! and records each outcome. One pass, or `--every` until stopped.
+//!
+//! - `pass`: claiming, concurrency, release;
+//! - `account`: one account, its retries and its outcome;
+//! - `report`: what stdout shows.
+
+mod account;
+mod pass;
+mod report;
+
+pub use account::{AccountReport, Kind};
+pub use report::{Reporter, Summary};
+
+use crate::api::ApiClient;
+use crate::cache::seal::Sealer;
+use crate::cache::store::TokenCacheStore;
+use crate::clock::Clock;
+use crate::db::{migrate, Database};
+use crate::identity::acquire::{process_owner, AcquirerOptions, TokenAcquirer};
+use crate::identity::OidcProvider;
+use crate::settings::{Settings, WorkerSettings};
+use crate::sync::lock;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Why a pass stopped before its end.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum PassError {
+    /// It would fail for every account (client registration, scopes, cache keys): exit 2.
+    #[error("configuration error: {0}")]
+    Configuration(String),
+    /// The database failed: exit 1. Claims expire; nothing is lost.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+/// Expired cache rows are swept at most this often under `--every` (and on every single pass).
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+pub struct Worker {
+    db: Database,
+    acquirer: TokenAcquirer,
+    api: ApiClient,
+    store: TokenCacheStore,
+    clock: Arc<dyn Clock>,
+    owner: String,
+    options: WorkerSettings,
+    sweep_batch: u32,
+    /// How long a claim lasts: a page waits at most one account's time to start, then takes
+    /// at most one account's time.
+    claim_for: Duration,
+    last_sweep: Mutex<Option<Instant>>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("owner", &self.owner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    /// Connects to the database (which must be migrated) and prepares the provider client.
+    pub async fn build(
+        settings: &Settings,
+        options: WorkerSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, PassError> {
+        let db_settings = settings.database.clone();
+        let db = tokio::task::spawn_blocking(move || -> Result<Database, crate::db::DbError> {
+            let db = Database::connect(&db_settings)?;
+            migrate::ensure_migrated(&mut *db.get()?)?;
+            Ok(db)
+        })
+        .await
+        .map_err(|e| PassError::Database(e.to_string()))?
+        .map_err(|e| PassError::Database(e.to_string()))?;
+        // The worker signs nobody in; the redirect URI is only part of the client's identity.
+        let provider = OidcProvider::new(&settings.identity, &settings.web.redirect_uri())
+            .map_err(|e| PassError::Configuration(e.to_string()))?;
+        let store = TokenCacheStore::new(
+            Sealer::new(settings.cache.keys.clone(), settings.cache.read_plaintext),
+            settings.cache.sliding_expiration,
+        );
+        let mut acquirer_options = AcquirerOptions::from_settings(&settings.identity, &settings.cache);
+        // Each account is visited once a pass: keeping documents would only grow memory.
+        acquirer_options.memory_entries = 0;
+        let acquirer = TokenAcquirer::new(
+            db.clone(),
+            store.clone(),
+            Arc::new(provider),
+            clock.clone(),
+            acquirer_options,
+        );
+        let api = ApiClient::new(&settings.api).map_err(|e| PassError::Configuration(e.to_string()))?;
+        let one_try = settings.identity.http_timeout * 2 + settings.api.timeout;
+        let one_account = one_try * (options.retries + 1) + Duration::from_secs(60);
+        Ok(Self {
+            db,
+            acquirer,
+            api,
+            store,
+            clock,
+            owner: format!("worker-{}", process_owner()),
+            options,
+            sweep_batch: settings.cache.sweep_batch,
+            claim_for: one_account * 2,
+            last_sweep: Mutex::new(None),
+        })
+    }
+
+    pub fn options(&self) -> &WorkerSettings {
+        &self.options
+    }
+
+    /// Passes until `stop` says so (one pass without `every`), each reported on `reporter`.
+    /// A pass that fails ends the run with its error.
+    pub async fn run<W: Write>(
+        &self,
+        reporter: &mut Reporter<W>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), PassError> {
+        loop {
+            let summary = self.pass(reporter, stop).await?;
+            reporter.summary(&summary);
+            let Some(every) = self.options.every else {
+                return Ok(());
+            };
+            if *stop.borrow() {
+                return Ok(());
+            }
+            let rest = every.saturating_sub(summary.duration);
+            tokio::select! {
+                () = tokio::time::sleep(rest) => {}
+                _ = stop.changed() => return Ok(()),
+            }
+        }
+    }
+
+    /// Deletes expired cache rows, in batches: on every pass, at most once an hour.
+    async fn sweep_if_due(&self) -> Result<u64, PassError> {
+        if lock(&self.last_sweep).is_some_and(|at| at.elapsed() < SWEEP_EVERY) {
+            return Ok(0);
+        }
+        let (store, now, batch) = (self.store.clone(), self.clock.now(), self.sweep_batch);
+        let swept = self
+            .db
+            .run(move |conn| store.sweep_expired(conn, now, batch))
+            .await
+            .map_err(|e| PassError::Database(e.to_string()))?;
+        *lock(&self.last_sweep) = Some(Instant::now());
+        Ok(swept as u64)
+    }
+}

@@ -1,0 +1,243 @@
+//! One pass: claim due accounts a page at a time (a page is never bigger than the accounts in
+//! flight, so memory stays flat however many rows there are), work them with bounded
+//! concurrency, report each, and give back what was claimed but not finished when the pass is
+//! stopped or fails.
+
+use super::account::{AccountReport, Kind};
+use super::report::{Reporter, Summary};
+use super::{PassError, Worker};
+use crate::activity::store::{self as activities, Activity, DueFilter};
+use crate::db::DbError;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use std::collections::{HashSet, VecDeque};
+use std::io::Write;
+use std::time::Instant;
+use tokio::sync::watch;
+
+impl Worker {
+    /// Runs one pass. Returns its summary, or why it had to stop (a configuration error or a
+    /// database failure); either way, nothing claimed stays claimed longer than its lease.
+    pub async fn pass<W: Write>(
+        &self,
+        reporter: &mut Reporter<W>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Summary, PassError> {
+        let started = Instant::now();
+        let mut summary = Summary::default();
+        if !self.options.dry_run {
+            summary.swept = self.sweep_if_due().await?;
+        }
+        let outcome = if self.options.dry_run {
+            self.dry_run(reporter, &mut summary).await
+        } else {
+            self.claimed(reporter, &mut summary, stop).await
+        };
+        summary.duration = started.elapsed();
+        outcome.map(|()| summary)
+    }
+
+    fn due_filter(&self) -> DueFilter {
+        let now = self.clock.now();
+        DueFilter {
+            cutoff: now - crate::clock::duration(self.options.older_than),
+            now,
+            include_failed: self.options.include_failed,
+        }
+    }
+
+    fn limit_reached(&self, count: u64) -> bool {
+        self.options.limit.is_some_and(|limit| count >= limit)
+    }
+
+    /// Lists what a pass would process: reads only, claims nothing.
+    async fn dry_run<W: Write>(
+        &self,
+        reporter: &mut Reporter<W>,
+        summary: &mut Summary,
+    ) -> Result<(), PassError> {
+        let mut after: Option<String> = None;
+        loop {
+            let page = match &self.options.user {
+                Some(user) if after.is_none() => self.find_user(user).await?,
+                Some(_) => Vec::new(),
+                None => {
+                    let (filter, from) = (self.due_filter(), after.clone());
+                    let size = self.page_size(summary.accounts);
+                    self.db
+                        .run(move |conn| {
+                            activities::due_page(conn, filter, from.as_deref(), size)
+                                .map_err(DbError::from)
+                        })
+                        .await
+                        .map_err(database)?
+                }
+            };
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after = Some(last.account_cache_key.clone());
+            for activity in &page {
+                let report = AccountReport::new(activity, Kind::WouldProcess);
+                summary.add(&report);
+                reporter.account(&report);
+                if self.limit_reached(summary.accounts) {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn page_size(&self, done: u64) -> i64 {
+        let room = self
+            .options
+            .limit
+            .map_or(u64::MAX, |limit| limit.saturating_sub(done));
+        i64::try_from(room.min(self.options.concurrency as u64).max(1)).unwrap_or(1)
+    }
+
+    /// The next claimed accounts: a page of due ones after `after`, or the one `--user` names.
+    async fn claim(&self, after: Option<&str>, started: u64) -> Result<Vec<Activity>, PassError> {
+        let now = self.clock.now();
+        let (owner, until) = (
+            self.owner.clone(),
+            now + crate::clock::duration(self.claim_for),
+        );
+        if let Some(user) = &self.options.user {
+            if after.is_some() {
+                return Ok(Vec::new());
+            }
+            let mut claimed = Vec::new();
+            for found in self.find_user(user).await? {
+                let (key, owner) = (found.account_cache_key, owner.clone());
+                let got = self
+                    .db
+                    .run(move |conn| {
+                        activities::claim_key(conn, &key, &owner, now, until).map_err(DbError::from)
+                    })
+                    .await
+                    .map_err(database)?;
+                claimed.extend(got);
+            }
+            return Ok(claimed);
+        }
+        let (filter, from, size) = (self.due_filter(), after.map(str::to_owned), self.page_size(started));
+        self.db
+            .run(move |conn| {
+                activities::claim_due(conn, filter, from.as_deref(), size, &owner, until)
+                    .map_err(DbError::from)
+            })
+            .await
+            .map_err(database)
+    }
+
+    /// The accounts `--user` names: by home account id, else by user principal name.
+    async fn find_user(&self, user: &str) -> Result<Vec<Activity>, PassError> {
+        let user = user.to_owned();
+        self.db
+            .run(move |conn| {
+                let by_key = activities::get(conn, &user)?;
+                Ok::<_, DbError>(match by_key {
+                    Some(activity) => vec![activity],
+                    None => activities::find_by_upn(conn, &user)?,
+                })
+            })
+            .await
+            .map_err(database)
+    }
+
+    async fn claimed<W: Write>(
+        &self,
+        reporter: &mut Reporter<W>,
+        summary: &mut Summary,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<(), PassError> {
+        let mut queue: VecDeque<Activity> = VecDeque::new();
+        let mut unfinished: HashSet<String> = HashSet::new();
+        let mut in_flight = FuturesUnordered::new();
+        let (mut after, mut exhausted, mut started) = (None::<String>, false, 0_u64);
+        let mut stopping = *stop.borrow();
+        let mut failure = None;
+        loop {
+            while !stopping
+                && failure.is_none()
+                && in_flight.len() < self.options.concurrency
+                && !self.limit_reached(started)
+            {
+                if queue.is_empty() {
+                    if exhausted {
+                        break;
+                    }
+                    match self.claim(after.as_deref(), started).await {
+                        Ok(page) if page.is_empty() => exhausted = true,
+                        Ok(page) => {
+                            after = page.last().map(|a| a.account_cache_key.clone());
+                            unfinished.extend(page.iter().map(|a| a.account_cache_key.clone()));
+                            queue.extend(page);
+                        }
+                        Err(e) => failure = Some(e),
+                    }
+                    continue;
+                }
+                if let Some(activity) = queue.pop_front() {
+                    started += 1;
+                    in_flight.push(self.work(activity));
+                }
+            }
+            if in_flight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                done = in_flight.next() => match done {
+                    Some(Ok(report)) => {
+                        unfinished.remove(&report.account);
+                        summary.add(&report);
+                        reporter.account(&report);
+                    }
+                    Some(Err(e)) => {
+                        // It would fail for every account: stop at once.
+                        failure = Some(e);
+                        break;
+                    }
+                    None => break,
+                },
+                changed = stop.changed(), if !stopping => {
+                    stopping = true;
+                    if changed.is_ok() {
+                        tracing::info!("stopping: finishing the accounts in flight, claiming no more");
+                    }
+                }
+            }
+        }
+        drop(in_flight);
+        summary.stopped = stopping;
+        self.release(unfinished).await;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Gives back claims not worked to the end, so another pass can take them at once.
+    async fn release(&self, keys: HashSet<String>) {
+        if keys.is_empty() {
+            return;
+        }
+        let owner = self.owner.clone();
+        let released = self
+            .db
+            .run(move |conn| {
+                for key in &keys {
+                    activities::release(conn, key, &owner)?;
+                }
+                Ok::<_, DbError>(())
+            })
+            .await;
+        if let Err(e) = released {
+            tracing::warn!(error = %e, "could not release claimed accounts; their claims expire on their own");
+        }
+    }
+}
+
+fn database(e: DbError) -> PassError {
+    PassError::Database(e.to_string())
+}
