@@ -199,7 +199,11 @@ mod tests {
         assert_eq!(args.user.as_deref(), Some("ada@contoso.com"));
         assert!(args.include_failed && args.dry_run);
         assert_eq!(args.format, Some(ReportFormat::Json));
-        for bad in [["--concurrency", "0"], ["--older-than", "soon"], ["--format", "xml"]] {
+        for bad in [
+            ["--concurrency", "0"],
+            ["--older-than", "soon"],
+            ["--format", "xml"],
+        ] {
             let mut argv = vec!["tokenbridge", "worker"];
             argv.extend(bad);
             assert!(Cli::try_parse_from(argv).is_err(), "{bad:?}");

@@ -169,7 +169,10 @@ fn invalid_values_name_the_key_and_what_is_expected() {
         ("[worker]\nolder_than = \"later\"\n", "worker.older_than"),
         ("[worker]\nevery = \"10ms\"\n", "worker.every"),
         ("[worker]\nconcurrency = 0\n", "worker.concurrency"),
-        ("[identity]\nrefresh_margin = \"soon\"\n", "identity.refresh_margin"),
+        (
+            "[identity]\nrefresh_margin = \"soon\"\n",
+            "identity.refresh_margin",
+        ),
         ("[log]\nlevel = \"loud=[\"\n", "log.level"),
     ];
     for (file, key) in cases {

@@ -88,7 +88,8 @@ impl Worker {
             Sealer::new(settings.cache.keys.clone(), settings.cache.read_plaintext),
             settings.cache.sliding_expiration,
         );
-        let mut acquirer_options = AcquirerOptions::from_settings(&settings.identity, &settings.cache);
+        let mut acquirer_options =
+            AcquirerOptions::from_settings(&settings.identity, &settings.cache);
         // Each account is visited once a pass: keeping documents would only grow memory.
         acquirer_options.memory_entries = 0;
         let acquirer = TokenAcquirer::new(
@@ -98,7 +99,8 @@ impl Worker {
             clock.clone(),
             acquirer_options,
         );
-        let api = ApiClient::new(&settings.api).map_err(|e| PassError::Configuration(e.to_string()))?;
+        let api =
+            ApiClient::new(&settings.api).map_err(|e| PassError::Configuration(e.to_string()))?;
         let one_try = settings.identity.http_timeout * 2 + settings.api.timeout;
         let one_account = one_try * (options.retries + 1) + Duration::from_secs(60);
         Ok(Self {
@@ -138,7 +140,7 @@ impl Worker {
             let rest = every.saturating_sub(summary.duration);
             tokio::select! {
                 () = tokio::time::sleep(rest) => {}
-                _ = stop.changed() => return Ok(()),
+                Ok(()) = stop.changed() => return Ok(()),
             }
         }
     }

@@ -120,7 +120,11 @@ impl Worker {
             }
             return Ok(claimed);
         }
-        let (filter, from, size) = (self.due_filter(), after.map(str::to_owned), self.page_size(started));
+        let (filter, from, size) = (
+            self.due_filter(),
+            after.map(str::to_owned),
+            self.page_size(started),
+        );
         self.db
             .run(move |conn| {
                 activities::claim_due(conn, filter, from.as_deref(), size, &owner, until)
@@ -156,6 +160,8 @@ impl Worker {
         let mut in_flight = FuturesUnordered::new();
         let (mut after, mut exhausted, mut started) = (None::<String>, false, 0_u64);
         let mut stopping = *stop.borrow();
+        // A stop signal whose sender is gone can never fire: stop watching it.
+        let mut watching = !stopping;
         let mut failure = None;
         loop {
             while !stopping
@@ -200,9 +206,11 @@ impl Worker {
                     }
                     None => break,
                 },
-                changed = stop.changed(), if !stopping => {
-                    stopping = true;
-                    if changed.is_ok() {
+                changed = stop.changed(), if watching => {
+                    if changed.is_err() {
+                        watching = false;
+                    } else if *stop.borrow() {
+                        (stopping, watching) = (true, false);
                         tracing::info!("stopping: finishing the accounts in flight, claiming no more");
                     }
                 }

@@ -178,7 +178,11 @@ impl<W: Write> Reporter<W> {
                     } else {
                         String::new()
                     },
-                    if summary.stopped { "; stopped early" } else { "" },
+                    if summary.stopped {
+                        "; stopped early"
+                    } else {
+                        ""
+                    },
                 )
             }
         };

@@ -278,8 +278,8 @@ fn signed_out_accounts_are_skipped_until_the_next_sign_in(db: &TestDb) {
     assert!(activities::mark_signed_out(c, "u", now).unwrap());
     assert!(!activities::mark_signed_out(c, "nobody", now).unwrap());
     // Reported once by a worker, which marks it...
-    let claimed = activities::claim_due(c, due(now), None, 10, "w", now + Duration::minutes(5))
-        .unwrap();
+    let claimed =
+        activities::claim_due(c, due(now), None, 10, "w", now + Duration::minutes(5)).unwrap();
     assert_eq!(keys(&claimed), ["u"]);
     let signed_out = Outcome::InteractionRequired {
         reason: "signed out".into(),
@@ -331,5 +331,8 @@ fn one_account_is_claimed_by_key_unless_another_worker_holds_it(db: &TestDb) {
     // An expired claim can be taken over.
     let later = lease + Duration::seconds(1);
     let taken = activities::claim_key(c, "u", "worker-b", later, later + Duration::minutes(5));
-    assert_eq!(taken.unwrap().unwrap().lease_owner.as_deref(), Some("worker-b"));
+    assert_eq!(
+        taken.unwrap().unwrap().lease_owner.as_deref(),
+        Some("worker-b")
+    );
 }

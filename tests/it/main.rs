@@ -15,3 +15,4 @@ mod fixtures;
 mod interop;
 mod migrations;
 mod serve;
+mod worker;

@@ -150,26 +150,44 @@ impl TestApp {
     /// `/signin`, then the provider's URL (the sign-in form, unless the provider session
     /// answers at once), then the callback. Returns the callback's response.
     pub async fn sign_in_via(&self, path: &str, user: &str) -> reqwest::Response {
-        let start = self.get(path).await;
+        self.sign_in_with(&self.browser, path, user).await
+    }
+
+    /// [`TestApp::sign_in_via`] in `browser`.
+    pub async fn sign_in_with(
+        &self,
+        browser: &reqwest::Client,
+        path: &str,
+        user: &str,
+    ) -> reqwest::Response {
+        let start = browser.get(self.url(path)).send().await.unwrap();
         assert_eq!(start.status(), 302, "{path}");
         let provider_url = location(&start);
-        let at_provider = self.browser.get(&provider_url).send().await.unwrap();
+        let at_provider = browser.get(&provider_url).send().await.unwrap();
         let back = if at_provider.status() == 200 {
             let url = Url::parse(&provider_url).unwrap();
             let mut fields: Vec<(String, String)> = url.query_pairs().into_owned().collect();
             fields.push(("username".into(), user.into()));
             let action = format!("{}://{}{}", url.scheme(), url.authority(), url.path());
-            self.browser
-                .post(action)
-                .form(&fields)
-                .send()
-                .await
-                .unwrap()
+            browser.post(action).form(&fields).send().await.unwrap()
         } else {
             at_provider
         };
         assert_eq!(back.status(), 302);
-        self.browser.get(location(&back)).send().await.unwrap()
+        browser.get(location(&back)).send().await.unwrap()
+    }
+
+    /// Signs `user` in from a browser of their own (cookies of their own, at the app and at
+    /// the provider), which is returned.
+    pub async fn sign_in_elsewhere(&self, user: &str) -> reqwest::Client {
+        let browser = reqwest::Client::builder()
+            .cookie_store(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        let callback = self.sign_in_with(&browser, "/signin", user).await;
+        assert_eq!(callback.status(), 303, "{user}");
+        browser
     }
 
     pub async fn sign_in(&self, user: &str) {

@@ -1,0 +1,123 @@
+//! A provider in trouble: retries within the pass, backoff across passes, and one account's
+//! trouble never harming another's. Provider behaviour does not depend on the database, so
+//! these run on SQLite.
+
+use super::{activity, outcomes, pass};
+use crate::serve::{spawn_app_with, TestApp};
+use std::time::Duration as StdDuration;
+use time::Duration;
+use tokenbridge::clock::Clock;
+use tokenbridge::db::Backend;
+use tokenbridge::settings::Rotation;
+use tokenbridge::worker::PassError;
+
+async fn app(test: &str, rotation: Rotation, users: &[&str]) -> TestApp {
+    let app = spawn_app_with(
+        test,
+        Backend::Sqlite,
+        |s| s.rotation = rotation,
+        |s| s.identity.http_timeout = StdDuration::from_secs(1),
+    )
+    .await
+    .unwrap();
+    for user in users {
+        app.sign_in_elsewhere(user).await;
+    }
+    app.clock.advance(Duration::hours(2));
+    app
+}
+
+#[tokio::test]
+async fn server_errors_are_retried_within_the_pass() {
+    let app = app("worker::retried", Rotation::Rotate, &["ada"]).await;
+    app.idp.inject("500", 2).await;
+    let run = pass(&app, |_| {}).await;
+    assert_eq!(run.outcomes(), outcomes(&[("ada", "ok")]));
+    assert_eq!(run.line("ada")["attempts"], 3);
+    assert_eq!(activity(&app, "ada").consecutive_failures, 0);
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured() {
+    let app = app("worker::retry_after", Rotation::Rotate, &["ada"]).await;
+    let busy = serde_json::json!({ "kind": "429", "count": 1, "retry_after": 2 });
+    app.idp
+        .admin(reqwest::Method::POST, "faults", Some(busy))
+        .await;
+    let run = pass(&app, |_| {}).await;
+    assert_eq!(run.outcomes(), outcomes(&[("ada", "ok")]));
+    let line = run.line("ada");
+    assert_eq!(line["attempts"], 2);
+    assert!(line["elapsed_ms"].as_u64().unwrap() >= 2000, "{line}");
+}
+
+#[tokio::test]
+async fn a_provider_that_hangs_is_transient_and_backs_off_without_marking() {
+    let app = app("worker::hang", Rotation::Rotate, &["ada"]).await;
+    app.idp.inject("hang", 1).await;
+    let run = pass(&app, |o| o.retries = 0).await;
+    assert_eq!(run.outcomes(), outcomes(&[("ada", "transient")]));
+    let row = activity(&app, "ada");
+    assert!(!row.failed_to_acquire_token, "not the user's fault");
+    assert_eq!(row.consecutive_failures, 1);
+    let retry_at = tokenbridge::clock::from_db(row.next_attempt_at.unwrap());
+    assert!(retry_at > app.clock.now(), "backing off");
+    // Not due again until the backoff has passed.
+    assert_eq!(pass(&app, |_| {}).await.summary().accounts, 0);
+    app.clock.advance(Duration::minutes(2));
+    let run = pass(&app, |_| {}).await;
+    assert_eq!(run.outcomes(), outcomes(&[("ada", "ok")]));
+}
+
+/// The provider rotates a user's token and the answer is lost: under strict reuse detection
+/// that user has to sign in again (no client can recover), and nobody else is harmed.
+#[tokio::test]
+async fn an_answer_lost_after_rotation_harms_only_that_user() {
+    let app = app(
+        "worker::lost_answer",
+        Rotation::Strict,
+        &["ada", "grace", "alan"],
+    )
+    .await;
+    app.idp.inject("lose_answer", 1).await;
+    let run = pass(&app, |o| o.concurrency = 1).await;
+    let outcomes = run.outcomes();
+    let harmed: Vec<_> = outcomes.iter().filter(|(_, o)| *o != "ok").collect();
+    assert_eq!(harmed.len(), 1, "{outcomes:?}");
+    assert_eq!(harmed[0].1, "interaction_required", "{outcomes:?}");
+    let counters = app.idp.counters().await;
+    assert_eq!(counters["reuse_detections"], 1, "{counters}");
+}
+
+#[tokio::test]
+async fn a_configuration_error_stops_the_pass_at_once() {
+    let app = app("worker::configuration", Rotation::Rotate, &["ada", "grace"]).await;
+    let mut settings = app.settings.clone();
+    settings.identity.client_secret = Some(tokenbridge::secret::Secret::new("wrong"));
+    let worker = tokenbridge::worker::Worker::build(
+        &settings,
+        settings.worker.clone(),
+        std::sync::Arc::new(app.clock.clone()),
+    )
+    .await
+    .unwrap();
+    let mut reporter = tokenbridge::worker::Reporter::new(
+        tokenbridge::settings::ReportFormat::Json,
+        Vec::new(),
+        false,
+    );
+    let (_stop, mut stopped) = tokio::sync::watch::channel(false);
+    let result = worker.pass(&mut reporter, &mut stopped).await;
+    assert!(
+        matches!(&result, Err(PassError::Configuration(reason)) if reason.contains("invalid_client")),
+        "{result:?}"
+    );
+    for user in ["ada", "grace"] {
+        let row = activity(&app, user);
+        assert_eq!(row.lease_owner, None, "{user}: claims are given back");
+        assert!(
+            !row.failed_to_acquire_token && row.last_error.is_none(),
+            "{user}"
+        );
+    }
+}

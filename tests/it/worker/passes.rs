@@ -1,0 +1,194 @@
+//! What a pass does for users in each state, on every backend.
+
+use super::{activity, outcomes, pass};
+use crate::serve::{e2e_tests, spawn_app, TestApp};
+use time::Duration;
+use tokenbridge::clock::Clock;
+use tokenbridge::db::Backend;
+
+e2e_tests!(
+    one_pass_refreshes_each_idle_user_and_calls_the_api_once_each,
+    a_revoked_user_is_marked_skipped_and_cleared_by_signing_in,
+    a_signed_out_user_is_reported_once_then_skipped,
+    a_dry_run_lists_the_due_accounts_and_changes_nothing,
+    one_user_can_be_processed_alone,
+);
+
+async fn app_with(test: &str, backend: Backend, users: &[&str]) -> Option<TestApp> {
+    let app = spawn_app(test, backend, |_| {}).await?;
+    for user in users {
+        app.sign_in_elsewhere(user).await;
+    }
+    Some(app)
+}
+
+async fn one_pass_refreshes_each_idle_user_and_calls_the_api_once_each(backend: Backend) {
+    let Some(app) = app_with("worker::one_pass", backend, &["ada", "grace", "alan"]).await else {
+        return;
+    };
+    // Recently active users are not due yet.
+    let early = pass(&app, |_| {}).await;
+    assert_eq!(early.summary().accounts, 0, "{:?}", early.lines);
+    app.clock.advance(Duration::hours(2));
+    let counters = app.idp.counters().await;
+    let run = pass(&app, |_| {}).await;
+    assert_eq!(
+        run.outcomes(),
+        outcomes(&[("ada", "ok"), ("alan", "ok"), ("grace", "ok")])
+    );
+    assert_eq!(run.summary().ok, 3);
+    let after = app.idp.counters().await;
+    for user in ["ada", "grace", "alan"] {
+        assert_eq!(after["users"][user]["refreshes"], 1, "{after}");
+        assert_eq!(
+            after["users"][user]["api_calls"].as_u64().unwrap(),
+            counters["users"][user]["api_calls"].as_u64().unwrap_or(0) + 1,
+            "{after}"
+        );
+        let row = activity(&app, user);
+        assert!(row.last_success_at.is_some());
+        assert!(
+            row.last_activity() < app.clock.now() - Duration::hours(1),
+            "the worker never touches last_activity"
+        );
+        assert_eq!(row.lease_owner, None, "claims are released");
+        let line = run.line(user);
+        assert!(line["token_expires_at"].is_string(), "{line}");
+        assert!(line["elapsed_ms"].is_u64());
+    }
+    // The web app's pages now use the tokens the worker refreshed.
+    assert_eq!(app.home_html().await.0, 200);
+}
+
+async fn a_revoked_user_is_marked_skipped_and_cleared_by_signing_in(backend: Backend) {
+    let Some(app) = app_with("worker::revoked", backend, &["ada", "grace"]).await else {
+        return;
+    };
+    app.idp
+        .admin(reqwest::Method::POST, "users/grace/revoke", None)
+        .await;
+    app.clock.advance(Duration::hours(2));
+    let run = pass(&app, |_| {}).await;
+    assert_eq!(
+        run.outcomes(),
+        outcomes(&[("ada", "ok"), ("grace", "interaction_required")])
+    );
+    let reason = run.line("grace")["reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("invalid_grant"), "{reason}");
+    let row = activity(&app, "grace");
+    assert!(row.failed_to_acquire_token);
+    assert!(row.last_error.unwrap().contains("invalid_grant"));
+
+    app.clock.advance(Duration::hours(1));
+    let run = pass(&app, |_| {}).await;
+    assert_eq!(
+        run.outcomes(),
+        outcomes(&[("ada", "ok")]),
+        "grace is skipped"
+    );
+
+    app.sign_in_elsewhere("grace").await;
+    assert!(
+        !activity(&app, "grace").failed_to_acquire_token,
+        "signing in clears the mark"
+    );
+    app.clock.advance(Duration::hours(2));
+    let run = pass(&app, |_| {}).await;
+    assert_eq!(run.outcomes(), outcomes(&[("ada", "ok"), ("grace", "ok")]));
+}
+
+async fn a_signed_out_user_is_reported_once_then_skipped(backend: Backend) {
+    let Some(app) = spawn_app("worker::signed_out", backend, |_| {}).await else {
+        return;
+    };
+    app.sign_in("ada").await;
+    app.sign_in_elsewhere("grace").await;
+    let (_, html) = app.home_html().await;
+    let signed_out = app
+        .browser
+        .post(app.url("/signout"))
+        .form(&[("csrf", TestApp::csrf(&html))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_out.status(), 303);
+    app.clock.advance(Duration::hours(2));
+    let run = pass(&app, |_| {}).await;
+    assert_eq!(
+        run.outcomes(),
+        outcomes(&[("ada", "signed_out"), ("grace", "ok")])
+    );
+    assert_eq!(run.summary().signed_out, 1);
+    let run = pass(&app, |_| {}).await;
+    assert_eq!(run.outcomes(), outcomes(&[("grace", "ok")]));
+}
+
+fn dump(app: &TestApp) -> String {
+    use diesel::prelude::*;
+    use tokenbridge::db::schema::account_activities::dsl as aa;
+    use tokenbridge::db::schema::token_cache::dsl as tc;
+    let conn = &mut *app.db.conn();
+    let caches: Vec<(String, Vec<u8>, i64, time::PrimitiveDateTime)> = tc::token_cache
+        .select((tc::id, tc::value, tc::version, tc::expires_at))
+        .order(tc::id)
+        .load(conn)
+        .unwrap();
+    let activities: Vec<tokenbridge::activity::store::Activity> = aa::account_activities
+        .select(tokenbridge::db::schema::account_activities::all_columns)
+        .order(aa::account_cache_key)
+        .load(conn)
+        .unwrap();
+    format!("{caches:?}\n{activities:?}")
+}
+
+async fn a_dry_run_lists_the_due_accounts_and_changes_nothing(backend: Backend) {
+    let Some(app) = app_with("worker::dry_run", backend, &["ada", "grace", "alan"]).await else {
+        return;
+    };
+    app.idp
+        .admin(reqwest::Method::POST, "users/alan/revoke", None)
+        .await;
+    app.clock.advance(Duration::days(2));
+    let before = dump(&app);
+    let counters = app.idp.counters().await;
+    let run = pass(&app, |o| o.dry_run = true).await;
+    assert_eq!(
+        run.outcomes(),
+        outcomes(&[
+            ("ada", "would_process"),
+            ("alan", "would_process"),
+            ("grace", "would_process")
+        ])
+    );
+    let limited = pass(&app, |o| {
+        o.dry_run = true;
+        o.limit = Some(2);
+    })
+    .await;
+    assert_eq!(limited.lines.len(), 2);
+    assert_eq!(dump(&app), before, "nothing in the database changed");
+    assert_eq!(
+        app.idp.counters().await,
+        counters,
+        "nothing was asked of the provider"
+    );
+}
+
+async fn one_user_can_be_processed_alone(backend: Backend) {
+    let Some(app) = app_with("worker::one_user", backend, &["ada", "grace"]).await else {
+        return;
+    };
+    // Active a minute ago: not due, but asked for by name.
+    app.clock.advance(Duration::minutes(1));
+    let by_upn = pass(&app, |o| o.user = Some("Grace@TokenBridge.dev".into())).await;
+    assert_eq!(by_upn.outcomes(), outcomes(&[("grace", "ok")]));
+    let id = activity(&app, "ada").account_cache_key;
+    let by_id = pass(&app, |o| o.user = Some(id.clone())).await;
+    assert_eq!(by_id.outcomes(), outcomes(&[("ada", "ok")]));
+    assert!(activity(&app, "ada").last_success_at.is_some());
+    let nobody = pass(&app, |o| o.user = Some("nobody@tokenbridge.dev".into())).await;
+    assert_eq!(nobody.summary().accounts, 0);
+    let counters = app.idp.counters().await;
+    assert_eq!(counters["users"]["grace"]["api_calls"], 1, "{counters}");
+    assert_eq!(counters["users"]["ada"]["api_calls"], 1, "{counters}");
+}
