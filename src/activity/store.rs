@@ -38,6 +38,7 @@ pub struct Activity {
     pub signed_out_at: Option<PrimitiveDateTime>,
     pub lease_owner: Option<String>,
     pub lease_until: Option<PrimitiveDateTime>,
+    pub last_attempt_at: Option<PrimitiveDateTime>,
 }
 
 impl Activity {
@@ -136,8 +137,9 @@ pub fn find_by_upn(conn: &mut DbConnection, upn: &str) -> QueryResult<Vec<Activi
         .load(conn)
 }
 
-/// Which accounts are due: idle since `cutoff` or longer, not marked "interaction required"
-/// (unless `include_failed`), backoff elapsed at `now`. A signed-out account is due until a
+/// Which accounts are due: idle since `cutoff` or longer, not acted for by a worker since
+/// `cutoff` either (so workers sharing a pass never do an account twice), not marked
+/// "interaction required" (unless `include_failed`), backoff elapsed at `now`. A signed-out account is due until a
 /// worker has reported it once (which marks it), so the sign-out shows in one report.
 #[derive(Debug, Clone, Copy)]
 pub struct DueFilter {
@@ -154,6 +156,11 @@ macro_rules! due_keys {
         aa::table
             .select(dsl::account_cache_key)
             .filter(dsl::last_activity.le(to_db($filter.cutoff)))
+            .filter(
+                dsl::last_attempt_at
+                    .is_null()
+                    .or(dsl::last_attempt_at.le(to_db($filter.cutoff))),
+            )
             .filter(
                 dsl::failed_to_acquire_token
                     .eq(false)
@@ -287,6 +294,7 @@ pub fn record_outcome(
     let release = (
         dsl::lease_owner.eq(None::<String>),
         dsl::lease_until.eq(None::<PrimitiveDateTime>),
+        dsl::last_attempt_at.eq(to_db(now)),
     );
     let changed = match outcome {
         Outcome::Success => diesel::update(target)

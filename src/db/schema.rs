@@ -29,6 +29,7 @@ diesel::table! {
         signed_out_at -> Nullable<Timestamp>,
         lease_owner -> Nullable<Varchar>,
         lease_until -> Nullable<Timestamp>,
+        last_attempt_at -> Nullable<Timestamp>,
     }
 }
 

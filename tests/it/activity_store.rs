@@ -109,18 +109,23 @@ fn due_accounts_respect_cutoff_failure_sign_out_and_backoff(db: &TestDb) {
         ["idle", "signed-out"],
         "a sign-out is due until a worker reports it"
     );
-    let with_failed = DueFilter {
-        include_failed: true,
-        ..due(now)
-    };
-    let page = activities::due_page(c, with_failed, None, 100).unwrap();
-    assert_eq!(keys(&page), ["failed", "idle", "signed-out"]);
+
     let row = activities::get(c, "backing-off").unwrap().unwrap();
     assert_eq!(row.last_error.as_deref(), Some("HTTP 503"));
     assert_eq!(row.consecutive_failures, 1);
     // Once the backoff has elapsed the account is due again.
-    let page = activities::due_page(c, due(now + Duration::minutes(10)), None, 100).unwrap();
+    let later = now + Duration::minutes(10);
+    let page = activities::due_page(c, due(later), None, 100).unwrap();
     assert_eq!(keys(&page), ["backing-off", "idle", "recent", "signed-out"]);
+    let with_failed = DueFilter {
+        include_failed: true,
+        ..due(later)
+    };
+    let page = activities::due_page(c, with_failed, None, 100).unwrap();
+    assert_eq!(
+        keys(&page),
+        ["backing-off", "failed", "idle", "recent", "signed-out"]
+    );
 }
 
 fn due_pages_walk_the_table_by_key(db: &TestDb) {
@@ -258,8 +263,13 @@ fn outcomes_are_recorded_by_the_lease_holder_only(db: &TestDb) {
         (3, Some("HTTP 404"))
     );
     assert!(!row.failed_to_acquire_token);
+    // Not due again while a worker acted for it within the window.
+    assert!(activities::due_page(c, due(at), None, 10)
+        .unwrap()
+        .is_empty());
+    let at = at + Duration::hours(1);
     activities::claim_due(c, due(at), None, 10, "worker-a", at + Duration::minutes(5)).unwrap();
-    activities::record_outcome(c, "u", "worker-a", &Outcome::Success, at).unwrap();
+    assert!(activities::record_outcome(c, "u", "worker-a", &Outcome::Success, at).unwrap());
     let row = activities::get(c, "u").unwrap().unwrap();
     assert_eq!(
         (

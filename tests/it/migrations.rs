@@ -17,9 +17,10 @@ backend_tests!(with_fresh:
     the_binary_migrates_every_backend,
 );
 
-const NAMES: [&str; 2] = [
+const NAMES: [&str; 3] = [
     "2026-11-25-000001_create_token_cache",
     "2026-11-25-000002_create_account_activities",
+    "2026-11-27-000003_add_last_attempt_at",
 ];
 
 fn migrate_up_down_and_up_again(db: &TestDb) {
@@ -130,6 +131,7 @@ fn schemas_agree_with_schema_rs(db: &TestDb) {
         (aa::signed_out_at::NAME, Timestamp, true),
         (aa::lease_owner::NAME, Text, true),
         (aa::lease_until::NAME, Timestamp, true),
+        (aa::last_attempt_at::NAME, Timestamp, true),
     ];
     let expect = |cols: &[(&str, Kind, bool)]| -> Vec<(String, Kind, bool)> {
         cols.iter()
@@ -203,7 +205,11 @@ fn the_binary_migrates_every_backend(db: &TestDb) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(stdout.matches(": applied ").count(), 2, "{stdout}");
+    assert_eq!(
+        stdout.matches(": applied ").count(),
+        NAMES.len(),
+        "{stdout}"
+    );
     migrate::ensure_migrated(&mut db.conn()).unwrap();
     let out = run(&["migrate", "--status"]);
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -195,7 +195,8 @@ impl CacheDocument {
     }
 
     /// An access token for `scopes` with at least `margin` seconds left at `now` (Unix
-    /// seconds); the one that lives longest when several match. The margin never exceeds half
+    /// seconds), and never one at or past its expiry; the one that lives longest when several
+    /// match. The margin never exceeds half
     /// of a token's lifetime, so a 60-second token is used for about 30 seconds rather than
     /// being refreshed on every call.
     pub fn find_access_token(
@@ -214,7 +215,10 @@ impl CacheDocument {
                     && at.realm.eq_ignore_ascii_case(&ctx.realm)
                     && keys::same_environment(&at.environment, &ctx.environment)
                     && keys::target_covers(&at.target, scopes)
-                    && at.expires_on().saturating_sub(now) >= at.refresh_margin(margin)
+                    && {
+                        let left = at.expires_on().saturating_sub(now);
+                        left > 0 && left >= at.refresh_margin(margin)
+                    }
             })
             .max_by_key(|at| at.expires_on())
             .map(|entry| AccessTokenHit {

@@ -219,6 +219,11 @@ fn the_margin_is_at_most_half_a_short_tokens_lifetime() {
             usable_for + 1
         );
     }
+    // Without a margin (a token just redeemed), a token is used until, not at, its expiry.
+    let (doc, home) = signed_in();
+    let at = |t: i64| doc.find_access_token(&ctx(), &home, &["User.Read"], t, 0);
+    assert!(at(NOW + 3599).is_some());
+    assert!(at(NOW + 3600).is_none());
     // A smaller configured margin is honoured as it is.
     let (doc, home) = signed_in();
     assert!(doc

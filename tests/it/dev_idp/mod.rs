@@ -59,6 +59,9 @@ pub async fn spawn_idp_with(change: impl FnOnce(&mut DevIdpSettings)) -> TestIdp
         http: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(std::time::Duration::from_secs(10))
+            // Below the server's keep-alive (5 s), so an idle connection is never reused
+            // just as the server closes it.
+            .pool_idle_timeout(std::time::Duration::from_secs(2))
             .build()
             .unwrap(),
     }

@@ -3,6 +3,7 @@
 
 mod faults;
 mod passes;
+mod processes;
 
 use crate::serve::TestApp;
 use serde_json::Value;

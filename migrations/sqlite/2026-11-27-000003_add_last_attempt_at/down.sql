@@ -1,0 +1,1 @@
+ALTER TABLE account_activities DROP COLUMN last_attempt_at;

@@ -1,0 +1,292 @@
+//! The `tokenbridge worker` binary: exit statuses, SIGTERM mid-pass, and several worker
+//! processes sharing one pass without doing any account twice.
+
+use crate::dev_idp::{CLIENT_ID, CLIENT_SECRET};
+use crate::serve::{e2e_tests, spawn_app, spawn_app_with, TestApp};
+use base64::Engine;
+use diesel::Connection;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use tokenbridge::activity::store::{self as activities, ActivityUpsert};
+use tokenbridge::cache::document::{CacheDocument, ClientContext, Grant, TokenResponse};
+use tokenbridge::db::Backend;
+use tokenbridge::secret::Secret;
+
+e2e_tests!(four_worker_processes_share_a_pass_and_do_each_account_once);
+
+/// `tokenbridge worker ARGS` against the app's database and provider, with an empty settings
+/// file and the environment a deployment would set.
+fn worker(app: &TestApp, config: &std::path::Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenbridge"));
+    cmd.args(["--config", &config.display().to_string(), "worker"])
+        .args(args)
+        .env_clear()
+        .envs(std::env::var("PATH").map(|p| ("PATH".to_owned(), p)))
+        .envs([
+            ("TOKENBRIDGE_DATABASE__URL", app.db.settings.url.full_url()),
+            ("TOKENBRIDGE_IDENTITY__INSTANCE", app.idp.base.clone()),
+            ("TOKENBRIDGE_IDENTITY__TENANT_ID", app.idp.tenant.clone()),
+            ("TOKENBRIDGE_IDENTITY__CLIENT_ID", CLIENT_ID.into()),
+            ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", CLIENT_SECRET.into()),
+            (
+                "TOKENBRIDGE_API__BASE_URL",
+                format!("{}/v1.0", app.idp.base),
+            ),
+            (
+                "TOKENBRIDGE_CACHE__KEYS",
+                format!("k1={}", crate::fixtures::KEY),
+            ),
+            ("TOKENBRIDGE_LOG__LEVEL", "warn".into()),
+        ]);
+    cmd
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// `count` accounts with a valid access token and refresh token (ada's, from the provider,
+/// under an account id of their own), idle for an hour by the real clock. Seeding through the
+/// stores keeps thousands of accounts quick; the provider counts each API call.
+async fn seed(app: &TestApp, count: usize) -> Vec<String> {
+    let tokens = app.idp.tokens_for("ada").await;
+    let context = ClientContext {
+        client_id: CLIENT_ID.into(),
+        environment: "127.0.0.1".into(),
+        realm: app.idp.tenant.clone(),
+    };
+    let store = crate::acquire::store(&app.settings);
+    let now = time::OffsetDateTime::now_utc();
+    let idle_since = now - time::Duration::hours(1);
+    let mut conn = app.db.conn();
+    conn.transaction::<_, anyhow::Error, _>(|conn| {
+        let mut ids = Vec::new();
+        for n in 0..count {
+            let uid = format!("user-{n:05}");
+            let client_info = base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(format!(r#"{{"uid":"{uid}","utid":"{}"}}"#, app.idp.tenant));
+            let response = TokenResponse {
+                access_token: Secret::new(tokens["access_token"].as_str().unwrap()),
+                token_type: Some("Bearer".into()),
+                expires_in: Some(3600),
+                ext_expires_in: None,
+                refresh_in: None,
+                refresh_token: Some(Secret::new(tokens["refresh_token"].as_str().unwrap())),
+                id_token: None,
+                scope: Some("User.Read openid profile offline_access".into()),
+                client_info: Some(client_info),
+                family_id: None,
+            };
+            let mut document = CacheDocument::default();
+            let id = document.add_token_response(
+                &context,
+                &response,
+                &["User.Read"],
+                Grant::AuthorizationCode,
+                None,
+                now.unix_timestamp(),
+            )?;
+            let upn = format!("{uid}@tokenbridge.dev");
+            let activity = ActivityUpsert {
+                account_cache_key: &id,
+                account_identifier: &id,
+                object_id: Some(&uid),
+                tenant_id: Some(&app.idp.tenant),
+                user_principal_name: Some(&upn),
+            };
+            store.save_with_activity(conn, &document, None, &activity, idle_since)?;
+            ids.push(id);
+        }
+        Ok(ids)
+    })
+    .unwrap()
+}
+
+async fn four_worker_processes_share_a_pass_and_do_each_account_once(backend: Backend) {
+    let Some(app) = spawn_app("worker::four_processes", backend, |_| {}).await else {
+        return;
+    };
+    let accounts = seed(&app, 2000).await;
+    let before = app.idp.counters().await["api_calls"].as_u64().unwrap();
+    let config = tempfile::NamedTempFile::new().unwrap();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            worker(
+                &app,
+                config.path(),
+                &["--format", "json", "--concurrency", "8"],
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    let mut per_process = Vec::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lines = json_lines(&out);
+        let (summary, reports) = lines.split_last().unwrap();
+        assert_eq!(
+            summary["summary"]["accounts"].as_u64().unwrap() as usize,
+            reports.len()
+        );
+        for report in reports {
+            assert_eq!(report["outcome"], "ok", "{report}");
+            let account = report["account"].as_str().unwrap().to_owned();
+            assert!(seen.insert(account.clone()), "{account} was done twice");
+        }
+        per_process.push(reports.len());
+    }
+    assert_eq!(
+        seen.len(),
+        accounts.len(),
+        "every account, once: {per_process:?}"
+    );
+    let after = app.idp.counters().await["api_calls"].as_u64().unwrap();
+    assert_eq!(after - before, 2000, "one API call per account");
+    assert!(
+        per_process.iter().filter(|n| **n > 0).count() >= 2,
+        "the processes shared the work: {per_process:?}"
+    );
+}
+
+#[tokio::test]
+async fn exit_status_says_whether_the_pass_ran() {
+    // Two-second tokens: by the time the worker runs, each account needs a refresh, so a
+    // wrong client secret is found at once.
+    let app = spawn_app("worker::exit_status", Backend::Sqlite, |s| {
+        s.access_token_ttl = Duration::from_secs(2)
+    })
+    .await
+    .unwrap();
+    for user in ["ada", "grace", "alan"] {
+        app.sign_in_elsewhere(user).await;
+    }
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let config = tempfile::NamedTempFile::new().unwrap();
+
+    for (key, value) in [
+        ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", ""),
+        ("TOKENBRIDGE_WORKER__CONCURRENCY", "0"),
+        ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "wrong-secret"),
+    ] {
+        let misconfigured = worker(&app, config.path(), &["--older-than", "0s"])
+            .env(key, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&misconfigured.stderr);
+        assert_eq!(
+            misconfigured.status.code(),
+            Some(2),
+            "{key}={value}: {stderr}"
+        );
+        assert!(!stderr.contains("wrong-secret"), "{stderr}");
+    }
+
+    let ran = worker(&app, config.path(), &["--older-than", "0s"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        ran.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    let report = String::from_utf8_lossy(&ran.stdout);
+    assert!(report.contains("3 account(s): 3 ok"), "{report}");
+    assert!(
+        !String::from_utf8_lossy(&ran.stderr).contains("3 ok"),
+        "the report is on stdout"
+    );
+
+    let unreachable = worker(&app, config.path(), &[])
+        .env(
+            "TOKENBRIDGE_DATABASE__URL",
+            "postgres://postgres@127.0.0.1:1/none",
+        )
+        .output()
+        .unwrap();
+    assert_eq!(unreachable.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&unreachable.stderr).contains("database"));
+}
+
+#[tokio::test]
+async fn sigterm_finishes_the_accounts_in_flight_and_gives_back_the_rest() {
+    let app = spawn_app_with(
+        "worker::sigterm",
+        Backend::Sqlite,
+        |s| s.api_latency = Duration::from_millis(500),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let accounts = seed(&app, 20).await;
+    let config = tempfile::NamedTempFile::new().unwrap();
+    let child = worker(
+        &app,
+        config.path(),
+        &["--format", "json", "--concurrency", "2"],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    // Two accounts take about half a second; stop it a little after the first ones started.
+    let started = Instant::now();
+    while app.idp.counters().await["api_calls"].as_u64().unwrap() < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the pass never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines = json_lines(&out);
+    let (summary, reports) = lines.split_last().unwrap();
+    assert_eq!(summary["summary"]["stopped"], true, "{summary}");
+    assert!(
+        !reports.is_empty() && reports.len() < accounts.len(),
+        "finished what was in flight, started nothing more: {}",
+        reports.len()
+    );
+    let done: HashSet<&str> = reports
+        .iter()
+        .map(|r| r["account"].as_str().unwrap())
+        .collect();
+    let conn = &mut app.db.conn();
+    for id in &accounts {
+        let row = activities::get(conn, id).unwrap().unwrap();
+        assert_eq!(row.lease_owner, None, "{id}: no claim left behind");
+        assert_eq!(
+            row.last_success_at.is_some(),
+            done.contains(id.as_str()),
+            "{id}"
+        );
+    }
+}
