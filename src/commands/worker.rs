@@ -97,3 +97,41 @@ async fn shutdown_signal() {
         let _ = interrupt.await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::ReportFormat;
+    use std::time::Duration;
+
+    #[test]
+    fn flags_override_the_worker_settings() {
+        let settings = Settings::from_sources(
+            "[worker]\nolder_than = \"1h\"\nconcurrency = 4\nformat = \"json\"\n",
+            "test",
+            &std::collections::HashMap::new(),
+        )
+        .unwrap()
+        .worker;
+        let unchanged = options(&settings, &WorkerArgs::default());
+        assert_eq!(format!("{unchanged:?}"), format!("{settings:?}"));
+        let args = WorkerArgs {
+            older_than: Some(Duration::from_secs(300)),
+            every: Some(Duration::from_secs(60)),
+            concurrency: Some(32),
+            limit: Some(5),
+            user: Some("ada".into()),
+            include_failed: true,
+            dry_run: true,
+            format: Some(ReportFormat::Text),
+        };
+        let merged = options(&settings, &args);
+        assert_eq!(merged.older_than, Duration::from_secs(300));
+        assert_eq!(merged.every, Some(Duration::from_secs(60)));
+        assert_eq!(merged.concurrency, 32);
+        assert_eq!(merged.limit, Some(5));
+        assert_eq!(merged.user.as_deref(), Some("ada"));
+        assert!(merged.include_failed && merged.dry_run);
+        assert_eq!(merged.format, ReportFormat::Text);
+    }
+}

@@ -169,6 +169,7 @@ fn invalid_values_name_the_key_and_what_is_expected() {
         ("[worker]\nolder_than = \"later\"\n", "worker.older_than"),
         ("[worker]\nevery = \"10ms\"\n", "worker.every"),
         ("[worker]\nconcurrency = 0\n", "worker.concurrency"),
+        ("[api]\npath = \"me\"\n", "api.path"),
         (
             "[identity]\nrefresh_margin = \"soon\"\n",
             "identity.refresh_margin",
@@ -260,4 +261,33 @@ fn running_without_cache_keys_is_warned_about() {
         .warnings()
         .iter()
         .any(|w| w.contains("read_plaintext")));
+}
+
+#[test]
+fn the_api_path_is_joined_to_the_base_url() {
+    let s = load("", &[]).unwrap();
+    assert_eq!(s.api.me_url(), "https://graph.microsoft.com/v1.0/me");
+    let s = load(
+        "[api]\nbase_url = \"https://api.example.com/v1/\"\npath = \"/users/current\"\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(s.api.me_url(), "https://api.example.com/v1/users/current");
+}
+
+#[test]
+fn worker_settings_have_defaults_and_the_environment_overrides_them() {
+    let s = load("", &[]).unwrap();
+    assert_eq!(s.worker.older_than, Duration::from_secs(300));
+    assert_eq!(s.worker.every, None);
+    assert_eq!(s.worker.concurrency, 16);
+    assert_eq!(s.worker.limit, None);
+    let s = load(
+        "[worker]\nevery = \"1m\"\nlimit = 10\n",
+        &[("TOKENBRIDGE_WORKER__USER", "ada@contoso.com")],
+    )
+    .unwrap();
+    assert_eq!(s.worker.every, Some(Duration::from_secs(60)));
+    assert_eq!(s.worker.limit, Some(10));
+    assert_eq!(s.worker.user.as_deref(), Some("ada@contoso.com"));
 }

@@ -122,7 +122,7 @@ impl<W: Write> Reporter<W> {
                 if let Some(reason) = &report.reason {
                     line.push_str(&format!("  {reason}"));
                 }
-                line
+                line.trim_end().to_owned()
             }
         };
         self.line(&line);

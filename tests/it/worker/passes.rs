@@ -12,6 +12,7 @@ e2e_tests!(
     a_signed_out_user_is_reported_once_then_skipped,
     a_dry_run_lists_the_due_accounts_and_changes_nothing,
     one_user_can_be_processed_alone,
+    the_web_app_and_a_worker_refreshing_one_user_never_trip_strict_rotation,
 );
 
 async fn app_with(test: &str, backend: Backend, users: &[&str]) -> Option<TestApp> {
@@ -192,4 +193,61 @@ async fn one_user_can_be_processed_alone(backend: Backend) {
     let counters = app.idp.counters().await;
     assert_eq!(counters["users"]["grace"]["api_calls"], 1, "{counters}");
     assert_eq!(counters["users"]["ada"]["api_calls"], 1, "{counters}");
+}
+
+/// Strict rotation, the web app loading pages for a user while `--every` passes refresh the
+/// same user, tokens expiring again and again: the cache row's lease serializes every refresh,
+/// so the provider never sees a token twice and nobody is revoked.
+async fn the_web_app_and_a_worker_refreshing_one_user_never_trip_strict_rotation(backend: Backend) {
+    use std::sync::Arc;
+    use tokenbridge::settings::{ReportFormat, Rotation};
+    use tokenbridge::worker::{Reporter, Worker};
+    let Some(app) = spawn_app("worker::web_and_worker", backend, |s| {
+        s.rotation = Rotation::Strict;
+        s.token_latency = std::time::Duration::from_millis(100);
+    })
+    .await
+    else {
+        return;
+    };
+    app.sign_in("ada").await;
+    let mut options = app.settings.worker.clone();
+    options.older_than = std::time::Duration::ZERO;
+    options.every = Some(std::time::Duration::from_millis(100));
+    let worker = Worker::build(&app.settings, options, Arc::new(app.clock.clone()))
+        .await
+        .unwrap();
+    let (stop, mut stopped) = tokio::sync::watch::channel(false);
+    let passes = async {
+        let mut reporter = Reporter::new(ReportFormat::Json, Vec::new(), false);
+        worker.run(&mut reporter, &mut stopped).await.unwrap();
+        String::from_utf8(reporter.into_inner()).unwrap()
+    };
+    let pages = async {
+        for round in 0..10 {
+            // Past the refresh margin again: the next page and the next pass both want a
+            // refresh.
+            app.clock.advance(Duration::minutes(31));
+            let loads = (0..4).map(|_| app.browser.get(app.url("/")).send());
+            for page in futures_util::future::join_all(loads).await {
+                assert_eq!(page.unwrap().status(), 200, "round {round}");
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+        }
+        stop.send(true).unwrap();
+    };
+    let (report, ()) = futures_util::future::join(passes, pages).await;
+    let counters = app.idp.counters().await;
+    assert_eq!(counters["reuse_detections"], 0, "{counters}");
+    assert!(counters["refreshes"].as_u64().unwrap() >= 5, "{counters}");
+    let lines: Vec<serde_json::Value> = report
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let accounts: Vec<_> = lines.iter().filter(|l| l["outcome"].is_string()).collect();
+    assert!(
+        accounts.len() >= 5,
+        "the worker ran passes meanwhile: {report}"
+    );
+    assert!(accounts.iter().all(|l| l["outcome"] == "ok"), "{report}");
 }
