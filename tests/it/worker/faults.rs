@@ -121,3 +121,46 @@ async fn a_configuration_error_stops_the_pass_at_once() {
         );
     }
 }
+
+/// The database goes away in the middle of a pass: the pass stops with a database error (the
+/// binary exits 1) instead of carrying on or hanging.
+#[tokio::test]
+async fn the_database_going_away_mid_pass_stops_it() {
+    let Some(app) = crate::serve::spawn_app("worker::database_down", Backend::Postgres, |s| {
+        s.api_latency = StdDuration::from_millis(300)
+    })
+    .await
+    else {
+        return;
+    };
+    super::processes::seed(&app, 20).await;
+    let mut options = app.settings.worker.clone();
+    options.concurrency = 2;
+    let worker = tokenbridge::worker::Worker::build(
+        &app.settings,
+        options,
+        std::sync::Arc::new(tokenbridge::clock::SystemClock),
+    )
+    .await
+    .unwrap();
+    let mut reporter = tokenbridge::worker::Reporter::new(
+        tokenbridge::settings::ReportFormat::Json,
+        Vec::new(),
+        false,
+    );
+    let (_stop, mut stopped) = tokio::sync::watch::channel(false);
+    let pass = worker.pass(&mut reporter, &mut stopped);
+    let outage = async {
+        while app.idp.counters().await["api_calls"].as_u64().unwrap() < 1 {
+            tokio::time::sleep(StdDuration::from_millis(10)).await;
+        }
+        app.db.destroy();
+    };
+    let (result, ()) = tokio::time::timeout(
+        StdDuration::from_secs(60),
+        futures_util::future::join(pass, outage),
+    )
+    .await
+    .expect("the pass stopped");
+    assert!(matches!(result, Err(PassError::Database(_))), "{result:?}");
+}

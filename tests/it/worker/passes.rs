@@ -182,8 +182,10 @@ async fn one_user_can_be_processed_alone(backend: Backend) {
     };
     // Active a minute ago: not due, but asked for by name.
     app.clock.advance(Duration::minutes(1));
+    let ada_before = activity(&app, "ada");
     let by_upn = pass(&app, |o| o.user = Some("Grace@TokenBridge.dev".into())).await;
     assert_eq!(by_upn.outcomes(), outcomes(&[("grace", "ok")]));
+    assert_eq!(activity(&app, "ada"), ada_before, "nobody else is touched");
     let id = activity(&app, "ada").account_cache_key;
     let by_id = pass(&app, |o| o.user = Some(id.clone())).await;
     assert_eq!(by_id.outcomes(), outcomes(&[("ada", "ok")]));

@@ -53,7 +53,7 @@ fn json_lines(out: &Output) -> Vec<Value> {
 /// `count` accounts with a valid access token and refresh token (ada's, from the provider,
 /// under an account id of their own), idle for an hour by the real clock. Seeding through the
 /// stores keeps thousands of accounts quick; the provider counts each API call.
-async fn seed(app: &TestApp, count: usize) -> Vec<String> {
+pub(super) async fn seed(app: &TestApp, count: usize) -> Vec<String> {
     let tokens = app.idp.tokens_for("ada").await;
     let context = ClientContext {
         client_id: CLIENT_ID.into(),
