@@ -101,13 +101,9 @@ async fn a_configuration_error_stops_the_pass_at_once() {
     )
     .await
     .unwrap();
-    let mut reporter = tokenbridge::worker::Reporter::new(
-        tokenbridge::settings::ReportFormat::Json,
-        Vec::new(),
-        false,
-    );
-    let (_stop, mut stopped) = tokio::sync::watch::channel(false);
-    let result = worker.pass(&mut reporter, &mut stopped).await;
+    let result = super::run_pass(&worker, std::future::ready(()))
+        .await
+        .result;
     assert!(
         matches!(&result, Err(PassError::Configuration(reason)) if reason.contains("invalid_client")),
         "{result:?}"
@@ -134,33 +130,27 @@ async fn the_database_going_away_mid_pass_stops_it() {
         return;
     };
     super::processes::seed(&app, 20).await;
-    let mut options = app.settings.worker.clone();
+    let mut settings = app.settings.clone();
+    settings.database.connect_timeout = StdDuration::from_secs(2);
+    let mut options = settings.worker.clone();
     options.concurrency = 2;
     let worker = tokenbridge::worker::Worker::build(
-        &app.settings,
+        &settings,
         options,
         std::sync::Arc::new(tokenbridge::clock::SystemClock),
     )
     .await
     .unwrap();
-    let mut reporter = tokenbridge::worker::Reporter::new(
-        tokenbridge::settings::ReportFormat::Json,
-        Vec::new(),
-        false,
-    );
-    let (_stop, mut stopped) = tokio::sync::watch::channel(false);
-    let pass = worker.pass(&mut reporter, &mut stopped);
     let outage = async {
         while app.idp.counters().await["api_calls"].as_u64().unwrap() < 1 {
             tokio::time::sleep(StdDuration::from_millis(10)).await;
         }
         app.db.destroy();
     };
-    let (result, ()) = tokio::time::timeout(
-        StdDuration::from_secs(60),
-        futures_util::future::join(pass, outage),
-    )
-    .await
-    .expect("the pass stopped");
+    let pass = super::run_pass(&worker, outage);
+    let result = tokio::time::timeout(StdDuration::from_secs(60), pass)
+        .await
+        .expect("the pass stopped")
+        .result;
     assert!(matches!(result, Err(PassError::Database(_))), "{result:?}");
 }

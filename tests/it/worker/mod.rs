@@ -62,9 +62,15 @@ pub async fn pass(app: &TestApp, change: impl FnOnce(&mut WorkerSettings)) -> Pa
     let worker = Worker::build(&app.settings, options, Arc::new(app.clock.clone()))
         .await
         .unwrap();
+    run_pass(&worker, std::future::ready(())).await
+}
+
+/// One pass of `worker`, with `meanwhile` running beside it.
+pub async fn run_pass(worker: &Worker, meanwhile: impl std::future::Future<Output = ()>) -> Pass {
     let mut reporter = Reporter::new(ReportFormat::Json, Vec::new(), false);
     let (_stop, mut stopped) = watch::channel(false);
-    let result = worker.pass(&mut reporter, &mut stopped).await;
+    let (result, ()) =
+        futures_util::future::join(worker.pass(&mut reporter, &mut stopped), meanwhile).await;
     let lines = String::from_utf8(reporter.into_inner())
         .unwrap()
         .lines()
