@@ -56,9 +56,10 @@ pub fn run(settings: &Settings, args: &WorkerArgs) -> anyhow::Result<()> {
         let worker = Worker::build(settings, options.clone(), Arc::new(SystemClock))
             .await
             .map_err(failure)?;
+        // Not `stdout().lock()`: the progress bar draws to stdout from its own thread.
         let stdout = std::io::stdout();
         let progress = stdout.is_terminal();
-        let mut reporter = Reporter::new(options.format, stdout.lock(), progress);
+        let mut reporter = Reporter::new(options.format, stdout, progress);
         worker
             .run(&mut reporter, &mut stopped)
             .await

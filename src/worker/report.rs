@@ -63,10 +63,13 @@ fn expiry(unix: Option<i64>) -> Option<String> {
 }
 
 impl<W: Write> Reporter<W> {
-    /// Reports to `out`; `progress` draws a progress bar above the lines (text on a terminal).
+    /// Reports to `out`; `progress` draws a progress bar above the lines (text on a terminal
+    /// that can show one; the lines are then printed through the bar, to stdout).
     pub fn new(format: ReportFormat, out: W, progress: bool) -> Self {
-        let progress = (progress && format == ReportFormat::Text).then(|| {
-            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stdout());
+        let target = ProgressDrawTarget::stdout();
+        let drawable = progress && format == ReportFormat::Text && !target.is_hidden();
+        let progress = drawable.then(|| {
+            let bar = ProgressBar::with_draw_target(None, target);
             bar.set_style(
                 ProgressStyle::with_template("{spinner} {pos} accounts, {per_sec} {msg}")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner()),

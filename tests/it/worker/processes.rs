@@ -290,3 +290,60 @@ async fn sigterm_finishes_the_accounts_in_flight_and_gives_back_the_rest() {
         );
     }
 }
+
+/// On a terminal the text report has a progress bar, drawn from its own thread; the pass must
+/// still end and print its lines and summary (`script` gives the worker a terminal).
+#[tokio::test]
+async fn on_a_terminal_the_report_has_a_progress_bar_and_still_ends() {
+    // Slow API calls, so the bar is redrawn while lines are printed.
+    let app = spawn_app("worker::terminal", Backend::Sqlite, |s| {
+        s.api_latency = Duration::from_millis(200)
+    })
+    .await
+    .unwrap();
+    seed(&app, 5).await;
+    let config = tempfile::NamedTempFile::new().unwrap();
+    // --older-than 0s: the second run finds the accounts due again.
+    let command = worker(
+        &app,
+        config.path(),
+        &["--concurrency", "1", "--older-than", "0s"],
+    );
+    let mut line = format!("{:?}", command.get_program());
+    for arg in command.get_args() {
+        line.push_str(&format!(" '{}'", arg.to_str().unwrap()));
+    }
+    // A terminal that can draw a bar (TERM set), and one that cannot: the lines show on both.
+    for (term, bar) in [(Some("xterm"), true), (None, false)] {
+        let mut script = Command::new("script");
+        script
+            .args(["-qec", &line, "/dev/null"])
+            .env_clear()
+            .envs(command.get_envs().filter_map(|(k, v)| Some((k, v?))))
+            .envs(term.map(|t| ("TERM", t)))
+            .stdin(Stdio::null());
+        let mut child = script
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let started = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if started.elapsed() > Duration::from_secs(30) {
+                child.kill().unwrap();
+                panic!("{term:?}: the worker never ended (a deadlock drawing the bar?)");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let out = child.wait_with_output().unwrap();
+        let screen = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{term:?}: {screen}");
+        assert!(screen.contains("5 account(s): 5 ok"), "{term:?}: {screen}");
+        assert_eq!(
+            screen.matches("@tokenbridge.dev").count(),
+            5,
+            "{term:?}: a line per account: {screen}"
+        );
+        assert_eq!(screen.contains("accounts, "), bar, "{term:?}: {screen}");
+    }
+}
