@@ -85,7 +85,7 @@ impl OidcProvider {
         Ok(Self {
             kind: identity.provider,
             tenant_id: identity.tenant_id.clone(),
-            issuer: IssuerUrl::new(issuer.to_string()).map_err(config)?,
+            issuer: IssuerUrl::new(issuer).map_err(config)?,
             client_id: ClientId::new(identity.client_id.clone()),
             secret: secret.clone(),
             auth: identity.client_auth,

@@ -101,7 +101,7 @@ fn identity_is_checked_by_the_commands_that_need_it() {
     )
     .unwrap();
     let (issuer, _) = s.identity.require_client().unwrap();
-    assert_eq!(issuer.as_str(), "https://login.microsoftonline.com/t1/v2.0");
+    assert_eq!(issuer, "https://login.microsoftonline.com/t1/v2.0");
     assert!(!format!("{s:?}").contains("s3cret"));
     let s = load(
         "[identity]\nprovider = \"oidc\"\nissuer = \"https://id.example.com/realms/main\"\nclient_id = \"app\"\n",
@@ -109,9 +109,34 @@ fn identity_is_checked_by_the_commands_that_need_it() {
     )
     .unwrap();
     assert_eq!(
-        s.identity.require_client().unwrap().0.as_str(),
+        s.identity.require_client().unwrap().0,
         "https://id.example.com/realms/main"
     );
+    // Issuers are kept exactly as written: a bare origin gains no trailing slash (OpenID
+    // Discovery compares issuers as strings), and one with a slash keeps it.
+    for issuer in [
+        "https://accounts.google.com",
+        "http://127.0.0.1:9400",
+        "https://id.example.com/",
+    ] {
+        let s = load(
+            &format!(
+                "[identity]\nprovider = \"oidc\"\nissuer = \"{issuer}\"\nclient_id = \"app\"\n"
+            ),
+            &[("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "s3cret")],
+        )
+        .unwrap();
+        assert_eq!(s.identity.require_client().unwrap().0, issuer);
+        let provider =
+            crate::identity::OidcProvider::new(&s.identity, "http://127.0.0.1:8080/signin-oidc")
+                .unwrap();
+        assert_eq!(provider.issuer(), issuer);
+    }
+    let msg = error(
+        "[identity]\nprovider = \"oidc\"\nissuer = \"not a url\"\n",
+        &[],
+    );
+    assert!(msg.contains("identity.issuer"), "{msg}");
     let msg = error("[identity]\ntenant_id = \"common\"\n", &[]);
     assert!(msg.contains("identity.tenant_id"), "{msg}");
     let msg = error("[identity]\nclient_secret = \"x\"\n", &[]);

@@ -33,7 +33,9 @@ pub struct IdentitySettings {
     pub provider: ProviderKind,
     pub instance: Url,
     pub tenant_id: String,
-    pub issuer: Option<Url>,
+    /// `provider = "oidc"`: the issuer exactly as configured (OpenID Discovery compares it with
+    /// the provider's by string: `https://accounts.google.com` must not become `…com/`).
+    pub issuer: Option<String>,
     pub client_id: String,
     pub client_secret: Option<Secret>,
     pub client_auth: ClientAuth,
@@ -45,8 +47,9 @@ pub struct IdentitySettings {
 }
 
 impl IdentitySettings {
-    /// The issuer: `{instance}/{tenant_id}/v2.0` for Entra ID, `issuer` otherwise.
-    pub fn issuer_url(&self) -> Result<Url, SettingsError> {
+    /// The issuer, exactly: `{instance}/{tenant_id}/v2.0` for Entra ID, `issuer` as written
+    /// otherwise.
+    pub fn issuer_url(&self) -> Result<String, SettingsError> {
         match self.provider {
             ProviderKind::Entra => {
                 if self.tenant_id.is_empty() {
@@ -56,8 +59,7 @@ impl IdentitySettings {
                     ));
                 }
                 let base = self.instance.as_str().trim_end_matches('/');
-                Url::parse(&format!("{base}/{}/v2.0", self.tenant_id))
-                    .map_err(|e| invalid("identity.tenant_id", e.to_string()))
+                Ok(format!("{base}/{}/v2.0", self.tenant_id))
             }
             ProviderKind::Oidc => self
                 .issuer
@@ -67,7 +69,7 @@ impl IdentitySettings {
     }
 
     /// Checks what signing users in needs: a client id, a client secret, an issuer.
-    pub fn require_client(&self) -> Result<(Url, &Secret), SettingsError> {
+    pub fn require_client(&self) -> Result<(String, &Secret), SettingsError> {
         if self.client_id.is_empty() {
             return Err(invalid("identity.client_id", "is required"));
         }
@@ -263,7 +265,10 @@ impl RawIdentity {
             tenant_id: self.tenant_id,
             issuer: match self.issuer.trim() {
                 "" => None,
-                issuer => Some(parse_url("identity.issuer", issuer)?),
+                issuer => {
+                    parse_url("identity.issuer", issuer)?;
+                    Some(issuer.to_owned())
+                }
             },
             client_id: self.client_id,
             client_secret: secret_from(
