@@ -7,7 +7,7 @@ mod web;
 mod worker;
 
 pub use dev_idp::{is_loopback, loopback_addr, DevClient, DevIdpSettings, Rotation};
-pub use web::{ApiSettings, ClientAuth, IdentitySettings, ProviderKind, WebSettings};
+pub use web::{ApiSettings, ClientAuth, IdentitySettings, Prompt, ProviderKind, WebSettings};
 pub use worker::{ReportFormat, WorkerSettings};
 
 use crate::cache::seal::SealKeys;

@@ -171,7 +171,11 @@ fn handle(
         None if prompt == "none" => {
             auth.error("login_required", "no one is signed in at the provider")
         }
-        Some(user) if prompt != "login" && hint.as_ref().is_none_or(|h| *h == user) => {
+        // `login` and `select_account` show the form; `consent` is implied (no consent page).
+        Some(user)
+            if !matches!(prompt, "login" | "select_account")
+                && hint.as_ref().is_none_or(|h| *h == user) =>
+        {
             issue(p, &auth, request, &user)
         }
         _ => pages::sign_in(

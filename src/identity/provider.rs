@@ -7,8 +7,8 @@ use super::http::ProviderHttp;
 use super::oidc_types::{ClientWith, IdTokenClaimsOf, Metadata, OidcClient, ProviderTokenResponse};
 use crate::cache::document::{self, ClientContext, IdToken, IdTokenClaims};
 use crate::secret::Secret;
-use crate::settings::{ClientAuth, IdentitySettings, ProviderKind};
-use openidconnect::core::CoreAuthenticationFlow;
+use crate::settings::{ClientAuth, IdentitySettings, Prompt, ProviderKind};
+use openidconnect::core::{CoreAuthPrompt, CoreAuthenticationFlow};
 use openidconnect::{
     AccessTokenHash, AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
     CsrfToken, EndpointNotSet, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
@@ -50,6 +50,7 @@ pub struct OidcProvider {
     client_id: ClientId,
     secret: Secret,
     auth: ClientAuth,
+    prompt: Prompt,
     redirect: RedirectUrl,
     api_scopes: Vec<String>,
     refresh_every: Duration,
@@ -89,6 +90,7 @@ impl OidcProvider {
             client_id: ClientId::new(identity.client_id.clone()),
             secret: secret.clone(),
             auth: identity.client_auth,
+            prompt: identity.prompt,
             redirect: RedirectUrl::new(redirect_uri.to_owned()).map_err(config)?,
             api_scopes: identity.scopes.clone(),
             refresh_every: identity.metadata_refresh,
@@ -232,6 +234,12 @@ impl OidcProvider {
         if let Some(hint) = login_hint {
             request = request.add_extra_param("login_hint", hint.to_owned());
         }
+        request = match self.prompt {
+            Prompt::None => request,
+            Prompt::Consent => request.add_prompt(CoreAuthPrompt::Consent),
+            Prompt::Login => request.add_prompt(CoreAuthPrompt::Login),
+            Prompt::SelectAccount => request.add_prompt(CoreAuthPrompt::SelectAccount),
+        };
         let (url, state, nonce) = request.url();
         Ok((
             url,

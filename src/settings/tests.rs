@@ -316,3 +316,19 @@ fn worker_settings_have_defaults_and_the_environment_overrides_them() {
     assert_eq!(s.worker.limit, Some(10));
     assert_eq!(s.worker.user.as_deref(), Some("ada@contoso.com"));
 }
+
+#[test]
+fn the_sign_in_prompt_is_a_setting() {
+    use super::Prompt;
+    assert_eq!(load("", &[]).unwrap().identity.prompt, Prompt::None);
+    for (text, prompt) in [
+        ("consent", Prompt::Consent),
+        ("login", Prompt::Login),
+        ("select_account", Prompt::SelectAccount),
+    ] {
+        let s = load(&format!("[identity]\nprompt = \"{text}\"\n"), &[]).unwrap();
+        assert_eq!(s.identity.prompt, prompt);
+    }
+    let msg = error("[identity]\nprompt = \"always\"\n", &[]);
+    assert!(msg.contains("prompt") || msg.contains("always"), "{msg}");
+}

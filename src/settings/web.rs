@@ -20,6 +20,21 @@ pub enum ProviderKind {
     Oidc,
 }
 
+/// The `prompt` sent with every sign-in (OpenID Connect Core 3.1.2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Prompt {
+    /// Send no `prompt`: the provider decides (not `prompt=none`, which forbids any page).
+    None,
+    /// Ask the user to consent again. Providers that follow the spec grant `offline_access`
+    /// (a refresh token) only with it.
+    Consent,
+    /// Ask the user to sign in again even with a session at the provider.
+    Login,
+    /// Let the user choose among their accounts.
+    SelectAccount,
+}
+
 /// How the client authenticates at the token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -39,6 +54,7 @@ pub struct IdentitySettings {
     pub client_id: String,
     pub client_secret: Option<Secret>,
     pub client_auth: ClientAuth,
+    pub prompt: Prompt,
     pub scopes: Vec<String>,
     pub metadata_refresh: Duration,
     pub http_timeout: Duration,
@@ -141,6 +157,7 @@ pub(super) struct RawIdentity {
     client_secret: Option<Secret>,
     pub(super) client_secret_file: Option<PathBuf>,
     client_auth: ClientAuth,
+    prompt: Prompt,
     scopes: Vec<String>,
     metadata_refresh: String,
     http_timeout: String,
@@ -158,6 +175,7 @@ impl Default for RawIdentity {
             client_secret: None,
             client_secret_file: None,
             client_auth: ClientAuth::ClientSecretBasic,
+            prompt: Prompt::None,
             scopes: vec!["User.Read".into()],
             metadata_refresh: "1h".into(),
             http_timeout: "10s".into(),
@@ -277,6 +295,7 @@ impl RawIdentity {
                 self.client_secret_file,
             )?,
             client_auth: self.client_auth,
+            prompt: self.prompt,
             scopes: self.scopes,
             metadata_refresh: positive("identity.metadata_refresh", &self.metadata_refresh)?,
             http_timeout: positive("identity.http_timeout", &self.http_timeout)?,

@@ -386,3 +386,46 @@ async fn past_refresh_on_a_failing_provider_falls_back_to_the_cached_token() {
     assert_eq!(app.home_html().await.0, 200);
     assert_eq!(app.idp.counters().await["refreshes"], 1);
 }
+
+/// `identity.prompt` goes with every sign-in: `login` makes the provider show its form even to
+/// a browser it knows; `consent` is passed on; the default sends no prompt at all.
+#[tokio::test]
+async fn the_configured_prompt_is_sent_with_every_sign_in() {
+    use tokenbridge::settings::Prompt;
+    let provider_url = |app: &TestApp| {
+        let app_browser = app.browser.clone();
+        let start = app.url("/signin");
+        async move {
+            let response = app_browser.get(start).send().await.unwrap();
+            url::Url::parse(&location(&response)).unwrap()
+        }
+    };
+    let default = super::spawn_app("serve::prompt_default", Backend::Sqlite, |_| {})
+        .await
+        .unwrap();
+    let url = provider_url(&default).await;
+    assert!(!url.query_pairs().any(|(k, _)| k == "prompt"), "{url}");
+
+    for (prompt, value) in [(Prompt::Consent, "consent"), (Prompt::Login, "login")] {
+        let app = super::spawn_app_with(
+            "serve::prompt",
+            Backend::Sqlite,
+            |_| {},
+            |s| s.identity.prompt = prompt,
+        )
+        .await
+        .unwrap();
+        let url = provider_url(&app).await;
+        assert!(
+            url.query_pairs().any(|(k, v)| k == "prompt" && v == value),
+            "{url}"
+        );
+        app.sign_in("ada").await;
+        // Signed in at the provider now: a second sign-in answers at once, unless the app
+        // asked the provider to sign the user in again.
+        let again = provider_url(&app).await;
+        let at_provider = app.browser.get(again.as_str()).send().await.unwrap();
+        let expected = if prompt == Prompt::Login { 200 } else { 302 };
+        assert_eq!(at_provider.status(), expected, "{value}");
+    }
+}
