@@ -68,6 +68,7 @@ struct BehaviourPatch {
     token_latency_ms: Option<u64>,
     api_latency_ms: Option<u64>,
     refresh_in_secs: Option<u64>,
+    offline_access: Option<super::OfflineAccess>,
 }
 
 async fn patch_behaviour(p: web::Data<Provider>, patch: web::Json<BehaviourPatch>) -> HttpResponse {
@@ -86,6 +87,7 @@ async fn patch_behaviour(p: web::Data<Provider>, patch: web::Json<BehaviourPatch
         .refresh_in_secs
         .filter(|s| *s > 0)
         .or(b.refresh_in_secs);
+    b.offline_access = patch.offline_access.unwrap_or(b.offline_access);
     HttpResponse::Ok().json(*b)
 }
 

@@ -94,9 +94,15 @@ fn validate(p: &Provider, params: &Params) -> Result<(Authorization, CodeRequest
             "PKCE is required: code_challenge with code_challenge_method=S256",
         );
     }
-    let requested = scopes(params.get("scope").unwrap_or_default());
+    let mut requested = scopes(params.get("scope").unwrap_or_default());
     if requested.is_empty() {
         return reject(auth, "invalid_request", "scope is required");
+    }
+    if p.behaviour().offline_access != super::OfflineAccess::Scope
+        && params.get("prompt") != Some("consent")
+    {
+        // OpenID Connect Core 11: offline_access is ignored without prompt=consent.
+        requested.retain(|s| s != "offline_access");
     }
     let request = CodeRequest {
         client_id: auth.client_id.clone(),

@@ -29,6 +29,21 @@ pub const API_SCOPE: &str = "User.Read";
 /// Scopes that are about the sign-in, not the API.
 pub const OIDC_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 
+/// When the provider issues refresh tokens.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OfflineAccess {
+    /// For `offline_access`, as Entra ID does.
+    #[default]
+    Scope,
+    /// For `offline_access` only with `prompt=consent` (OpenID Connect Core 11, to the
+    /// letter); otherwise the scope is dropped and no refresh token is issued.
+    Consent,
+    /// With every code grant, but `offline_access` is granted only with `prompt=consent`, so
+    /// a refresh that asks for it again is `invalid_scope`.
+    Always,
+}
+
 /// What the admin API may change while the provider runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Behaviour {
@@ -39,6 +54,7 @@ pub struct Behaviour {
     pub api_latency_ms: u64,
     /// When set, token responses carry `refresh_in` (as Entra ID does for long-lived tokens).
     pub refresh_in_secs: Option<u64>,
+    pub offline_access: OfflineAccess,
 }
 
 /// The provider shared by every request handler.
@@ -118,6 +134,7 @@ impl DevIdp {
                 token_latency_ms: millis(settings.token_latency),
                 api_latency_ms: millis(settings.api_latency),
                 refresh_in_secs: None,
+                offline_access: OfflineAccess::Scope,
             }),
         });
         let issuer = provider.issuer();

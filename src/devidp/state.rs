@@ -207,12 +207,15 @@ impl State {
     }
 
     /// Redeems an authorization code (single use; a replay revokes what the code issued).
+    /// `always_refresh`: issue a refresh token even without `offline_access`.
+    #[allow(clippy::too_many_arguments)]
     pub fn redeem_code(
         &mut self,
         client_id: &str,
         code: &str,
         redirect_uri: &str,
         verifier: &str,
+        always_refresh: bool,
         refresh_ttl: i64,
         now: i64,
     ) -> Result<Grant, GrantError> {
@@ -265,7 +268,8 @@ impl State {
         }
         self.counters.codes_redeemed += 1;
         self.counters.user(&entry.username).codes_redeemed += 1;
-        let refresh_token = entry.scopes.iter().any(|s| s == "offline_access").then(|| {
+        let offline = always_refresh || entry.scopes.iter().any(|s| s == "offline_access");
+        let refresh_token = offline.then(|| {
             self.new_refresh_token(
                 &entry.username,
                 client_id,

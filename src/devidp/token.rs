@@ -256,6 +256,7 @@ fn respond(req: &HttpRequest, body: &[u8], p: &Provider, wrong_audience: bool) -
                 code,
                 redirect_uri,
                 verifier,
+                behaviour.offline_access == super::OfflineAccess::Always,
                 refresh_ttl,
                 now,
             )

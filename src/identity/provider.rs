@@ -289,15 +289,19 @@ impl OidcProvider {
     ) -> Result<Redeemed, AcquireError> {
         let token = RefreshToken::new(refresh_token.expose().to_owned());
         let mut request = loaded.client.exchange_refresh_token(&token);
-        for scope in ["openid", "profile", "offline_access"]
-            .into_iter()
-            .chain(scopes.iter().copied())
-        {
-            request = request.add_scope(Scope::new(scope.to_owned()));
-        }
         if self.kind == ProviderKind::Entra {
+            // MSAL's request: Entra ID issues a token for the scopes asked.
+            for scope in ["openid", "profile", "offline_access"]
+                .into_iter()
+                .chain(scopes.iter().copied())
+            {
+                request = request.add_scope(Scope::new(scope.to_owned()));
+            }
             request = request.add_extra_param("client_info", "1");
         }
+        // Other providers: no `scope`, which RFC 6749 section 6 defines as "the scopes the
+        // refresh token was granted". Asking for offline_access again fails with invalid_scope
+        // at a provider that granted the token without it.
         let response = request.request_async(&self.http).await.map_err(classify)?;
         Ok(Redeemed {
             response,

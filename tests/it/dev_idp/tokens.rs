@@ -427,3 +427,57 @@ async fn lifetimes_follow_the_settings_and_the_admin_api() {
         (400, "invalid_grant".into())
     );
 }
+
+/// `offline_access` modes: as Entra ID (the scope brings a refresh token), as OpenID Connect
+/// Core 11 to the letter (only with `prompt=consent`), and "a refresh token always, but
+/// `offline_access` only with consent".
+#[tokio::test]
+async fn offline_access_follows_the_configured_mode() {
+    let idp = spawn_idp().await;
+    let scope = "openid profile offline_access User.Read";
+    let redeem_with = |prompt: Option<&'static str>| {
+        let idp = &idp;
+        async move {
+            let mut params = idp.authorize_params(scope);
+            if let Some(prompt) = prompt {
+                params.push(("prompt", prompt.into()));
+            }
+            let response = idp.submit(&params, "ada").await;
+            let (_, query) = location_params(&response);
+            let tokens: Value = idp.redeem(&query["code"]).await.json().await.unwrap();
+            tokens
+        }
+    };
+    let entra = redeem_with(None).await;
+    assert!(entra["refresh_token"].is_string());
+
+    idp.behave(serde_json::json!({ "offline_access": "consent" }))
+        .await;
+    let without = redeem_with(None).await;
+    assert!(without["refresh_token"].is_null(), "{without}");
+    assert!(!without["scope"]
+        .as_str()
+        .unwrap()
+        .contains("offline_access"));
+    let with = redeem_with(Some("consent")).await;
+    assert!(with["refresh_token"].is_string(), "{with}");
+
+    idp.behave(serde_json::json!({ "offline_access": "always" }))
+        .await;
+    let always = redeem_with(None).await;
+    let rt = always["refresh_token"].as_str().unwrap().to_owned();
+    assert!(!always["scope"].as_str().unwrap().contains("offline_access"));
+    let asked_again = idp
+        .token_request(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt),
+            ("scope", scope),
+        ])
+        .await;
+    assert_eq!(error_of(asked_again).await, (400, "invalid_scope".into()));
+    assert_eq!(
+        idp.refresh(&rt).await.status(),
+        200,
+        "no scope: the same scopes"
+    );
+}

@@ -429,3 +429,36 @@ async fn the_configured_prompt_is_sent_with_every_sign_in() {
         assert_eq!(at_provider.status(), expected, "{value}");
     }
 }
+
+/// A provider that issues refresh tokens without granting `offline_access` (it follows OpenID
+/// Connect Core 11 and saw no `prompt=consent`): the app's refresh asks only for what the token
+/// was granted, so pages keep working after the access token expires.
+#[tokio::test]
+async fn a_generic_provider_is_refreshed_with_the_scopes_it_granted() {
+    use tokenbridge::settings::{ClientAuth, ProviderKind};
+    let app = super::spawn_app_with(
+        "serve::generic_refresh_scopes",
+        Backend::Sqlite,
+        |_| {},
+        |s| {
+            s.identity.provider = ProviderKind::Oidc;
+            s.identity.client_auth = ClientAuth::ClientSecretPost;
+            s.identity.issuer = Some(format!(
+                "{}/{}/v2.0",
+                s.identity.instance.as_str().trim_end_matches('/'),
+                s.identity.tenant_id
+            ));
+            s.identity.tenant_id = String::new();
+        },
+    )
+    .await
+    .unwrap();
+    app.idp
+        .behave(serde_json::json!({ "offline_access": "always" }))
+        .await;
+    app.sign_in("grace").await;
+    app.clock.advance(Duration::hours(2));
+    let (status, html) = app.home_html().await;
+    assert_eq!(status, 200, "{html}");
+    assert_eq!(app.idp.counters().await["refreshes"], 1);
+}
