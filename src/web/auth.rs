@@ -243,7 +243,7 @@ pub async fn sign_out(
         .acquirer
         .sign_out(&user.home_account_id)
         .await
-        .map_err(|e| WebError::acquire(&e, &rid))?;
+        .map_err(|e| WebError::acquire(&e, &rid).signed_in(&user.csrf))?;
     session.sign_out();
     tracing::info!(request_id = %rid, account = %user.home_account_id, "signed out");
     let target = state

@@ -14,6 +14,10 @@ pub struct WebError {
     title: &'static str,
     sentence: String,
     request_id: RequestId,
+    /// Passed on as `Retry-After` (a provider's, on a 503).
+    retry_after: Option<std::time::Duration>,
+    /// The signed-in user's CSRF token: the page offers sign-out.
+    sign_out: Option<String>,
 }
 
 impl fmt::Debug for WebError {
@@ -40,7 +44,15 @@ impl WebError {
             title,
             sentence: sentence.into(),
             request_id: request_id.clone(),
+            retry_after: None,
+            sign_out: None,
         }
+    }
+
+    /// For a signed-in user: the page offers sign-out, so no error traps them.
+    pub fn signed_in(mut self, csrf: &str) -> Self {
+        self.sign_out = Some(csrf.to_owned());
+        self
     }
 
     pub fn bad_request(sentence: impl Into<String>, request_id: &RequestId) -> Self {
@@ -76,12 +88,16 @@ impl WebError {
                 "The sign-in could not be completed. Please sign in again.",
                 request_id,
             ),
-            AcquireError::Transient { .. } => Self::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Identity provider unavailable",
-                "The identity provider is not answering right now. Please try again in a moment.",
-                request_id,
-            ),
+            AcquireError::Transient { retry_after, .. } => Self {
+                retry_after: *retry_after,
+                ..Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Identity provider unavailable",
+                    "The identity provider is not answering right now. Please try again in a \
+                     moment.",
+                    request_id,
+                )
+            },
             AcquireError::Storage(_) => Self::database_down(request_id),
             AcquireError::CacheKeys(_) => Self::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -135,9 +151,19 @@ impl ResponseError for WebError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status)
+        let mut response = HttpResponse::build(self.status);
+        response
             .content_type("text/html; charset=utf-8")
-            .insert_header(("Cache-Control", "no-store"))
-            .body(pages::error(self.title, &self.sentence, self.request_id.as_str()).into_string())
+            .insert_header(("Cache-Control", "no-store"));
+        if let Some(after) = self.retry_after {
+            response.insert_header(("Retry-After", after.as_secs().max(1).to_string()));
+        }
+        let page = pages::error(
+            self.title,
+            &self.sentence,
+            self.request_id.as_str(),
+            self.sign_out.as_deref(),
+        );
+        response.body(page.into_string())
     }
 }

@@ -30,13 +30,13 @@ pub async fn home(
                 .insert_header(("Location", "/signin?returnUrl=%2F"))
                 .finish());
         }
-        Err(e) => return Err(WebError::acquire(&e, &rid)),
+        Err(e) => return Err(WebError::acquire(&e, &rid).signed_in(&user.csrf)),
     };
     let profile = state
         .api
         .me(&token)
         .await
-        .map_err(|e| WebError::api(&e, &rid))?;
+        .map_err(|e| WebError::api(&e, &rid).signed_in(&user.csrf))?;
     Ok(html(
         StatusCode::OK,
         pages::profile(&user.name, &user.csrf, &profile),

@@ -204,6 +204,7 @@ async fn not_found(rid: request_id::RequestId) -> HttpResponse {
             "Not found",
             "There is no page at this address.",
             rid.as_str(),
+            None,
         ),
     )
 }

@@ -83,11 +83,20 @@ pub fn signed_out(message: &str) -> Markup {
     )
 }
 
-/// An error page: a human sentence and the request id, never a stack trace or a secret.
-pub fn error(title: &str, sentence: &str, request_id: &str) -> Markup {
+/// An error page: a human sentence and the request id, never a stack trace or a secret. A
+/// signed-in user (`sign_out` holds their CSRF token) can always sign out from it.
+pub fn error(title: &str, sentence: &str, request_id: &str, sign_out: Option<&str>) -> Markup {
     layout(
         title,
-        html! { a.button href="/" { "Home" } },
+        html! {
+            a.button href="/" { "Home" }
+            @if let Some(csrf) = sign_out {
+                form method="post" action="/signout" {
+                    input type="hidden" name="csrf" value=(csrf);
+                    button type="submit" { "Sign out" }
+                }
+            }
+        },
         html! {
             h1 { (title) }
             p.error role="alert" { (sentence) }

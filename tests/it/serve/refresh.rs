@@ -229,3 +229,40 @@ async fn a_replica_without_the_cache_key_says_so_and_changes_nothing() {
     );
     assert_eq!(rows(), before, "nothing was overwritten");
 }
+
+/// An error page never traps a signed-in user: it offers sign-out (which works), and a 503
+/// passes on the provider's `Retry-After`.
+#[tokio::test]
+async fn error_pages_offer_sign_out_and_pass_on_retry_after() {
+    let app = spawn_app("serve::error_pages", Backend::Sqlite, |_| {})
+        .await
+        .unwrap();
+    app.sign_in("ada").await;
+    app.clock.advance(Duration::hours(2));
+    app.idp.inject("503", 1).await; // Retry-After: 7
+    let unavailable = app.get("/").await;
+    assert_eq!(unavailable.status(), 503);
+    assert_eq!(unavailable.headers()["retry-after"].to_str().unwrap(), "7");
+    let html = unavailable.text().await.unwrap();
+    assert!(html.contains(r#"action="/signout""#), "{html}");
+
+    // A configuration problem (an ID token for another audience) offers the same way out.
+    app.idp.inject("wrong_audience", 1).await;
+    let broken = app.get("/").await;
+    assert_eq!(broken.status(), 500);
+    let html = broken.text().await.unwrap();
+    assert!(html.contains("Configuration problem"), "{html}");
+    let signed_out = app
+        .browser
+        .post(app.url("/signout"))
+        .form(&[("csrf", TestApp::csrf(&html))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        signed_out.status(),
+        303,
+        "sign-out works from the error page"
+    );
+    assert!(app.home_html().await.1.contains("Sign in"));
+}
