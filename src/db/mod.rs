@@ -101,6 +101,18 @@ impl Database {
         })
     }
 
+    /// [`Database::connect`], on a blocking thread, and checks that the tables are migrated:
+    /// how `serve` and `worker` open their database.
+    pub async fn open_migrated(settings: DatabaseSettings) -> Result<Self, DbError> {
+        tokio::task::spawn_blocking(move || {
+            let db = Self::connect(&settings)?;
+            migrate::ensure_migrated(&mut *db.get()?)?;
+            Ok(db)
+        })
+        .await
+        .map_err(|e| DbError::Task(e.to_string()))?
+    }
+
     pub fn backend(&self) -> Backend {
         self.backend
     }

@@ -12,12 +12,9 @@ mod session;
 pub use auth::local_path;
 
 use crate::api::ApiClient;
-use crate::cache::seal::Sealer;
-use crate::cache::store::TokenCacheStore;
 use crate::clock::{Clock, SystemClock};
-use crate::db::{migrate, Database};
+use crate::db::Database;
 use crate::identity::acquire::{AcquirerOptions, TokenAcquirer};
-use crate::identity::OidcProvider;
 use crate::settings::{Settings, WebSettings};
 use actix_session::config::{CookieContentSecurity, PersistentSession, TtlExtensionPolicy};
 use actix_session::storage::CookieSessionStore;
@@ -100,31 +97,18 @@ impl Application {
         listener: TcpListener,
         clock: Arc<dyn Clock>,
     ) -> anyhow::Result<Self> {
-        let db_settings = settings.database.clone();
-        let db = tokio::task::spawn_blocking(move || -> anyhow::Result<Database> {
-            let db = Database::connect(&db_settings)?;
-            migrate::ensure_migrated(&mut *db.get()?)?;
-            Ok(db)
-        })
-        .await??;
+        let db = Database::open_migrated(settings.database.clone()).await?;
         let web_settings = settings.web.clone();
-        let provider = Arc::new(OidcProvider::new(
-            &settings.identity,
-            &web_settings.redirect_uri(),
+        let acquirer = Arc::new(TokenAcquirer::from_settings(
+            db.clone(),
+            settings,
+            clock.clone(),
+            AcquirerOptions::from_settings(&settings.identity, &settings.cache),
         )?);
-        if let Err(e) = provider.metadata().await {
+        if let Err(e) = acquirer.provider().metadata().await {
             // Not fatal: /readyz reports it, and sign-in pages say the provider is unavailable.
             tracing::warn!(error = %e, "the identity provider's metadata could not be loaded yet");
         }
-        let sealer = Sealer::new(settings.cache.keys.clone(), settings.cache.read_plaintext);
-        let store = TokenCacheStore::new(sealer, settings.cache.sliding_expiration);
-        let acquirer = Arc::new(TokenAcquirer::new(
-            db.clone(),
-            store,
-            provider,
-            clock.clone(),
-            AcquirerOptions::from_settings(&settings.identity, &settings.cache),
-        ));
         let api = ApiClient::new(&settings.api)?;
         let key = cookie_key(&web_settings);
         let state = web::Data::new(AppState {

@@ -15,12 +15,10 @@ pub use account::{AccountReport, Kind};
 pub use report::{Reporter, Summary};
 
 use crate::api::ApiClient;
-use crate::cache::seal::Sealer;
 use crate::cache::store::TokenCacheStore;
 use crate::clock::Clock;
-use crate::db::{migrate, Database};
+use crate::db::Database;
 use crate::identity::acquire::{process_owner, AcquirerOptions, TokenAcquirer};
-use crate::identity::OidcProvider;
 use crate::settings::{Settings, WorkerSettings};
 use crate::sync::lock;
 use std::io::Write;
@@ -72,33 +70,17 @@ impl Worker {
         options: WorkerSettings,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, PassError> {
-        let db_settings = settings.database.clone();
-        let db = tokio::task::spawn_blocking(move || -> Result<Database, crate::db::DbError> {
-            let db = Database::connect(&db_settings)?;
-            migrate::ensure_migrated(&mut *db.get()?)?;
-            Ok(db)
-        })
-        .await
-        .map_err(|e| PassError::Database(e.to_string()))?
-        .map_err(|e| PassError::Database(e.to_string()))?;
-        // The worker signs nobody in; the redirect URI is only part of the client's identity.
-        let provider = OidcProvider::new(&settings.identity, &settings.web.redirect_uri())
-            .map_err(|e| PassError::Configuration(e.to_string()))?;
-        let store = TokenCacheStore::new(
-            Sealer::new(settings.cache.keys.clone(), settings.cache.read_plaintext),
-            settings.cache.sliding_expiration,
-        );
+        let db = Database::open_migrated(settings.database.clone())
+            .await
+            .map_err(|e| PassError::Database(e.to_string()))?;
         let mut acquirer_options =
             AcquirerOptions::from_settings(&settings.identity, &settings.cache);
         // Each account is visited once a pass: keeping documents would only grow memory.
         acquirer_options.memory_entries = 0;
-        let acquirer = TokenAcquirer::new(
-            db.clone(),
-            store.clone(),
-            Arc::new(provider),
-            clock.clone(),
-            acquirer_options,
-        );
+        let acquirer =
+            TokenAcquirer::from_settings(db.clone(), settings, clock.clone(), acquirer_options)
+                .map_err(|e| PassError::Configuration(e.to_string()))?;
+        let store = acquirer.store().clone();
         let api =
             ApiClient::new(&settings.api).map_err(|e| PassError::Configuration(e.to_string()))?;
         let one_try = settings.identity.http_timeout * 2 + settings.api.timeout;
@@ -115,10 +97,6 @@ impl Worker {
             claim_for: one_account * 2,
             last_sweep: Mutex::new(None),
         })
-    }
-
-    pub fn options(&self) -> &WorkerSettings {
-        &self.options
     }
 
     /// Passes until `stop` says so (one pass without `every`), each reported on `reporter`.

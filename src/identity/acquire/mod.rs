@@ -17,11 +17,12 @@ mod refresh;
 use super::error::AcquireError;
 use super::provider::OidcProvider;
 use crate::cache::document::{AccessTokenEntry, CacheDocument, ClientContext};
+use crate::cache::seal::Sealer;
 use crate::cache::store::{CacheStoreError, TokenCacheStore};
 use crate::clock::Clock;
 use crate::db::Database;
 use crate::secret::Secret;
-use crate::settings::{CacheSettings, IdentitySettings};
+use crate::settings::{CacheSettings, IdentitySettings, Settings};
 use crate::sync::lock;
 use flight::Flights;
 use memory::Memory;
@@ -274,6 +275,22 @@ impl std::fmt::Debug for TokenAcquirer {
 }
 
 impl TokenAcquirer {
+    /// The acquirer `serve` and `worker` build from settings: the provider client, the cache
+    /// store with the configured keys, `options` (see [`AcquirerOptions::from_settings`]).
+    pub fn from_settings(
+        db: Database,
+        settings: &Settings,
+        clock: Arc<dyn Clock>,
+        options: AcquirerOptions,
+    ) -> Result<Self, AcquireError> {
+        let provider = OidcProvider::new(&settings.identity, &settings.web.redirect_uri())?;
+        let store = TokenCacheStore::new(
+            Sealer::new(settings.cache.keys.clone(), settings.cache.read_plaintext),
+            settings.cache.sliding_expiration,
+        );
+        Ok(Self::new(db, store, Arc::new(provider), clock, options))
+    }
+
     pub fn new(
         db: Database,
         store: TokenCacheStore,
@@ -302,10 +319,6 @@ impl TokenAcquirer {
 
     pub fn store(&self) -> &TokenCacheStore {
         &self.core.store
-    }
-
-    pub fn options(&self) -> &AcquirerOptions {
-        &self.core.options
     }
 
     /// Documents held in memory now.

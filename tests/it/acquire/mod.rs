@@ -19,7 +19,7 @@ use tokenbridge::clock::ManualClock;
 use tokenbridge::db::schema::token_cache::dsl as tc;
 use tokenbridge::db::{Backend, Database};
 use tokenbridge::identity::acquire::{AccessToken, AcquirerOptions, Caller, TokenAcquirer};
-use tokenbridge::identity::{AcquireError, OidcProvider};
+use tokenbridge::identity::AcquireError;
 use tokenbridge::settings::{DevIdpSettings, Settings};
 
 pub struct Rig {
@@ -65,15 +65,13 @@ impl Rig {
         let mut settings = self.settings.clone();
         change(&mut settings);
         let db = Database::connect(&settings.database).unwrap();
-        let provider =
-            Arc::new(OidcProvider::new(&settings.identity, &settings.web.redirect_uri()).unwrap());
-        TokenAcquirer::new(
+        TokenAcquirer::from_settings(
             db,
-            store(&settings),
-            provider,
+            &settings,
             Arc::new(clock.clone()),
             AcquirerOptions::from_settings(&settings.identity, &settings.cache),
         )
+        .unwrap()
     }
 
     /// Signs `user` in at the provider through `acquirer`; returns the home account id.

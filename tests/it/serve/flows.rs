@@ -153,13 +153,7 @@ async fn sign_out_removes_the_cache_row(backend: Backend) {
     app.sign_in("ada").await;
     let (_, html) = app.home_html().await;
     let id = raw_cache(&app)[0].0.clone();
-    let response = app
-        .browser
-        .post(app.url("/signout"))
-        .form(&[("csrf", TestApp::csrf(&html))])
-        .send()
-        .await
-        .unwrap();
+    let response = app.sign_out_from(&html).await;
     assert_eq!(response.status(), 303);
     let end_session = location(&response);
     assert!(

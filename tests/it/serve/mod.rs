@@ -219,6 +219,16 @@ impl TestApp {
         rows[0].n
     }
 
+    /// Posts the sign-out form found in `html` (a page that offers one).
+    pub async fn sign_out_from(&self, html: &str) -> reqwest::Response {
+        self.browser
+            .post(self.url("/signout"))
+            .form(&[("csrf", Self::csrf(html))])
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub fn csrf(html: &str) -> String {
         let start = html.find("name=\"csrf\" value=\"").expect("a CSRF field") + 19;
         html[start..].split('"').next().unwrap().to_owned()

@@ -252,13 +252,7 @@ async fn error_pages_offer_sign_out_and_pass_on_retry_after() {
     assert_eq!(broken.status(), 500);
     let html = broken.text().await.unwrap();
     assert!(html.contains("Configuration problem"), "{html}");
-    let signed_out = app
-        .browser
-        .post(app.url("/signout"))
-        .form(&[("csrf", TestApp::csrf(&html))])
-        .send()
-        .await
-        .unwrap();
+    let signed_out = app.sign_out_from(&html).await;
     assert_eq!(
         signed_out.status(),
         303,

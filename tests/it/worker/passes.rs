@@ -105,13 +105,7 @@ async fn a_signed_out_user_is_reported_once_then_skipped(backend: Backend) {
     app.sign_in("ada").await;
     app.sign_in_elsewhere("grace").await;
     let (_, html) = app.home_html().await;
-    let signed_out = app
-        .browser
-        .post(app.url("/signout"))
-        .form(&[("csrf", TestApp::csrf(&html))])
-        .send()
-        .await
-        .unwrap();
+    let signed_out = app.sign_out_from(&html).await;
     assert_eq!(signed_out.status(), 303);
     app.clock.advance(Duration::hours(2));
     let run = pass(&app, |_| {}).await;
