@@ -101,6 +101,7 @@ fn seed(settings: &Settings, response: &tokenbridge::cache::document::TokenRespo
                     object_id: Some(&uid),
                     tenant_id: Some(&context.realm),
                     user_principal_name: Some(&upn),
+                    problem: None,
                 };
                 store.save_with_activity(conn, &document, None, &activity, idle_since)?;
             }

@@ -19,6 +19,10 @@ pub struct ActivityUpsert<'a> {
     pub object_id: Option<&'a str>,
     pub tenant_id: Option<&'a str>,
     pub user_principal_name: Option<&'a str>,
+    /// Why tokens cannot be acquired silently for this account although it just signed in
+    /// (the provider issued no refresh token): the row is marked, and the next worker pass
+    /// reports it once.
+    pub problem: Option<&'a str>,
 }
 
 /// One row, as read.
@@ -68,19 +72,28 @@ pub enum Outcome {
 #[diesel(treat_none_as_null = true)]
 struct UpsertRow<'a> {
     account_identifier: &'a str,
-    account_object_id: Option<&'a str>,
-    account_tenant_id: Option<&'a str>,
-    user_principal_name: Option<&'a str>,
     last_activity: PrimitiveDateTime,
     failed_to_acquire_token: bool,
     last_error: Option<&'a str>,
     consecutive_failures: i32,
     next_attempt_at: Option<PrimitiveDateTime>,
     signed_out_at: Option<PrimitiveDateTime>,
+    last_attempt_at: Option<PrimitiveDateTime>,
+}
+
+/// Who the account is. A field the writer does not know (`None`) keeps what the row holds
+/// (a refresh answer without an ID token does not forget the tenant).
+#[derive(Insertable, AsChangeset)]
+#[diesel(table_name = aa)]
+struct IdentityRow<'a> {
+    account_object_id: Option<&'a str>,
+    account_tenant_id: Option<&'a str>,
+    user_principal_name: Option<&'a str>,
 }
 
 /// Inserts or refreshes the user's row in one statement (a true upsert on every backend):
-/// `last_activity` becomes `now`, and any failure state or sign-out mark is cleared.
+/// `last_activity` becomes `now`, any sign-out mark and earlier worker outcome are cleared, and
+/// the account is marked failed only when the writer names a `problem`.
 pub fn upsert(
     conn: &mut DbConnection,
     a: &ActivityUpsert<'_>,
@@ -88,33 +101,39 @@ pub fn upsert(
 ) -> QueryResult<()> {
     let row = UpsertRow {
         account_identifier: a.account_identifier,
-        account_object_id: a.object_id,
-        account_tenant_id: a.tenant_id,
-        user_principal_name: a.user_principal_name,
         last_activity: to_db(now),
-        failed_to_acquire_token: false,
-        last_error: None,
+        failed_to_acquire_token: a.problem.is_some(),
+        last_error: a.problem,
         consecutive_failures: 0,
         next_attempt_at: None,
         signed_out_at: None,
+        last_attempt_at: None,
     };
-    let insert = diesel::insert_into(aa::table)
-        .values((dsl::account_cache_key.eq(a.account_cache_key), &row));
+    let identity = IdentityRow {
+        account_object_id: a.object_id,
+        account_tenant_id: a.tenant_id,
+        user_principal_name: a.user_principal_name,
+    };
+    let insert = diesel::insert_into(aa::table).values((
+        dsl::account_cache_key.eq(a.account_cache_key),
+        &row,
+        &identity,
+    ));
     match conn {
         DbConnection::Sqlite(c) => insert
             .on_conflict(dsl::account_cache_key)
             .do_update()
-            .set(&row)
+            .set((&row, &identity))
             .execute(c),
         DbConnection::Postgres(c) => insert
             .on_conflict(dsl::account_cache_key)
             .do_update()
-            .set(&row)
+            .set((&row, &identity))
             .execute(c),
         DbConnection::Mysql(c) => insert
             .on_conflict(diesel::dsl::DuplicatedKeys)
             .do_update()
-            .set(&row)
+            .set((&row, &identity))
             .execute(c),
     }?;
     Ok(())
@@ -139,8 +158,9 @@ pub fn find_by_upn(conn: &mut DbConnection, upn: &str) -> QueryResult<Vec<Activi
 
 /// Which accounts are due: idle since `cutoff` or longer, not acted for by a worker since
 /// `cutoff` either (so workers sharing a pass never do an account twice), not marked
-/// "interaction required" (unless `include_failed`), backoff elapsed at `now`. A signed-out account is due until a
-/// worker has reported it once (which marks it), so the sign-out shows in one report.
+/// "interaction required" (unless `include_failed`), backoff elapsed at `now`. A signed-out
+/// account, and one marked at sign-in (no refresh token), is due until a worker has reported
+/// it once, so it shows in one report.
 #[derive(Debug, Clone, Copy)]
 pub struct DueFilter {
     pub cutoff: OffsetDateTime,
@@ -164,7 +184,8 @@ macro_rules! due_keys {
             .filter(
                 dsl::failed_to_acquire_token
                     .eq(false)
-                    .or(dsl::failed_to_acquire_token.eq($filter.include_failed)),
+                    .or(dsl::failed_to_acquire_token.eq($filter.include_failed))
+                    .or(dsl::last_attempt_at.is_null()),
             )
             .filter(
                 dsl::next_attempt_at

@@ -9,4 +9,4 @@ pub mod provider;
 mod sign_in;
 
 pub use error::AcquireError;
-pub use provider::{OidcProvider, SignInState};
+pub use provider::{OidcProvider, ResponseIssuer, SignInState};

@@ -1,5 +1,5 @@
 //! The `openidconnect` types tokenbridge uses: Entra ID's extra claims and token-response
-//! fields (other providers simply leave them out), and the end-session endpoint in metadata.
+//! fields (other providers simply leave them out), and the extra metadata tokenbridge reads.
 
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthPrompt, CoreClaimName, CoreClaimType, CoreClientAuthMethod,
@@ -33,11 +33,15 @@ pub struct EntraTokenFields {
 }
 impl ExtraTokenFields for EntraTokenFields {}
 
+/// Metadata beyond OpenID Discovery's core that tokenbridge uses: RP-initiated logout, RFC 7009
+/// token revocation and RFC 9207's authorization response `iss`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-pub struct LogoutMetadata {
+pub struct ExtraMetadata {
     pub end_session_endpoint: Option<String>,
+    pub revocation_endpoint: Option<String>,
+    pub authorization_response_iss_parameter_supported: Option<bool>,
 }
-impl AdditionalProviderMetadata for LogoutMetadata {}
+impl AdditionalProviderMetadata for ExtraMetadata {}
 
 pub type IdFields = IdTokenFields<
     EntraClaims,
@@ -49,7 +53,7 @@ pub type IdFields = IdTokenFields<
 pub type ProviderTokenResponse = StandardTokenResponse<IdFields, CoreTokenType>;
 pub type IdTokenClaimsOf = openidconnect::IdTokenClaims<EntraClaims, CoreGenderClaim>;
 pub type Metadata = ProviderMetadata<
-    LogoutMetadata,
+    ExtraMetadata,
     CoreAuthDisplay,
     CoreClientAuthMethod,
     CoreClaimName,

@@ -8,11 +8,11 @@ use super::oidc_types::{ClientWith, IdTokenClaimsOf, Metadata, OidcClient, Provi
 use crate::cache::document::{self, ClientContext, IdToken, IdTokenClaims};
 use crate::secret::Secret;
 use crate::settings::{ClientAuth, IdentitySettings, Prompt, ProviderKind};
-use openidconnect::core::{CoreAuthPrompt, CoreAuthenticationFlow};
+use openidconnect::core::{CoreAuthPrompt, CoreAuthenticationFlow, CoreRevocableToken};
 use openidconnect::{
     AccessTokenHash, AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
     CsrfToken, EndpointNotSet, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, RefreshToken, Scope, SignatureVerificationError,
+    PkceCodeVerifier, RedirectUrl, RefreshToken, RevocationUrl, Scope, SignatureVerificationError,
     TokenResponse as _,
 };
 use serde::{Deserialize, Serialize};
@@ -39,6 +39,9 @@ impl std::fmt::Debug for SignInState {
 pub struct Loaded {
     client: OidcClient,
     end_session: Option<Url>,
+    revocation: Option<Url>,
+    /// RFC 9207: the provider puts `iss` in every authorization response.
+    iss_parameter: bool,
     pub context: ClientContext,
     fetched_at: Instant,
 }
@@ -104,6 +107,10 @@ impl OidcProvider {
         self.issuer.as_str()
     }
 
+    pub fn kind(&self) -> ProviderKind {
+        self.kind
+    }
+
     /// The scopes tokenbridge asks for: the API's, plus what MSAL always adds.
     pub fn scopes(&self) -> Vec<&str> {
         self.api_scopes.iter().map(String::as_str).collect()
@@ -165,11 +172,18 @@ impl OidcProvider {
             .token_endpoint()
             .cloned()
             .ok_or_else(|| config("the provider's metadata has no token endpoint"))?;
-        let end_session = metadata
-            .additional_metadata()
+        let extra = metadata.additional_metadata();
+        let end_session = extra
             .end_session_endpoint
             .as_deref()
             .and_then(|u| Url::parse(u).ok());
+        let revocation = extra
+            .revocation_endpoint
+            .as_deref()
+            .and_then(|u| Url::parse(u).ok());
+        let iss_parameter = extra
+            .authorization_response_iss_parameter_supported
+            .unwrap_or(false);
         let environment = self
             .issuer
             .url()
@@ -202,6 +216,8 @@ impl OidcProvider {
         Ok(Loaded {
             client,
             end_session,
+            revocation,
+            iss_parameter,
             context: ClientContext {
                 client_id: self.client_id.as_str().to_owned(),
                 environment,
@@ -383,6 +399,42 @@ impl OidcProvider {
         }))
     }
 
+    /// RFC 9207's mix-up defence: an authorization response's `iss` must be the issuer this app
+    /// sent the user to, compared as strings; a provider that advertises the parameter must
+    /// send it. A response without `iss` from one that does not advertise it is accepted.
+    pub async fn check_response_issuer(&self, iss: Option<&str>) -> Result<(), ResponseIssuer> {
+        let loaded = self.metadata().await.map_err(ResponseIssuer::Unavailable)?;
+        match iss {
+            Some(iss) if iss == self.issuer.as_str() => Ok(()),
+            Some(_) => Err(ResponseIssuer::Mismatch),
+            None if loaded.iss_parameter => Err(ResponseIssuer::Missing),
+            None => Ok(()),
+        }
+    }
+
+    /// RFC 7009: asks the provider to revoke a refresh token. `Ok(false)` when the provider
+    /// has no revocation endpoint (Entra ID has none).
+    pub async fn revoke_refresh_token(&self, refresh_token: &Secret) -> Result<bool, AcquireError> {
+        let loaded = self.metadata().await?;
+        let Some(url) = loaded.revocation.clone() else {
+            return Ok(false);
+        };
+        let token = CoreRevocableToken::from(RefreshToken::new(refresh_token.expose().to_owned()));
+        loaded
+            .client
+            .clone()
+            .set_revocation_url(RevocationUrl::from_url(url))
+            .revoke_token(token)
+            .map_err(config)?
+            .request_async(&self.http)
+            .await
+            .map_err(|e| AcquireError::Transient {
+                reason: format!("the provider did not revoke the refresh token: {e}"),
+                retry_after: None,
+            })?;
+        Ok(true)
+    }
+
     /// The provider's end-session URL with our post-logout redirect, if it has one.
     pub async fn end_session_url(&self, post_logout_redirect_uri: &str) -> Option<Url> {
         let loaded = self.metadata().await.ok()?;
@@ -431,6 +483,17 @@ fn check_claims(
         }
     }
     Ok(claims.clone())
+}
+
+/// Why an authorization response's issuer is refused (RFC 9207).
+#[derive(Debug)]
+pub enum ResponseIssuer {
+    /// `iss` names another issuer: the response may come from a provider mixed up with ours.
+    Mismatch,
+    /// The provider advertises `iss` but the response has none.
+    Missing,
+    /// The provider's metadata could not be loaded to tell.
+    Unavailable(AcquireError),
 }
 
 /// A refresh token redeemed: the provider's answer, its ID token not yet validated.

@@ -7,6 +7,8 @@ use crate::activity::store::ActivityUpsert;
 use crate::cache::document::{home_account_id, CacheDocument, Grant};
 use crate::cache::store::{CacheStoreError, TokenCacheStore};
 use crate::db::DbConnection;
+use crate::secret::Secret;
+use crate::settings::ProviderKind;
 use time::OffsetDateTime;
 
 impl TokenAcquirer {
@@ -39,7 +41,7 @@ impl TokenAcquirer {
             .into_iter()
             .map(str::to_owned)
             .collect();
-        let (store, now) = (core.store.clone(), core.now());
+        let (store, now, kind) = (core.store.clone(), core.now(), core.provider.kind());
         let (version, document) = core
             .db
             .run(move |conn| -> Result<_, AcquireError> {
@@ -48,14 +50,6 @@ impl TokenAcquirer {
                     .clone()
                     .or_else(|| claims.upn.clone());
                 let object_id = claims.oid.clone().unwrap_or_else(|| claims.sub.clone());
-                let tenant_id = claims.tid.clone().unwrap_or_else(|| context.realm.clone());
-                let activity = ActivityUpsert {
-                    account_cache_key: &home,
-                    account_identifier: &home,
-                    object_id: Some(&object_id),
-                    tenant_id: Some(&tenant_id),
-                    user_principal_name: upn.as_deref(),
-                };
                 for _ in 0..3 {
                     let (mut document, version) = current(&store, conn, &home, now)?;
                     let scope_refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
@@ -69,6 +63,22 @@ impl TokenAcquirer {
                             now.unix_timestamp(),
                         )
                         .map_err(|e| AcquireError::Configuration(e.to_string()))?;
+                    let problem = document
+                        .find_refresh_token(&context, &home)
+                        .is_none()
+                        .then(|| no_refresh_token(kind));
+                    // The tenant only from the ID token: a URL names no tenant.
+                    let activity = ActivityUpsert {
+                        account_cache_key: &home,
+                        account_identifier: &home,
+                        object_id: Some(&object_id),
+                        tenant_id: claims.tid.as_deref(),
+                        user_principal_name: upn.as_deref(),
+                        problem: problem.as_deref(),
+                    };
+                    if let Some(problem) = &problem {
+                        tracing::warn!(account = %home, "signed in without a refresh token: {problem}");
+                    }
                     match store.save_with_activity(conn, &document, version, &activity, now) {
                         Ok(version) => return Ok((version, document)),
                         Err(CacheStoreError::Conflict { .. }) => continue,
@@ -85,25 +95,72 @@ impl TokenAcquirer {
         Ok(signed_in)
     }
 
-    /// Signs the user out here: deletes their cache row and marks the activity signed out.
+    /// Signs the user out here: deletes their cache row and marks the activity signed out, in
+    /// one transaction. Then, when the provider has a revocation endpoint (RFC 7009), revokes
+    /// the refresh token the row held, in the background: best effort, a failure is logged and
+    /// never makes the sign-out fail or wait.
     pub async fn sign_out(&self, id: &str) -> Result<(), AcquireError> {
         let core = &self.core;
+        // Usually held already; the sign-out redirect needs it too. Unavailable: no revocation.
+        let context = core
+            .provider
+            .metadata()
+            .await
+            .ok()
+            .map(|m| m.context.clone());
         let (store, key, now) = (core.store.clone(), id.to_owned(), core.now());
-        core.db
+        let refresh_token = core
+            .db
             .run(
-                move |conn: &mut DbConnection| -> Result<(), CacheStoreError> {
+                move |conn: &mut DbConnection| -> Result<Option<Secret>, CacheStoreError> {
                     use diesel::Connection;
                     conn.transaction(|conn| {
+                        // A row this process cannot open is still deleted; it just cannot be
+                        // revoked.
+                        let refresh_token = match (&context, store.load(conn, &key, now)) {
+                            (Some(context), Ok(Some(loaded))) => loaded
+                                .document
+                                .find_refresh_token(context, &key)
+                                .map(|rt| rt.secret.clone()),
+                            _ => None,
+                        };
                         store.delete(conn, &key)?;
                         crate::activity::store::mark_signed_out(conn, &key, now)?;
-                        Ok(())
+                        Ok(refresh_token)
                     })
                 },
             )
             .await?;
         core.forget(id);
+        if let Some(refresh_token) = refresh_token {
+            let (provider, account) = (core.provider.clone(), id.to_owned());
+            tokio::spawn(async move {
+                match provider.revoke_refresh_token(&refresh_token).await {
+                    Ok(true) => tracing::info!(%account, "refresh token revoked at the provider"),
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(%account, error = %e, "signed out, but the provider did not revoke the refresh token")
+                    }
+                }
+            });
+        }
         Ok(())
     }
+}
+
+/// Why a sign-in answer can hold no refresh token, and what to change.
+fn no_refresh_token(kind: ProviderKind) -> String {
+    let cause = match kind {
+        ProviderKind::Oidc => {
+            "a provider that follows OpenID Connect Core section 11 grants offline_access only \
+             when the sign-in asks for consent (set identity.prompt = \"consent\"), and only to \
+             a client allowed the refresh_token grant"
+        }
+        ProviderKind::Entra => {
+            "the app registration must be allowed offline_access, and the scopes must include it"
+        }
+    };
+    format!("no refresh token: the provider issued none at sign-in; {cause}")
 }
 
 /// The user's current document and version for a sign-in: a corrupt row is replaced (its

@@ -4,7 +4,7 @@ use super::error::WebError;
 use super::request_id::RequestId;
 use super::session::TypedSession;
 use super::AppState;
-use crate::identity::{AcquireError, SignInState};
+use crate::identity::{AcquireError, ResponseIssuer, SignInState};
 use actix_web::cookie::{time::Duration as CookieDuration, Cookie, CookieJar, SameSite};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
@@ -109,6 +109,8 @@ pub struct Callback {
     state: Option<String>,
     error: Option<String>,
     error_description: Option<String>,
+    /// RFC 9207: the issuer that answered.
+    iss: Option<String>,
 }
 
 pub async fn callback_get(
@@ -148,6 +150,25 @@ async fn callback(
     params: Callback,
     rid: &RequestId,
 ) -> Result<HttpResponse, WebError> {
+    // Before anything else, errors included: a response from a provider mixed up with ours
+    // is not acted on (RFC 9207).
+    match state
+        .acquirer
+        .provider()
+        .check_response_issuer(params.iss.as_deref())
+        .await
+    {
+        Ok(()) => {}
+        Err(ResponseIssuer::Unavailable(e)) => return Err(WebError::acquire(&e, rid)),
+        Err(refused) => {
+            tracing::warn!(request_id = %rid, problem = ?refused, iss = ?params.iss.as_deref().map(|i| short_text(i, 200)), "sign-in response refused: its issuer is not the configured one");
+            return Err(WebError::sign_in_failed(
+                "This sign-in response did not come from the identity provider this app sent you \
+                 to. Please sign in again.",
+                rid,
+            ));
+        }
+    }
     if let Some(error) = params.error {
         tracing::info!(request_id = %rid, error = %error, description = ?params.error_description, "the provider refused the sign-in");
         let sentence = match error.as_str() {
@@ -213,6 +234,11 @@ fn short(code: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
         .take(40)
         .collect()
+}
+
+/// At most `max` characters of text from outside, for a log line.
+fn short_text(text: &str, max: usize) -> String {
+    text.chars().take(max).collect()
 }
 
 #[derive(Deserialize)]

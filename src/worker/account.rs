@@ -133,6 +133,21 @@ pub(super) fn next_attempt(now: OffsetDateTime, failures: i32) -> OffsetDateTime
     now + time::Duration::seconds(seconds)
 }
 
+/// The problem the web app recorded when the user signed in, if no worker has reported on the
+/// account since.
+fn marked_at_sign_in(activity: &Activity) -> Option<String> {
+    if activity.failed_to_acquire_token && activity.last_attempt_at.is_none() {
+        Some(
+            activity
+                .last_error
+                .clone()
+                .unwrap_or_else(|| "tokens cannot be acquired silently".into()),
+        )
+    } else {
+        None
+    }
+}
+
 impl Worker {
     /// Works one claimed account and records the outcome (releasing the claim).
     pub(super) async fn work(&self, activity: Activity) -> Result<AccountReport, PassError> {
@@ -144,6 +159,12 @@ impl Worker {
             Outcome::InteractionRequired {
                 reason: "signed out".into(),
             }
+        } else if let Some(reason) = marked_at_sign_in(&activity) {
+            // The web app found at sign-in that tokens cannot be renewed (no refresh token):
+            // reported once now, rather than failing when the access token lapses.
+            report.outcome = Kind::InteractionRequired;
+            report.reason = Some(reason.clone());
+            Outcome::InteractionRequired { reason }
         } else {
             self.try_account(&activity, &mut report).await?
         };

@@ -13,6 +13,7 @@ use crate::activity::store::ActivityUpsert;
 use crate::cache::document::{CacheDocument, ClientContext, Grant, TokenResponse};
 use crate::cache::store::{CacheStoreError, LoadedCache};
 use crate::identity::AcquireError;
+use crate::settings::ProviderKind;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -174,6 +175,16 @@ async fn write_once(
     let (store, now, caller) = (core.store.clone(), core.now(), write.caller);
     let (key, expected, doc) = (write.id.clone(), write.base.0, document.clone());
     let account = document.account(&write.context, &write.id).cloned();
+    // The tenant only from what names one: Entra ID's realm is its tenant id; another provider's
+    // ID token may carry `tid`. Unknown here keeps what sign-in stored.
+    let tenant = match core.provider.kind() {
+        ProviderKind::Entra => account.as_ref().map(|a| a.realm.clone()),
+        ProviderKind::Oidc => write
+            .tokens
+            .id_token
+            .as_ref()
+            .and_then(|t| t.claims.tid.clone()),
+    };
     core.db
         .run(move |conn| match caller {
             Caller::Worker => store.save(conn, &key, &doc, expected, now),
@@ -183,13 +194,13 @@ async fn write_once(
                     .map(|a| a.username.clone())
                     .filter(|u| !u.is_empty());
                 let oid = account.as_ref().map(|a| a.local_account_id.clone());
-                let tid = account.as_ref().map(|a| a.realm.clone());
                 let activity = ActivityUpsert {
                     account_cache_key: &key,
                     account_identifier: &key,
                     object_id: oid.as_deref(),
-                    tenant_id: tid.as_deref(),
+                    tenant_id: tenant.as_deref(),
                     user_principal_name: upn.as_deref(),
+                    problem: None,
                 };
                 store.save_with_activity(conn, &doc, expected, &activity, now)
             }

@@ -10,6 +10,7 @@ e2e_tests!(
     one_pass_refreshes_each_idle_user_and_calls_the_api_once_each,
     a_revoked_user_is_marked_skipped_and_cleared_by_signing_in,
     a_signed_out_user_is_reported_once_then_skipped,
+    a_sign_in_without_a_refresh_token_is_marked_and_reported_once,
     a_dry_run_lists_the_due_accounts_and_changes_nothing,
     one_user_can_be_processed_alone,
     the_web_app_and_a_worker_refreshing_one_user_never_trip_strict_rotation,
@@ -117,6 +118,45 @@ async fn a_signed_out_user_is_reported_once_then_skipped(backend: Backend) {
     app.clock.advance(Duration::minutes(10));
     let run = pass(&app, |_| {}).await;
     assert_eq!(run.outcomes(), outcomes(&[("grace", "ok")]));
+}
+
+/// A provider that follows OpenID Connect Core 11 drops `offline_access` from a sign-in
+/// without `prompt=consent`: the activity row says at once that there is no refresh token, and
+/// the next pass reports it (once) instead of acting until the access token lapses.
+async fn a_sign_in_without_a_refresh_token_is_marked_and_reported_once(backend: Backend) {
+    let Some(app) = spawn_app("worker::no_refresh_token", backend, |_| {}).await else {
+        return;
+    };
+    app.idp
+        .behave(serde_json::json!({ "offline_access": "consent" }))
+        .await;
+    app.sign_in_elsewhere("ada").await;
+    app.idp
+        .behave(serde_json::json!({ "offline_access": "scope" }))
+        .await;
+    app.sign_in_elsewhere("grace").await;
+
+    let ada = activity(&app, "ada");
+    assert!(ada.failed_to_acquire_token, "{ada:?}");
+    let error = ada.last_error.clone().unwrap_or_default();
+    assert!(error.starts_with("no refresh token"), "{error}");
+    assert!(!activity(&app, "grace").failed_to_acquire_token);
+
+    app.clock.advance(Duration::hours(2));
+    let run = pass(&app, |_| {}).await;
+    assert_eq!(
+        run.outcomes(),
+        outcomes(&[("ada", "interaction_required"), ("grace", "ok")])
+    );
+    let reason = run.line("ada")["reason"].as_str().unwrap().to_owned();
+    assert!(reason.starts_with("no refresh token"), "{reason}");
+    app.clock.advance(Duration::hours(2));
+    let run = pass(&app, |_| {}).await;
+    assert_eq!(run.outcomes(), outcomes(&[("grace", "ok")]));
+
+    // Signing in with a refresh token clears the mark.
+    app.sign_in_elsewhere("ada").await;
+    assert!(!activity(&app, "ada").failed_to_acquire_token);
 }
 
 fn dump(app: &TestApp) -> String {

@@ -98,6 +98,7 @@ pub(super) async fn seed(app: &TestApp, count: usize) -> Vec<String> {
                 object_id: Some(&uid),
                 tenant_id: Some(&app.idp.tenant),
                 user_principal_name: Some(&upn),
+                problem: None,
             };
             store.save_with_activity(conn, &document, None, &activity, idle_since)?;
             ids.push(id);
