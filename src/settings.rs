@@ -7,7 +7,9 @@ mod web;
 mod worker;
 
 pub use dev_idp::{is_loopback, loopback_addr, DevClient, DevIdpSettings, Rotation};
-pub use web::{ApiSettings, ClientAuth, IdentitySettings, Prompt, ProviderKind, WebSettings};
+pub use web::{
+    ApiSettings, ClientAuth, IdentitySettings, OfflineAccess, Prompt, ProviderKind, WebSettings,
+};
 pub use worker::{ReportFormat, WorkerSettings};
 
 use crate::cache::seal::SealKeys;

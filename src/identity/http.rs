@@ -22,6 +22,16 @@ pub enum HttpError {
     Request(String),
 }
 
+impl HttpError {
+    /// How long the provider asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            HttpError::Unavailable { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct ProviderHttp {
     client: reqwest::Client,
@@ -39,7 +49,8 @@ impl ProviderHttp {
         Ok(Self { client })
     }
 
-    async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+    /// Sends one request; 5xx, 429 and 408 become [`HttpError::Unavailable`].
+    pub async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         let (parts, body) = request.into_parts();
         let response = self
             .client

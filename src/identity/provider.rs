@@ -7,12 +7,12 @@ use super::http::ProviderHttp;
 use super::oidc_types::{ClientWith, IdTokenClaimsOf, Metadata, OidcClient, ProviderTokenResponse};
 use crate::cache::document::{self, ClientContext, IdToken, IdTokenClaims};
 use crate::secret::Secret;
-use crate::settings::{ClientAuth, IdentitySettings, Prompt, ProviderKind};
-use openidconnect::core::{CoreAuthPrompt, CoreAuthenticationFlow, CoreRevocableToken};
+use crate::settings::{ClientAuth, IdentitySettings, OfflineAccess, Prompt, ProviderKind};
+use openidconnect::core::{CoreAuthPrompt, CoreAuthenticationFlow};
 use openidconnect::{
     AccessTokenHash, AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
     CsrfToken, EndpointNotSet, IssuerUrl, Nonce, OAuth2TokenResponse, PkceCodeChallenge,
-    PkceCodeVerifier, RedirectUrl, RefreshToken, RevocationUrl, Scope, SignatureVerificationError,
+    PkceCodeVerifier, RedirectUrl, RefreshToken, Scope, SignatureVerificationError,
     TokenResponse as _,
 };
 use serde::{Deserialize, Serialize};
@@ -54,6 +54,7 @@ pub struct OidcProvider {
     secret: Secret,
     auth: ClientAuth,
     prompt: Prompt,
+    offline_access: OfflineAccess,
     redirect: RedirectUrl,
     api_scopes: Vec<String>,
     refresh_every: Duration,
@@ -94,6 +95,7 @@ impl OidcProvider {
             secret: secret.clone(),
             auth: identity.client_auth,
             prompt: identity.prompt,
+            offline_access: identity.offline_access,
             redirect: RedirectUrl::new(redirect_uri.to_owned()).map_err(config)?,
             api_scopes: identity.scopes.clone(),
             refresh_every: identity.metadata_refresh,
@@ -242,8 +244,11 @@ impl OidcProvider {
                 Nonce::new_random,
             )
             .add_scope(Scope::new("profile".into()))
-            .add_scope(Scope::new("offline_access".into()))
             .set_pkce_challenge(challenge);
+        request = match self.offline_access {
+            OfflineAccess::Scope => request.add_scope(Scope::new("offline_access".into())),
+            OfflineAccess::AccessType => request.add_extra_param("access_type", "offline"),
+        };
         for scope in &self.api_scopes {
             request = request.add_scope(Scope::new(scope.clone()));
         }
@@ -413,26 +418,83 @@ impl OidcProvider {
     }
 
     /// RFC 7009: asks the provider to revoke a refresh token. `Ok(false)` when the provider
-    /// has no revocation endpoint (Entra ID has none).
+    /// has no revocation endpoint (Entra ID has none). The request is made here rather than by
+    /// the OAuth library, which refuses any endpoint but https, loopback included.
     pub async fn revoke_refresh_token(&self, refresh_token: &Secret) -> Result<bool, AcquireError> {
         let loaded = self.metadata().await?;
         let Some(url) = loaded.revocation.clone() else {
             return Ok(false);
         };
-        let token = CoreRevocableToken::from(RefreshToken::new(refresh_token.expose().to_owned()));
-        loaded
-            .client
-            .clone()
-            .set_revocation_url(RevocationUrl::from_url(url))
-            .revoke_token(token)
-            .map_err(config)?
-            .request_async(&self.http)
+        let (body, authorization) = self.revocation_body(refresh_token);
+        let mut request = openidconnect::http::Request::builder()
+            .method(openidconnect::http::Method::POST)
+            .uri(url.as_str())
+            .header(
+                openidconnect::http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(openidconnect::http::header::ACCEPT, "application/json");
+        if let Some(authorization) = authorization {
+            request = request.header(openidconnect::http::header::AUTHORIZATION, authorization);
+        }
+        let request = request.body(body).map_err(config)?;
+        let response = self
+            .http
+            .send(request)
             .await
             .map_err(|e| AcquireError::Transient {
                 reason: format!("the provider did not revoke the refresh token: {e}"),
-                retry_after: None,
+                retry_after: e.retry_after(),
             })?;
-        Ok(true)
+        if response.status().is_success() {
+            return Ok(true);
+        }
+        #[derive(Deserialize)]
+        struct ErrorBody {
+            error: Option<String>,
+        }
+        let code = serde_json::from_slice::<ErrorBody>(response.body())
+            .ok()
+            .and_then(|b| b.error)
+            .unwrap_or_default();
+        Err(config(format!(
+            "the provider refused to revoke the refresh token: HTTP {} {}",
+            response.status().as_u16(),
+            code.chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(40)
+                .collect::<String>()
+        )))
+    }
+
+    /// An RFC 7009 request's form body, and its `Authorization` header for client_secret_basic
+    /// (each part form-encoded before Basic encoding, RFC 6749 section 2.3.1).
+    fn revocation_body(&self, refresh_token: &Secret) -> (Vec<u8>, Option<String>) {
+        use base64::Engine as _;
+        let encode =
+            |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.append_pair("token", refresh_token.expose())
+            .append_pair("token_type_hint", "refresh_token");
+        let authorization = match self.auth {
+            ClientAuth::ClientSecretBasic => {
+                let pair = format!(
+                    "{}:{}",
+                    encode(self.client_id.as_str()),
+                    encode(self.secret.expose())
+                );
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                ))
+            }
+            ClientAuth::ClientSecretPost => {
+                form.append_pair("client_id", self.client_id.as_str())
+                    .append_pair("client_secret", self.secret.expose());
+                None
+            }
+        };
+        (form.finish().into_bytes(), authorization)
     }
 
     /// The provider's end-session URL with our post-logout redirect, if it has one.

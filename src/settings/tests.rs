@@ -318,6 +318,22 @@ fn worker_settings_have_defaults_and_the_environment_overrides_them() {
 }
 
 #[test]
+fn how_a_sign_in_asks_for_offline_access_is_a_setting() {
+    use super::OfflineAccess;
+    assert_eq!(
+        load("", &[]).unwrap().identity.offline_access,
+        OfflineAccess::Scope
+    );
+    let s = load("[identity]\noffline_access = \"access_type\"\n", &[]).unwrap();
+    assert_eq!(s.identity.offline_access, OfflineAccess::AccessType);
+    let msg = error("[identity]\noffline_access = \"yes\"\n", &[]);
+    assert!(
+        msg.contains("offline_access") || msg.contains("yes"),
+        "{msg}"
+    );
+}
+
+#[test]
 fn the_sign_in_prompt_is_a_setting() {
     use super::Prompt;
     assert_eq!(load("", &[]).unwrap().identity.prompt, Prompt::None);

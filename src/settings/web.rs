@@ -35,6 +35,17 @@ pub enum Prompt {
     SelectAccount,
 }
 
+/// How a sign-in asks for a refresh token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OfflineAccess {
+    /// The `offline_access` scope (OpenID Connect Core 11): Entra ID, Keycloak, Auth0, Okta.
+    Scope,
+    /// Google's `access_type=offline` parameter instead (Google refuses the scope with
+    /// `invalid_scope`).
+    AccessType,
+}
+
 /// How the client authenticates at the token endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -55,6 +66,7 @@ pub struct IdentitySettings {
     pub client_secret: Option<Secret>,
     pub client_auth: ClientAuth,
     pub prompt: Prompt,
+    pub offline_access: OfflineAccess,
     pub scopes: Vec<String>,
     pub metadata_refresh: Duration,
     pub http_timeout: Duration,
@@ -158,6 +170,7 @@ pub(super) struct RawIdentity {
     pub(super) client_secret_file: Option<PathBuf>,
     client_auth: ClientAuth,
     prompt: Prompt,
+    offline_access: OfflineAccess,
     scopes: Vec<String>,
     metadata_refresh: String,
     http_timeout: String,
@@ -176,6 +189,7 @@ impl Default for RawIdentity {
             client_secret_file: None,
             client_auth: ClientAuth::ClientSecretBasic,
             prompt: Prompt::None,
+            offline_access: OfflineAccess::Scope,
             scopes: vec!["User.Read".into()],
             metadata_refresh: "1h".into(),
             http_timeout: "10s".into(),
@@ -296,6 +310,7 @@ impl RawIdentity {
             )?,
             client_auth: self.client_auth,
             prompt: self.prompt,
+            offline_access: self.offline_access,
             scopes: self.scopes,
             metadata_refresh: positive("identity.metadata_refresh", &self.metadata_refresh)?,
             http_timeout: positive("identity.http_timeout", &self.http_timeout)?,

@@ -14,5 +14,6 @@ mod dev_idp;
 mod fixtures;
 mod interop;
 mod migrations;
+mod oidc_provider;
 mod serve;
 mod worker;

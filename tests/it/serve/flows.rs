@@ -424,6 +424,44 @@ async fn the_configured_prompt_is_sent_with_every_sign_in() {
     }
 }
 
+/// `identity.offline_access = "access_type"` (Google): the sign-in carries
+/// `access_type=offline` and not the `offline_access` scope, which Google refuses.
+#[tokio::test]
+async fn offline_access_can_be_asked_for_as_google_does() {
+    use tokenbridge::settings::OfflineAccess;
+    for (mode, scope, param) in [
+        (OfflineAccess::Scope, true, false),
+        (OfflineAccess::AccessType, false, true),
+    ] {
+        let app = super::spawn_app_with(
+            "serve::offline_access_request",
+            Backend::Sqlite,
+            |_| {},
+            |s| s.identity.offline_access = mode,
+        )
+        .await
+        .unwrap();
+        let response = app.get("/signin").await;
+        let url = url::Url::parse(&location(&response)).unwrap();
+        let scopes = url
+            .query_pairs()
+            .find(|(k, _)| k == "scope")
+            .map(|(_, v)| v.into_owned())
+            .unwrap();
+        assert_eq!(
+            scopes.split(' ').any(|s| s == "offline_access"),
+            scope,
+            "{url}"
+        );
+        assert_eq!(
+            url.query_pairs()
+                .any(|(k, v)| k == "access_type" && v == "offline"),
+            param,
+            "{url}"
+        );
+    }
+}
+
 /// A provider that issues refresh tokens without granting `offline_access` (it follows OpenID
 /// Connect Core 11 and saw no `prompt=consent`): the app's refresh asks only for what the token
 /// was granted, so pages keep working after the access token expires.
