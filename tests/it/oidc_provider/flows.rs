@@ -280,3 +280,45 @@ async fn wait_for(op: &super::Op, name: &str, at_least: u64) -> serde_json::Valu
     }
     panic!("{name} never reached {at_least}: {}", op.counters().await);
 }
+
+/// The worker against a certified provider: a user signed in with consent is refreshed and the
+/// API called for them; one signed in without it is reported as having no refresh token.
+#[tokio::test]
+async fn the_worker_acts_for_users_who_granted_offline_access() {
+    for (prompt, outcome) in [
+        (Prompt::Consent, "ok"),
+        (Prompt::None, "interaction_required"),
+    ] {
+        let Some(app) = spawn("oidc_provider::worker", Refresh::Offline, |s| {
+            s.identity.prompt = prompt;
+        })
+        .await
+        else {
+            return;
+        };
+        assert_eq!(app.sign_in("ada").await.status(), 303);
+        app.clock.advance(Duration::hours(2));
+        let worker = tokenbridge::worker::Worker::build(
+            &app.settings,
+            app.settings.worker.clone(),
+            std::sync::Arc::new(app.clock.clone()),
+        )
+        .await
+        .unwrap();
+        let run = crate::worker::run_pass(&worker, std::future::ready(())).await;
+        assert_eq!(run.lines.len(), 1, "{:?}", run.lines);
+        let line = &run.lines[0];
+        assert_eq!(line["user"], "ada@example.test", "{line}");
+        assert_eq!(line["outcome"], outcome, "{line}");
+        let refreshes = app.op.counters().await["refreshes"].as_u64().unwrap();
+        if outcome == "ok" {
+            assert_eq!(refreshes, 1);
+        } else {
+            assert_eq!(refreshes, 0);
+            assert!(line["reason"]
+                .as_str()
+                .unwrap()
+                .starts_with("no refresh token"));
+        }
+    }
+}

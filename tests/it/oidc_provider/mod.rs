@@ -155,6 +155,7 @@ pub struct CertifiedApp {
     pub db: TestDb,
     pub browser: reqwest::Client,
     pub clock: ManualClock,
+    pub settings: Settings,
 }
 
 /// The app with `provider = "oidc"` and the provider's issuer exactly as it publishes it (a bare
@@ -200,6 +201,7 @@ pub async fn spawn(
         db,
         browser: browser(),
         clock,
+        settings: s,
     })
 }
 
