@@ -77,7 +77,7 @@ impl TokenAcquirer {
                         problem: problem.as_deref(),
                     };
                     if let Some(problem) = &problem {
-                        tracing::warn!(account = %home, "signed in without a refresh token: {problem}");
+                        tracing::warn!(account = %home, "signed in, but {problem}");
                     }
                     match store.save_with_activity(conn, &document, version, &activity, now) {
                         Ok(version) => return Ok((version, document)),

@@ -6,7 +6,8 @@
 // Environment: CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, POST_LOGOUT_REDIRECT_URI (the app under
 // test), REFRESH ("offline": refresh tokens only for a granted offline_access, as OpenID
 // Connect Core 11 and this provider's default; "always": for every code grant, without
-// offline_access). Prints "listening <issuer>" once it serves. Never listens beyond loopback.
+// offline_access), PORT (default: any free port). Prints "listening <issuer>" once it serves.
+// Never listens beyond loopback.
 import { createServer } from 'node:http';
 import * as jose from 'jose';
 import Provider from 'oidc-provider';
@@ -18,7 +19,7 @@ const env = (name) => {
 };
 
 const server = createServer();
-await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+await new Promise((resolve) => server.listen(Number(process.env.PORT ?? 0), '127.0.0.1', resolve));
 const issuer = `http://127.0.0.1:${server.address().port}`;
 const api = `${issuer}/api`;
 
