@@ -63,6 +63,20 @@ pub struct LoadedCache {
     pub document: CacheDocument,
     pub version: i64,
     pub expires_at: OffsetDateTime,
+    /// Which sign-ins the row's sessions belong to (see [`new_session_epoch`]).
+    pub session_epoch: i64,
+}
+
+/// A row's session epoch, chosen at random when the row is created (never 0, the value of rows
+/// from before epochs existed) and kept while it lives: sessions carry it, and deleting the
+/// row at sign-out ends them all.
+fn new_session_epoch() -> i64 {
+    loop {
+        let epoch = rand::random::<i64>();
+        if epoch != 0 {
+            return epoch;
+        }
+    }
 }
 
 /// Reads and writes cache rows. Cheap to clone.
@@ -97,13 +111,13 @@ impl TokenCacheStore {
         id: &str,
         now: OffsetDateTime,
     ) -> Result<Option<LoadedCache>, CacheStoreError> {
-        let row: Option<(Vec<u8>, i64, PrimitiveDateTime)> = tc::token_cache
+        let row: Option<(Vec<u8>, i64, PrimitiveDateTime, i64)> = tc::token_cache
             .filter(tc::id.eq(id))
             .filter(tc::expires_at.gt(to_db(now)))
-            .select((tc::value, tc::version, tc::expires_at))
+            .select((tc::value, tc::version, tc::expires_at, tc::session_epoch))
             .first(conn)
             .optional()?;
-        let Some((value, version, expires_at)) = row else {
+        let Some((value, version, expires_at, session_epoch)) = row else {
             return Ok(None);
         };
         let plain =
@@ -130,6 +144,7 @@ impl TokenCacheStore {
             document,
             version,
             expires_at,
+            session_epoch,
         }))
     }
 
@@ -160,6 +175,22 @@ impl TokenCacheStore {
             .filter(tc::id.eq(id))
             .filter(tc::expires_at.gt(to_db(now)))
             .select(tc::version)
+            .first(conn)
+            .optional()?)
+    }
+
+    /// The version and session epoch of a live row, without reading its value: the one query a
+    /// signed-in page makes when it holds the document already.
+    pub fn version_and_epoch(
+        &self,
+        conn: &mut DbConnection,
+        id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<(i64, i64)>, CacheStoreError> {
+        Ok(tc::token_cache
+            .filter(tc::id.eq(id))
+            .filter(tc::expires_at.gt(to_db(now)))
+            .select((tc::version, tc::session_epoch))
             .first(conn)
             .optional()?)
     }
@@ -211,6 +242,7 @@ impl TokenCacheStore {
                     tc::version.eq(1_i64),
                     tc::expires_at.eq(expires),
                     tc::updated_at.eq(now_db),
+                    tc::session_epoch.eq(new_session_epoch()),
                 ))
                 .execute(c)
         });
@@ -228,6 +260,7 @@ impl TokenCacheStore {
                     tc::version.eq(tc::version + 1),
                     tc::expires_at.eq(expires),
                     tc::updated_at.eq(now_db),
+                    tc::session_epoch.eq(new_session_epoch()),
                 ))
                 .execute(conn)?;
                 match self.current_version(conn, id, now)? {

@@ -10,6 +10,7 @@ diesel::table! {
         lease_owner -> Nullable<Varchar>,
         lease_until -> Nullable<Timestamp>,
         updated_at -> Timestamp,
+        session_epoch -> BigInt,
     }
 }
 

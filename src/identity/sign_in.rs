@@ -9,6 +9,7 @@ use crate::cache::store::{CacheStoreError, TokenCacheStore};
 use crate::db::DbConnection;
 use crate::secret::Secret;
 use crate::settings::ProviderKind;
+use diesel::Connection;
 use time::OffsetDateTime;
 
 impl TokenAcquirer {
@@ -34,6 +35,7 @@ impl TokenAcquirer {
                 .clone()
                 .or_else(|| claims.preferred_username.clone())
                 .unwrap_or_else(|| home.clone()),
+            session_epoch: 0,
         };
         let scopes: Vec<String> = core
             .provider
@@ -42,7 +44,7 @@ impl TokenAcquirer {
             .map(str::to_owned)
             .collect();
         let (store, now, kind) = (core.store.clone(), core.now(), core.provider.kind());
-        let (version, document) = core
+        let (version, session_epoch, document) = core
             .db
             .run(move |conn| -> Result<_, AcquireError> {
                 let upn = claims
@@ -79,8 +81,18 @@ impl TokenAcquirer {
                     if let Some(problem) = &problem {
                         tracing::warn!(account = %home, "signed in, but {problem}");
                     }
-                    match store.save_with_activity(conn, &document, version, &activity, now) {
-                        Ok(version) => return Ok((version, document)),
+                    // The epoch read in the same transaction as the write: the session gets
+                    // the one its row holds.
+                    let saved = conn.transaction(|conn| {
+                        let version =
+                            store.save_with_activity(conn, &document, version, &activity, now)?;
+                        let epoch = store
+                            .version_and_epoch(conn, &home, now)?
+                            .map_or(0, |(_, epoch)| epoch);
+                        Ok::<_, CacheStoreError>((version, epoch))
+                    });
+                    match saved {
+                        Ok((version, epoch)) => return Ok((version, epoch, document)),
                         Err(CacheStoreError::Conflict { .. }) => continue,
                         Err(e) => return Err(e.into()),
                     }
@@ -92,7 +104,10 @@ impl TokenAcquirer {
             .await
             .map_err(|e| core.noting(e))?;
         core.remember(&signed_in.home_account_id, version, document);
-        Ok(signed_in)
+        Ok(SignedIn {
+            session_epoch,
+            ..signed_in
+        })
     }
 
     /// Signs the user out here: deletes their cache row and marks the activity signed out, in

@@ -220,7 +220,12 @@ async fn callback(
             other => WebError::acquire(&other, rid),
         })?;
     session
-        .sign_in(&signed_in.home_account_id, &signed_in.display_name, now)
+        .sign_in(
+            &signed_in.home_account_id,
+            &signed_in.display_name,
+            signed_in.session_epoch,
+            now,
+        )
         .map_err(|_| WebError::bad_request("Cannot start a session.", rid))?;
     tracing::info!(request_id = %rid, account = %signed_in.home_account_id, "signed in");
     Ok(HttpResponse::SeeOther()
@@ -264,6 +269,20 @@ pub async fn sign_out(
             "The sign-out form has expired. Reload the page and try again.",
             &rid,
         ));
+    }
+    // A copy of an ended session (the user signed out, or signed in again since) signs nobody
+    // out: it is only dropped.
+    let current = state
+        .acquirer
+        .session_is_current(&user.home_account_id, user.session_epoch)
+        .await
+        .map_err(|e| WebError::acquire(&e, &rid).signed_in(&user.csrf))?;
+    if !current {
+        session.sign_out();
+        tracing::info!(request_id = %rid, account = %user.home_account_id, "sign-out from an ended session: cookie dropped");
+        return Ok(HttpResponse::SeeOther()
+            .insert_header(("Location", "/"))
+            .finish());
     }
     state
         .acquirer

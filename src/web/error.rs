@@ -88,6 +88,9 @@ impl WebError {
                 "The sign-in could not be completed. Please sign in again.",
                 request_id,
             ),
+            AcquireError::SessionEnded => {
+                Self::sign_in_failed("Your session has ended. Please sign in again.", request_id)
+            }
             AcquireError::Transient { retry_after, .. } => Self {
                 retry_after: *retry_after,
                 ..Self::new(

@@ -4,7 +4,6 @@ use super::error::WebError;
 use super::request_id::RequestId;
 use super::session::TypedSession;
 use super::{html, pages, AppState};
-use crate::identity::acquire::Caller;
 use crate::identity::AcquireError;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
@@ -20,10 +19,18 @@ pub async fn home(
     let scopes = state.acquirer.provider().scopes();
     let token = match state
         .acquirer
-        .acquire_silent(&user.home_account_id, &scopes, Caller::Web)
+        .acquire_for_session(&user.home_account_id, user.session_epoch, &scopes)
         .await
     {
         Ok(token) => token,
+        Err(AcquireError::SessionEnded) => {
+            tracing::info!(request_id = %rid, account = %user.home_account_id, "a session that has ended: cookie dropped");
+            session.sign_out();
+            return Ok(html(
+                StatusCode::OK,
+                pages::signed_out("Your session has ended"),
+            ));
+        }
         Err(AcquireError::InteractionRequired { reason }) => {
             tracing::info!(request_id = %rid, account = %user.home_account_id, %reason, "interaction required");
             return Ok(HttpResponse::Found()

@@ -1,5 +1,6 @@
 //! The session: an encrypted, signed cookie holding who is signed in (home account id and
-//! display name), a CSRF token and when they signed in. Never tokens.
+//! display name), a CSRF token, when they signed in, and the session epoch of their token-cache
+//! row, which makes it valid only while that row lives. Never tokens.
 
 use actix_session::{Session, SessionExt};
 use actix_web::dev::Payload;
@@ -11,6 +12,7 @@ const NAME: &str = "name";
 const CSRF: &str = "csrf";
 const SINCE: &str = "signed_in_at";
 const SEEN: &str = "seen_at";
+const EPOCH: &str = "epoch";
 
 pub struct TypedSession(Session);
 
@@ -20,6 +22,9 @@ pub struct SignedInUser {
     pub home_account_id: String,
     pub name: String,
     pub csrf: String,
+    /// The session epoch of the user's token-cache row when they signed in: the session is
+    /// good only while the row still has it (sign-out deletes the row).
+    pub session_epoch: i64,
 }
 
 impl TypedSession {
@@ -28,6 +33,7 @@ impl TypedSession {
         &self,
         home_account_id: &str,
         name: &str,
+        session_epoch: i64,
         now: i64,
     ) -> Result<(), actix_web::Error> {
         self.0.renew();
@@ -38,12 +44,15 @@ impl TypedSession {
         self.0.insert(CSRF, csrf)?;
         self.0.insert(SINCE, now)?;
         self.0.insert(SEEN, now)?;
+        self.0.insert(EPOCH, session_epoch)?;
         Ok(())
     }
 
     /// The signed-in user, unless the session is absent or malformed, has been idle longer
     /// than `idle`, or began longer than `absolute` ago (checked here, not only by the
     /// cookie's lifetime, so a copied cookie does not outlive them). Marks the session seen.
+    /// Whether the session still belongs to the user's sign-ins is the caller's check, against
+    /// the row ([`SignedInUser::session_epoch`]).
     pub fn user(&self, now: i64, idle: i64, absolute: i64) -> Option<SignedInUser> {
         let since: i64 = self.0.get(SINCE).ok().flatten()?;
         let seen: i64 = self.0.get(SEEN).ok().flatten().unwrap_or(since);
@@ -56,6 +65,7 @@ impl TypedSession {
             home_account_id: self.0.get(HOME).ok().flatten()?,
             name: self.0.get(NAME).ok().flatten()?,
             csrf: self.0.get(CSRF).ok().flatten()?,
+            session_epoch: self.0.get(EPOCH).ok().flatten()?,
         })
     }
 

@@ -86,6 +86,8 @@ impl From<AcquireError> for Failure {
     fn from(e: AcquireError) -> Self {
         match e {
             AcquireError::InteractionRequired { reason } => Failure::Interaction(reason),
+            // Only pages carry sessions; for a worker the row is simply gone.
+            AcquireError::SessionEnded => Failure::Interaction("no token cache".into()),
             AcquireError::Transient {
                 reason,
                 retry_after,

@@ -17,10 +17,11 @@ backend_tests!(with_fresh:
     the_binary_migrates_every_backend,
 );
 
-const NAMES: [&str; 3] = [
+const NAMES: [&str; 4] = [
     "2026-11-25-000001_create_token_cache",
     "2026-11-25-000002_create_account_activities",
     "2026-11-27-000003_add_last_attempt_at",
+    "2026-11-27-000004_add_session_epoch",
 ];
 
 fn migrate_up_down_and_up_again(db: &TestDb) {
@@ -115,6 +116,7 @@ fn schemas_agree_with_schema_rs(db: &TestDb) {
         (tc::lease_owner::NAME, Text, true),
         (tc::lease_until::NAME, Timestamp, true),
         (tc::updated_at::NAME, Timestamp, false),
+        (tc::session_epoch::NAME, BigInt, false),
     ];
     let account_activities = [
         (aa::account_cache_key::NAME, Text, false),

@@ -59,6 +59,8 @@ impl From<&AccessTokenEntry> for AccessToken {
 pub struct SignedIn {
     pub home_account_id: String,
     pub display_name: String,
+    /// The session epoch of the user's row, for the session cookie.
+    pub session_epoch: i64,
 }
 
 impl From<CacheStoreError> for AcquireError {
@@ -149,6 +151,8 @@ pub(super) struct Current {
     pub document: Arc<CacheDocument>,
     /// Newer than the row: refreshed tokens still waiting to be written.
     pub pending: bool,
+    /// The row's session epoch; None while a write is pending (the row was not read).
+    pub session_epoch: Option<i64>,
 }
 
 /// A token found in a document, and whether the provider asked for it to be refreshed early.
@@ -200,6 +204,7 @@ impl Core {
                 version: -1,
                 document,
                 pending: true,
+                session_epoch: None,
             }));
         }
         let (store, key, now) = (self.store.clone(), id.to_owned(), self.now());
@@ -209,16 +214,16 @@ impl Core {
             .db
             .run(move |conn| -> Result<_, CacheStoreError> {
                 if let Some(known) = known {
-                    let Some(version) = store.current_version(conn, &key, now)? else {
+                    let Some((version, epoch)) = store.version_and_epoch(conn, &key, now)? else {
                         return Ok(None);
                     };
                     if version == known {
-                        return Ok(Some((version, None)));
+                        return Ok(Some((version, epoch, None)));
                     }
                 }
                 Ok(store
                     .load(conn, &key, now)?
-                    .map(|l| (l.version, Some(l.document))))
+                    .map(|l| (l.version, l.session_epoch, Some(l.document))))
             })
             .await
             .map_err(|e| self.noting(e.into()))?;
@@ -227,19 +232,20 @@ impl Core {
                 self.forget(id);
                 return Ok(None);
             }
-            Some((version, Some(document))) => {
+            Some((version, epoch, Some(document))) => {
                 let document = Arc::new(document);
                 self.memory.remember(id, version, document.clone());
-                (version, document)
+                (version, epoch, document)
             }
-            Some((version, None)) => match remembered {
-                Some((_, document)) => (version, document),
+            Some((version, epoch, None)) => match remembered {
+                Some((_, document)) => (version, epoch, document),
                 None => return Ok(None),
             },
         };
         Ok(Some(Current {
             version: current.0,
-            document: current.1,
+            session_epoch: Some(current.1),
+            document: current.2,
             pending: false,
         }))
     }
@@ -339,8 +345,57 @@ impl TokenAcquirer {
         scopes: &[&str],
         caller: Caller,
     ) -> Result<AccessToken, AcquireError> {
+        self.acquire(id, None, scopes, caller).await
+    }
+
+    /// [`Self::acquire_silent`] for a signed-in page: the session must belong to the row's
+    /// current sign-ins (its epoch), checked in the same query that checks the row's version.
+    /// [`AcquireError::SessionEnded`] otherwise.
+    pub async fn acquire_for_session(
+        &self,
+        id: &str,
+        session_epoch: i64,
+        scopes: &[&str],
+    ) -> Result<AccessToken, AcquireError> {
+        self.acquire(id, Some(session_epoch), scopes, Caller::Web)
+            .await
+    }
+
+    /// Whether a session with `session_epoch` still belongs to the user's current sign-ins
+    /// (one query; an unreachable database is an error).
+    pub async fn session_is_current(
+        &self,
+        id: &str,
+        session_epoch: i64,
+    ) -> Result<bool, AcquireError> {
+        let (store, key, now) = (self.core.store.clone(), id.to_owned(), self.core.now());
+        let row = self
+            .core
+            .db
+            .run(move |conn| store.version_and_epoch(conn, &key, now))
+            .await?;
+        Ok(row.is_some_and(|(_, epoch)| epoch == session_epoch))
+    }
+
+    async fn acquire(
+        &self,
+        id: &str,
+        session_epoch: Option<i64>,
+        scopes: &[&str],
+        caller: Caller,
+    ) -> Result<AccessToken, AcquireError> {
         let loaded = self.core.provider.metadata().await?;
-        let current = self.core.read(id).await?.ok_or_else(no_cache)?;
+        let current = match self.core.read(id).await? {
+            Some(current) => current,
+            // No row: the user signed out (everywhere) or never signed in here.
+            None if session_epoch.is_some() => return Err(AcquireError::SessionEnded),
+            None => return Err(no_cache()),
+        };
+        if let (Some(expected), Some(actual)) = (session_epoch, current.session_epoch) {
+            if expected != actual {
+                return Err(AcquireError::SessionEnded);
+            }
+        }
         let cached = self
             .core
             .usable(&loaded.context, &current.document, id, scopes);

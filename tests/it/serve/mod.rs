@@ -6,6 +6,7 @@ mod flows;
 mod processes;
 mod refresh;
 mod security;
+mod sessions;
 
 use crate::dev_idp::{spawn_idp_with, TestIdp, CLIENT_ID, CLIENT_SECRET};
 use crate::support::{self, TestDb};

@@ -1,0 +1,1 @@
+ALTER TABLE token_cache DROP COLUMN session_epoch;
