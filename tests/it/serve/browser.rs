@@ -1,5 +1,6 @@
 //! A real browser: headless Chromium, driven through WebDriver (chromedriver), signs in through
-//! the provider's form, sees the profile, and signs out.
+//! the provider's form, sees the profile, and signs out; a copy of the session cookie from
+//! before the sign-out is dead.
 
 use super::spawn_app;
 use fantoccini::{ClientBuilder, Locator};
@@ -115,6 +116,7 @@ async fn a_person_signs_in_sees_the_profile_and_signs_out() {
         let table = browser.find(Locator::Css("table")).await?.text().await?;
         assert!(table.contains("ada@tokenbridge.dev"), "{table}");
         assert_eq!(app.count("token_cache"), 1);
+        let before_sign_out = browser.get_named_cookie("tb_session").await?;
         // Sign out: through the provider and back to the app.
         browser
             .find(Locator::Css("form[action='/signout'] button"))
@@ -132,6 +134,37 @@ async fn a_person_signs_in_sees_the_profile_and_signs_out() {
             .as_str()
             .starts_with(&app.url("/signout-callback-oidc")));
         assert_eq!(app.count("token_cache"), 0);
+
+        // Signed in again, a copy of the cookie from before the sign-out is put back: that
+        // session ended on the server, so the page says so and shows nothing of the user.
+        browser.goto(&app.url("/")).await?;
+        browser
+            .find(Locator::LinkText("Sign in"))
+            .await?
+            .click()
+            .await?;
+        let name = browser.wait().for_element(Locator::Id("username")).await?;
+        name.send_keys("ada").await?;
+        browser
+            .find(Locator::Css("form button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        browser
+            .wait()
+            .for_element(Locator::XPath("//h1[starts-with(., 'Hello')]"))
+            .await?;
+        browser.delete_cookie("tb_session").await?;
+        browser.add_cookie(before_sign_out).await?;
+        browser.goto(&app.url("/")).await?;
+        let ended = browser
+            .wait()
+            .for_element(Locator::XPath("//h1[. = 'Your session has ended']"))
+            .await?;
+        assert_eq!(ended.text().await?, "Your session has ended");
+        let page = browser.source().await?;
+        assert!(!page.contains("ada@tokenbridge.dev"), "{page}");
+        assert_eq!(app.count("token_cache"), 1, "the new sign-in is untouched");
         Ok::<_, fantoccini::error::CmdError>(())
     }
     .await;
