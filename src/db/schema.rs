@@ -34,4 +34,15 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(token_cache, account_activities);
+diesel::table! {
+    sign_ins (state_hash) {
+        state_hash -> Varchar,
+        started_at -> Timestamp,
+        outcome -> Varchar,
+        home_account_id -> Nullable<Varchar>,
+        display_name -> Nullable<Varchar>,
+        session_epoch -> Nullable<BigInt>,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(token_cache, account_activities, sign_ins);

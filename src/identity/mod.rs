@@ -7,6 +7,7 @@ pub mod http;
 mod oidc_types;
 pub mod provider;
 mod sign_in;
+mod sign_in_once;
 
 pub use error::AcquireError;
 pub use provider::{OidcProvider, ResponseIssuer, SignInState};

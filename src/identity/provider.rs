@@ -252,6 +252,9 @@ impl OidcProvider {
         for scope in &self.api_scopes {
             request = request.add_scope(Scope::new(scope.clone()));
         }
+        // The answer comes back in the query: a form_post answer is a cross-site POST, which
+        // browsers send without the SameSite=Lax sign-in cookie.
+        request = request.add_extra_param("response_mode", "query");
         if let Some(hint) = login_hint {
             request = request.add_extra_param("login_hint", hint.to_owned());
         }

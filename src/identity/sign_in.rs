@@ -14,8 +14,13 @@ use time::OffsetDateTime;
 
 impl TokenAcquirer {
     /// Redeems the code from a sign-in callback, stores the user's cache and activity in one
-    /// transaction, and says who signed in.
-    pub async fn sign_in(&self, code: &str, state: &SignInState) -> Result<SignedIn, AcquireError> {
+    /// transaction, and says who signed in. Called once per response, by
+    /// [`TokenAcquirer::sign_in`].
+    pub(super) async fn redeem_sign_in(
+        &self,
+        code: &str,
+        state: &SignInState,
+    ) -> Result<SignedIn, AcquireError> {
         let core = &self.core;
         let response = core.provider.redeem_code(code, state).await?;
         let context = core.provider.metadata().await?.context.clone();

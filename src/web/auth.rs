@@ -1,71 +1,32 @@
 //! Sign-in, the OpenID Connect callback, and sign-out.
 
 use super::error::WebError;
+use super::pending::{self, PendingSignIn};
 use super::request_id::RequestId;
 use super::session::TypedSession;
 use super::AppState;
-use crate::identity::{AcquireError, ResponseIssuer, SignInState};
-use actix_web::cookie::{time::Duration as CookieDuration, Cookie, CookieJar, SameSite};
+use crate::identity::{AcquireError, ResponseIssuer};
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use subtle::ConstantTimeEq;
 
-const SIGN_IN_COOKIE: &str = "tb_signin";
-const SIGN_IN_PATH: &str = "/signin-oidc";
-/// How long a sign-in may take at the provider.
-const SIGN_IN_TTL: i64 = 600;
+/// The longest `returnUrl` kept: the sign-in cookie must stay far below browsers' 4 KiB.
+const MAX_RETURN_URL: usize = 1024;
 
-/// What the encrypted sign-in cookie carries from `/signin` to `/signin-oidc`.
-#[derive(Serialize, Deserialize)]
-struct PendingSignIn {
-    #[serde(flatten)]
-    state: SignInState,
-    return_url: String,
-    started: i64,
-}
-
-/// `returnUrl` must be a path on this site: no scheme, no host, no `//` or `\` tricks.
+/// `returnUrl` must be a path on this site (no scheme, no host, no `//` or `\` tricks) of at
+/// most [`MAX_RETURN_URL`] bytes; anything else means `/`.
 pub fn local_path(candidate: Option<&str>) -> String {
     match candidate {
         Some(path)
             if path.starts_with('/')
                 && !path.starts_with("//")
+                && path.len() <= MAX_RETURN_URL
                 && !path.chars().any(|c| c == '\\' || c.is_control()) =>
         {
             path.to_owned()
         }
         _ => "/".to_owned(),
     }
-}
-
-fn sealed_cookie(state: &AppState, value: String) -> Option<Cookie<'static>> {
-    let mut jar = CookieJar::new();
-    jar.private_mut(&state.cookie_key).add(
-        Cookie::build(SIGN_IN_COOKIE, value)
-            .path(SIGN_IN_PATH)
-            .http_only(true)
-            .secure(state.web.secure_cookies)
-            .same_site(SameSite::Lax)
-            .max_age(CookieDuration::seconds(SIGN_IN_TTL))
-            .finish(),
-    );
-    jar.delta().next().cloned()
-}
-
-fn opened_cookie(state: &AppState, req: &HttpRequest) -> Option<PendingSignIn> {
-    let cookie = req.cookie(SIGN_IN_COOKIE)?;
-    let mut jar = CookieJar::new();
-    jar.add_original(cookie);
-    let plain = jar.private(&state.cookie_key).get(SIGN_IN_COOKIE)?;
-    serde_json::from_str(plain.value()).ok()
-}
-
-fn removal() -> Cookie<'static> {
-    let mut cookie = Cookie::build(SIGN_IN_COOKIE, "")
-        .path(SIGN_IN_PATH)
-        .finish();
-    cookie.make_removal();
-    cookie
 }
 
 #[derive(Deserialize)]
@@ -77,6 +38,7 @@ pub struct SignInQuery {
 /// `GET /signin?returnUrl=/path`: off to the provider, with state, nonce and PKCE verifier in
 /// a short-lived encrypted cookie.
 pub async fn sign_in(
+    req: HttpRequest,
     state: web::Data<AppState>,
     query: web::Query<SignInQuery>,
     rid: RequestId,
@@ -87,20 +49,23 @@ pub async fn sign_in(
         .begin_sign_in(None)
         .await
         .map_err(|e| WebError::acquire(&e, &rid))?;
+    let now = state.clock.now().unix_timestamp();
     let pending = PendingSignIn {
         state: sign_in,
         return_url: local_path(query.return_url.as_deref()),
-        started: state.clock.now().unix_timestamp(),
+        started: now,
+        order: time::OffsetDateTime::now_utc().unix_timestamp_nanos(),
     };
-    let value = serde_json::to_string(&pending)
-        .map_err(|_| WebError::bad_request("Cannot start the sign-in.", &rid))?;
-    let cookie = sealed_cookie(&state, value)
+    let cookie = pending::seal(&state, &pending)
         .ok_or_else(|| WebError::bad_request("Cannot start the sign-in.", &rid))?;
-    Ok(HttpResponse::Found()
+    let mut response = HttpResponse::Found();
+    response
         .insert_header(("Location", url.as_str()))
-        .insert_header(("Cache-Control", "no-store"))
-        .cookie(cookie)
-        .finish())
+        .insert_header(("Cache-Control", "no-store"));
+    for old in pending::to_drop(&state, &req, now) {
+        response.cookie(old);
+    }
+    Ok(response.cookie(cookie).finish())
 }
 
 #[derive(Deserialize)]
@@ -113,6 +78,9 @@ pub struct Callback {
     iss: Option<String>,
 }
 
+/// `GET /signin-oidc`: the provider's answer. tokenbridge asks for `response_mode=query`
+/// always: a `form_post` answer is a cross-site POST, on which browsers do not send the
+/// SameSite=Lax sign-in cookie, so it could never be matched to its browser.
 pub async fn callback_get(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -120,26 +88,16 @@ pub async fn callback_get(
     query: web::Query<Callback>,
     rid: RequestId,
 ) -> HttpResponse {
-    respond(callback(&req, &state, &session, query.into_inner(), &rid).await)
-}
-
-pub async fn callback_post(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-    session: TypedSession,
-    form: web::Form<Callback>,
-    rid: RequestId,
-) -> HttpResponse {
-    respond(callback(&req, &state, &session, form.into_inner(), &rid).await)
-}
-
-/// Whatever the outcome, the one-time sign-in cookie is gone afterwards.
-fn respond(result: Result<HttpResponse, WebError>) -> HttpResponse {
-    let mut response = match result {
+    let params = query.into_inner();
+    let cookie = params.state.as_deref().map(pending::name);
+    let mut response = match callback(&req, &state, &session, params, &rid).await {
         Ok(response) => response,
         Err(e) => actix_web::ResponseError::error_response(&e),
     };
-    let _ = response.add_cookie(&removal());
+    // Whatever the outcome, this sign-in's cookie is gone afterwards.
+    if let Some(name) = cookie {
+        let _ = response.add_cookie(&pending::removal(&name));
+    }
     response
 }
 
@@ -182,20 +140,20 @@ async fn callback(
         };
         return Err(WebError::sign_in_failed(sentence, rid));
     }
-    let pending = opened_cookie(state, req).ok_or_else(|| {
+    let returned_state = params.state.unwrap_or_default();
+    let pending = pending::open(state, req, &returned_state).ok_or_else(|| {
         WebError::sign_in_failed(
             "This sign-in expired or was started in another browser. Please sign in again.",
             rid,
         )
     })?;
     let now = state.clock.now().unix_timestamp();
-    let returned_state = params.state.unwrap_or_default();
     let state_matches = bool::from(
         returned_state
             .as_bytes()
             .ct_eq(pending.state.state.as_bytes()),
     );
-    if !state_matches || now - pending.started > SIGN_IN_TTL {
+    if !state_matches || now - pending.started > pending::TTL {
         return Err(WebError::sign_in_failed(
             "This sign-in response does not belong to this browser. Please sign in again.",
             rid,

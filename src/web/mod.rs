@@ -6,6 +6,7 @@ mod error;
 mod health;
 mod home;
 mod pages;
+mod pending;
 pub mod request_id;
 mod session;
 
@@ -145,8 +146,8 @@ impl Application {
                 .wrap(from_fn(request_id::middleware))
                 .route("/", web::get().to(home::home))
                 .route("/signin", web::get().to(auth::sign_in))
-                .route("/signin-oidc", web::get().to(auth::callback_get))
-                .route("/signin-oidc", web::post().to(auth::callback_post))
+                // A resource, so a POST (form_post) is told 405 with `Allow: GET`.
+                .service(web::resource("/signin-oidc").get(auth::callback_get))
                 .route("/signout", web::post().to(auth::sign_out))
                 .route("/signout-callback-oidc", web::get().to(auth::signed_out))
                 .route("/healthz", web::get().to(health::healthz))

@@ -291,7 +291,7 @@ async fn cookies_are_http_only_same_site_lax_and_secure_when_configured() {
         .unwrap()
         .to_owned();
     assert!(
-        sign_in_cookie.starts_with("tb_signin=")
+        sign_in_cookie.starts_with("tb_signin.")
             && sign_in_cookie.contains("HttpOnly")
             && sign_in_cookie.contains("SameSite=Lax")
     );
@@ -422,6 +422,31 @@ async fn the_configured_prompt_is_sent_with_every_sign_in() {
         let expected = if prompt == Prompt::Login { 200 } else { 302 };
         assert_eq!(at_provider.status(), expected, "{value}");
     }
+}
+
+/// The answer is asked for in the query: a `form_post` answer is a cross-site POST, which
+/// browsers send without the SameSite=Lax sign-in cookie, so the callback takes no POST.
+#[tokio::test]
+async fn the_sign_in_answer_comes_in_the_query() {
+    let app = super::spawn_app("serve::response_mode", Backend::Sqlite, |_| {})
+        .await
+        .unwrap();
+    let response = app.get("/signin").await;
+    let url = url::Url::parse(&location(&response)).unwrap();
+    assert!(
+        url.query_pairs()
+            .any(|(k, v)| k == "response_mode" && v == "query"),
+        "{url}"
+    );
+    let posted = app
+        .browser
+        .post(app.url("/signin-oidc"))
+        .form(&[("code", "x"), ("state", "y")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 405);
+    assert_eq!(app.count("token_cache"), 0);
 }
 
 /// `identity.offline_access = "access_type"` (Google): the sign-in carries

@@ -161,6 +161,13 @@ impl TestApp {
         path: &str,
         user: &str,
     ) -> reqwest::Response {
+        let callback = self.callback_url(browser, path, user).await;
+        browser.get(callback).send().await.unwrap()
+    }
+
+    /// A sign-in started at `path` in `browser`, through the provider, up to the callback URL
+    /// the provider sends the browser to (not visited).
+    pub async fn callback_url(&self, browser: &reqwest::Client, path: &str, user: &str) -> String {
         let start = browser.get(self.url(path)).send().await.unwrap();
         assert_eq!(start.status(), 302, "{path}");
         let provider_url = location(&start);
@@ -175,7 +182,7 @@ impl TestApp {
             at_provider
         };
         assert_eq!(back.status(), 302);
-        browser.get(location(&back)).send().await.unwrap()
+        location(&back)
     }
 
     /// Signs `user` in from a browser of their own (cookies of their own, at the app and at

@@ -86,8 +86,19 @@ async fn a_callback_without_the_sign_in_cookie_is_refused() {
 #[tokio::test]
 async fn a_callback_with_the_wrong_state_is_refused() {
     let app = app("serve::security::wrong_state").await;
-    let mut url = Url::parse(&callback_url(&app, "ada", |_| {}).await).unwrap();
+    let genuine = Url::parse(&callback_url(&app, "ada", |_| {}).await).unwrap();
+    // A state no pending sign-in of this browser has.
+    let mut url = genuine.clone();
     set_param(&mut url, "state", "forged");
+    let response = app.browser.get(url).send().await.unwrap();
+    assert_refused(&app, response, "another browser").await;
+    // One that shares the cookie's name but not the whole state.
+    let state = param(genuine.as_str(), "state");
+    let mut altered = state.clone();
+    let last = if altered.pop() == Some('A') { 'B' } else { 'A' };
+    altered.push(last);
+    let mut url = genuine.clone();
+    set_param(&mut url, "state", &altered);
     let response = app.browser.get(url).send().await.unwrap();
     assert_refused(&app, response, "does not belong to this browser").await;
 }
@@ -185,6 +196,29 @@ async fn return_urls_off_the_site_are_ignored() {
         assert_eq!(callback.status(), 303);
         assert_eq!(location(&callback), "/", "{evil}");
     }
+}
+
+/// A `returnUrl` long enough to push the sign-in cookie past browsers' 4 KiB is dropped (the
+/// sign-in lands on `/`); one of 1,000 characters is kept.
+#[tokio::test]
+async fn a_long_return_url_is_dropped_and_the_sign_in_still_works() {
+    let app = app("serve::security::long_return_url").await;
+    let long = format!("/{}", "a".repeat(3000));
+    let start = app.get(&format!("/signin?returnUrl={long}")).await;
+    for cookie in start.headers().get_all("set-cookie") {
+        assert!(cookie.len() < 4096, "a cookie of {} bytes", cookie.len());
+    }
+    let response = app
+        .sign_in_via(&format!("/signin?returnUrl={long}"), "ada")
+        .await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(location(&response), "/");
+    let kept = format!("/{}", "b".repeat(1000));
+    let response = app
+        .sign_in_via(&format!("/signin?returnUrl={kept}"), "ada")
+        .await;
+    assert_eq!(response.status(), 303);
+    assert_eq!(location(&response), kept);
 }
 
 #[tokio::test]

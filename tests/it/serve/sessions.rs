@@ -1,7 +1,8 @@
 //! Sessions end on the server: a copy of a session cookie dies with sign-out, signs nobody
-//! out, and signing out in one browser ends the user's sessions in every other one.
+//! out, and signing out in one browser ends the user's sessions in every other one. Each
+//! sign-in response is acted on once, and every tab's sign-in can finish.
 
-use super::{e2e_tests, spawn_app, TestApp};
+use super::{e2e_tests, location, spawn_app, TestApp};
 use reqwest::cookie::CookieStore;
 use tokenbridge::db::Backend;
 use url::Url;
@@ -9,6 +10,9 @@ use url::Url;
 e2e_tests!(
     a_copied_session_cookie_dies_with_sign_out,
     signing_out_ends_the_users_sessions_in_every_browser,
+    a_repeated_callback_signs_in_without_redeeming_again,
+    sign_ins_started_in_several_tabs_each_finish,
+    a_replayed_sign_in_response_is_not_redeemed_again,
 );
 
 /// The `tb_session=...` pair the app's browser holds now.
@@ -102,4 +106,95 @@ async fn signing_out_ends_the_users_sessions_in_every_browser(backend: Backend) 
     // Another user's session is untouched.
     let grace = app.sign_in_elsewhere("grace").await;
     assert!(phone_page(grace).await.contains("Hello"));
+}
+
+/// A reload while the first callback is still redeeming sends the same callback again: the
+/// code is redeemed once (a provider that revokes on replay would otherwise kill the tokens
+/// just stored), and both answers sign the browser in.
+async fn a_repeated_callback_signs_in_without_redeeming_again(backend: Backend) {
+    let Some(app) = spawn_app("serve::sessions::repeated_callback", backend, |s| {
+        s.token_latency = std::time::Duration::from_millis(400);
+    })
+    .await
+    else {
+        return;
+    };
+    let callback = app.callback_url(&app.browser, "/signin", "ada").await;
+    let first = app.browser.get(&callback).send();
+    let second = async {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        app.browser.get(&callback).send().await
+    };
+    let (first, second) = tokio::join!(first, second);
+    let (first, second) = (first.unwrap(), second.unwrap());
+    assert_eq!(first.status(), 303, "{}", first.text().await.unwrap());
+    assert_eq!(second.status(), 303, "{}", second.text().await.unwrap());
+    assert_eq!(location(&second), "/");
+    assert_eq!(app.idp.counters().await["codes_redeemed"], 1);
+    let (status, html) = app.home_html().await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Hello"), "{html}");
+    // The tokens stored are alive: the next refresh works.
+    app.clock.advance(time::Duration::hours(2));
+    let (status, html) = app.home_html().await;
+    assert_eq!(status, 200, "{html}");
+    assert!(html.contains("Hello"), "{html}");
+    assert_eq!(app.idp.counters().await["refreshes"], 1);
+}
+
+/// Sign-ins started in several tabs each finish, in any order; a few at most are kept, the
+/// oldest dropped first.
+async fn sign_ins_started_in_several_tabs_each_finish(backend: Backend) {
+    let Some(app) = spawn_app("serve::sessions::tabs", backend, |_| {}).await else {
+        return;
+    };
+    let first = app.callback_url(&app.browser, "/signin", "ada").await;
+    let second = app
+        .callback_url(&app.browser, "/signin?returnUrl=%2Fa", "ada")
+        .await;
+    let response = app.browser.get(&second).send().await.unwrap();
+    assert_eq!(response.status(), 303);
+    assert_eq!(location(&response), "/a");
+    let response = app.browser.get(&first).send().await.unwrap();
+    assert_eq!(response.status(), 303, "{}", response.text().await.unwrap());
+    assert_eq!(location(&response), "/");
+
+    // Five started: the oldest is gone, the newest four finish.
+    let mut started = Vec::new();
+    for _ in 0..5 {
+        started.push(app.callback_url(&app.browser, "/signin", "ada").await);
+    }
+    let oldest = app.browser.get(&started[0]).send().await.unwrap();
+    assert_eq!(oldest.status(), 400);
+    assert!(oldest.text().await.unwrap().contains("another browser"));
+    for url in &started[1..] {
+        let response = app.browser.get(url).send().await.unwrap();
+        assert_eq!(response.status(), 303, "{}", response.text().await.unwrap());
+    }
+}
+
+/// A sign-in response replayed later (the same callback, with the same sign-in cookie) is
+/// not redeemed again: the provider sees one redemption.
+async fn a_replayed_sign_in_response_is_not_redeemed_again(backend: Backend) {
+    let Some(app) = spawn_app("serve::sessions::replayed_response", backend, |_| {}).await else {
+        return;
+    };
+    let callback = app.callback_url(&app.browser, "/signin", "ada").await;
+    let cookies = app.jar.cookies(&Url::parse(&callback).unwrap()).unwrap();
+    assert_eq!(
+        app.browser.get(&callback).send().await.unwrap().status(),
+        303
+    );
+    let replay = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(&callback)
+        .header("Cookie", cookies)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), 303);
+    assert_eq!(app.idp.counters().await["codes_redeemed"], 1);
+    assert_eq!(app.count("token_cache"), 1);
 }
