@@ -77,6 +77,8 @@ pub enum FaultKind {
     Drop,
     InvalidGrant,
     InteractionRequired,
+    /// `invalid_client` (401), as for a wrong client secret.
+    InvalidClient,
     /// Process the request, then drop the connection before the answer is sent.
     LoseAnswer,
     /// Process the request at once, send the answer only after a delay (by default longer

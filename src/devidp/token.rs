@@ -100,6 +100,11 @@ pub async fn token(
             "invalid_grant",
             "AADSTS70000: injected fault: the grant is invalid",
         ),
+        Some((FaultKind::InvalidClient, _)) => oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "AADSTS7000215: injected fault: invalid client secret provided",
+        ),
         Some((FaultKind::InteractionRequired, _)) => bad_request(
             "interaction_required",
             "AADSTS50076: injected fault: the user must sign in again",

@@ -55,6 +55,10 @@ pub enum AcquireError {
     /// or plain rows are refused. A configuration error: nobody's row is touched.
     #[error("token cache keys are misconfigured: {0}")]
     CacheKeys(String),
+    /// The provider's answer to a sign-in failed validation (ID token signature, audience,
+    /// nonce, ...): the response is refused, the user may sign in again.
+    #[error("the sign-in answer was refused: {0}")]
+    Rejected(String),
     /// The session belongs to sign-ins that have ended (the user signed out, everywhere, or
     /// signed in again after a sign-out): it must not be used.
     #[error("the session has ended")]

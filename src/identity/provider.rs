@@ -292,7 +292,15 @@ impl OidcProvider {
         }
         let response = request.request_async(&self.http).await.map_err(classify)?;
         let nonce = Nonce::new(sign_in.nonce.clone());
-        let id_token = self.validate(loaded, &response, Some(&nonce)).await?;
+        // An answer that fails validation is refused as a possible attack, not reported as a
+        // configuration problem.
+        let id_token = self
+            .validate(loaded, &response, Some(&nonce))
+            .await
+            .map_err(|e| match e {
+                AcquireError::Configuration(reason) => AcquireError::Rejected(reason),
+                other => other,
+            })?;
         if id_token.is_none() {
             return Err(config(
                 "the provider returned no ID token (is `openid` allowed for this client?)",

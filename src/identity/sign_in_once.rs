@@ -103,7 +103,13 @@ impl TokenAcquirer {
             tracing::info!("a repeated sign-in callback: waiting for the first one's outcome");
             return self.follow(hash).await;
         }
-        let result = self.redeem_sign_in(code, state).await;
+        let result = match self.redeem_sign_in(code, state).await {
+            Ok(signed_in) => {
+                self.core.provider_accepted();
+                Ok(signed_in)
+            }
+            Err(e) => Err(self.core.noting(e)),
+        };
         let signed_in = result.as_ref().ok().cloned();
         let recorded = self
             .core

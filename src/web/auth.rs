@@ -168,7 +168,10 @@ async fn callback(
         .sign_in(&code, &pending.state)
         .await
         .map_err(|e| match e {
-            AcquireError::InteractionRequired { .. } | AcquireError::Configuration(_) => {
+            // The user's to retry: an expired or replayed code, an answer that fails
+            // validation. The app's configuration (invalid_client, ...) is not: a 500 that
+            // says so, logged at ERROR, and /readyz fails until the provider accepts us again.
+            AcquireError::InteractionRequired { .. } | AcquireError::Rejected(_) => {
                 tracing::warn!(request_id = %rid, error = %e, "code redemption failed");
                 WebError::sign_in_failed(
                     "The identity provider's answer could not be used. Please sign in again.",

@@ -88,6 +88,10 @@ impl WebError {
                 "The sign-in could not be completed. Please sign in again.",
                 request_id,
             ),
+            AcquireError::Rejected(_) => Self::sign_in_failed(
+                "The identity provider's answer could not be used. Please sign in again.",
+                request_id,
+            ),
             AcquireError::SessionEnded => {
                 Self::sign_in_failed("Your session has ended. Please sign in again.", request_id)
             }

@@ -1,5 +1,6 @@
-//! `GET /healthz` (the process answers) and `GET /readyz` (database and provider reachable, and
-//! the token caches openable with this process's keys).
+//! `GET /healthz` (the process answers) and `GET /readyz` (database and provider reachable, the
+//! provider not refusing this client's configuration, and the token caches openable with this
+//! process's keys).
 
 use super::AppState;
 use actix_web::{web, HttpResponse};
@@ -28,10 +29,15 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if let Some(problem) = &cache_keys {
         tracing::error!(%problem, "not ready: this process cannot open the token caches");
     }
+    let config_problem = state.acquirer.config_problem();
     let provider = match state.acquirer.provider().metadata().await {
-        Ok(_) => "ok",
         Err(_) => "unavailable",
+        Ok(_) if config_problem.is_some() => "misconfigured",
+        Ok(_) => "ok",
     };
+    if let Some(problem) = &config_problem {
+        tracing::error!(%problem, "not ready: the identity provider refuses this client's configuration");
+    }
     let body = serde_json::json!({
         "database": database,
         "provider": provider,

@@ -95,9 +95,9 @@ impl From<AcquireError> for Failure {
                 reason,
                 retry_after,
             },
-            e @ (AcquireError::Configuration(_) | AcquireError::CacheKeys(_)) => {
-                Failure::Fatal(PassError::Configuration(e.to_string()))
-            }
+            e @ (AcquireError::Configuration(_)
+            | AcquireError::CacheKeys(_)
+            | AcquireError::Rejected(_)) => Failure::Fatal(PassError::Configuration(e.to_string())),
             AcquireError::Storage(reason) => Failure::Fatal(PassError::Database(reason)),
         }
     }

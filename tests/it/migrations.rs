@@ -7,7 +7,7 @@ use diesel::sql_types::Text;
 use diesel::{Column, QueryableByName, RunQueryDsl};
 use tokenbridge::activity::store as activities;
 use tokenbridge::cache::store::CacheStoreError;
-use tokenbridge::db::schema::{account_activities as aa, token_cache as tc};
+use tokenbridge::db::schema::{account_activities as aa, sign_ins as si, token_cache as tc};
 use tokenbridge::db::{migrate, Backend, DbError};
 
 backend_tests!(with_fresh:
@@ -17,11 +17,12 @@ backend_tests!(with_fresh:
     the_binary_migrates_every_backend,
 );
 
-const NAMES: [&str; 4] = [
+const NAMES: [&str; 5] = [
     "2026-11-25-000001_create_token_cache",
     "2026-11-25-000002_create_account_activities",
     "2026-11-27-000003_add_last_attempt_at",
     "2026-11-27-000004_add_session_epoch",
+    "2026-11-27-000005_create_sign_ins",
 ];
 
 fn migrate_up_down_and_up_again(db: &TestDb) {
@@ -135,6 +136,14 @@ fn schemas_agree_with_schema_rs(db: &TestDb) {
         (aa::lease_until::NAME, Timestamp, true),
         (aa::last_attempt_at::NAME, Timestamp, true),
     ];
+    let sign_ins = [
+        (si::state_hash::NAME, Text, false),
+        (si::started_at::NAME, Timestamp, false),
+        (si::outcome::NAME, Text, false),
+        (si::home_account_id::NAME, Text, true),
+        (si::display_name::NAME, Text, true),
+        (si::session_epoch::NAME, BigInt, true),
+    ];
     let expect = |cols: &[(&str, Kind, bool)]| -> Vec<(String, Kind, bool)> {
         cols.iter()
             .map(|(n, k, null)| (n.to_string(), *k, *null))
@@ -150,6 +159,12 @@ fn schemas_agree_with_schema_rs(db: &TestDb) {
         columns(db, "account_activities"),
         expect(&account_activities),
         "account_activities on {}",
+        db.backend()
+    );
+    assert_eq!(
+        columns(db, "sign_ins"),
+        expect(&sign_ins),
+        "sign_ins on {}",
         db.backend()
     );
     // Every column reads back through Diesel's types (a full row, nulls and all).

@@ -173,6 +173,9 @@ pub(crate) struct Core {
     pending: Pending,
     /// The last "this process cannot open the rows" error seen, for `/readyz`.
     key_problem: Arc<Mutex<Option<String>>>,
+    /// The provider's last "this client is misconfigured" answer (`invalid_client`, ...), until
+    /// a sign-in or refresh succeeds: `/readyz` reports it.
+    config_problem: Arc<Mutex<Option<String>>>,
 }
 
 impl Core {
@@ -190,10 +193,19 @@ impl Core {
 
     /// Notes a key problem for `/readyz` and passes the error on.
     pub(crate) fn noting(&self, e: AcquireError) -> AcquireError {
-        if let AcquireError::CacheKeys(reason) = &e {
-            *lock(&self.key_problem) = Some(reason.clone());
+        match &e {
+            AcquireError::CacheKeys(reason) => *lock(&self.key_problem) = Some(reason.clone()),
+            AcquireError::Configuration(reason) => {
+                *lock(&self.config_problem) = Some(reason.clone());
+            }
+            _ => {}
         }
         e
+    }
+
+    /// The provider accepted this client (a sign-in or refresh succeeded).
+    pub(crate) fn provider_accepted(&self) {
+        lock(&self.config_problem).take();
     }
 
     /// The user's document: a pending write first, then memory when the row's version still
@@ -314,6 +326,7 @@ impl TokenAcquirer {
                 options: Arc::new(options),
                 pending: Pending::default(),
                 key_problem: Arc::default(),
+                config_problem: Arc::default(),
             },
             flights: Flights::default(),
         }
@@ -336,6 +349,12 @@ impl TokenAcquirer {
     /// configuration error for `/readyz` to report.
     pub fn key_problem(&self) -> Option<String> {
         lock(&self.core.key_problem).clone()
+    }
+
+    /// What the provider last said is wrong with this client's configuration, until a sign-in
+    /// or refresh succeeds again: for `/readyz` to report.
+    pub fn config_problem(&self) -> Option<String> {
+        lock(&self.core.config_problem).clone()
     }
 
     /// An access token for `id` and `scopes`, refreshed if needed, without the user.

@@ -69,7 +69,10 @@ pub(super) async fn refresh(
         .redeem_refresh_token(&loaded, &refresh_token, &scope_refs)
         .await
     {
-        Ok(redeemed) => redeemed,
+        Ok(redeemed) => {
+            core.provider_accepted();
+            redeemed
+        }
         Err(e) => {
             lease.release().await;
             return Err(e);

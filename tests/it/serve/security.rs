@@ -221,6 +221,49 @@ async fn a_long_return_url_is_dropped_and_the_sign_in_still_works() {
     assert_eq!(location(&response), kept);
 }
 
+/// A provider that refuses the client (`invalid_client`: a wrong secret) is the app's problem,
+/// not the user's: a 500 page that says so instead of "sign in again", and `/readyz` fails
+/// until the provider accepts the client again.
+#[tokio::test]
+async fn a_client_the_provider_refuses_is_a_configuration_problem_not_the_users() {
+    let readyz = |app: &TestApp| {
+        let url = app.url("/readyz");
+        async move {
+            let response = reqwest::get(url).await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let wrong_secret = super::spawn_app_with(
+        "serve::security::wrong_secret",
+        SQLITE,
+        |_| {},
+        |s| {
+            s.identity.client_secret = Some(tokenbridge::secret::Secret::new("not-the-secret"));
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(readyz(&wrong_secret).await.0, 200);
+    let callback = wrong_secret.sign_in_via("/signin", "ada").await;
+    assert_eq!(callback.status(), 500);
+    let page = callback.text().await.unwrap();
+    assert!(page.contains("Configuration problem"), "{page}");
+    assert!(!page.contains("sign in again"), "{page}");
+    let (status, body) = readyz(&wrong_secret).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["provider"], "misconfigured");
+
+    // Refused once, then accepted: ready again after the next sign-in.
+    let app = app("serve::security::refused_once").await;
+    app.idp.inject("invalid_client", 1).await;
+    assert_eq!(app.sign_in_via("/signin", "ada").await.status(), 500);
+    assert_eq!(readyz(&app).await.0, 503);
+    app.sign_in("ada").await;
+    let (status, body) = readyz(&app).await;
+    assert_eq!(status, 200, "{body}");
+}
+
 #[tokio::test]
 async fn sign_out_needs_the_csrf_token() {
     let app = app("serve::security::csrf").await;
