@@ -171,11 +171,17 @@ pub(crate) struct Core {
     options: Arc<AcquirerOptions>,
     memory: Memory,
     pending: Pending,
-    /// The last "this process cannot open the rows" error seen, for `/readyz`.
-    key_problem: Arc<Mutex<Option<String>>>,
-    /// The provider's last "this client is misconfigured" answer (`invalid_client`, ...), until
-    /// a sign-in or refresh succeeds: `/readyz` reports it.
-    config_problem: Arc<Mutex<Option<String>>>,
+    problems: Arc<Problems>,
+}
+
+/// Configuration problems seen, for `/readyz`.
+#[derive(Default)]
+struct Problems {
+    /// The last "this process cannot open the rows" error seen.
+    keys: Mutex<Option<String>>,
+    /// The provider's last "this client is misconfigured" answer (`invalid_client`, ...),
+    /// until a sign-in or refresh succeeds.
+    config: Mutex<Option<String>>,
 }
 
 impl Core {
@@ -194,9 +200,9 @@ impl Core {
     /// Notes a key problem for `/readyz` and passes the error on.
     pub(crate) fn noting(&self, e: AcquireError) -> AcquireError {
         match &e {
-            AcquireError::CacheKeys(reason) => *lock(&self.key_problem) = Some(reason.clone()),
+            AcquireError::CacheKeys(reason) => *lock(&self.problems.keys) = Some(reason.clone()),
             AcquireError::Configuration(reason) => {
-                *lock(&self.config_problem) = Some(reason.clone());
+                *lock(&self.problems.config) = Some(reason.clone());
             }
             _ => {}
         }
@@ -205,7 +211,7 @@ impl Core {
 
     /// The provider accepted this client (a sign-in or refresh succeeded).
     pub(crate) fn provider_accepted(&self) {
-        lock(&self.config_problem).take();
+        lock(&self.problems.config).take();
     }
 
     /// The user's document: a pending write first, then memory when the row's version still
@@ -325,8 +331,7 @@ impl TokenAcquirer {
                 memory: Memory::new(options.memory_entries),
                 options: Arc::new(options),
                 pending: Pending::default(),
-                key_problem: Arc::default(),
-                config_problem: Arc::default(),
+                problems: Arc::default(),
             },
             flights: Flights::default(),
         }
@@ -348,13 +353,13 @@ impl TokenAcquirer {
     /// Why this process cannot open the token caches, if it has found that it cannot: a
     /// configuration error for `/readyz` to report.
     pub fn key_problem(&self) -> Option<String> {
-        lock(&self.core.key_problem).clone()
+        lock(&self.core.problems.keys).clone()
     }
 
     /// What the provider last said is wrong with this client's configuration, until a sign-in
     /// or refresh succeeds again: for `/readyz` to report.
     pub fn config_problem(&self) -> Option<String> {
-        lock(&self.core.config_problem).clone()
+        lock(&self.core.problems.config).clone()
     }
 
     /// An access token for `id` and `scopes`, refreshed if needed, without the user.
