@@ -8,6 +8,8 @@ mod oidc_types;
 pub mod provider;
 mod sign_in;
 mod sign_in_once;
+mod sign_out;
 
 pub use error::AcquireError;
 pub use provider::{OidcProvider, ResponseIssuer, SignInState};
+pub use sign_out::SignedOut;

@@ -1,4 +1,4 @@
-//! Signing in and out: storing a new user's tokens and activity, and forgetting them.
+//! Signing in: storing a new user's tokens and activity.
 
 use super::acquire::{SignedIn, TokenAcquirer};
 use super::error::AcquireError;
@@ -7,7 +7,6 @@ use crate::activity::store::ActivityUpsert;
 use crate::cache::document::{home_account_id, CacheDocument, Grant};
 use crate::cache::store::{CacheStoreError, TokenCacheStore};
 use crate::db::DbConnection;
-use crate::secret::Secret;
 use crate::settings::ProviderKind;
 use diesel::Connection;
 use time::OffsetDateTime;
@@ -113,58 +112,6 @@ impl TokenAcquirer {
             session_epoch,
             ..signed_in
         })
-    }
-
-    /// Signs the user out here: deletes their cache row and marks the activity signed out, in
-    /// one transaction. Then, when the provider has a revocation endpoint (RFC 7009), revokes
-    /// the refresh token the row held, in the background: best effort, a failure is logged and
-    /// never makes the sign-out fail or wait.
-    pub async fn sign_out(&self, id: &str) -> Result<(), AcquireError> {
-        let core = &self.core;
-        // Usually held already; the sign-out redirect needs it too. Unavailable: no revocation.
-        let context = core
-            .provider
-            .metadata()
-            .await
-            .ok()
-            .map(|m| m.context.clone());
-        let (store, key, now) = (core.store.clone(), id.to_owned(), core.now());
-        let refresh_token = core
-            .db
-            .run(
-                move |conn: &mut DbConnection| -> Result<Option<Secret>, CacheStoreError> {
-                    use diesel::Connection;
-                    conn.transaction(|conn| {
-                        // A row this process cannot open is still deleted; it just cannot be
-                        // revoked.
-                        let refresh_token = match (&context, store.load(conn, &key, now)) {
-                            (Some(context), Ok(Some(loaded))) => loaded
-                                .document
-                                .find_refresh_token(context, &key)
-                                .map(|rt| rt.secret.clone()),
-                            _ => None,
-                        };
-                        store.delete(conn, &key)?;
-                        crate::activity::store::mark_signed_out(conn, &key, now)?;
-                        Ok(refresh_token)
-                    })
-                },
-            )
-            .await?;
-        core.forget(id);
-        if let Some(refresh_token) = refresh_token {
-            let (provider, account) = (core.provider.clone(), id.to_owned());
-            tokio::spawn(async move {
-                match provider.revoke_refresh_token(&refresh_token).await {
-                    Ok(true) => tracing::info!(%account, "refresh token revoked at the provider"),
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::warn!(%account, error = %e, "signed out, but the provider did not revoke the refresh token")
-                    }
-                }
-            });
-        }
-        Ok(())
     }
 }
 

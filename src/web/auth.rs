@@ -5,7 +5,7 @@ use super::pending::{self, PendingSignIn};
 use super::request_id::RequestId;
 use super::session::TypedSession;
 use super::AppState;
-use crate::identity::{AcquireError, ResponseIssuer};
+use crate::identity::{AcquireError, ResponseIssuer, SignedOut};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
@@ -231,33 +231,35 @@ pub async fn sign_out(
             &rid,
         ));
     }
-    // A copy of an ended session (the user signed out, or signed in again since) signs nobody
-    // out: it is only dropped.
-    let current = state
+    // Whatever happens below, this browser is signed out.
+    let outcome = state
         .acquirer
-        .session_is_current(&user.home_account_id, user.session_epoch)
-        .await
-        .map_err(|e| WebError::acquire(&e, &rid).signed_in(&user.csrf))?;
-    if !current {
-        session.sign_out();
-        tracing::info!(request_id = %rid, account = %user.home_account_id, "sign-out from an ended session: cookie dropped");
-        return Ok(HttpResponse::SeeOther()
-            .insert_header(("Location", "/"))
-            .finish());
-    }
-    state
-        .acquirer
-        .sign_out(&user.home_account_id)
-        .await
-        .map_err(|e| WebError::acquire(&e, &rid).signed_in(&user.csrf))?;
+        .sign_out(&user.home_account_id, user.session_epoch)
+        .await;
     session.sign_out();
-    tracing::info!(request_id = %rid, account = %user.home_account_id, "signed out");
-    let target = state
+    let provider_logout = state
         .acquirer
         .provider()
         .end_session_url(&state.web.post_logout_redirect_uri())
-        .await
-        .map_or_else(|| "/signout-callback-oidc".to_owned(), |u| u.to_string());
+        .await;
+    let target = match outcome.map_err(|e| WebError::acquire(&e, &rid))? {
+        SignedOut::Done => {
+            tracing::info!(request_id = %rid, account = %user.home_account_id, "signed out");
+            provider_logout.map_or_else(|| "/signout-callback-oidc".to_owned(), |u| u.to_string())
+        }
+        // A copy of an ended session (the user signed out, or signed in again since) signs
+        // nobody out: it is only dropped.
+        SignedOut::NotCurrent => {
+            tracing::info!(request_id = %rid, account = %user.home_account_id, "sign-out from an ended session: cookie dropped");
+            "/".to_owned()
+        }
+        SignedOut::Deferred => {
+            return Ok(super::html(
+                actix_web::http::StatusCode::OK,
+                super::pages::signed_out_pending(provider_logout.as_ref().map(|u| u.as_str())),
+            ));
+        }
+    };
     Ok(HttpResponse::SeeOther()
         .insert_header(("Location", target))
         .finish())

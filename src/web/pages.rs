@@ -83,6 +83,24 @@ pub fn signed_out(message: &str) -> Markup {
     )
 }
 
+/// Signed out of this browser while the token store did not answer: said plainly, with the
+/// provider's sign-out still on offer.
+pub fn signed_out_pending(provider_logout: Option<&str>) -> Markup {
+    layout(
+        "Signed out",
+        html! { a.button.primary href="/signin" { "Sign in" } },
+        html! {
+            h1 { "You have signed out of this browser" }
+            p role="status" { "Your stored sign-in could not be removed just now: the token store \
+                 is not answering. It will be removed as soon as the store is back, and until \
+                 then nothing can use it from this browser." }
+            @if let Some(url) = provider_logout {
+                p { a.button href=(url) { "Sign out at the identity provider too" } }
+            }
+        },
+    )
+}
+
 /// An error page: a human sentence and the request id, never a stack trace or a secret. A
 /// signed-in user (`sign_out` holds their CSRF token) can always sign out from it.
 pub fn error(title: &str, sentence: &str, request_id: &str, sign_out: Option<&str>) -> Markup {

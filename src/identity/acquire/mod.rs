@@ -385,22 +385,6 @@ impl TokenAcquirer {
             .await
     }
 
-    /// Whether a session with `session_epoch` still belongs to the user's current sign-ins
-    /// (one query; an unreachable database is an error).
-    pub async fn session_is_current(
-        &self,
-        id: &str,
-        session_epoch: i64,
-    ) -> Result<bool, AcquireError> {
-        let (store, key, now) = (self.core.store.clone(), id.to_owned(), self.core.now());
-        let row = self
-            .core
-            .db
-            .run(move |conn| store.version_and_epoch(conn, &key, now))
-            .await?;
-        Ok(row.is_some_and(|(_, epoch)| epoch == session_epoch))
-    }
-
     async fn acquire(
         &self,
         id: &str,

@@ -13,6 +13,7 @@ e2e_tests!(
     a_repeated_callback_signs_in_without_redeeming_again,
     sign_ins_started_in_several_tabs_each_finish,
     a_replayed_sign_in_response_is_not_redeemed_again,
+    sign_out_while_the_store_does_not_answer_finishes_later,
 );
 
 /// The `tb_session=...` pair the app's browser holds now.
@@ -197,4 +198,62 @@ async fn a_replayed_sign_in_response_is_not_redeemed_again(backend: Backend) {
     assert_eq!(replay.status(), 303);
     assert_eq!(app.idp.counters().await["codes_redeemed"], 1);
     assert_eq!(app.count("token_cache"), 1);
+}
+
+/// Sign-out while the token store does not answer: the browser is signed out anyway, the page
+/// says plainly that the stored sign-in will be removed later, and it is, once the store
+/// answers again.
+async fn sign_out_while_the_store_does_not_answer_finishes_later(backend: Backend) {
+    let Some(app) = super::spawn_app_with(
+        "serve::sessions::sign_out_outage",
+        backend,
+        |_| {},
+        |s| s.database.busy_timeout = std::time::Duration::from_millis(300),
+    )
+    .await
+    else {
+        return;
+    };
+    app.sign_in("ada").await;
+    let (_, html) = app.home_html().await;
+    let copy = session_cookie(&app);
+    let locked = crate::support::lock_token_cache(&app.db, std::time::Duration::from_millis(2500));
+    let response = app.sign_out_from(&html).await;
+    assert_eq!(response.status(), 200);
+    let cleared = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .any(|v| v.to_str().unwrap().starts_with("tb_session="));
+    assert!(cleared, "the session cookie is removed at once");
+    let page = response.text().await.unwrap();
+    assert!(
+        page.contains("You have signed out of this browser") && page.contains("not answering"),
+        "{page}"
+    );
+    assert!(!app.home_html().await.1.contains("Hello"));
+    assert_eq!(
+        app.count("token_cache"),
+        1,
+        "still there while the store is locked"
+    );
+    locked.join().unwrap();
+    for _ in 0..100 {
+        if app.count("token_cache") == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        app.count("token_cache"),
+        0,
+        "removed once the store answered"
+    );
+    let activity =
+        tokenbridge::activity::store::find_by_upn(&mut app.db.conn(), "ada@tokenbridge.dev")
+            .unwrap();
+    assert!(activity[0].signed_out_at.is_some());
+    // The copy taken before is dead too.
+    let page = home_with(&app, &copy).await.text().await.unwrap();
+    assert!(!page.contains("Hello"), "{page}");
 }
