@@ -334,6 +334,28 @@ fn how_a_sign_in_asks_for_offline_access_is_a_setting() {
 }
 
 #[test]
+fn secure_cookies_follow_the_public_url_and_a_contradiction_is_told() {
+    let http = load("", &[]).unwrap().web;
+    assert!(!http.secure_cookies && http.cookie_warning().is_none());
+    assert_eq!(http.session_cookie_name(), "tb_session");
+    let https = load("[web]\npublic_url = \"https://app.example.com\"\n", &[])
+        .unwrap()
+        .web;
+    assert!(https.secure_cookies && https.cookie_warning().is_none());
+    assert_eq!(https.session_cookie_name(), "__Host-tb_session");
+    let off = load(
+        "[web]\npublic_url = \"https://app.example.com\"\nsecure_cookies = false\n",
+        &[],
+    )
+    .unwrap()
+    .web;
+    assert!(!off.secure_cookies);
+    assert!(off.cookie_warning().unwrap().contains("plain HTTP"));
+    let on = load("[web]\nsecure_cookies = true\n", &[]).unwrap().web;
+    assert!(on.cookie_warning().unwrap().contains("https public_url"));
+}
+
+#[test]
 fn the_sign_in_prompt_is_a_setting() {
     use super::Prompt;
     assert_eq!(load("", &[]).unwrap().identity.prompt, Prompt::None);

@@ -135,12 +135,43 @@ pub struct WebSettings {
     pub listen: SocketAddr,
     pub public_url: Url,
     pub session_key: Option<Secret>,
+    /// Cookies marked Secure (and named `__Host-…`); by default, when `public_url` is https.
     pub secure_cookies: bool,
     pub session_idle: Duration,
     pub session_absolute: Duration,
 }
 
 impl WebSettings {
+    /// Whether the app is reached over https (then cookies are Secure and HSTS is sent).
+    pub fn is_https(&self) -> bool {
+        self.public_url.scheme() == "https"
+    }
+
+    /// What is wrong with `secure_cookies` set against what `public_url` says, if anything.
+    pub fn cookie_warning(&self) -> Option<&'static str> {
+        match (self.secure_cookies, self.is_https()) {
+            (false, true) => Some(
+                "web.secure_cookies = false although web.public_url is https: session cookies \
+                 could be sent over plain HTTP; remove the setting",
+            ),
+            (true, false) => Some(
+                "web.secure_cookies = true although web.public_url is http: browsers will not \
+                 send the cookies back, so nobody can stay signed in; use an https public_url",
+            ),
+            _ => None,
+        }
+    }
+
+    /// The session cookie's name: `__Host-tb_session` when Secure (browsers then refuse it
+    /// from anything but this host over https, with Path=/), else `tb_session`.
+    pub fn session_cookie_name(&self) -> &'static str {
+        if self.secure_cookies {
+            "__Host-tb_session"
+        } else {
+            "tb_session"
+        }
+    }
+
     /// `{public_url}/signin-oidc`: the redirect URI to register at the provider.
     pub fn redirect_uri(&self) -> String {
         format!(
@@ -223,7 +254,7 @@ pub(super) struct RawWeb {
     public_url: String,
     session_key: Option<Secret>,
     pub(super) session_key_file: Option<PathBuf>,
-    secure_cookies: bool,
+    secure_cookies: Option<bool>,
     session_idle: String,
     session_absolute: String,
 }
@@ -235,7 +266,7 @@ impl Default for RawWeb {
             public_url: "http://127.0.0.1:8080".into(),
             session_key: None,
             session_key_file: None,
-            secure_cookies: false,
+            secure_cookies: None,
             session_idle: "8h".into(),
             session_absolute: "7d".into(),
         }
@@ -364,11 +395,14 @@ impl RawWeb {
                 "must not be longer than web.session_absolute",
             ));
         }
+        let public_url = parse_url("web.public_url", &self.public_url)?;
         Ok(WebSettings {
             listen,
-            public_url: parse_url("web.public_url", &self.public_url)?,
+            secure_cookies: self
+                .secure_cookies
+                .unwrap_or(public_url.scheme() == "https"),
+            public_url,
             session_key,
-            secure_cookies: self.secure_cookies,
             session_idle,
             session_absolute,
         })

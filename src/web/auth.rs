@@ -89,14 +89,14 @@ pub async fn callback_get(
     rid: RequestId,
 ) -> HttpResponse {
     let params = query.into_inner();
-    let cookie = params.state.as_deref().map(pending::name);
+    let cookie = params.state.as_deref().map(|s| pending::name(&state, s));
     let mut response = match callback(&req, &state, &session, params, &rid).await {
         Ok(response) => response,
         Err(e) => actix_web::ResponseError::error_response(&e),
     };
     // Whatever the outcome, this sign-in's cookie is gone afterwards.
     if let Some(name) = cookie {
-        let _ = response.add_cookie(&pending::removal(&name));
+        let _ = response.add_cookie(&pending::removal(&state, &name));
     }
     response
 }

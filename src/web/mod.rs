@@ -112,6 +112,9 @@ impl Application {
         }
         let api = ApiClient::new(&settings.api)?;
         let key = cookie_key(&web_settings);
+        if let Some(warning) = web_settings.cookie_warning() {
+            tracing::warn!("{warning}");
+        }
         let state = web::Data::new(AppState {
             acquirer,
             api,
@@ -126,7 +129,7 @@ impl Application {
         );
         let server = HttpServer::new(move || {
             let sessions = SessionMiddleware::builder(CookieSessionStore::default(), key.clone())
-                .cookie_name("tb_session".into())
+                .cookie_name(web_settings.session_cookie_name().into())
                 .cookie_secure(web_settings.secure_cookies)
                 .cookie_http_only(true)
                 .cookie_same_site(SameSite::Lax)
@@ -142,7 +145,8 @@ impl Application {
                 .app_data(web::PayloadConfig::new(MAX_BODY))
                 .app_data(web::FormConfig::default().limit(MAX_BODY))
                 .wrap(sessions)
-                .wrap(security_headers())
+                .wrap(from_fn(no_store_with_cookies))
+                .wrap(security_headers(web_settings.is_https()))
                 .wrap(from_fn(request_id::middleware))
                 .route("/", web::get().to(home::home))
                 .route("/signin", web::get().to(auth::sign_in))
@@ -171,15 +175,37 @@ impl Application {
 
 /// Headers on every response: pages carry only inline CSS, are never framed, and send no
 /// referrer (the callback URL holds a one-time code).
-fn security_headers() -> actix_web::middleware::DefaultHeaders {
-    actix_web::middleware::DefaultHeaders::new()
+fn security_headers(https: bool) -> actix_web::middleware::DefaultHeaders {
+    let headers = actix_web::middleware::DefaultHeaders::new()
         .add((
             "Content-Security-Policy",
             "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
         ))
         .add(("X-Content-Type-Options", "nosniff"))
         .add(("X-Frame-Options", "DENY"))
-        .add(("Referrer-Policy", "no-referrer"))
+        .add(("Referrer-Policy", "no-referrer"));
+    if https {
+        // A year, this host only: whether subdomains are https too is not ours to say.
+        headers.add(("Strict-Transport-Security", "max-age=31536000"))
+    } else {
+        headers
+    }
+}
+
+/// A response that sets or clears a cookie is never stored by a cache: a shared cache must
+/// not hand one user's session cookie to another.
+async fn no_store_with_cookies(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use actix_web::http::header::{HeaderValue, CACHE_CONTROL, SET_COOKIE};
+    let mut response = next.call(req).await?;
+    if response.headers().contains_key(SET_COOKIE) {
+        response
+            .headers_mut()
+            .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    Ok(response)
 }
 
 async fn not_found(rid: request_id::RequestId) -> HttpResponse {

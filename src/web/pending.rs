@@ -8,7 +8,14 @@ use actix_web::cookie::{time::Duration as CookieDuration, Cookie, CookieJar, Sam
 use actix_web::HttpRequest;
 use serde::{Deserialize, Serialize};
 
-const PREFIX: &str = "tb_signin.";
+/// Cookie names start so: `__Host-` too when cookies are Secure.
+fn prefix(app: &AppState) -> &'static str {
+    if app.web.secure_cookies {
+        "__Host-tb_signin."
+    } else {
+        "tb_signin."
+    }
+}
 /// `/`, not the callback's path: `/signin` must see them to keep their number down. They live
 /// only while a sign-in is under way (the callback removes its own, and each expires).
 const PATH: &str = "/";
@@ -31,13 +38,13 @@ pub struct PendingSignIn {
 
 /// The cookie name for the sign-in with `state` (a prefix of it: the state itself is checked
 /// in full, in constant time, after decryption).
-pub fn name(state: &str) -> String {
+pub fn name(app: &AppState, state: &str) -> String {
     let id: String = state
         .chars()
         .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
         .take(16)
         .collect();
-    format!("{PREFIX}{id}")
+    format!("{}{id}", prefix(app))
 }
 
 /// The encrypted cookie for a new pending sign-in.
@@ -45,7 +52,7 @@ pub fn seal(app: &AppState, pending: &PendingSignIn) -> Option<Cookie<'static>> 
     let value = serde_json::to_string(pending).ok()?;
     let mut jar = CookieJar::new();
     jar.private_mut(&app.cookie_key).add(
-        Cookie::build(name(&pending.state.state), value)
+        Cookie::build(name(app, &pending.state.state), value)
             .path(PATH)
             .http_only(true)
             .secure(app.web.secure_cookies)
@@ -66,12 +73,16 @@ fn open_cookie(app: &AppState, cookie: Cookie<'static>) -> Option<PendingSignIn>
 
 /// The pending sign-in the callback for `state` belongs to, if this browser started it.
 pub fn open(app: &AppState, req: &HttpRequest, state: &str) -> Option<PendingSignIn> {
-    open_cookie(app, req.cookie(&name(state))?)
+    open_cookie(app, req.cookie(&name(app, state))?)
 }
 
-/// A cookie that removes the one named `name`.
-pub fn removal(name: &str) -> Cookie<'static> {
-    let mut cookie = Cookie::build(name.to_owned(), "").path(PATH).finish();
+/// A cookie that removes the one named `name` (Secure like it: browsers ignore a `__Host-`
+/// cookie without).
+pub fn removal(app: &AppState, name: &str) -> Cookie<'static> {
+    let mut cookie = Cookie::build(name.to_owned(), "")
+        .path(PATH)
+        .secure(app.web.secure_cookies)
+        .finish();
     cookie.make_removal();
     cookie
 }
@@ -84,10 +95,10 @@ pub fn to_drop(app: &AppState, req: &HttpRequest, now: i64) -> Vec<Cookie<'stati
     let mut live = Vec::new();
     for cookie in cookies {
         let name = cookie.name().to_owned();
-        if name.starts_with(PREFIX) {
+        if name.starts_with(prefix(app)) {
             match open_cookie(app, cookie.into_owned()) {
                 Some(p) if now - p.started <= TTL => live.push((p.order, name)),
-                _ => drop.push(removal(&name)),
+                _ => drop.push(removal(app, &name)),
             }
         }
     }
@@ -96,7 +107,7 @@ pub fn to_drop(app: &AppState, req: &HttpRequest, now: i64) -> Vec<Cookie<'stati
     drop.extend(
         live.into_iter()
             .take(excess)
-            .map(|(_, name)| removal(&name)),
+            .map(|(_, name)| removal(app, &name)),
     );
     drop
 }

@@ -310,22 +310,83 @@ async fn cookies_are_http_only_same_site_lax_and_secure_when_configured() {
     );
     assert!(!session.contains("ada"), "the session content is encrypted");
 
-    let secure = super::spawn_app_with(
-        "serve::cookie_flags_secure",
+    assert!(sign_in_cookie.contains("Path=/"), "{sign_in_cookie}");
+    assert!(app
+        .get("/healthz")
+        .await
+        .headers()
+        .get("strict-transport-security")
+        .is_none());
+}
+
+/// Cookie safety follows `public_url`: over https, cookies are Secure and `__Host-` prefixed
+/// (Path=/, no Domain), responses carry HSTS; whatever the scheme, a response that sets or
+/// clears a cookie is `Cache-Control: no-store`.
+#[tokio::test]
+async fn cookie_safety_follows_the_public_url() {
+    use reqwest::cookie::CookieStore;
+    let app = super::spawn_app_with(
+        "serve::cookie_safety_https",
         Backend::Sqlite,
-        |_| {},
-        |s| s.web.secure_cookies = true,
+        |idp| {
+            let https: Vec<String> = idp.clients[0]
+                .redirect_uris
+                .iter()
+                .map(|u| u.replace("http:", "https:"))
+                .collect();
+            idp.clients[0].redirect_uris.extend(https);
+        },
+        |s| {
+            // As settings resolve an https public_url (the settings tests check that).
+            s.web.public_url =
+                url::Url::parse(&s.web.public_url.as_str().replace("http:", "https:")).unwrap();
+            s.web.secure_cookies = true;
+        },
     )
     .await
     .unwrap();
-    let start = secure.get("/signin").await;
-    assert!(start
+    let hsts = app.get("/healthz").await;
+    assert_eq!(
+        hsts.headers()["strict-transport-security"],
+        "max-age=31536000"
+    );
+    let start = app.get("/signin").await;
+    assert_eq!(start.headers()["cache-control"], "no-store");
+    let pending = start.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        pending.starts_with("__Host-tb_signin.")
+            && pending.contains("Secure")
+            && pending.contains("Path=/")
+            && !pending.contains("Domain"),
+        "{pending}"
+    );
+    // Over this test's plain HTTP the browser would not send Secure cookies back: hand them
+    // over as an https page would.
+    let callback = app.callback_url(&app.browser, "/signin", "ada").await;
+    let https = url::Url::parse(&app.base.replace("http:", "https:")).unwrap();
+    let cookies = app.jar.cookies(&https).unwrap();
+    let signed_in = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(callback.replace("https:", "http:"))
+        .header("Cookie", cookies)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(signed_in.status(), 303);
+    assert_eq!(signed_in.headers()["cache-control"], "no-store");
+    let session = signed_in
         .headers()
-        .get("set-cookie")
-        .unwrap()
-        .to_str()
-        .unwrap()
-        .contains("Secure"));
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("__Host-tb_session="))
+        .expect("a __Host- session cookie");
+    assert!(
+        session.contains("Secure") && session.contains("Path=/") && !session.contains("Domain"),
+        "{session}"
+    );
 }
 
 #[tokio::test]
