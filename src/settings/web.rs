@@ -139,6 +139,11 @@ pub struct WebSettings {
     pub secure_cookies: bool,
     pub session_idle: Duration,
     pub session_absolute: Duration,
+    /// Requests one client address may have in flight at once (0: no limit). Behind a reverse
+    /// proxy every request comes from the proxy's address: raise it or set 0 there.
+    pub max_requests_per_client: usize,
+    /// How long a request body may take to arrive once its headers have.
+    pub body_timeout: Duration,
 }
 
 impl WebSettings {
@@ -257,6 +262,8 @@ pub(super) struct RawWeb {
     secure_cookies: Option<bool>,
     session_idle: String,
     session_absolute: String,
+    max_requests_per_client: usize,
+    body_timeout: String,
 }
 
 impl Default for RawWeb {
@@ -269,6 +276,8 @@ impl Default for RawWeb {
             secure_cookies: None,
             session_idle: "8h".into(),
             session_absolute: "7d".into(),
+            max_requests_per_client: 128,
+            body_timeout: "15s".into(),
         }
     }
 }
@@ -405,6 +414,8 @@ impl RawWeb {
             session_key,
             session_idle,
             session_absolute,
+            max_requests_per_client: self.max_requests_per_client,
+            body_timeout: positive("web.body_timeout", &self.body_timeout)?,
         })
     }
 }

@@ -5,6 +5,7 @@ mod auth;
 mod error;
 mod health;
 mod home;
+mod limits;
 mod pages;
 mod pending;
 pub mod request_id;
@@ -127,6 +128,10 @@ impl Application {
         let idle = actix_web::cookie::time::Duration::seconds(
             i64::try_from(web_settings.session_idle.as_secs()).unwrap_or(i64::MAX),
         );
+        let limits = web::Data::new(limits::Limits::new(
+            web_settings.body_timeout,
+            web_settings.max_requests_per_client,
+        ));
         let server = HttpServer::new(move || {
             let sessions = SessionMiddleware::builder(CookieSessionStore::default(), key.clone())
                 .cookie_name(web_settings.session_cookie_name().into())
@@ -143,11 +148,18 @@ impl Application {
             App::new()
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(MAX_BODY))
-                .app_data(web::FormConfig::default().limit(MAX_BODY))
+                .app_data(
+                    web::FormConfig::default()
+                        .limit(MAX_BODY)
+                        .error_handler(limits::form_error),
+                )
+                .app_data(limits.clone())
                 .wrap(sessions)
                 .wrap(from_fn(no_store_with_cookies))
                 .wrap(security_headers(web_settings.is_https()))
+                .wrap(from_fn(limits::body_deadline))
                 .wrap(from_fn(request_id::middleware))
+                .wrap(from_fn(limits::per_client))
                 .route("/", web::get().to(home::home))
                 .route("/signin", web::get().to(auth::sign_in))
                 // A resource, so a POST (form_post) is told 405 with `Allow: GET`.

@@ -455,3 +455,82 @@ async fn oversized_bodies_unknown_routes_and_request_ids() {
     assert_eq!(header("x-content-type-options").as_deref(), Some("nosniff"));
     assert_eq!(header("referrer-policy").as_deref(), Some("no-referrer"));
 }
+
+/// Sends the start of a POST whose body never finishes; returns the open connection.
+fn trickle(base: &str, path: &str) -> std::net::TcpStream {
+    use std::io::Write as _;
+    let addr = base.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ncsrf=aaaa"
+    )
+    .unwrap();
+    stream
+}
+
+/// Everything the server sends on `stream` until it closes it (or `wait` passes).
+fn read_all(mut stream: std::net::TcpStream, wait: std::time::Duration) -> (String, bool) {
+    use std::io::Read as _;
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut text = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return (String::from_utf8_lossy(&text).into_owned(), true),
+            Ok(n) => text.extend_from_slice(&buf[..n]),
+            Err(_) => return (String::from_utf8_lossy(&text).into_owned(), false),
+        }
+    }
+}
+
+/// A body that trickles in is cut off: 408 after `web.body_timeout`, connection closed; and
+/// one address cannot hold more than `web.max_requests_per_client` requests open at once.
+#[tokio::test]
+async fn slow_bodies_time_out_and_one_address_cannot_hold_many_requests() {
+    let app = super::spawn_app_with(
+        "serve::security::slow_bodies",
+        SQLITE,
+        |_| {},
+        |s| {
+            s.web.body_timeout = std::time::Duration::from_secs(1);
+            s.web.max_requests_per_client = 4;
+        },
+    )
+    .await
+    .unwrap();
+    let base = app.base.clone();
+    let started = std::time::Instant::now();
+    let (answer, closed) = tokio::task::spawn_blocking(move || {
+        read_all(
+            trickle(&base, "/signout"),
+            std::time::Duration::from_secs(10),
+        )
+    })
+    .await
+    .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(closed, "the connection is closed");
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+
+    // Four bodies trickling: a fifth request from the same address is refused at once.
+    let base = app.base.clone();
+    let held: Vec<_> = (0..4).map(|_| trickle(&base, "/signout")).collect();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let refused = app.get("/healthz").await;
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "1");
+    // Once they have timed out, the address is served again.
+    let answers = tokio::task::spawn_blocking(move || {
+        held.into_iter()
+            .map(|s| read_all(s, std::time::Duration::from_secs(10)).0)
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert!(
+        answers.iter().all(|a| a.starts_with("HTTP/1.1 408")),
+        "{answers:?}"
+    );
+    assert_eq!(app.get("/healthz").await.status(), 200);
+}
