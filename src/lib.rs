@@ -47,6 +47,15 @@ impl Failure {
         }
     }
 
+    /// `migrate --status` found migrations to apply: exit status 3, so a deploy script can
+    /// test for it apart from a failure.
+    pub fn pending(message: impl Into<String>) -> Self {
+        Self {
+            exit_code: 3,
+            message: message.into(),
+        }
+    }
+
     /// A service the command depends on failed (the database): exit status 1.
     pub fn infrastructure(message: impl Into<String>) -> Self {
         Self {

@@ -7,15 +7,16 @@ use anyhow::Context;
 use std::io::Write;
 
 pub fn run(settings: &Settings, args: &MigrateArgs, out: &mut dyn Write) -> anyhow::Result<()> {
-    crate::warn_about_settings(settings);
+    // No cache warnings here: migrate writes no token caches.
     let url = &settings.database.url;
     if args.status && url.sqlite_path().is_some_and(|path| !path.exists()) {
         // Opening would create the file; --status changes nothing.
         writeln!(out, "database: {url} (no file yet)")?;
-        for name in migrate::embedded_names(url.backend()) {
+        let names = migrate::embedded_names(url.backend());
+        for name in &names {
             writeln!(out, "pending  {name}")?;
         }
-        return Ok(());
+        return Err(pending(names.len()));
     }
     let mut conn = DbConnection::open(url, settings.database.busy_timeout)
         .with_context(|| format!("cannot connect to the database at {url}"))?;
@@ -30,8 +31,9 @@ pub fn run(settings: &Settings, args: &MigrateArgs, out: &mut dyn Write) -> anyh
         }
         if status.pending.is_empty() {
             writeln!(out, "up to date")?;
+            return Ok(());
         }
-        return Ok(());
+        return Err(pending(status.pending.len()));
     }
     let applied = migrate::run_pending(&mut conn).context("migration failed")?;
     if applied.is_empty() {
@@ -41,4 +43,12 @@ pub fn run(settings: &Settings, args: &MigrateArgs, out: &mut dyn Write) -> anyh
         writeln!(out, "{url}: applied {name}")?;
     }
     Ok(())
+}
+
+/// `--status` with migrations to apply: exit status 3.
+fn pending(count: usize) -> anyhow::Error {
+    crate::Failure::pending(format!(
+        "{count} migration(s) pending: run `tokenbridge migrate`"
+    ))
+    .into()
 }

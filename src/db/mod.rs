@@ -104,6 +104,14 @@ impl Database {
     /// [`Database::connect`], on a blocking thread, and checks that the tables are migrated:
     /// how `serve` and `worker` open their database.
     pub async fn open_migrated(settings: DatabaseSettings) -> Result<Self, DbError> {
+        // Opening an SQLite path creates the file: an absent one is reported, not made.
+        if let Some(path) = settings.url.sqlite_path() {
+            if !path.exists() {
+                return Err(DbError::NotMigrated {
+                    what: format!("no database file at {}", path.display()),
+                });
+            }
+        }
         tokio::task::spawn_blocking(move || {
             let db = Self::connect(&settings)?;
             migrate::ensure_migrated(&mut *db.get()?)?;

@@ -34,19 +34,46 @@ fn help_explains_the_commands() {
 #[test]
 fn migrate_applies_once_and_reports_status() {
     let dir = tempfile::tempdir().unwrap();
+    // Pending migrations: exit status 3, so a deploy script can test for them.
     let out = tokenbridge(dir.path(), &["migrate", "--status"], &[]);
-    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(3), "{}", text(&out.stderr));
     assert!(text(&out.stdout).contains("pending  2026-11-25-000001_create_token_cache"));
+    assert!(text(&out.stderr).contains("run `tokenbridge migrate`"));
     assert!(
         !dir.path().join("tokenbridge.db").exists(),
         "--status creates nothing"
+    );
+    // serve against a database not made yet says so and leaves no empty file behind.
+    let out = tokenbridge(
+        dir.path(),
+        &["serve"],
+        &[
+            ("TOKENBRIDGE_IDENTITY__INSTANCE", "http://127.0.0.1:9"),
+            (
+                "TOKENBRIDGE_IDENTITY__TENANT_ID",
+                "5c8f6d1e-7a4b-4c1a-9f3e-2b6d8e0a4f11",
+            ),
+            ("TOKENBRIDGE_IDENTITY__CLIENT_ID", "app"),
+            ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "secret"),
+            ("TOKENBRIDGE_WEB__LISTEN", "127.0.0.1:0"),
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("tokenbridge migrate"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(
+        !dir.path().join("tokenbridge.db").exists(),
+        "serve creates no database file"
     );
 
     let out = tokenbridge(dir.path(), &["migrate"], &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
-        text(&out.stderr).contains("UNENCRYPTED"),
-        "warned: {}",
+        !text(&out.stderr).contains("UNENCRYPTED"),
+        "migrate writes no caches, so it does not warn about them: {}",
         text(&out.stderr)
     );
     let stdout = text(&out.stdout);
@@ -66,6 +93,7 @@ fn migrate_applies_once_and_reports_status() {
         text(&out.stdout)
     );
     let out = tokenbridge(dir.path(), &["migrate", "--status"], &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     assert!(
         stdout.contains("applied  2026-11-25-000002_create_account_activities")
