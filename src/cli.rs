@@ -12,19 +12,24 @@ use std::time::Duration;
 #[derive(Debug, Parser)]
 #[command(name = "tokenbridge", version, propagate_version = true)]
 pub struct Cli {
-    /// Settings file (TOML). A missing file means built-in defaults; environment variables
+    /// Settings file (TOML) [default: settings.toml, which may be absent: built-in defaults].
+    /// A file named here or in TOKENBRIDGE_CONFIG must exist. Environment variables
     /// TOKENBRIDGE_<SECTION>__<KEY> override any key.
-    #[arg(
-        long,
-        global = true,
-        env = "TOKENBRIDGE_CONFIG",
-        default_value = "settings.toml",
-        value_name = "PATH"
-    )]
-    pub config: PathBuf,
+    #[arg(long, global = true, env = "TOKENBRIDGE_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+impl Cli {
+    /// The settings file, and whether it was named (then it must exist).
+    pub fn settings_file(&self) -> (PathBuf, bool) {
+        match &self.config {
+            Some(path) => (path.clone(), true),
+            None => (PathBuf::from("settings.toml"), false),
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -132,7 +137,7 @@ mod tests {
     #[test]
     fn config_defaults_to_settings_toml() {
         let cli = Cli::try_parse_from(["tokenbridge", "migrate"]).unwrap();
-        assert_eq!(cli.config, PathBuf::from("settings.toml"));
+        assert_eq!(cli.settings_file(), (PathBuf::from("settings.toml"), false));
         assert!(matches!(
             cli.command,
             Command::Migrate(MigrateArgs { status: false })
@@ -214,7 +219,7 @@ mod tests {
     fn config_is_global_and_status_is_a_flag() {
         let cli = Cli::try_parse_from(["tokenbridge", "migrate", "--status", "--config", "x.toml"])
             .unwrap();
-        assert_eq!(cli.config, PathBuf::from("x.toml"));
+        assert_eq!(cli.settings_file(), (PathBuf::from("x.toml"), true));
         assert!(matches!(
             cli.command,
             Command::Migrate(MigrateArgs { status: true })

@@ -74,19 +74,20 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
 
 /// Loads settings, sets up logging and runs the chosen subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
-    let settings = match Settings::load(&cli.config) {
+    let (path, named) = cli.settings_file();
+    // migrate reads no secrets: a deploy step with only the database URL can run it.
+    let secrets = !matches!(cli.command, Command::Migrate(_));
+    let settings = match Settings::load(&path, named, secrets) {
         Ok(settings) => settings,
         // The worker's contract: a configuration error exits 2.
         Err(e) if matches!(cli.command, Command::Worker(_)) => {
             return Err(Failure::configuration(format!(
                 "invalid settings ({}): {e}",
-                cli.config.display()
+                path.display()
             ))
             .into())
         }
-        Err(e) => {
-            return Err(e).with_context(|| format!("invalid settings ({})", cli.config.display()))
-        }
+        Err(e) => return Err(e).with_context(|| format!("invalid settings ({})", path.display())),
     };
     telemetry::init(&settings.log);
     match cli.command {

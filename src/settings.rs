@@ -165,17 +165,25 @@ impl Default for RawLog {
 const SECRET_KEYS: &[&str] = &["cache.keys", "identity.client_secret", "web.session_key"];
 
 impl Settings {
-    /// Loads `path` (a missing file means "all defaults") and the process environment.
-    pub fn load(path: &Path) -> Result<Self, SettingsError> {
+    /// Loads `path` and the process environment. A missing file means "all defaults" unless
+    /// it was `named` (given with `--config` or `TOKENBRIDGE_CONFIG`): then it must exist.
+    /// Without `secrets` no secret is read (from the environment or a file): `migrate` needs
+    /// none.
+    pub fn load(path: &Path, named: bool, secrets: bool) -> Result<Self, SettingsError> {
         let env: HashMap<String, String> = std::env::vars().collect();
-        Self::load_from(path, &env)
+        Self::load_from(path, named, secrets, &env)
     }
 
     /// Like [`Settings::load`], with the environment given explicitly (tests).
-    pub fn load_from(path: &Path, env: &HashMap<String, String>) -> Result<Self, SettingsError> {
+    pub fn load_from(
+        path: &Path,
+        named: bool,
+        secrets: bool,
+        env: &HashMap<String, String>,
+    ) -> Result<Self, SettingsError> {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => String::new(),
             Err(source) => {
                 return Err(SettingsError::File {
                     path: path.to_owned(),
@@ -184,7 +192,7 @@ impl Settings {
             }
         };
         let base_dir = path.parent().unwrap_or(Path::new(""));
-        Self::from_sources_in(&text, &path.display().to_string(), base_dir, env)
+        Self::build(&text, &path.display().to_string(), base_dir, env, secrets)
     }
 
     /// Builds settings from the file's text and an environment.
@@ -203,6 +211,17 @@ impl Settings {
         base_dir: &Path,
         env: &HashMap<String, String>,
     ) -> Result<Self, SettingsError> {
+        Self::build(file_text, file_name, base_dir, env, true)
+    }
+
+    fn build(
+        file_text: &str,
+        file_name: &str,
+        base_dir: &Path,
+        env: &HashMap<String, String>,
+        secrets: bool,
+    ) -> Result<Self, SettingsError> {
+        check_environment_names(env)?;
         let file = config::File::from_str(file_text, config::FileFormat::Toml);
         let file_only = config::Config::builder()
             .add_source(file.clone())
@@ -217,24 +236,42 @@ impl Settings {
                 )));
             }
         }
+        let list_vars: Vec<String> = LIST_KEYS.iter().map(|k| env_var_for(k)).collect();
         let overrides: config::Map<String, String> = env
             .iter()
             .filter(|(name, _)| name.starts_with(&format!("{ENV_PREFIX}_")) && name.contains("__"))
+            .filter(|(name, _)| !list_vars.contains(name))
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect();
-        let merged = config::Config::builder()
-            .add_source(file)
-            .add_source(
-                config::Environment::with_prefix(ENV_PREFIX)
-                    .prefix_separator("_")
-                    .separator("__")
-                    .source(Some(overrides)),
-            )
+        let mut builder = config::Config::builder().add_source(file).add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("_")
+                .separator("__")
+                .source(Some(overrides)),
+        );
+        // A list from the environment is comma-separated: TOKENBRIDGE_IDENTITY__SCOPES=a,b.
+        for key in LIST_KEYS {
+            if let Some(value) = env.get(&env_var_for(key)) {
+                let items: Vec<String> = value
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|item| !item.is_empty())
+                    .map(str::to_owned)
+                    .collect();
+                builder = builder
+                    .set_override(*key, items)
+                    .map_err(|e| SettingsError::Parse(e.to_string()))?;
+            }
+        }
+        let merged = builder
             .build()
             .map_err(|e| SettingsError::Parse(e.to_string()))?;
         let mut raw: RawSettings = merged
             .try_deserialize()
             .map_err(|e| SettingsError::Parse(e.to_string()))?;
+        if !secrets {
+            raw.forget_secrets();
+        }
         raw.resolve_paths(base_dir);
         raw.validate()
     }
@@ -258,6 +295,62 @@ impl Settings {
         }
         warnings
     }
+}
+
+/// Keys holding lists, which the environment gives comma-separated.
+const LIST_KEYS: &[&str] = &["identity.scopes", "dev_idp.users"];
+
+/// The settings file's sections, for telling a mistyped variable's intended key.
+const SECTIONS: &[&str] = &[
+    "database", "cache", "log", "identity", "api", "web", "worker", "dev_idp",
+];
+
+/// `TOKENBRIDGE_` variables that are not settings: the settings file's name, and the test
+/// harness's and benchmarks' own (`TOKENBRIDGE_TEST_...`, `TOKENBRIDGE_BENCH_...`).
+fn not_a_setting(name: &str) -> bool {
+    name == "TOKENBRIDGE_CONFIG"
+        || name.starts_with("TOKENBRIDGE_TEST_")
+        || name.starts_with("TOKENBRIDGE_BENCH_")
+}
+
+/// Every `TOKENBRIDGE_` variable must name a key as `TOKENBRIDGE_<SECTION>__<KEY>`: one with a
+/// single underscore where two belong would otherwise be ignored without a word.
+fn check_environment_names(env: &HashMap<String, String>) -> Result<(), SettingsError> {
+    let prefix = format!("{ENV_PREFIX}_");
+    let mut names: Vec<&String> = env.keys().collect();
+    names.sort();
+    for name in names {
+        let Some(rest) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        if not_a_setting(name) {
+            continue;
+        }
+        let lower = rest.to_ascii_lowercase();
+        if let Some((section, _)) = lower.split_once("__") {
+            if SECTIONS.contains(&section) {
+                continue;
+            }
+        }
+        let hint = SECTIONS
+            .iter()
+            .find_map(|section| {
+                let key = lower
+                    .strip_prefix(section)?
+                    .trim_start_matches('_')
+                    .to_owned();
+                (!key.is_empty()).then(|| env_var_for(&format!("{section}.{key}")))
+            })
+            .map_or_else(
+                || format!("sections are {}", SECTIONS.join(", ")),
+                |closest| format!("did you mean {closest}?"),
+            );
+        return Err(SettingsError::Parse(format!(
+            "environment variable {name} is not a setting: settings are \
+             {ENV_PREFIX}_<SECTION>__<KEY>, two underscores between section and key ({hint})"
+        )));
+    }
+    Ok(())
 }
 
 fn env_var_for(key: &str) -> String {
@@ -300,6 +393,14 @@ pub(crate) fn secret_from(
 }
 
 impl RawSettings {
+    /// Drops every secret and secret file, unread.
+    fn forget_secrets(&mut self) {
+        self.cache.keys = None;
+        self.cache.keys_file = None;
+        self.identity.forget_secret();
+        self.web.forget_secret();
+    }
+
     /// Relative `*_file` paths name files beside the settings file, wherever it is run from.
     fn resolve_paths(&mut self, base_dir: &Path) {
         for path in [

@@ -168,6 +168,69 @@ fn environment_overrides_the_file() {
 }
 
 #[test]
+fn lists_come_from_the_environment_comma_separated() {
+    let s = load(
+        "",
+        &[
+            ("TOKENBRIDGE_IDENTITY__SCOPES", "api.read, api.write"),
+            ("TOKENBRIDGE_DEV_IDP__USERS", "ada,grace"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(s.identity.scopes, ["api.read", "api.write"]);
+    assert_eq!(s.dev_idp.users, ["ada", "grace"]);
+    let one = load("", &[("TOKENBRIDGE_IDENTITY__SCOPES", "api.read")]).unwrap();
+    assert_eq!(one.identity.scopes, ["api.read"]);
+}
+
+#[test]
+fn a_variable_with_one_underscore_too_few_is_an_error_naming_the_key() {
+    let msg = error("", &[("TOKENBRIDGE_CACHE_KEYS", "k1=abc")]);
+    assert!(msg.contains("TOKENBRIDGE_CACHE_KEYS"), "{msg}");
+    assert!(
+        msg.contains("did you mean TOKENBRIDGE_CACHE__KEYS?"),
+        "{msg}"
+    );
+    assert!(!msg.contains("abc"), "the value is never shown: {msg}");
+    let msg = error("", &[("TOKENBRIDGE_DEV_IDP_USERS", "ada")]);
+    assert!(msg.contains("TOKENBRIDGE_DEV_IDP__USERS"), "{msg}");
+    let msg = error("", &[("TOKENBRIDGE_NOPE", "x")]);
+    assert!(msg.contains("sections are database"), "{msg}");
+    // Not settings: the settings file's name and the test harness's variables.
+    load(
+        "",
+        &[
+            ("TOKENBRIDGE_CONFIG", "x.toml"),
+            ("TOKENBRIDGE_TEST_POSTGRES_URL", "postgres://x"),
+            ("TOKENBRIDGE_BENCH_DATABASE_URL", "postgres://x"),
+        ],
+    )
+    .unwrap();
+}
+
+#[test]
+fn a_named_settings_file_must_exist_the_default_one_may_not() {
+    let dir = std::env::temp_dir().join(format!("tb-settings-{}", std::process::id()));
+    let missing = dir.join("nope.toml");
+    let env = HashMap::new();
+    let err = Settings::load_from(&missing, true, true, &env).unwrap_err();
+    assert!(err.to_string().contains("nope.toml"), "{err}");
+    Settings::load_from(&missing, false, true, &env).unwrap();
+}
+
+#[test]
+fn without_secrets_no_secret_file_is_read() {
+    let file = "[identity]\nclient_secret_file = \"/nonexistent/secret\"\n";
+    let dir = Path::new("");
+    assert!(Settings::from_sources_in(file, "s.toml", dir, &HashMap::new()).is_err());
+    let path = std::env::temp_dir().join(format!("tb-nosecret-{}.toml", std::process::id()));
+    std::fs::write(&path, file).unwrap();
+    let s = Settings::load_from(&path, true, false, &HashMap::new()).unwrap();
+    assert!(s.identity.client_secret.is_none());
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
 fn unknown_keys_are_errors_that_name_the_key() {
     let msg = error("[database]\npool_sise = 3\n", &[]);
     assert!(msg.contains("pool_sise"), "{msg}");

@@ -304,3 +304,100 @@ fn serve_refuses_to_start_without_a_client_or_on_an_unmigrated_database() {
     );
     assert!(!text(&out.stderr).contains("s3cret"));
 }
+
+/// Settings through the binary: a list from the environment (comma-separated), a named settings
+/// file that does not exist, a variable with one underscore too few, and `migrate` without the
+/// client secret.
+#[test]
+fn settings_from_the_environment_and_named_files_are_taken_strictly() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+
+    // A list from the environment: the provider's sign-in form offers exactly these users.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenbridge"))
+        .current_dir(dir.path())
+        .args(["dev-idp", "--listen", "127.0.0.1:0"])
+        .env_clear()
+        .envs(std::env::var("PATH").map(|p| ("PATH".to_owned(), p)))
+        .env("TOKENBRIDGE_DEV_IDP__USERS", "margaret,katherine")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let address = loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "no address printed"
+        );
+        if let Some(at) = line.find("http://127.0.0.1:") {
+            let rest = &line[at + 7..];
+            let end = rest
+                .find(|c: char| c != '.' && c != ':' && !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            break rest[..end].to_owned();
+        }
+    };
+    let page = (0..50)
+        .find_map(|_| {
+            let mut stream = std::net::TcpStream::connect(&address).ok()?;
+            write!(
+                stream,
+                "GET /5c8f6d1e-7a4b-4c1a-9f3e-2b6d8e0a4f11/oauth2/v2.0/authorize?client_id=tokenbridge-dev&response_type=code&redirect_uri=http%3A%2F%2F127.0.0.1%3A8080%2Fsignin-oidc&scope=openid&state=s&nonce=n&code_challenge=E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM&code_challenge_method=S256 HTTP/1.0\r\nHost: {address}\r\n\r\n"
+            )
+            .ok()?;
+            let mut page = String::new();
+            stream.read_to_string(&mut page).ok()?;
+            Some(page)
+        })
+        .expect("dev-idp answers");
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        page.contains("value=\"margaret\"") && page.contains("value=\"katherine\""),
+        "{page}"
+    );
+    assert!(!page.contains("value=\"ada\""), "{page}");
+
+    // A settings file named but absent is an error, and nothing is created.
+    let out = tokenbridge(dir.path(), &["--config", "typo.toml", "migrate"], &[]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("typo.toml"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!dir.path().join("tokenbridge.db").exists());
+    let out = tokenbridge(
+        dir.path(),
+        &["migrate"],
+        &[("TOKENBRIDGE_CONFIG", "typo.toml")],
+    );
+    assert!(!out.status.success());
+
+    // One underscore where two belong: an error naming the key meant.
+    let out = tokenbridge(
+        dir.path(),
+        &["migrate"],
+        &[("TOKENBRIDGE_CACHE_KEYS", "k1=x")],
+    );
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("did you mean TOKENBRIDGE_CACHE__KEYS?"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // migrate needs the database only: an unreadable client secret file does not stop it.
+    let out = tokenbridge(
+        dir.path(),
+        &["migrate"],
+        &[(
+            "TOKENBRIDGE_IDENTITY__CLIENT_SECRET_FILE",
+            "/nonexistent/secret",
+        )],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+}
