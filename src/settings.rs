@@ -222,6 +222,9 @@ impl Settings {
         secrets: bool,
     ) -> Result<Self, SettingsError> {
         check_environment_names(env)?;
+        if let Err(e) = toml::from_str::<toml::Table>(file_text) {
+            return Err(SettingsError::Parse(syntax_error(file_name, file_text, &e)));
+        }
         let file = config::File::from_str(file_text, config::FileFormat::Toml);
         let file_only = config::Config::builder()
             .add_source(file.clone())
@@ -268,7 +271,7 @@ impl Settings {
             .map_err(|e| SettingsError::Parse(e.to_string()))?;
         let mut raw: RawSettings = merged
             .try_deserialize()
-            .map_err(|e| SettingsError::Parse(e.to_string()))?;
+            .map_err(|e| SettingsError::Parse(with_choices(e.to_string())))?;
         if !secrets {
             raw.forget_secrets();
         }
@@ -294,6 +297,56 @@ impl Settings {
             );
         }
         warnings
+    }
+}
+
+/// A TOML syntax error by position and kind only: the offending line may hold a password (a
+/// database URL), so it is never quoted.
+fn syntax_error(file_name: &str, text: &str, error: &toml::de::Error) -> String {
+    let position = error.span().map_or_else(String::new, |span| {
+        let before = &text[..span.start.min(text.len())];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        format!(" at line {line}, column {column}")
+    });
+    format!(
+        "{file_name}: TOML syntax error{position}: {}",
+        error.message().trim()
+    )
+}
+
+/// The values each settings enum takes, for error messages.
+const CHOICES: &[(&str, &str)] = &[
+    ("ProviderKind", "\"entra\" or \"oidc\""),
+    (
+        "Prompt",
+        "\"none\", \"consent\", \"login\" or \"select_account\"",
+    ),
+    ("OfflineAccess", "\"scope\" or \"access_type\""),
+    (
+        "ClientAuth",
+        "\"client_secret_basic\" or \"client_secret_post\"",
+    ),
+    ("LogFormat", "\"text\" or \"json\""),
+    ("ReportFormat", "\"text\" or \"json\""),
+    ("Rotation", "\"off\", \"rotate\" or \"strict\""),
+];
+
+/// A value that is none of an enum's: said with the values it could be (the settings library
+/// names only the Rust type).
+fn with_choices(message: String) -> String {
+    let Some(rest) = message.strip_prefix("enum ") else {
+        return message;
+    };
+    let Some((name, rest)) = rest.split_once(" does not have variant constructor ") else {
+        return message;
+    };
+    let Some((value, key)) = rest.split_once(" for key ") else {
+        return message;
+    };
+    match CHOICES.iter().find(|(enum_name, _)| *enum_name == name) {
+        Some((_, choices)) => format!("{key}: {value:?} is not one of {choices}"),
+        None => message,
     }
 }
 

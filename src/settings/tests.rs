@@ -96,12 +96,15 @@ fn identity_is_checked_by_the_commands_that_need_it() {
     let msg = s.identity.require_client().unwrap_err().to_string();
     assert!(msg.contains("TOKENBRIDGE_IDENTITY__CLIENT_SECRET"), "{msg}");
     let s = load(
-        "[identity]\nclient_id = \"app\"\ntenant_id = \"t1\"\n",
+        "[identity]\nclient_id = \"app\"\ntenant_id = \"11111111-2222-3333-4444-555555555555\"\n",
         &[("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "s3cret")],
     )
     .unwrap();
     let (issuer, _) = s.identity.require_client().unwrap();
-    assert_eq!(issuer, "https://login.microsoftonline.com/t1/v2.0");
+    assert_eq!(
+        issuer,
+        "https://login.microsoftonline.com/11111111-2222-3333-4444-555555555555/v2.0"
+    );
     assert!(!format!("{s:?}").contains("s3cret"));
     let s = load(
         "[identity]\nprovider = \"oidc\"\nissuer = \"https://id.example.com/realms/main\"\nclient_id = \"app\"\n",
@@ -432,4 +435,42 @@ fn the_sign_in_prompt_is_a_setting() {
     }
     let msg = error("[identity]\nprompt = \"always\"\n", &[]);
     assert!(msg.contains("prompt") || msg.contains("always"), "{msg}");
+}
+
+#[test]
+fn a_syntax_error_says_where_without_quoting_the_line() {
+    let msg = error(
+        "[database]\nurl = \"postgres://app:Sup3rS3cretPw@db.internal/tokens\n",
+        &[],
+    );
+    assert!(msg.contains("line 2"), "{msg}");
+    assert!(!msg.contains("Sup3rS3cretPw"), "{msg}");
+    assert!(!msg.contains("postgres://"), "{msg}");
+}
+
+#[test]
+fn an_entra_tenant_is_a_guid_and_enum_errors_list_the_choices() {
+    let msg = error("[identity]\ntenant_id = \"contoso.onmicrosoft.com\"\n", &[]);
+    assert!(
+        msg.contains("identity.tenant_id") && msg.contains("GUID"),
+        "{msg}"
+    );
+    load(
+        "[identity]\ntenant_id = \"5C8F6D1E-7A4B-4C1A-9F3E-2B6D8E0A4F11\"\n",
+        &[],
+    )
+    .unwrap();
+    // Another provider has no tenant to check.
+    load(
+        "[identity]\nprovider = \"oidc\"\nissuer = \"https://id.example.com\"\n",
+        &[],
+    )
+    .unwrap();
+    let msg = error("[identity]\nprovider = \"entraid\"\n", &[]);
+    assert!(
+        msg.contains("entraid") && msg.contains("entra") && msg.contains("oidc"),
+        "{msg}"
+    );
+    let msg = error("[log]\nformat = \"xml\"\n", &[]);
+    assert!(msg.contains("text") && msg.contains("json"), "{msg}");
 }

@@ -313,18 +313,18 @@ fn positive(key: &'static str, value: &str) -> Result<Duration, SettingsError> {
     Ok(d)
 }
 
+/// `8-4-4-4-12` hexadecimal digits.
+fn is_guid(text: &str) -> bool {
+    let groups: Vec<&str> = text.split('-').collect();
+    groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, len)| g.len() == len && g.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
 impl RawIdentity {
     pub(super) fn validate(self) -> Result<IdentitySettings, SettingsError> {
-        let tenant_ok = self
-            .tenant_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
-        if !tenant_ok {
-            return Err(invalid(
-                "identity.tenant_id",
-                "expected a tenant id (a GUID) or a verified domain",
-            ));
-        }
         if matches!(
             self.tenant_id.as_str(),
             "common" | "organizations" | "consumers"
@@ -333,6 +333,22 @@ impl RawIdentity {
                 "identity.tenant_id",
                 "use your tenant's id: tokens are cached per tenant, and a multi-tenant authority \
                  has no single issuer to validate",
+            ));
+        }
+        // Entra ID's discovery names the tenant GUID as the issuer, so a domain name could
+        // never validate a token: refused here rather than at the first sign-in.
+        if self.provider == ProviderKind::Entra
+            && !self.tenant_id.is_empty()
+            && !is_guid(&self.tenant_id)
+        {
+            return Err(invalid(
+                "identity.tenant_id",
+                format!(
+                    "expected the tenant's id, a GUID such as \
+                     00000000-0000-0000-0000-000000000000 (Entra admin center: Overview, \
+                     \"Tenant ID\"), not {:?}: a domain name cannot match the issuer Entra ID names",
+                    self.tenant_id.chars().take(80).collect::<String>()
+                ),
             ));
         }
         if self

@@ -265,7 +265,10 @@ fn serve_and_dev_idp_shut_down_gracefully_on_sigterm() {
     assert!(out.status.success());
     let env = [
         ("TOKENBRIDGE_WEB__LISTEN", "127.0.0.1:0"),
-        ("TOKENBRIDGE_IDENTITY__TENANT_ID", "t1"),
+        (
+            "TOKENBRIDGE_IDENTITY__TENANT_ID",
+            "5c8f6d1e-7a4b-4c1a-9f3e-2b6d8e0a4f11",
+        ),
         ("TOKENBRIDGE_IDENTITY__CLIENT_ID", "app"),
         ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "s3cret"),
         // Nothing listens there: serve starts anyway and reports it on /readyz.
@@ -291,7 +294,10 @@ fn serve_refuses_to_start_without_a_client_or_on_an_unmigrated_database() {
     );
     let env = [
         ("TOKENBRIDGE_WEB__LISTEN", "127.0.0.1:0"),
-        ("TOKENBRIDGE_IDENTITY__TENANT_ID", "t1"),
+        (
+            "TOKENBRIDGE_IDENTITY__TENANT_ID",
+            "5c8f6d1e-7a4b-4c1a-9f3e-2b6d8e0a4f11",
+        ),
         ("TOKENBRIDGE_IDENTITY__CLIENT_ID", "app"),
         ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "s3cret"),
     ];
