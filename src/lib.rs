@@ -80,14 +80,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let settings = match Settings::load(&path, named, secrets) {
         Ok(settings) => settings,
         // The worker's contract: a configuration error exits 2.
+        // Each message says where the value came from (the file or an environment variable).
         Err(e) if matches!(cli.command, Command::Worker(_)) => {
-            return Err(Failure::configuration(format!(
-                "invalid settings ({}): {e}",
-                path.display()
-            ))
-            .into())
+            return Err(Failure::configuration(format!("invalid settings: {e}")).into())
         }
-        Err(e) => return Err(e).with_context(|| format!("invalid settings ({})", path.display())),
+        Err(e) => return Err(e).context("invalid settings"),
     };
     telemetry::init(&settings.log);
     match cli.command {

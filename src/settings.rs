@@ -24,10 +24,11 @@ pub const ENV_PREFIX: &str = "TOKENBRIDGE";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SettingsError {
-    #[error("cannot read settings file {path}: {source}")]
+    // Not a `source`: the message says it once (an error chain would repeat it).
+    #[error("cannot read settings file {path}: {error}")]
     File {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("settings: {0}")]
     Parse(String),
@@ -184,10 +185,10 @@ impl Settings {
         let text = match std::fs::read_to_string(path) {
             Ok(text) => text,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => String::new(),
-            Err(source) => {
+            Err(error) => {
                 return Err(SettingsError::File {
                     path: path.to_owned(),
-                    source,
+                    error,
                 })
             }
         };
@@ -277,6 +278,31 @@ impl Settings {
         }
         raw.resolve_paths(base_dir);
         raw.validate()
+            .map_err(|e| naming_the_source(e, env, file_name))
+    }
+}
+
+/// An error about a key says where the value came from: the environment variable that set it
+/// (that is where to look), else the settings file.
+fn naming_the_source(
+    error: SettingsError,
+    env: &HashMap<String, String>,
+    file_name: &str,
+) -> SettingsError {
+    match error {
+        SettingsError::Invalid { key, message } => {
+            let var = env_var_for(key);
+            let from = if env.contains_key(&var) {
+                format!("set by the environment variable {var}")
+            } else {
+                format!("in {file_name}")
+            };
+            SettingsError::Invalid {
+                key,
+                message: format!("{message} ({from})"),
+            }
+        }
+        other => other,
     }
 }
 
@@ -313,6 +339,62 @@ fn syntax_error(file_name: &str, text: &str, error: &toml::de::Error) -> String 
         "{file_name}: TOML syntax error{position}: {}",
         error.message().trim()
     )
+}
+
+const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
+/// Crates whose log lines are worth filtering; a filter naming anything else is a typo.
+const LOG_TARGETS: &[&str] = &[
+    "tokenbridge",
+    "actix_web",
+    "actix_server",
+    "actix_http",
+    "actix_session",
+    "diesel",
+    "r2d2",
+    "reqwest",
+    "hyper",
+    "hyper_util",
+    "h2",
+    "rustls",
+    "openidconnect",
+    "oauth2",
+    "tokio",
+    "mio",
+];
+
+/// A level, or `tracing` filter directives (`info,tokenbridge=debug`) whose targets are crates
+/// this program uses: `verbose` must not quietly become a filter for a target named "verbose"
+/// (which would switch logging off).
+fn check_log_level(value: &str) -> Result<(), SettingsError> {
+    let wrong = |what: String| {
+        invalid(
+            "log.level",
+            format!(
+                "{what}: expected a level ({}) or filters such as \"info,tokenbridge=debug\" \
+                 naming crates this program uses ({})",
+                LEVELS.join(", "),
+                LOG_TARGETS.join(", ")
+            ),
+        )
+    };
+    tracing_subscriber::EnvFilter::try_new(value)
+        .map_err(|e| wrong(format!("{:?} is not a filter ({e})", value)))?;
+    for directive in value.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let (target, level) = match directive.split_once('=') {
+            Some((target, level)) => (Some(target), level),
+            None => (None, directive),
+        };
+        if let Some(target) = target {
+            let krate = target.split([':', '[']).next().unwrap_or_default();
+            if !LOG_TARGETS.contains(&krate) {
+                return Err(wrong(format!("{krate:?} is not a crate this program uses")));
+            }
+        }
+        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
+            return Err(wrong(format!("{level:?} is not a level")));
+        }
+    }
+    Ok(())
 }
 
 /// The values each settings enum takes, for error messages.
@@ -514,12 +596,7 @@ impl RawSettings {
                 "expected a number from 1 to 10000",
             ));
         }
-        tracing_subscriber::EnvFilter::try_new(&self.log.level).map_err(|e| {
-            invalid(
-                "log.level",
-                format!("expected a level such as \"info\" ({e})"),
-            )
-        })?;
+        check_log_level(&self.log.level)?;
         Ok(Settings {
             database: DatabaseSettings {
                 url,

@@ -474,3 +474,33 @@ fn an_entra_tenant_is_a_guid_and_enum_errors_list_the_choices() {
     let msg = error("[log]\nformat = \"xml\"\n", &[]);
     assert!(msg.contains("text") && msg.contains("json"), "{msg}");
 }
+
+#[test]
+fn a_log_level_typo_is_refused_and_the_variable_is_named() {
+    for good in [
+        "info",
+        "DEBUG",
+        "warn,tokenbridge=debug",
+        "tokenbridge::web=trace,info",
+        "off",
+    ] {
+        load(&format!("[log]\nlevel = \"{good}\"\n"), &[]).unwrap();
+    }
+    let msg = error("", &[("TOKENBRIDGE_LOG__LEVEL", "verbose")]);
+    assert!(msg.contains("\"verbose\" is not a level"), "{msg}");
+    assert!(msg.contains("TOKENBRIDGE_LOG__LEVEL"), "{msg}");
+    assert!(!msg.contains("settings.toml"), "{msg}");
+    let msg = error("[log]\nlevel = \"tokenbrige=debug\"\n", &[]);
+    assert!(msg.contains("\"tokenbrige\" is not a crate"), "{msg}");
+    assert!(msg.contains("in settings.toml"), "{msg}");
+}
+
+#[test]
+fn an_unreadable_settings_file_is_said_once() {
+    let dir = std::env::temp_dir().join(format!("tb-dir-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let err = Settings::load_from(&dir, true, true, &HashMap::new()).unwrap_err();
+    let chain = format!("{:#}", anyhow::Error::from(err));
+    assert_eq!(chain.matches("os error").count(), 1, "{chain}");
+    let _ = std::fs::remove_dir(&dir);
+}

@@ -396,6 +396,19 @@ fn settings_from_the_environment_and_named_files_are_taken_strictly() {
         text(&out.stderr)
     );
 
+    // A log level that is no level: refused, naming the variable that set it.
+    let out = tokenbridge(
+        dir.path(),
+        &["migrate"],
+        &[("TOKENBRIDGE_LOG__LEVEL", "verbose")],
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("TOKENBRIDGE_LOG__LEVEL") && !stderr.contains("settings.toml"),
+        "{stderr}"
+    );
+
     // migrate needs the database only: an unreadable client secret file does not stop it.
     let out = tokenbridge(
         dir.path(),
