@@ -536,8 +536,17 @@ impl RawSettings {
         self.web.forget_secret();
     }
 
-    /// Relative `*_file` paths name files beside the settings file, wherever it is run from.
+    /// One rule for relative paths: a relative SQLite path and relative `*_file` paths name
+    /// files beside the settings file, wherever the command is run from.
     fn resolve_paths(&mut self, base_dir: &Path) {
+        let url = self.database.url.trim();
+        if let Some(path) = url.strip_prefix("sqlite://") {
+            let relative =
+                !path.is_empty() && !path.starts_with(':') && Path::new(path).is_relative();
+            if relative && !base_dir.as_os_str().is_empty() {
+                self.database.url = format!("sqlite://{}", base_dir.join(path).display());
+            }
+        }
         for path in [
             &mut self.cache.keys_file,
             &mut self.identity.client_secret_file,

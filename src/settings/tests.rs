@@ -43,7 +43,7 @@ fn the_shipped_settings_file_is_valid_and_shows_the_defaults() {
         &env(&[]),
     )
     .unwrap();
-    let defaults = load("", &[]).unwrap();
+    let defaults = Settings::from_sources_in("", "settings.toml", dir, &env(&[])).unwrap();
     for (a, b) in [
         (
             format!("{:?}", shipped.database),
@@ -503,4 +503,33 @@ fn an_unreadable_settings_file_is_said_once() {
     let chain = format!("{:#}", anyhow::Error::from(err));
     assert_eq!(chain.matches("os error").count(), 1, "{chain}");
     let _ = std::fs::remove_dir(&dir);
+}
+
+#[test]
+fn relative_paths_are_beside_the_settings_file() {
+    let dir = std::env::temp_dir().join(format!("tb-rel-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("secret"), "s3cret\n").unwrap();
+    let file = dir.join("settings.toml");
+    std::fs::write(
+        &file,
+        "[database]\nurl = \"sqlite://data/tb.db\"\n[identity]\nclient_secret_file = \"secret\"\n",
+    )
+    .unwrap();
+    let s = Settings::load_from(&file, true, true, &HashMap::new()).unwrap();
+    assert_eq!(
+        s.database.url.sqlite_path().unwrap(),
+        dir.join("data/tb.db")
+    );
+    assert_eq!(s.identity.client_secret.unwrap().expose(), "s3cret");
+    // Absolute paths stay as they are; so does everything beside an implicit settings.toml.
+    std::fs::write(&file, "[database]\nurl = \"sqlite:///var/lib/tb.db\"\n").unwrap();
+    let s = Settings::load_from(&file, true, true, &HashMap::new()).unwrap();
+    assert_eq!(
+        s.database.url.sqlite_path().unwrap(),
+        Path::new("/var/lib/tb.db")
+    );
+    let s = load("[database]\nurl = \"sqlite://tb.db\"\n", &[]).unwrap();
+    assert_eq!(s.database.url.sqlite_path().unwrap(), Path::new("tb.db"));
+    let _ = std::fs::remove_dir_all(&dir);
 }
