@@ -25,7 +25,7 @@ use actix_web::cookie::{Key, SameSite};
 use actix_web::dev::Server;
 use actix_web::http::StatusCode;
 use actix_web::middleware::from_fn;
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{guard, web, App, HttpResponse, HttpServer};
 use anyhow::Context;
 use maud::Markup;
 use std::net::TcpListener;
@@ -160,14 +160,19 @@ impl Application {
                 .wrap(from_fn(limits::body_deadline))
                 .wrap(from_fn(request_id::middleware))
                 .wrap(from_fn(limits::per_client))
-                .route("/", web::get().to(home::home))
-                .route("/signin", web::get().to(auth::sign_in))
-                // A resource, so a POST (form_post) is told 405 with `Allow: GET`.
-                .service(web::resource("/signin-oidc").get(auth::callback_get))
-                .route("/signout", web::post().to(auth::sign_out))
-                .route("/signout-callback-oidc", web::get().to(auth::signed_out))
-                .route("/healthz", web::get().to(health::healthz))
-                .route("/readyz", web::get().to(health::readyz))
+                // Every path answers HEAD like GET and OPTIONS with what it allows; another
+                // method is 405 (a form_post callback included).
+                .service(readable!("/", home::home))
+                .service(readable!("/signin", auth::sign_in))
+                .service(readable!("/signin-oidc", auth::callback_get))
+                .service(
+                    web::resource("/signout")
+                        .route(web::post().to(auth::sign_out))
+                        .route(web::route().guard(guard::Options()).to(|| allow("POST"))),
+                )
+                .service(readable!("/signout-callback-oidc", auth::signed_out))
+                .service(readable!("/healthz", health::healthz))
+                .service(readable!("/readyz", health::readyz))
                 .default_service(web::to(not_found))
         })
         .listen(listener)?
@@ -187,6 +192,31 @@ impl Application {
 
 /// Headers on every response: pages carry only inline CSS, are never framed, and send no
 /// referrer (the callback URL holds a one-time code).
+/// A resource answering GET and HEAD with `handler`, and OPTIONS with `Allow: GET, HEAD`.
+macro_rules! readable {
+    ($path:expr, $handler:expr) => {
+        web::resource($path)
+            .route(
+                web::route()
+                    .guard(guard::Any(guard::Get()).or(guard::Head()))
+                    .to($handler),
+            )
+            .route(
+                web::route()
+                    .guard(guard::Options())
+                    .to(|| allow("GET, HEAD")),
+            )
+    };
+}
+use readable;
+
+/// The answer to OPTIONS: no content, the methods allowed.
+async fn allow(methods: &'static str) -> HttpResponse {
+    HttpResponse::NoContent()
+        .insert_header(("Allow", methods))
+        .finish()
+}
+
 fn security_headers(https: bool) -> actix_web::middleware::DefaultHeaders {
     let headers = actix_web::middleware::DefaultHeaders::new()
         .add((

@@ -534,3 +534,52 @@ async fn slow_bodies_time_out_and_one_address_cannot_hold_many_requests() {
     );
     assert_eq!(app.get("/healthz").await.status(), 200);
 }
+
+/// HEAD works wherever GET does (a HEAD-based monitor sees the app up), with no body; OPTIONS
+/// says what a path allows; another method is 405.
+#[tokio::test]
+async fn head_and_options_answer_on_every_path() {
+    let app = app("serve::security::head_options").await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    for path in ["/", "/healthz", "/readyz", "/signout-callback-oidc"] {
+        let head = client.head(app.url(path)).send().await.unwrap();
+        assert_eq!(head.status(), 200, "HEAD {path}");
+        let options = client
+            .request(reqwest::Method::OPTIONS, app.url(path))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(options.status(), 204, "OPTIONS {path}");
+        assert_eq!(options.headers()["allow"], "GET, HEAD", "{path}");
+    }
+    let options = client
+        .request(reqwest::Method::OPTIONS, app.url("/signout"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(options.headers()["allow"], "POST");
+    let delete = client.delete(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(delete.status(), 405);
+    // On the wire: headers only.
+    let base = app.base.clone();
+    let (answer, _) = tokio::task::spawn_blocking(move || {
+        use std::io::Write as _;
+        let addr = base.trim_start_matches("http://").to_owned();
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        write!(stream, "HEAD /healthz HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+        read_all(stream, std::time::Duration::from_secs(5))
+    })
+    .await
+    .unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+        "{answer}"
+    );
+    assert!(
+        answer.ends_with("\r\n\r\n"),
+        "no body after the headers: {answer:?}"
+    );
+}
