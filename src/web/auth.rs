@@ -119,7 +119,7 @@ async fn callback(
         Ok(()) => {}
         Err(ResponseIssuer::Unavailable(e)) => return Err(WebError::acquire(&e, rid)),
         Err(refused) => {
-            tracing::warn!(request_id = %rid, problem = ?refused, iss = ?params.iss.as_deref().map(|i| short_text(i, 200)), "sign-in response refused: its issuer is not the configured one");
+            tracing::info!(request_id = %rid, problem = ?refused, iss = ?params.iss.as_deref().map(|i| short_text(i, 200)), "sign-in response refused: its issuer is not the configured one");
             return Err(WebError::sign_in_failed(
                 "This sign-in response did not come from the identity provider this app sent you \
                  to. Please sign in again.",
@@ -172,7 +172,7 @@ async fn callback(
             // validation. The app's configuration (invalid_client, ...) is not: a 500 that
             // says so, logged at ERROR, and /readyz fails until the provider accepts us again.
             AcquireError::InteractionRequired { .. } | AcquireError::Rejected(_) => {
-                tracing::warn!(request_id = %rid, error = %e, "code redemption failed");
+                tracing::info!(request_id = %rid, error = %e, "code redemption failed");
                 WebError::sign_in_failed(
                     "The identity provider's answer could not be used. Please sign in again.",
                     rid,

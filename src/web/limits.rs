@@ -137,7 +137,7 @@ pub async fn per_client(
             .map(ServiceResponse::map_into_boxed_body);
     }
     let Some(guard) = limits.enter(ip) else {
-        tracing::warn!(client = %ip, limit = limits.max, "too many requests in flight from one address");
+        tracing::info!(client = %ip, limit = limits.max, "too many requests in flight from one address");
         let response = HttpResponse::TooManyRequests()
             .force_close()
             .insert_header((RETRY_AFTER, HeaderValue::from_static("1")))

@@ -3,6 +3,7 @@
 
 mod browser;
 mod flows;
+mod logs;
 mod processes;
 mod refresh;
 mod security;
