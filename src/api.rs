@@ -36,15 +36,24 @@ impl ApiClient {
         })
     }
 
-    /// `GET /me`: the signed-in user's profile properties.
+    /// `GET /me`: the signed-in user's profile properties. A GET is idempotent: when the
+    /// connection fails before any answer (a pooled keep-alive connection the server had
+    /// already closed), it is sent once more on a new one.
     pub async fn me(&self, token: &AccessToken) -> Result<Map<String, Value>, ApiError> {
-        let response = self
-            .http
-            .get(&self.me_url)
-            .bearer_auth(token.secret.expose())
-            .send()
-            .await
-            .map_err(|e| ApiError::Unavailable(e.without_url().to_string()))?;
+        let send = || {
+            self.http
+                .get(&self.me_url)
+                .bearer_auth(token.secret.expose())
+                .send()
+        };
+        let response = match send().await {
+            Err(e) if !e.is_timeout() && (e.is_connect() || e.is_request()) => {
+                tracing::debug!(error = %e.without_url(), "the API connection failed before an answer; sending again");
+                send().await
+            }
+            other => other,
+        }
+        .map_err(|e| ApiError::Unavailable(e.without_url().to_string()))?;
         let status = response.status();
         if status.as_u16() == 401 || status.as_u16() == 403 {
             let challenge = response
@@ -68,5 +77,53 @@ impl ApiClient {
             )),
             Err(e) => Err(ApiError::Unexpected(e.without_url().to_string())),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+    use std::io::{Read, Write};
+    use std::time::Duration;
+
+    /// A server whose first connection is closed before any answer (a stale keep-alive
+    /// connection), and whose second gets a profile.
+    fn flaky_server() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for (n, stream) in listener.incoming().take(2).enumerate() {
+                let mut stream = stream.unwrap();
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf);
+                if n == 1 {
+                    let body = r#"{"displayName":"Ada"}"#;
+                    let _ = write!(
+                        stream,
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                }
+            }
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn a_get_is_sent_again_when_the_connection_fails_before_an_answer() {
+        let base = flaky_server();
+        let settings = ApiSettings {
+            base_url: url::Url::parse(&base).unwrap(),
+            path: "/me".into(),
+            timeout: Duration::from_secs(5),
+        };
+        let client = ApiClient::new(&settings).unwrap();
+        let token = AccessToken {
+            secret: Secret::new("t"),
+            expires_on: 0,
+        };
+        let profile = client.me(&token).await.unwrap();
+        assert_eq!(profile["displayName"], "Ada");
     }
 }
