@@ -40,7 +40,29 @@ fn one() -> u32 {
     1
 }
 
+/// Bounds on what the admin API accepts: enough for any test, not enough to wedge the
+/// provider for hours.
+const MAX_FAULTS: u32 = 10_000;
+const MAX_DELAY_MS: u64 = 600_000;
+const MAX_TTL_SECS: u64 = 10 * 365 * 24 * 3600;
+
+fn out_of_range(what: &str) -> HttpResponse {
+    HttpResponse::BadRequest().json(serde_json::json!({
+        "error": "invalid_request",
+        "error_description": format!("{what} is out of range"),
+    }))
+}
+
 async fn add_fault(p: web::Data<Provider>, body: web::Json<FaultRequest>) -> HttpResponse {
+    if body.count > MAX_FAULTS {
+        return out_of_range("count (at most 10000)");
+    }
+    if u64::from(body.retry_after) > MAX_DELAY_MS / 1000 {
+        return out_of_range("retry_after (at most 600 s)");
+    }
+    if body.delay_ms.is_some_and(|d| d > MAX_DELAY_MS) {
+        return out_of_range("delay_ms (at most 600000)");
+    }
     let fault = Fault {
         kind: body.kind,
         retry_after: body.retry_after,
@@ -72,6 +94,18 @@ struct BehaviourPatch {
 }
 
 async fn patch_behaviour(p: web::Data<Provider>, patch: web::Json<BehaviourPatch>) -> HttpResponse {
+    let latency = [patch.token_latency_ms, patch.api_latency_ms];
+    if latency.into_iter().flatten().any(|ms| ms > MAX_DELAY_MS) {
+        return out_of_range("a latency (at most 600000 ms)");
+    }
+    let ttls = [
+        patch.access_token_ttl_secs,
+        patch.refresh_token_ttl_secs,
+        patch.refresh_in_secs,
+    ];
+    if ttls.into_iter().flatten().any(|s| s > MAX_TTL_SECS) {
+        return out_of_range("a lifetime (at most 10 years)");
+    }
     let mut behaviour = lock(&p.behaviour);
     let b: &mut Behaviour = &mut behaviour;
     b.access_token_ttl_secs = patch

@@ -4,6 +4,7 @@
 mod admin;
 mod api;
 mod authorize;
+mod guard;
 pub mod keys;
 mod pages;
 mod params;
@@ -145,6 +146,7 @@ impl DevIdp {
                 .app_data(web::JsonConfig::default().limit(16 * 1024))
                 .configure(routes)
                 .default_service(web::to(not_found))
+                .wrap(actix_web::middleware::from_fn(guard::loopback_only))
         })
         .listen(listener)?
         .shutdown_timeout(5)

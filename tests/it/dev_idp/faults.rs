@@ -221,3 +221,62 @@ async fn a_late_answer_is_processed_at_once_and_sent_after_the_delay() {
     let counters = idp.counters().await;
     assert_eq!(counters["refreshes"], 2, "processed although nobody waited");
 }
+
+/// A web page the developer visits cannot drive the provider: a host name that is not loopback
+/// (DNS rebinding) is refused everywhere; admin writes must be JSON from no Origin or a
+/// loopback one (a cross-site form cannot send that); numbers are bounded.
+#[tokio::test]
+async fn a_web_page_cannot_drive_the_provider() {
+    let idp = spawn_idp().await;
+    let rebound = idp
+        .http
+        .get(format!("{}/admin/counters", idp.base))
+        .header("Host", "attacker.example:5556")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(rebound.status(), 421);
+    let form = idp
+        .http
+        .post(format!("{}/admin/users/ada/revoke", idp.base))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body("x=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 403);
+    let cross_site = idp
+        .http
+        .post(format!("{}/admin/users/ada/revoke", idp.base))
+        .header("Origin", "http://attacker.example")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(cross_site.status(), 403);
+    let local = idp
+        .http
+        .post(format!("{}/admin/users/ada/revoke", idp.base))
+        .header("Origin", "http://127.0.0.1:8080")
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(local.status(), 204);
+    let huge = idp
+        .http
+        .post(format!("{}/admin/faults", idp.base))
+        .json(&serde_json::json!({ "kind": "hang", "count": 1_000_000_000u64 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(huge.status(), 400);
+    let slow = idp
+        .http
+        .patch(format!("{}/admin/behaviour", idp.base))
+        .json(&serde_json::json!({ "token_latency_ms": 86_400_000u64 }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(slow.status(), 400);
+}

@@ -215,9 +215,10 @@ impl TestIdp {
     ) -> reqwest::Response {
         let mut request = self
             .http
-            .request(method, format!("{}/admin/{path}", self.base));
-        if let Some(body) = body {
-            request = request.json(&body);
+            .request(method.clone(), format!("{}/admin/{path}", self.base));
+        // Admin writes are JSON, even those without a body.
+        if body.is_some() || method != reqwest::Method::GET {
+            request = request.json(&body.unwrap_or_else(|| serde_json::json!({})));
         }
         let response = request.send().await.unwrap();
         assert!(
