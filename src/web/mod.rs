@@ -43,6 +43,7 @@ pub struct AppState {
     pub db: Database,
     pub clock: Arc<dyn Clock>,
     cookie_key: Key,
+    readiness: health::Readiness,
 }
 
 impl AppState {
@@ -123,6 +124,7 @@ impl Application {
             db,
             clock,
             cookie_key: key.clone(),
+            readiness: health::Readiness::default(),
         });
         let port = listener.local_addr()?.port();
         let idle = actix_web::cookie::time::Duration::seconds(

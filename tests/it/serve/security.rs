@@ -413,7 +413,45 @@ async fn the_database_going_away_gives_503_and_readyz_fails() {
         .await
         .unwrap()
         .contains("token store is unavailable"));
+    let started = std::time::Instant::now();
     assert_eq!(app.get("/readyz").await.status(), 503);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(4),
+        "readyz answers within its probe timeout: {:?}",
+        started.elapsed()
+    );
+}
+
+/// `/readyz` probes with a write: a database that answers reads but refuses writes is not
+/// ready. The database's answer is kept for a second, so probes cannot overload it.
+#[tokio::test]
+async fn readyz_fails_when_the_database_refuses_writes() {
+    let app = super::spawn_app_with(
+        "serve::security::not_writable",
+        SQLITE,
+        |_| {},
+        |s| s.database.busy_timeout = std::time::Duration::from_millis(300),
+    )
+    .await
+    .unwrap();
+    let readyz = || async {
+        let response = app.get("/readyz").await;
+        let status = response.status().as_u16();
+        (status, response.json::<serde_json::Value>().await.unwrap())
+    };
+    assert_eq!(readyz().await.0, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let locked = crate::support::lock_token_cache(&app.db, std::time::Duration::from_millis(1500));
+    let (status, body) = readyz().await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["database"], "not_writable");
+    // Kept for a second: the next probe does not touch the database (and does not wait).
+    let started = std::time::Instant::now();
+    assert_eq!(readyz().await.0, 503);
+    assert!(started.elapsed() < std::time::Duration::from_millis(200));
+    locked.join().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(readyz().await.0, 200);
 }
 
 #[tokio::test]
