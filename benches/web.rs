@@ -90,6 +90,7 @@ fn main() {
         settings.identity.client_secret = Some(Secret::new("tokenbridge-dev-secret"));
         settings.api.base_url = url::Url::parse(&format!("{idp_base}/v1.0")).unwrap();
         settings.web.public_url = url::Url::parse(&base).unwrap();
+        settings.web.metrics_listen = None;
         settings.web.session_key = Some(Secret::new("b".repeat(64)));
         settings.cache.keys = Some(
             tokenbridge::cache::seal::SealKeys::parse(&Secret::new(

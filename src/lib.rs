@@ -12,6 +12,7 @@ pub mod commands;
 pub mod db;
 pub mod devidp;
 pub mod identity;
+pub mod metrics;
 pub mod secret;
 pub mod settings;
 pub mod sync;

@@ -23,6 +23,9 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
             settings.web.listen.ip(),
             app.port()
         );
+        if let Some(address) = app.metrics_address() {
+            tracing::info!(%address, "metrics: http://{address}/metrics");
+        }
         app.run_until_stopped().await?;
         Ok(())
     })

@@ -125,6 +125,15 @@ impl Database {
         self.backend
     }
 
+    /// The pool's connections now, for the metrics.
+    pub fn pool_state(&self) -> crate::metrics::PoolState {
+        let state = self.pool.state();
+        crate::metrics::PoolState {
+            open: state.connections,
+            idle: state.idle_connections,
+        }
+    }
+
     /// A pooled connection, for blocking code (CLI commands, tests).
     pub fn get(&self) -> Result<PooledConnection, DbError> {
         self.pool
@@ -141,9 +150,10 @@ impl Database {
     {
         let pool = self.pool.clone();
         tokio::task::spawn_blocking(move || {
-            let mut conn = pool
-                .get()
-                .map_err(|e| DbError::Unavailable(e.to_string()))?;
+            let waiting = std::time::Instant::now();
+            let got = pool.get();
+            crate::metrics::metrics().pool_wait(waiting.elapsed());
+            let mut conn = got.map_err(|e| DbError::Unavailable(e.to_string()))?;
             f(&mut conn)
         })
         .await

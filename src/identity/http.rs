@@ -52,6 +52,7 @@ impl ProviderHttp {
     /// Sends one request; 5xx, 429 and 408 become [`HttpError::Unavailable`].
     pub async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         let (parts, body) = request.into_parts();
+        let started = std::time::Instant::now();
         let response = self
             .client
             .request(parts.method, parts.uri.to_string())
@@ -59,7 +60,9 @@ impl ProviderHttp {
             .body(body)
             .send()
             .await
-            .map_err(classify)?;
+            .map_err(classify);
+        crate::metrics::metrics().provider_request(started.elapsed());
+        let response = response?;
         let status = response.status();
         if status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408 {
             let retry_after = response

@@ -533,3 +533,16 @@ fn relative_paths_are_beside_the_settings_file() {
     assert_eq!(s.database.url.sqlite_path().unwrap(), Path::new("tb.db"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn metrics_listen_on_loopback_by_default_and_can_be_off() {
+    let s = load("", &[]).unwrap();
+    assert_eq!(
+        s.web.metrics_listen,
+        Some("127.0.0.1:9464".parse().unwrap())
+    );
+    let off = load("", &[("TOKENBRIDGE_WEB__METRICS_LISTEN", "off")]).unwrap();
+    assert_eq!(off.web.metrics_listen, None);
+    let msg = error("[web]\nmetrics_listen = \"nowhere\"\n", &[]);
+    assert!(msg.contains("web.metrics_listen"), "{msg}");
+}

@@ -133,6 +133,8 @@ impl ApiSettings {
 #[derive(Debug, Clone)]
 pub struct WebSettings {
     pub listen: SocketAddr,
+    /// Where `GET /metrics` is served (Prometheus text format); None: not at all.
+    pub metrics_listen: Option<SocketAddr>,
     pub public_url: Url,
     pub session_key: Option<Secret>,
     /// Cookies marked Secure (and named `__Host-…`); by default, when `public_url` is https.
@@ -263,6 +265,7 @@ impl Default for RawApi {
 #[serde(deny_unknown_fields, default)]
 pub(super) struct RawWeb {
     listen: String,
+    metrics_listen: String,
     public_url: String,
     session_key: Option<Secret>,
     pub(super) session_key_file: Option<PathBuf>,
@@ -284,6 +287,7 @@ impl Default for RawWeb {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
+            metrics_listen: "127.0.0.1:9464".into(),
             public_url: "http://127.0.0.1:8080".into(),
             session_key: None,
             session_key_file: None,
@@ -437,6 +441,18 @@ impl RawWeb {
         let public_url = parse_url("web.public_url", &self.public_url)?;
         Ok(WebSettings {
             listen,
+            metrics_listen: match self.metrics_listen.trim() {
+                "" | "off" => None,
+                address => Some(address.parse().map_err(|_| {
+                    invalid(
+                        "web.metrics_listen",
+                        format!(
+                            "expected an address such as \"127.0.0.1:9464\", or \"off\", not {:?}",
+                            self.metrics_listen
+                        ),
+                    )
+                })?),
+            },
             secure_cookies: self
                 .secure_cookies
                 .unwrap_or(public_url.scheme() == "https"),

@@ -69,6 +69,8 @@ pub fn html(status: StatusCode, markup: Markup) -> HttpResponse {
 pub struct Application {
     server: Server,
     port: u16,
+    /// `GET /metrics`, on its own listener.
+    metrics: Option<(Server, std::net::SocketAddr)>,
 }
 
 /// The key that encrypts and signs cookies; a random one (with a warning) when none is set.
@@ -134,6 +136,7 @@ impl Application {
             web_settings.body_timeout,
             web_settings.max_requests_per_client,
         ));
+        let metrics_db = state.db.clone();
         let server = HttpServer::new(move || {
             let sessions = SessionMiddleware::builder(CookieSessionStore::default(), key.clone())
                 .cookie_name(web_settings.session_cookie_name().into())
@@ -180,7 +183,27 @@ impl Application {
         .listen(listener)?
         .shutdown_timeout(10)
         .run();
-        Ok(Self { server, port })
+        let metrics = match settings.web.metrics_listen {
+            Some(address) => {
+                let listener = TcpListener::bind(address)
+                    .with_context(|| format!("cannot listen for metrics on {address}"))?;
+                let bound = listener.local_addr()?;
+                let pool = metrics_db;
+                let probe: crate::metrics::PoolProbe = Arc::new(move || pool.pool_state());
+                Some((crate::metrics::serve(listener, probe)?, bound))
+            }
+            None => None,
+        };
+        Ok(Self {
+            server,
+            port,
+            metrics,
+        })
+    }
+
+    /// Where `GET /metrics` is served, if anywhere.
+    pub fn metrics_address(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().map(|(_, address)| *address)
     }
 
     pub fn port(&self) -> u16 {
@@ -188,7 +211,20 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+        match self.metrics {
+            Some((metrics, _)) => {
+                // The metrics listener stops when the app does.
+                let handle = metrics.handle();
+                let app = async {
+                    let served = self.server.await;
+                    handle.stop(true).await;
+                    served
+                };
+                let (served, _) = futures_util::future::join(app, metrics).await;
+                served
+            }
+            None => self.server.await,
+        }
     }
 }
 

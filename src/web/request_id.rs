@@ -52,7 +52,18 @@ pub async fn middleware(
     req.extensions_mut().insert(id.clone());
     let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
     let started = Instant::now();
+    let method = req.method().clone();
+    // The route's pattern, never the raw path: one series per route, not per URL.
+    let route = req
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
     let mut response = next.call(req).instrument(span.clone()).await?;
+    crate::metrics::metrics().request(
+        &route,
+        method.as_str(),
+        response.status().as_u16(),
+        started.elapsed(),
+    );
     span.in_scope(|| {
         tracing::info!(
             status = response.status().as_u16(),

@@ -265,6 +265,7 @@ fn serve_and_dev_idp_shut_down_gracefully_on_sigterm() {
     assert!(out.status.success());
     let env = [
         ("TOKENBRIDGE_WEB__LISTEN", "127.0.0.1:0"),
+        ("TOKENBRIDGE_WEB__METRICS_LISTEN", "127.0.0.1:0"),
         (
             "TOKENBRIDGE_IDENTITY__TENANT_ID",
             "5c8f6d1e-7a4b-4c1a-9f3e-2b6d8e0a4f11",

@@ -21,6 +21,7 @@ use crate::cache::seal::Sealer;
 use crate::cache::store::{CacheStoreError, TokenCacheStore};
 use crate::clock::Clock;
 use crate::db::Database;
+use crate::metrics::{metrics, Acquisition};
 use crate::secret::Secret;
 use crate::settings::{CacheSettings, IdentitySettings, Settings};
 use crate::sync::lock;
@@ -412,6 +413,7 @@ impl TokenAcquirer {
             refresh_due: false,
         }) = cached
         {
+            metrics().acquisition(Acquisition::CacheHit);
             return Ok(token);
         }
         let key = format!("{id}\n{}", scopes.join(" "));
@@ -422,11 +424,23 @@ impl TokenAcquirer {
                 refresh::refresh(self.core.clone(), loaded, id.to_owned(), scopes, caller)
             })
             .await;
-        match (refreshed, cached) {
+        let (outcome, counted) = match (refreshed, cached) {
             // Past the provider's refresh_on the cached token is still good: use it while the
             // provider is unavailable.
-            (Err(AcquireError::Transient { .. }), Some(usable)) => Ok(usable.token),
-            (outcome, _) => outcome.map_err(|e| self.core.noting(e)),
-        }
+            (Err(AcquireError::Transient { .. }), Some(usable)) => {
+                (Ok(usable.token), Acquisition::CacheHit)
+            }
+            (Ok(token), _) => (Ok(token), Acquisition::Refreshed),
+            (Err(e), _) => {
+                let counted = match &e {
+                    AcquireError::InteractionRequired { .. } => Acquisition::InteractionRequired,
+                    AcquireError::Transient { .. } => Acquisition::Transient,
+                    _ => Acquisition::Error,
+                };
+                (Err(self.core.noting(e)), counted)
+            }
+        };
+        metrics().acquisition(counted);
+        outcome
     }
 }

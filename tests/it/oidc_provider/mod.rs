@@ -184,6 +184,7 @@ pub async fn spawn(
     s.identity.http_timeout = std::time::Duration::from_secs(5);
     s.api.base_url = Url::parse(&format!("{}/api/v1.0", op.issuer)).unwrap();
     s.web.public_url = Url::parse(&base).unwrap();
+    s.web.metrics_listen = None;
     s.web.session_key = Some(Secret::new(
         "a-test-session-key-that-is-long-enough-for-actix-0123456789abcdefghij",
     ));

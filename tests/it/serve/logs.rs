@@ -32,6 +32,7 @@ async fn log_lines_cannot_be_forged_from_a_request() {
             ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", CLIENT_SECRET.into()),
             ("TOKENBRIDGE_WEB__LISTEN", format!("127.0.0.1:{port}")),
             ("TOKENBRIDGE_WEB__PUBLIC_URL", base.clone()),
+            ("TOKENBRIDGE_WEB__METRICS_LISTEN", "off".into()),
             ("TOKENBRIDGE_LOG__LEVEL", "info".into()),
         ])
         .stdout(Stdio::null())

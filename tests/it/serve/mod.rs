@@ -4,6 +4,7 @@
 mod browser;
 mod flows;
 mod logs;
+mod metrics;
 mod processes;
 mod refresh;
 mod security;
@@ -54,6 +55,8 @@ pub fn app_settings(db: &TestDb, idp: &TestIdp, base: &str) -> Settings {
     s.identity.http_timeout = std::time::Duration::from_secs(5);
     s.api.base_url = Url::parse(&format!("{}/v1.0", idp.base)).unwrap();
     s.web.public_url = Url::parse(base).unwrap();
+    // Many apps run at once here: no metrics listener unless a test asks for one.
+    s.web.metrics_listen = None;
     s.web.session_key = Some(Secret::new(
         "a-test-session-key-that-is-long-enough-for-actix-0123456789abcdefghij",
     ));

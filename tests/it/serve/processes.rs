@@ -73,6 +73,7 @@ async fn two_serve_processes_refresh_a_user_once(backend: Backend) {
                     ("TOKENBRIDGE_API__BASE_URL", format!("{}/v1.0", idp.base)),
                     ("TOKENBRIDGE_WEB__LISTEN", listen.to_owned()),
                     ("TOKENBRIDGE_WEB__PUBLIC_URL", base.clone()),
+                    ("TOKENBRIDGE_WEB__METRICS_LISTEN", "off".into()),
                     (
                         "TOKENBRIDGE_WEB__SESSION_KEY",
                         "a-shared-session-key-for-both-replicas-0123456789abcdefghijklmnop".into(),
