@@ -53,17 +53,37 @@ pub fn run(settings: &Settings, args: &WorkerArgs) -> anyhow::Result<()> {
             shutdown_signal().await;
             let _ = stop.send(true);
         });
-        let worker = Worker::build(settings, options.clone(), Arc::new(SystemClock))
-            .await
-            .map_err(failure)?;
+        let worker = Arc::new(
+            Worker::build(settings, options.clone(), Arc::new(SystemClock))
+                .await
+                .map_err(failure)?,
+        );
+        // A worker that keeps running serves its metrics, as serve does.
+        let metrics = match (options.every, settings.worker.metrics_listen) {
+            (Some(_), Some(address)) => {
+                let listener = std::net::TcpListener::bind(address).map_err(|e| {
+                    Failure::configuration(format!("cannot listen for metrics on {address}: {e}"))
+                })?;
+                let bound = listener.local_addr()?;
+                let probed = worker.clone();
+                let probe: crate::metrics::PoolProbe = Arc::new(move || probed.pool_state());
+                let server = crate::metrics::serve(listener, probe)?;
+                tracing::info!(address = %bound, "metrics: http://{bound}/metrics");
+                let handle = server.handle();
+                tokio::spawn(server);
+                Some(handle)
+            }
+            _ => None,
+        };
         // Not `stdout().lock()`: the progress bar draws to stdout from its own thread.
         let stdout = std::io::stdout();
         let progress = stdout.is_terminal();
         let mut reporter = Reporter::new(options.format, stdout, progress);
-        worker
-            .run(&mut reporter, &mut stopped)
-            .await
-            .map_err(failure)?;
+        let ran = worker.run(&mut reporter, &mut stopped).await;
+        if let Some(metrics) = metrics {
+            metrics.stop(true).await;
+        }
+        ran.map_err(failure)?;
         Ok(())
     })
 }

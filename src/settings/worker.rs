@@ -33,6 +33,8 @@ pub struct WorkerSettings {
     pub format: ReportFormat,
     /// Retries of a transient failure within a pass.
     pub retries: u32,
+    /// Where a worker running `--every` serves `GET /metrics`; None: not at all.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -40,6 +42,7 @@ pub struct WorkerSettings {
 pub(super) struct RawWorker {
     older_than: String,
     every: String,
+    metrics_listen: String,
     concurrency: usize,
     limit: u64,
     user: String,
@@ -54,6 +57,7 @@ impl Default for RawWorker {
         Self {
             older_than: "5m".into(),
             every: String::new(),
+            metrics_listen: "127.0.0.1:9465".into(),
             concurrency: 16,
             limit: 0,
             user: String::new(),
@@ -96,6 +100,18 @@ impl RawWorker {
             dry_run: self.dry_run,
             format: self.format,
             retries: self.retries,
+            metrics_listen: match self.metrics_listen.trim() {
+                "" | "off" => None,
+                address => Some(address.parse().map_err(|_| {
+                    invalid(
+                        "worker.metrics_listen",
+                        format!(
+                            "expected an address such as \"127.0.0.1:9465\", or \"off\", not {:?}",
+                            self.metrics_listen
+                        ),
+                    )
+                })?),
+            },
         })
     }
 }

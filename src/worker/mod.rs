@@ -64,6 +64,11 @@ impl std::fmt::Debug for Worker {
 }
 
 impl Worker {
+    /// The database pool's connections now, for the metrics.
+    pub fn pool_state(&self) -> crate::metrics::PoolState {
+        self.db.pool_state()
+    }
+
     /// Connects to the database (which must be migrated) and prepares the provider client.
     pub async fn build(
         settings: &Settings,

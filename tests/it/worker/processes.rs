@@ -348,3 +348,54 @@ async fn on_a_terminal_the_report_has_a_progress_bar_and_still_ends() {
         assert_eq!(screen.contains("accounts, "), bar, "{term:?}: {screen}");
     }
 }
+
+/// A worker that keeps running (`--every`) serves its metrics, as `serve` does; one pass does
+/// not.
+#[tokio::test]
+async fn a_worker_running_every_interval_serves_metrics() {
+    let app = spawn_app("worker::metrics", Backend::Sqlite, |_| {})
+        .await
+        .unwrap();
+    seed(&app, 2).await;
+    let port = loop {
+        let port = 40_000 + rand::random::<u16>() % 10_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            break port;
+        }
+    };
+    let config = tempfile::NamedTempFile::new().unwrap();
+    let mut child = worker(&app, config.path(), &["--every", "1s", "--format", "json"])
+        .env(
+            "TOKENBRIDGE_WORKER__METRICS_LISTEN",
+            format!("127.0.0.1:{port}"),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let text = loop {
+        let scraped = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await;
+        if let Ok(response) = scraped {
+            let text = response.text().await.unwrap();
+            if text.contains("tokenbridge_token_acquisitions_total") {
+                break text;
+            }
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no metrics from the worker"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        text.contains("tokenbridge_db_pool_connections_in_use"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tokenbridge_provider_request_duration_seconds_count"),
+        "{text}"
+    );
+}
