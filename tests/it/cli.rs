@@ -421,3 +421,52 @@ fn settings_from_the_environment_and_named_files_are_taken_strictly() {
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
+
+/// More settings through the binary: a relative SQLite path is beside the settings file, a
+/// syntax error never quotes the line (it may hold a password), an Entra tenant must be a GUID.
+#[test]
+fn settings_files_are_read_as_a_deployment_expects() {
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("conf");
+    std::fs::create_dir(&conf).unwrap();
+    std::fs::write(
+        conf.join("settings.toml"),
+        "[database]\nurl = \"sqlite://tb.db\"\n",
+    )
+    .unwrap();
+    let out = tokenbridge(
+        dir.path(),
+        &["--config", "conf/settings.toml", "migrate"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(conf.join("tb.db").exists(), "beside the settings file");
+    assert!(!dir.path().join("tb.db").exists());
+
+    std::fs::write(
+        conf.join("broken.toml"),
+        "[database]\nurl = \"postgres://app:Sup3rS3cretPw@db.internal/tokens\n",
+    )
+    .unwrap();
+    let out = tokenbridge(
+        dir.path(),
+        &["--config", "conf/broken.toml", "migrate"],
+        &[],
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("line 2"), "{stderr}");
+    assert!(!stderr.contains("Sup3rS3cretPw"), "{stderr}");
+
+    let out = tokenbridge(
+        dir.path(),
+        &["--config", "conf/settings.toml", "serve"],
+        &[("TOKENBRIDGE_IDENTITY__TENANT_ID", "contoso.onmicrosoft.com")],
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("GUID") && stderr.contains("TOKENBRIDGE_IDENTITY__TENANT_ID"),
+        "{stderr}"
+    );
+}
