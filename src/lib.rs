@@ -76,9 +76,10 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
 /// Loads settings, sets up logging and runs the chosen subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let (path, named) = cli.settings_file();
-    // migrate reads no secrets: a deploy step with only the database URL can run it.
-    let secrets = !matches!(cli.command, Command::Migrate(_));
-    let settings = match Settings::load(&path, named, secrets) {
+    // Each command validates the settings it uses: migrate needs the database only, so a
+    // deploy step with only the database URL (and no secrets) can run it.
+    let database_only = matches!(cli.command, Command::Migrate(_));
+    let settings = match Settings::load(&path, named, database_only) {
         Ok(settings) => settings,
         // The worker's contract: a configuration error exits 2.
         // Each message says where the value came from (the file or an environment variable).

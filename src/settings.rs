@@ -168,18 +168,19 @@ const SECRET_KEYS: &[&str] = &["cache.keys", "identity.client_secret", "web.sess
 impl Settings {
     /// Loads `path` and the process environment. A missing file means "all defaults" unless
     /// it was `named` (given with `--config` or `TOKENBRIDGE_CONFIG`): then it must exist.
-    /// Without `secrets` no secret is read (from the environment or a file): `migrate` needs
-    /// none.
-    pub fn load(path: &Path, named: bool, secrets: bool) -> Result<Self, SettingsError> {
+    /// With `database_only`, only `[database]` and `[log]` are validated (the other sections
+    /// are still parsed, so a mistyped key is an error, but take their defaults) and no secret
+    /// is read: what `migrate` needs.
+    pub fn load(path: &Path, named: bool, database_only: bool) -> Result<Self, SettingsError> {
         let env: HashMap<String, String> = std::env::vars().collect();
-        Self::load_from(path, named, secrets, &env)
+        Self::load_from(path, named, database_only, &env)
     }
 
     /// Like [`Settings::load`], with the environment given explicitly (tests).
     pub fn load_from(
         path: &Path,
         named: bool,
-        secrets: bool,
+        database_only: bool,
         env: &HashMap<String, String>,
     ) -> Result<Self, SettingsError> {
         let text = match std::fs::read_to_string(path) {
@@ -193,7 +194,13 @@ impl Settings {
             }
         };
         let base_dir = path.parent().unwrap_or(Path::new(""));
-        Self::build(&text, &path.display().to_string(), base_dir, env, secrets)
+        Self::build(
+            &text,
+            &path.display().to_string(),
+            base_dir,
+            env,
+            database_only,
+        )
     }
 
     /// Builds settings from the file's text and an environment.
@@ -212,7 +219,7 @@ impl Settings {
         base_dir: &Path,
         env: &HashMap<String, String>,
     ) -> Result<Self, SettingsError> {
-        Self::build(file_text, file_name, base_dir, env, true)
+        Self::build(file_text, file_name, base_dir, env, false)
     }
 
     fn build(
@@ -220,7 +227,7 @@ impl Settings {
         file_name: &str,
         base_dir: &Path,
         env: &HashMap<String, String>,
-        secrets: bool,
+        database_only: bool,
     ) -> Result<Self, SettingsError> {
         check_environment_names(env)?;
         if let Err(e) = toml::from_str::<toml::Table>(file_text) {
@@ -273,8 +280,8 @@ impl Settings {
         let mut raw: RawSettings = merged
             .try_deserialize()
             .map_err(|e| SettingsError::Parse(with_choices(e.to_string())))?;
-        if !secrets {
-            raw.forget_secrets();
+        if database_only {
+            raw.keep_only_database();
         }
         raw.resolve_paths(base_dir);
         raw.validate()
@@ -528,12 +535,15 @@ pub(crate) fn secret_from(
 }
 
 impl RawSettings {
-    /// Drops every secret and secret file, unread.
-    fn forget_secrets(&mut self) {
-        self.cache.keys = None;
-        self.cache.keys_file = None;
-        self.identity.forget_secret();
-        self.web.forget_secret();
+    /// Every section but `[database]` and `[log]` back to its defaults: parsed (a mistyped key
+    /// was already an error), not validated, no secret read.
+    fn keep_only_database(&mut self) {
+        self.cache = RawCache::default();
+        self.identity = web::RawIdentity::default();
+        self.api = web::RawApi::default();
+        self.web = web::RawWeb::default();
+        self.worker = worker::RawWorker::default();
+        self.dev_idp = dev_idp::RawDevIdp::default();
     }
 
     /// One rule for relative paths: a relative SQLite path and relative `*_file` paths name

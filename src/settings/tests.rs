@@ -216,9 +216,9 @@ fn a_named_settings_file_must_exist_the_default_one_may_not() {
     let dir = std::env::temp_dir().join(format!("tb-settings-{}", std::process::id()));
     let missing = dir.join("nope.toml");
     let env = HashMap::new();
-    let err = Settings::load_from(&missing, true, true, &env).unwrap_err();
+    let err = Settings::load_from(&missing, true, false, &env).unwrap_err();
     assert!(err.to_string().contains("nope.toml"), "{err}");
-    Settings::load_from(&missing, false, true, &env).unwrap();
+    Settings::load_from(&missing, false, false, &env).unwrap();
 }
 
 #[test]
@@ -228,8 +228,14 @@ fn without_secrets_no_secret_file_is_read() {
     assert!(Settings::from_sources_in(file, "s.toml", dir, &HashMap::new()).is_err());
     let path = std::env::temp_dir().join(format!("tb-nosecret-{}.toml", std::process::id()));
     std::fs::write(&path, file).unwrap();
-    let s = Settings::load_from(&path, true, false, &HashMap::new()).unwrap();
+    let s = Settings::load_from(&path, true, true, &HashMap::new()).unwrap();
     assert!(s.identity.client_secret.is_none());
+    // Only what migrate uses is validated; a mistyped key anywhere is still an error.
+    std::fs::write(&path, "[web]\nsession_idle = \"soon\"\n").unwrap();
+    Settings::load_from(&path, true, true, &HashMap::new()).unwrap();
+    assert!(Settings::load_from(&path, true, false, &HashMap::new()).is_err());
+    std::fs::write(&path, "[web]\nsession_idel = \"1h\"\n").unwrap();
+    assert!(Settings::load_from(&path, true, true, &HashMap::new()).is_err());
     let _ = std::fs::remove_file(&path);
 }
 
@@ -516,7 +522,7 @@ fn relative_paths_are_beside_the_settings_file() {
         "[database]\nurl = \"sqlite://data/tb.db\"\n[identity]\nclient_secret_file = \"secret\"\n",
     )
     .unwrap();
-    let s = Settings::load_from(&file, true, true, &HashMap::new()).unwrap();
+    let s = Settings::load_from(&file, true, false, &HashMap::new()).unwrap();
     assert_eq!(
         s.database.url.sqlite_path().unwrap(),
         dir.join("data/tb.db")
@@ -524,7 +530,7 @@ fn relative_paths_are_beside_the_settings_file() {
     assert_eq!(s.identity.client_secret.unwrap().expose(), "s3cret");
     // Absolute paths stay as they are; so does everything beside an implicit settings.toml.
     std::fs::write(&file, "[database]\nurl = \"sqlite:///var/lib/tb.db\"\n").unwrap();
-    let s = Settings::load_from(&file, true, true, &HashMap::new()).unwrap();
+    let s = Settings::load_from(&file, true, false, &HashMap::new()).unwrap();
     assert_eq!(
         s.database.url.sqlite_path().unwrap(),
         Path::new("/var/lib/tb.db")

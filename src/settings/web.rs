@@ -215,13 +215,6 @@ pub(super) struct RawIdentity {
     refresh_margin: String,
 }
 
-impl RawIdentity {
-    pub(super) fn forget_secret(&mut self) {
-        self.client_secret = None;
-        self.client_secret_file = None;
-    }
-}
-
 impl Default for RawIdentity {
     fn default() -> Self {
         Self {
@@ -274,13 +267,6 @@ pub(super) struct RawWeb {
     session_absolute: String,
     max_requests_per_client: usize,
     body_timeout: String,
-}
-
-impl RawWeb {
-    pub(super) fn forget_secret(&mut self) {
-        self.session_key = None;
-        self.session_key_file = None;
-    }
 }
 
 impl Default for RawWeb {

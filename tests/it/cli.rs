@@ -411,13 +411,17 @@ fn settings_from_the_environment_and_named_files_are_taken_strictly() {
     );
 
     // migrate needs the database only: an unreadable client secret file does not stop it.
+    // Nor does a setting only serve uses.
     let out = tokenbridge(
         dir.path(),
         &["migrate"],
-        &[(
-            "TOKENBRIDGE_IDENTITY__CLIENT_SECRET_FILE",
-            "/nonexistent/secret",
-        )],
+        &[
+            (
+                "TOKENBRIDGE_IDENTITY__CLIENT_SECRET_FILE",
+                "/nonexistent/secret",
+            ),
+            ("TOKENBRIDGE_WEB__SESSION_IDLE", "soon"),
+        ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
 }
