@@ -398,7 +398,10 @@ impl TokenAcquirer {
             Some(current) => current,
             // No row: the user signed out (everywhere) or never signed in here.
             None if session_epoch.is_some() => return Err(AcquireError::SessionEnded),
-            None => return Err(no_cache()),
+            None => {
+                metrics().acquisition(Acquisition::InteractionRequired);
+                return Err(no_cache());
+            }
         };
         if let (Some(expected), Some(actual)) = (session_epoch, current.session_epoch) {
             if expected != actual {
