@@ -91,17 +91,7 @@ fn outcome(conn: &mut DbConnection, hash: &str) -> Result<Option<Row>, DbError> 
 /// or a full disk fails here, where a `SELECT 1` would pass).
 fn probe_write(conn: &mut DbConnection, now: OffsetDateTime) -> Result<(), DbError> {
     use diesel::Connection;
-    struct RolledBack;
-    impl From<DieselError> for Probe {
-        fn from(e: DieselError) -> Self {
-            Probe::Failed(e)
-        }
-    }
-    enum Probe {
-        Done(RolledBack),
-        Failed(DieselError),
-    }
-    let outcome = conn.transaction::<(), Probe, _>(|conn| {
+    let probed = conn.transaction::<(), DieselError, _>(|conn| {
         diesel::insert_into(si::table)
             .values((
                 dsl::state_hash.eq("readyz-write-probe"),
@@ -109,11 +99,11 @@ fn probe_write(conn: &mut DbConnection, now: OffsetDateTime) -> Result<(), DbErr
                 dsl::outcome.eq(FAILED),
             ))
             .execute(conn)?;
-        Err(Probe::Done(RolledBack))
+        Err(DieselError::RollbackTransaction)
     });
-    match outcome {
-        Err(Probe::Done(RolledBack)) | Ok(()) => Ok(()),
-        Err(Probe::Failed(e)) => Err(e.into()),
+    match probed {
+        Ok(()) | Err(DieselError::RollbackTransaction) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 

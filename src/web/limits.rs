@@ -23,11 +23,21 @@ fn timed_out() -> PayloadError {
     ))
 }
 
-/// Replaces the request's body with one that fails once the body timeout has passed.
+/// Replaces the request's body with one that fails once the body timeout has passed. A
+/// request without a body (most: every GET) is passed on untouched.
 pub async fn body_deadline(
     mut req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let headers = req.headers();
+    let has_body = headers.contains_key(actix_web::http::header::TRANSFER_ENCODING)
+        || headers
+            .get(actix_web::http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim() != "0");
+    if !has_body {
+        return next.call(req).await;
+    }
     let timeout = req
         .app_data::<actix_web::web::Data<Limits>>()
         .map_or(Duration::from_secs(15), |l| l.body_timeout);

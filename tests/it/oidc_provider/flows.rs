@@ -159,14 +159,7 @@ async fn sign_out_revokes_the_refresh_token_and_survives_a_failing_revocation() 
         return;
     };
     assert_eq!(app.sign_in("ada").await.status(), 303);
-    let (_, html) = app.home().await;
-    let signed_out = app
-        .browser
-        .post(app.url("/signout"))
-        .form(&[("csrf", crate::serve::TestApp::csrf(&html))])
-        .send()
-        .await
-        .unwrap();
+    let signed_out = app.sign_out(&app.browser).await;
     assert_eq!(signed_out.status(), 303);
     let counters = wait_for(&app.op, "grants_revoked", 1).await;
     assert_eq!(counters["revocations"], 1, "{counters}");
@@ -177,16 +170,7 @@ async fn sign_out_revokes_the_refresh_token_and_survives_a_failing_revocation() 
     let callback = app.callback_url(&other, "ada").await;
     assert_eq!(other.get(callback).send().await.unwrap().status(), 303);
     app.op.behave(json!({ "fail_revocation": true })).await;
-    let (_, html) = {
-        let response = other.get(app.url("/")).send().await.unwrap();
-        (response.status(), response.text().await.unwrap())
-    };
-    let signed_out = other
-        .post(app.url("/signout"))
-        .form(&[("csrf", crate::serve::TestApp::csrf(&html))])
-        .send()
-        .await
-        .unwrap();
+    let signed_out = app.sign_out(&other).await;
     assert_eq!(
         signed_out.status(),
         303,
@@ -218,14 +202,7 @@ async fn sign_out_ends_the_provider_session_too() {
         return;
     };
     assert_eq!(app.sign_in("ada").await.status(), 303);
-    let (_, html) = app.home().await;
-    let signed_out = app
-        .browser
-        .post(app.url("/signout"))
-        .form(&[("csrf", crate::serve::TestApp::csrf(&html))])
-        .send()
-        .await
-        .unwrap();
+    let signed_out = app.sign_out(&app.browser).await;
     let end_session = url::Url::parse(&location(&signed_out)).unwrap();
     assert!(
         end_session

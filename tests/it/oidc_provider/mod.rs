@@ -250,6 +250,24 @@ impl CertifiedApp {
         self.browser.get(callback).send().await.unwrap()
     }
 
+    /// Signs out from `browser` with the CSRF token of its home page.
+    pub async fn sign_out(&self, browser: &reqwest::Client) -> reqwest::Response {
+        let html = browser
+            .get(self.url("/"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        browser
+            .post(self.url("/signout"))
+            .form(&[("csrf", crate::serve::TestApp::csrf(&html))])
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn home(&self) -> (u16, String) {
         let response = self.browser.get(self.url("/")).send().await.unwrap();
         (response.status().as_u16(), response.text().await.unwrap())
