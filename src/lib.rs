@@ -22,7 +22,7 @@ pub mod worker;
 
 use anyhow::Context;
 use cli::{Cli, Command};
-use settings::Settings;
+use settings::{Sections, Settings};
 
 /// Logs what an operator of a command that stores token caches should hear about.
 pub fn warn_about_settings(settings: &Settings) {
@@ -77,9 +77,15 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let (path, named) = cli.settings_file();
     // Each command validates the settings it uses: migrate needs the database only, so a
-    // deploy step with only the database URL (and no secrets) can run it.
-    let database_only = matches!(cli.command, Command::Migrate(_));
-    let settings = match Settings::load(&path, named, database_only) {
+    // deploy step with only the database URL (and no secrets) can run it; a worker needs no
+    // session key; serve ignores `[worker]`.
+    let sections = match cli.command {
+        Command::Migrate(_) => Sections::MIGRATE,
+        Command::Serve => Sections::SERVE,
+        Command::Worker(_) => Sections::WORKER,
+        Command::DevIdp(_) => Sections::DEV_IDP,
+    };
+    let settings = match Settings::load(&path, named, sections) {
         Ok(settings) => settings,
         // The worker's contract: a configuration error exits 2.
         // Each message says where the value came from (the file or an environment variable).

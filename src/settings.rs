@@ -162,25 +162,77 @@ impl Default for RawLog {
     }
 }
 
+/// The sections a command uses. Only those are validated and have their secrets read; the
+/// others are still parsed (a mistyped key anywhere is an error) but take their defaults, so a
+/// deploy step that migrates needs no client secret and a worker needs no session key.
+/// `[database]` and `[log]` are always used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sections {
+    pub cache: bool,
+    pub identity: bool,
+    pub api: bool,
+    pub web: bool,
+    pub worker: bool,
+    pub dev_idp: bool,
+}
+
+impl Sections {
+    /// Every section (library users and tests).
+    pub const ALL: Self = Self {
+        cache: true,
+        identity: true,
+        api: true,
+        web: true,
+        worker: true,
+        dev_idp: true,
+    };
+    /// `migrate`: the database only.
+    pub const MIGRATE: Self = Self {
+        cache: false,
+        identity: false,
+        api: false,
+        web: false,
+        worker: false,
+        dev_idp: false,
+    };
+    /// `serve`: the web app signs users in and calls the API through the cache.
+    pub const SERVE: Self = Self {
+        web: true,
+        worker: false,
+        dev_idp: false,
+        ..Self::ALL
+    };
+    /// `worker`: refreshes through the cache and calls the API; no web sessions.
+    pub const WORKER: Self = Self {
+        web: false,
+        worker: true,
+        dev_idp: false,
+        ..Self::ALL
+    };
+    /// `dev-idp`: its own section only.
+    pub const DEV_IDP: Self = Self {
+        dev_idp: true,
+        ..Self::MIGRATE
+    };
+}
+
 /// Keys that hold secrets: allowed from the environment, refused in the settings file.
 const SECRET_KEYS: &[&str] = &["cache.keys", "identity.client_secret", "web.session_key"];
 
 impl Settings {
     /// Loads `path` and the process environment. A missing file means "all defaults" unless
     /// it was `named` (given with `--config` or `TOKENBRIDGE_CONFIG`): then it must exist.
-    /// With `database_only`, only `[database]` and `[log]` are validated (the other sections
-    /// are still parsed, so a mistyped key is an error, but take their defaults) and no secret
-    /// is read: what `migrate` needs.
-    pub fn load(path: &Path, named: bool, database_only: bool) -> Result<Self, SettingsError> {
+    /// Only the `sections` the command uses are validated (see [`Sections`]).
+    pub fn load(path: &Path, named: bool, sections: Sections) -> Result<Self, SettingsError> {
         let env: HashMap<String, String> = std::env::vars().collect();
-        Self::load_from(path, named, database_only, &env)
+        Self::load_from(path, named, sections, &env)
     }
 
     /// Like [`Settings::load`], with the environment given explicitly (tests).
     pub fn load_from(
         path: &Path,
         named: bool,
-        database_only: bool,
+        sections: Sections,
         env: &HashMap<String, String>,
     ) -> Result<Self, SettingsError> {
         let text = match std::fs::read_to_string(path) {
@@ -194,13 +246,7 @@ impl Settings {
             }
         };
         let base_dir = path.parent().unwrap_or(Path::new(""));
-        Self::build(
-            &text,
-            &path.display().to_string(),
-            base_dir,
-            env,
-            database_only,
-        )
+        Self::build(&text, &path.display().to_string(), base_dir, env, sections)
     }
 
     /// Builds settings from the file's text and an environment.
@@ -219,7 +265,7 @@ impl Settings {
         base_dir: &Path,
         env: &HashMap<String, String>,
     ) -> Result<Self, SettingsError> {
-        Self::build(file_text, file_name, base_dir, env, false)
+        Self::build(file_text, file_name, base_dir, env, Sections::ALL)
     }
 
     fn build(
@@ -227,7 +273,7 @@ impl Settings {
         file_name: &str,
         base_dir: &Path,
         env: &HashMap<String, String>,
-        database_only: bool,
+        sections: Sections,
     ) -> Result<Self, SettingsError> {
         check_environment_names(env)?;
         if let Err(e) = toml::from_str::<toml::Table>(file_text) {
@@ -280,9 +326,7 @@ impl Settings {
         let mut raw: RawSettings = merged
             .try_deserialize()
             .map_err(|e| SettingsError::Parse(with_choices(e.to_string())))?;
-        if database_only {
-            raw.keep_only_database();
-        }
+        raw.keep_only(sections);
         raw.resolve_paths(base_dir);
         raw.validate()
             .map_err(|e| naming_the_source(e, env, file_name))
@@ -298,11 +342,13 @@ fn naming_the_source(
 ) -> SettingsError {
     match error {
         SettingsError::Invalid { key, message } => {
-            let var = env_var_for(key);
-            let from = if env.contains_key(&var) {
-                format!("set by the environment variable {var}")
-            } else {
-                format!("in {file_name}")
+            // A secret comes from its own variable or from `<key>_file`'s.
+            let var = [env_var_for(key), env_var_for(&format!("{key}_file"))]
+                .into_iter()
+                .find(|var| env.contains_key(var));
+            let from = match var {
+                Some(var) => format!("set by the environment variable {var}"),
+                None => format!("in {file_name}"),
             };
             SettingsError::Invalid {
                 key,
@@ -535,15 +581,20 @@ pub(crate) fn secret_from(
 }
 
 impl RawSettings {
-    /// Every section but `[database]` and `[log]` back to its defaults: parsed (a mistyped key
+    /// Every section the command does not use back to its defaults: parsed (a mistyped key
     /// was already an error), not validated, no secret read.
-    fn keep_only_database(&mut self) {
-        self.cache = RawCache::default();
-        self.identity = web::RawIdentity::default();
-        self.api = web::RawApi::default();
-        self.web = web::RawWeb::default();
-        self.worker = worker::RawWorker::default();
-        self.dev_idp = dev_idp::RawDevIdp::default();
+    fn keep_only(&mut self, sections: Sections) {
+        fn reset<T: Default>(used: bool, section: &mut T) {
+            if !used {
+                *section = T::default();
+            }
+        }
+        reset(sections.cache, &mut self.cache);
+        reset(sections.identity, &mut self.identity);
+        reset(sections.api, &mut self.api);
+        reset(sections.web, &mut self.web);
+        reset(sections.worker, &mut self.worker);
+        reset(sections.dev_idp, &mut self.dev_idp);
     }
 
     /// One rule for relative paths: a relative SQLite path and relative `*_file` paths name

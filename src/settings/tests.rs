@@ -216,9 +216,9 @@ fn a_named_settings_file_must_exist_the_default_one_may_not() {
     let dir = std::env::temp_dir().join(format!("tb-settings-{}", std::process::id()));
     let missing = dir.join("nope.toml");
     let env = HashMap::new();
-    let err = Settings::load_from(&missing, true, false, &env).unwrap_err();
+    let err = Settings::load_from(&missing, true, Sections::ALL, &env).unwrap_err();
     assert!(err.to_string().contains("nope.toml"), "{err}");
-    Settings::load_from(&missing, false, false, &env).unwrap();
+    Settings::load_from(&missing, false, Sections::ALL, &env).unwrap();
 }
 
 #[test]
@@ -228,14 +228,53 @@ fn without_secrets_no_secret_file_is_read() {
     assert!(Settings::from_sources_in(file, "s.toml", dir, &HashMap::new()).is_err());
     let path = std::env::temp_dir().join(format!("tb-nosecret-{}.toml", std::process::id()));
     std::fs::write(&path, file).unwrap();
-    let s = Settings::load_from(&path, true, true, &HashMap::new()).unwrap();
+    let s = Settings::load_from(&path, true, Sections::MIGRATE, &HashMap::new()).unwrap();
     assert!(s.identity.client_secret.is_none());
     // Only what migrate uses is validated; a mistyped key anywhere is still an error.
     std::fs::write(&path, "[web]\nsession_idle = \"soon\"\n").unwrap();
-    Settings::load_from(&path, true, true, &HashMap::new()).unwrap();
-    assert!(Settings::load_from(&path, true, false, &HashMap::new()).is_err());
+    Settings::load_from(&path, true, Sections::MIGRATE, &HashMap::new()).unwrap();
+    assert!(Settings::load_from(&path, true, Sections::ALL, &HashMap::new()).is_err());
     std::fs::write(&path, "[web]\nsession_idel = \"1h\"\n").unwrap();
-    assert!(Settings::load_from(&path, true, true, &HashMap::new()).is_err());
+    assert!(Settings::load_from(&path, true, Sections::MIGRATE, &HashMap::new()).is_err());
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn each_command_validates_only_the_sections_it_uses() {
+    let path = std::env::temp_dir().join(format!("tb-sections-{}.toml", std::process::id()));
+    let load = |text: &str, sections| {
+        std::fs::write(&path, text).unwrap();
+        Settings::load_from(&path, true, sections, &HashMap::new())
+    };
+    // A worker reads no session key (a worker host need not hold it) ...
+    let web = "[web]\nsession_key_file = \"/nonexistent/session-key\"\n";
+    let s = load(web, Sections::WORKER).unwrap();
+    assert!(s.web.session_key.is_none());
+    assert!(load(web, Sections::SERVE).is_err());
+    assert!(load(web, Sections::DEV_IDP).is_ok());
+    // ... serve does not validate the worker's section ...
+    let worker = "[worker]\nconcurrency = 0\n";
+    assert!(load(worker, Sections::SERVE).is_ok());
+    assert!(load(worker, Sections::WORKER).is_err());
+    // ... both read the client secret and the cache keys, dev-idp neither.
+    for section in ["[identity]\nclient_secret_file", "[cache]\nkeys_file"] {
+        let text = format!("{section} = \"/nonexistent/secret\"\n");
+        assert!(load(&text, Sections::SERVE).is_err(), "{text}");
+        assert!(load(&text, Sections::WORKER).is_err(), "{text}");
+        assert!(load(&text, Sections::DEV_IDP).is_ok(), "{text}");
+    }
+    let dev_idp = "[dev_idp]\nlisten = \"0.0.0.0:9000\"\n";
+    assert!(load(dev_idp, Sections::DEV_IDP).is_err());
+    assert!(load(dev_idp, Sections::SERVE).is_ok());
+    // A mistyped key is an error whichever command reads the file.
+    for sections in [
+        Sections::MIGRATE,
+        Sections::SERVE,
+        Sections::WORKER,
+        Sections::DEV_IDP,
+    ] {
+        assert!(load("[worker]\nconcurency = 4\n", sections).is_err());
+    }
     let _ = std::fs::remove_file(&path);
 }
 
@@ -505,7 +544,7 @@ fn a_log_level_typo_is_refused_and_the_variable_is_named() {
 fn an_unreadable_settings_file_is_said_once() {
     let dir = std::env::temp_dir().join(format!("tb-dir-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let err = Settings::load_from(&dir, true, true, &HashMap::new()).unwrap_err();
+    let err = Settings::load_from(&dir, true, Sections::MIGRATE, &HashMap::new()).unwrap_err();
     let chain = format!("{:#}", anyhow::Error::from(err));
     assert_eq!(chain.matches("os error").count(), 1, "{chain}");
     let _ = std::fs::remove_dir(&dir);
@@ -522,7 +561,7 @@ fn relative_paths_are_beside_the_settings_file() {
         "[database]\nurl = \"sqlite://data/tb.db\"\n[identity]\nclient_secret_file = \"secret\"\n",
     )
     .unwrap();
-    let s = Settings::load_from(&file, true, false, &HashMap::new()).unwrap();
+    let s = Settings::load_from(&file, true, Sections::ALL, &HashMap::new()).unwrap();
     assert_eq!(
         s.database.url.sqlite_path().unwrap(),
         dir.join("data/tb.db")
@@ -530,7 +569,7 @@ fn relative_paths_are_beside_the_settings_file() {
     assert_eq!(s.identity.client_secret.unwrap().expose(), "s3cret");
     // Absolute paths stay as they are; so does everything beside an implicit settings.toml.
     std::fs::write(&file, "[database]\nurl = \"sqlite:///var/lib/tb.db\"\n").unwrap();
-    let s = Settings::load_from(&file, true, false, &HashMap::new()).unwrap();
+    let s = Settings::load_from(&file, true, Sections::ALL, &HashMap::new()).unwrap();
     assert_eq!(
         s.database.url.sqlite_path().unwrap(),
         Path::new("/var/lib/tb.db")

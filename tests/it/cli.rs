@@ -424,6 +424,33 @@ fn settings_from_the_environment_and_named_files_are_taken_strictly() {
         ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // A worker reads no session key and no web setting; serve does, and names the variable.
+    let worker_env = [
+        ("TOKENBRIDGE_IDENTITY__PROVIDER", "oidc"),
+        ("TOKENBRIDGE_IDENTITY__ISSUER", "http://127.0.0.1:9"),
+        ("TOKENBRIDGE_IDENTITY__CLIENT_ID", "app"),
+        ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "not-a-real-secret"),
+        (
+            "TOKENBRIDGE_WEB__SESSION_KEY_FILE",
+            "/nonexistent/session-key",
+        ),
+        ("TOKENBRIDGE_WEB__SESSION_IDLE", "soon"),
+    ];
+    let out = tokenbridge(dir.path(), &["worker", "--older-than", "5m"], &worker_env);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("0 account(s)"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = tokenbridge(dir.path(), &["serve"], &worker_env);
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("TOKENBRIDGE_WEB__SESSION_KEY_FILE") && !stderr.contains("settings.toml"),
+        "{stderr}"
+    );
 }
 
 /// More settings through the binary: a relative SQLite path is beside the settings file, a
