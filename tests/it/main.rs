@@ -16,4 +16,5 @@ mod interop;
 mod migrations;
 mod oidc_provider;
 mod serve;
+mod test_command;
 mod worker;

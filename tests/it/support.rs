@@ -3,9 +3,11 @@
 //! SQLite always runs. PostgreSQL and MySQL/MariaDB run when TOKENBRIDGE_TEST_POSTGRES_URL and
 //! TOKENBRIDGE_TEST_MYSQL_URL name a server (any database on it; tests create their own). Without
 //! them a test is skipped and says so on stderr; with CI=true a missing variable is a failure.
+//! Every skip goes through [`skip`], which also records it for `tests/run`'s closing count.
 
 use diesel::connection::SimpleConnection;
 use std::io::Write;
+use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 use time::macros::datetime;
@@ -166,17 +168,48 @@ pub fn migrated(backend: Backend) -> Option<TestDb> {
     Some(test_db)
 }
 
-/// Tells the developer, past the test harness's output capture, that a test did not run.
-pub fn skipped(test: &str, backend: Backend) {
-    let var = if backend == Backend::Postgres {
-        POSTGRES_VAR
-    } else {
-        MYSQL_VAR
-    };
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED {test} on {backend}: set {var} to run it (see README, Tests)"
+/// Names the file `tests/run` reads to count the skipped tests when the run ends.
+pub const SKIP_LOG_VAR: &str = "TOKENBRIDGE_TEST_SKIP_LOG";
+
+/// A test that cannot run on this machine for want of `needs` (what to install or set): says
+/// so on stderr, past the harness's output capture, and records it for `tests/run`'s count.
+/// In CI nothing may be skipped: this fails the test instead.
+pub fn skip(test: &str, needs: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{test} may not be skipped in CI; it needs {needs}"
     );
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: needs {needs}");
+    if let Some(log) = std::env::var_os(SKIP_LOG_VAR) {
+        record_skip(Path::new(&log), test, needs);
+    }
+}
+
+/// Appends `needs<TAB>test` to `log` in one write (tests skip from many threads at once).
+pub fn record_skip(log: &Path, test: &str, needs: &str) {
+    let clean = |field: &str| field.replace(['\t', '\n', '\r'], " ");
+    let line = format!("{}\t{}\n", clean(needs), clean(test));
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .and_then(|mut file| file.write_all(line.as_bytes()));
+    if let Err(e) = appended {
+        let _ = writeln!(
+            std::io::stderr(),
+            "cannot record the skip in {}: {e}",
+            log.display()
+        );
+    }
+}
+
+/// Skips a test for want of `backend`'s server.
+pub fn skipped(test: &str, backend: Backend) {
+    let needs = match backend {
+        Backend::Postgres => format!("a PostgreSQL server named by {POSTGRES_VAR}"),
+        _ => format!("a MariaDB/MySQL server named by {MYSQL_VAR}"),
+    };
+    skip(&format!("{test} on {backend}"), &needs);
 }
 
 /// Runs `body` against a migrated database of `backend`, or reports the skip.
