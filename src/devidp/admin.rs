@@ -1,7 +1,7 @@
 //! The admin API (loopback, like everything here): faults, revocation, behaviour, counters.
 
 use super::state::{Fault, FaultKind};
-use super::users::parse_username;
+use super::users::{parse_username, Profile};
 use super::{lock, Behaviour, Provider};
 use crate::settings::Rotation;
 use actix_web::{web, HttpResponse};
@@ -16,7 +16,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/users/{name}/revoke", web::post().to(revoke))
         .route("/admin/users/{name}/disable", web::post().to(disable))
         .route("/admin/users/{name}/enable", web::post().to(enable))
-        .route("/admin/keys/rotate", web::post().to(rotate_keys));
+        .route("/admin/keys/rotate", web::post().to(rotate_keys))
+        .route("/admin/refresh-tokens", web::post().to(mint_refresh_tokens));
 }
 
 async fn counters(p: web::Data<Provider>) -> HttpResponse {
@@ -145,6 +146,59 @@ async fn disable(p: web::Data<Provider>, name: web::Path<String>) -> HttpRespons
 
 async fn enable(p: web::Data<Provider>, name: web::Path<String>) -> HttpResponse {
     with_user(&name, |user| p.state().set_disabled(user, false))
+}
+
+/// Users `{prefix}{n:07}` for n in 0..count, each given a refresh token as if they had signed
+/// in: how benchmarks seed many accounts without as many sign-ins.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MintRequest {
+    client_id: String,
+    prefix: String,
+    count: u32,
+    #[serde(default = "sign_in_scopes")]
+    scopes: Vec<String>,
+}
+
+fn sign_in_scopes() -> Vec<String> {
+    ["openid", "profile", "offline_access", "User.Read"]
+        .map(str::to_owned)
+        .to_vec()
+}
+
+const MAX_MINTED: u32 = 1_000_000;
+
+async fn mint_refresh_tokens(p: web::Data<Provider>, body: web::Json<MintRequest>) -> HttpResponse {
+    if body.count > MAX_MINTED {
+        return out_of_range("count (at most 1000000)");
+    }
+    if p.client(&body.client_id).is_none() {
+        return HttpResponse::BadRequest().json(serde_json::json!({
+            "error": "invalid_request",
+            "error_description": "no such client",
+        }));
+    }
+    let ttl = i64::try_from(p.behaviour().refresh_token_ttl_secs).unwrap_or(i64::MAX);
+    let now = super::now();
+    let mut users = Vec::with_capacity(body.count as usize);
+    let mut state = p.state();
+    for n in 0..body.count {
+        let username = match parse_username(&format!("{}{n:07}", body.prefix)) {
+            Ok(username) => username,
+            Err(problem) => {
+                return HttpResponse::BadRequest().json(serde_json::json!({ "error": problem }))
+            }
+        };
+        let refresh_token =
+            state.mint_refresh_token(&username, &body.client_id, &body.scopes, ttl, now);
+        users.push(serde_json::json!({
+            "oid": Profile::of(&username).id,
+            "username": username,
+            "refresh_token": refresh_token,
+        }));
+    }
+    drop(state);
+    HttpResponse::Ok().json(serde_json::json!({ "users": users }))
 }
 
 async fn rotate_keys(p: web::Data<Provider>) -> HttpResponse {

@@ -319,6 +319,20 @@ impl State {
         token
     }
 
+    /// A refresh token as a sign-in would have issued it (a family of its own), without the
+    /// sign-in: for seeding benchmarks with many users.
+    pub fn mint_refresh_token(
+        &mut self,
+        username: &str,
+        client_id: &str,
+        scopes: &[String],
+        ttl: i64,
+        now: i64,
+    ) -> String {
+        let family = random_token();
+        self.new_refresh_token(username, client_id, scopes, &family, ttl, now)
+    }
+
     /// Redeems a refresh token under the rotation mode in force.
     pub fn redeem_refresh_token(
         &mut self,

@@ -481,3 +481,62 @@ async fn offline_access_follows_the_configured_mode() {
         "no scope: the same scopes"
     );
 }
+
+/// Benchmarks seed many users at once: each minted refresh token works like a signed-in
+/// user's (refresh, rotation, the API as that user), and the request is bounded.
+#[tokio::test]
+async fn refresh_tokens_minted_in_bulk_act_as_their_users() {
+    let idp = spawn_idp().await;
+    let minted: Value = idp
+        .admin(
+            reqwest::Method::POST,
+            "refresh-tokens",
+            Some(serde_json::json!({
+                "client_id": "tokenbridge-dev", "prefix": "seed-", "count": 3
+            })),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let users = minted["users"].as_array().unwrap();
+    assert_eq!(users.len(), 3);
+    assert_eq!(users[2]["username"], "seed-0000002");
+    let profile = tokenbridge::devidp::users::Profile::of("seed-0000002");
+    assert_eq!(users[2]["oid"], profile.id.as_str());
+
+    let refreshed = idp
+        .refresh(users[2]["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(refreshed.status(), 200);
+    let body: Value = refreshed.json().await.unwrap();
+    assert_ne!(body["refresh_token"], users[2]["refresh_token"], "rotated");
+    let me: Value = idp
+        .me(body["access_token"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(me["userPrincipalName"], "seed-0000002@tokenbridge.dev");
+    assert_eq!(idp.counters().await["refreshes"], 1);
+
+    for (body, why) in [
+        (
+            serde_json::json!({ "client_id": "tokenbridge-dev", "prefix": "x", "count": 2_000_000 }),
+            "too many",
+        ),
+        (
+            serde_json::json!({ "client_id": "nobody", "prefix": "x", "count": 1 }),
+            "unknown client",
+        ),
+    ] {
+        let refused = idp
+            .http
+            .post(format!("{}/admin/refresh-tokens", idp.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(refused.status(), 400, "{why}");
+    }
+}
