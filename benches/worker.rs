@@ -1,212 +1,332 @@
-//! Worker throughput and memory: one pass of the `tokenbridge worker` binary over N due
-//! accounts (claim, load and open the sealed cache, a cached access token, `GET /me`, record
-//! the outcome), at 0 ms and 50 ms API latency, with the worker's peak resident memory read
-//! from /proc while it runs. Memory must not grow with the number of accounts.
+//! The worker against a bare HTTP baseline. For each database, provider latency and number of
+//! accounts: N due accounts are seeded straight into the database (sealed MSAL documents, as the
+//! web app writes them, with an expired access token and a valid refresh token; activity rows
+//! an hour old), one `tokenbridge worker` pass runs as a user runs it (the release binary,
+//! against `tokenbridge dev-idp` in its own process), and then a baseline: a minimal client
+//! making only the same two HTTP calls per account (refresh grant, `GET /me`) at the same
+//! concurrency, with no database, sealing or cache logic. Printed: accounts per second, p50/p99
+//! time per account, the worker's peak resident memory, and the ratio worker / baseline.
 //!
-//! Run: `cargo bench --bench worker`. WORKER_BENCH_ACCOUNTS (default 10000, comma-separated
-//! for several sizes), WORKER_BENCH_CONCURRENCY (default 64), WORKER_BENCH_LATENCIES_MS
-//! (default "0,50"). SQLite by default; TOKENBRIDGE_BENCH_DATABASE_URL picks another database
-//! (its two tables are emptied first).
+//! Run: `cargo bench --bench worker`. WORKER_BENCH_ACCOUNTS (default "10000,100000"),
+//! WORKER_BENCH_LATENCIES_MS (default "0,50": each of the provider's two calls is delayed by
+//! it), WORKER_BENCH_CONCURRENCY (default 64). TOKENBRIDGE_BENCH_DATABASE_URL: comma-separated
+//! databases (default "sqlite", a temporary file); a server database's two tables are emptied.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+#[path = "support/mod.rs"]
+mod support;
+
 use base64::Engine;
 use diesel::connection::SimpleConnection;
-use diesel::Connection;
+use diesel::prelude::*;
 use std::collections::HashMap;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokenbridge::activity::store::ActivityUpsert;
-use tokenbridge::cache::document::{CacheDocument, ClientContext, Grant};
+use support::{env_list, peak_kib, DevIdpProcess, Latencies};
+use tokenbridge::cache::document::{CacheDocument, ClientContext, Grant, TokenResponse};
 use tokenbridge::cache::seal::{SealKeys, Sealer};
-use tokenbridge::cache::store::TokenCacheStore;
-use tokenbridge::db::{migrate, Database, DatabaseUrl};
-use tokenbridge::devidp::DevIdp;
-use tokenbridge::identity::OidcProvider;
+use tokenbridge::clock::to_db;
+use tokenbridge::db::schema::{account_activities as aa, token_cache as tc};
+use tokenbridge::db::{migrate, Database, DatabaseUrl, DbConnection};
 use tokenbridge::secret::Secret;
 use tokenbridge::settings::Settings;
 
 const KEY: &str = "k1=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+const CLIENT_ID: &str = "tokenbridge-dev";
+const CLIENT_SECRET: &str = "tokenbridge-dev-secret";
+const SCOPE: &str = "User.Read offline_access openid profile";
+/// Rows per INSERT: well under every backend's limit on bound parameters.
+const BATCH: usize = 1000;
 
-fn env_list(name: &str, default: &str) -> Vec<u64> {
-    std::env::var(name)
-        .unwrap_or_else(|_| default.into())
-        .split(',')
-        .filter_map(|v| v.trim().parse().ok())
-        .collect()
+/// What one run measured.
+struct Run {
+    per_second: f64,
+    latencies: Latencies,
+    peak_mib: Option<f64>,
 }
 
-/// One real token response for one user, through tokenbridge's own sign-in code path.
-async fn tokens(settings: &Settings) -> tokenbridge::cache::document::TokenResponse {
-    let provider = OidcProvider::new(&settings.identity, &settings.web.redirect_uri()).unwrap();
-    let (url, state) = provider.begin_sign_in(None).await.unwrap();
-    let mut form: Vec<(String, String)> = url.query_pairs().into_owned().collect();
-    form.push(("username".into(), "bench".into()));
-    let action = format!("{}://{}{}", url.scheme(), url.authority(), url.path());
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let back = client.post(action).form(&form).send().await.unwrap();
-    let location = url::Url::parse(back.headers()["location"].to_str().unwrap()).unwrap();
-    let code = location
-        .query_pairs()
-        .find(|(k, _)| k == "code")
-        .unwrap()
-        .1
-        .into_owned();
-    provider.redeem_code(&code, &state).await.unwrap()
-}
-
-/// `count` due accounts, each with its own sealed cache holding a valid access token.
-fn seed(settings: &Settings, response: &tokenbridge::cache::document::TokenResponse, count: u64) {
-    let db = Database::connect(&settings.database).unwrap();
+/// `users` as due accounts: each a sealed cache whose access token expired an hour ago and
+/// whose refresh token the provider minted, and an activity row an hour old.
+fn seed(db: &Database, idp: &DevIdpProcess, users: &[(String, String, String)]) {
     let mut conn = db.get().unwrap();
     conn.batch_execute("DELETE FROM account_activities; DELETE FROM token_cache")
         .unwrap();
-    let store = TokenCacheStore::new(
-        Sealer::new(settings.cache.keys.clone(), false),
-        settings.cache.sliding_expiration,
-    );
+    let sealer = Sealer::new(Some(SealKeys::parse(&Secret::new(KEY)).unwrap()), false);
     let context = ClientContext {
-        client_id: settings.identity.client_id.clone(),
+        client_id: CLIENT_ID.into(),
         environment: "127.0.0.1".into(),
-        realm: settings.identity.tenant_id.clone(),
+        realm: idp.tenant.clone(),
     };
-    let now = time::OffsetDateTime::now_utc();
-    let idle_since = now - time::Duration::hours(1);
-    let mut response = response.clone();
-    response.id_token = None;
-    for batch in (0..count).collect::<Vec<_>>().chunks(1000) {
-        conn.transaction::<_, anyhow::Error, _>(|conn| {
-            for n in batch {
-                let uid = format!("bench-{n:07}");
-                response.client_info = Some(
+    let issued = time::OffsetDateTime::now_utc() - time::Duration::hours(2);
+    let idle_since = to_db(issued + time::Duration::hours(1));
+    let expires = to_db(issued + time::Duration::days(90));
+    for batch in users.chunks(BATCH) {
+        let mut caches = Vec::with_capacity(batch.len());
+        let mut activities = Vec::with_capacity(batch.len());
+        for (username, oid, refresh_token) in batch {
+            let response = TokenResponse {
+                access_token: Secret::new(format!("expired-{username}")),
+                token_type: Some("Bearer".into()),
+                expires_in: Some(3600),
+                ext_expires_in: None,
+                refresh_in: None,
+                scope: Some(SCOPE.into()),
+                refresh_token: Some(Secret::new(refresh_token.clone())),
+                id_token: None,
+                client_info: Some(
                     base64::engine::general_purpose::URL_SAFE_NO_PAD
-                        .encode(format!(r#"{{"uid":"{uid}","utid":"{}"}}"#, context.realm)),
-                );
-                let mut document = CacheDocument::default();
-                let id = document.add_token_response(
+                        .encode(format!(r#"{{"uid":"{oid}","utid":"{}"}}"#, context.realm)),
+                ),
+                family_id: None,
+            };
+            let mut document = CacheDocument::default();
+            let id = document
+                .add_token_response(
                     &context,
                     &response,
                     &["User.Read"],
                     Grant::AuthorizationCode,
                     None,
-                    now.unix_timestamp(),
-                )?;
-                let upn = format!("{uid}@tokenbridge.dev");
-                let activity = ActivityUpsert {
-                    account_cache_key: &id,
-                    account_identifier: &id,
-                    object_id: Some(&uid),
-                    tenant_id: Some(&context.realm),
-                    user_principal_name: Some(&upn),
-                    problem: None,
-                };
-                store.save_with_activity(conn, &document, None, &activity, idle_since)?;
-            }
-            Ok(())
-        })
+                    issued.unix_timestamp(),
+                )
+                .unwrap();
+            let sealed = sealer.seal(&id, &document.to_json()).unwrap();
+            caches.push((
+                tc::id.eq(id.clone()),
+                tc::value.eq(sealed),
+                tc::version.eq(1_i64),
+                tc::expires_at.eq(expires),
+                tc::updated_at.eq(idle_since),
+                tc::session_epoch.eq(1_i64),
+            ));
+            activities.push((
+                aa::account_cache_key.eq(id.clone()),
+                aa::account_identifier.eq(id),
+                aa::account_object_id.eq(Some(oid.clone())),
+                aa::account_tenant_id.eq(Some(context.realm.clone())),
+                aa::user_principal_name.eq(Some(format!("{username}@tokenbridge.dev"))),
+                aa::last_activity.eq(idle_since),
+                aa::failed_to_acquire_token.eq(false),
+                aa::consecutive_failures.eq(0),
+            ));
+        }
+        // Multi-row INSERTs need the backend's own connection (Diesel's multi-backend
+        // connection does not batch).
+        macro_rules! insert_both {
+            ($c:expr) => {
+                $c.transaction::<_, diesel::result::Error, _>(|c| {
+                    diesel::insert_into(tc::table).values(&caches).execute(c)?;
+                    diesel::insert_into(aa::table)
+                        .values(&activities)
+                        .execute(c)?;
+                    Ok(())
+                })
+            };
+        }
+        match &mut *conn {
+            DbConnection::Sqlite(c) => insert_both!(c),
+            DbConnection::Postgres(c) => insert_both!(c),
+            DbConnection::Mysql(c) => insert_both!(c),
+        }
         .unwrap();
     }
 }
 
-/// Peak resident memory (VmHWM) of a running process, in KiB.
-fn peak_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    line.split_whitespace().nth(1)?.parse().ok()
+/// One `tokenbridge worker` pass, as a user runs it, with its peak memory read from /proc.
+async fn worker_pass(
+    url: &DatabaseUrl,
+    idp: &DevIdpProcess,
+    count: usize,
+    concurrency: u64,
+) -> Run {
+    let config = tempfile::NamedTempFile::new().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenbridge"))
+        .arg("--config")
+        .arg(config.path())
+        .args(["worker", "--older-than", "5m", "--format", "json"])
+        .args(["--concurrency", &concurrency.to_string()])
+        .env_clear()
+        .env("TOKENBRIDGE_DATABASE__URL", url.full_url())
+        .env("TOKENBRIDGE_IDENTITY__INSTANCE", &idp.base)
+        .env("TOKENBRIDGE_IDENTITY__TENANT_ID", &idp.tenant)
+        .env("TOKENBRIDGE_IDENTITY__CLIENT_ID", CLIENT_ID)
+        .env("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", CLIENT_SECRET)
+        .env("TOKENBRIDGE_API__BASE_URL", format!("{}/v1.0", idp.base))
+        .env("TOKENBRIDGE_CACHE__KEYS", KEY)
+        .env("TOKENBRIDGE_LOG__LEVEL", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
+    let mut peak = 0;
+    while child.try_wait().unwrap().is_none() {
+        peak = peak.max(peak_kib(pid).unwrap_or(0));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(child.wait().unwrap().success(), "the worker failed");
+    let report = reader.join().unwrap();
+    let mut latencies = Vec::with_capacity(count);
+    let mut summary = serde_json::Value::Null;
+    for line in report.lines() {
+        let line: serde_json::Value = serde_json::from_str(line).unwrap();
+        if let Some(ms) = line["elapsed_ms"].as_u64() {
+            assert_eq!(line["outcome"], "ok", "{line}");
+            latencies.push(Duration::from_millis(ms));
+        } else {
+            summary = line;
+        }
+    }
+    assert_eq!(summary["summary"]["ok"], count, "{summary}");
+    Run {
+        per_second: summary["accounts_per_second"].as_f64().unwrap(),
+        latencies: Latencies::new(latencies),
+        peak_mib: Some(peak as f64 / 1024.0),
+    }
+}
+
+/// The same two calls per account at the same concurrency, and nothing else.
+async fn baseline(
+    idp: &DevIdpProcess,
+    users: Vec<(String, String, String)>,
+    concurrency: u64,
+) -> Run {
+    let http = reqwest::Client::new();
+    let token_url = format!("{}/{}/oauth2/v2.0/token", idp.base, idp.tenant);
+    let me_url = format!("{}/v1.0/me", idp.base);
+    let users = Arc::new(users);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (http, users, next) = (http.clone(), users.clone(), next.clone());
+            let (token_url, me_url) = (token_url.clone(), me_url.clone());
+            tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((_, _, refresh_token)) = users.get(i) else {
+                        return latencies;
+                    };
+                    let at = Instant::now();
+                    let answer: serde_json::Value = http
+                        .post(&token_url)
+                        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+                        .form(&[
+                            ("grant_type", "refresh_token"),
+                            ("refresh_token", refresh_token),
+                            ("scope", SCOPE),
+                        ])
+                        .send()
+                        .await
+                        .unwrap()
+                        .error_for_status()
+                        .unwrap()
+                        .json()
+                        .await
+                        .unwrap();
+                    let me = http
+                        .get(&me_url)
+                        .bearer_auth(answer["access_token"].as_str().unwrap())
+                        .send()
+                        .await
+                        .unwrap()
+                        .error_for_status()
+                        .unwrap()
+                        .bytes()
+                        .await
+                        .unwrap();
+                    assert!(!me.is_empty());
+                    latencies.push(at.elapsed());
+                }
+            })
+        })
+        .collect();
+    let mut latencies = Vec::with_capacity(users.len());
+    for task in tasks {
+        latencies.extend(task.await.unwrap());
+    }
+    Run {
+        per_second: users.len() as f64 / started.elapsed().as_secs_f64(),
+        latencies: Latencies::new(latencies),
+        peak_mib: None,
+    }
+}
+
+fn print(what: &str, run: &Run) {
+    let memory = run
+        .peak_mib
+        .map(|mib| format!("; peak RSS {mib:.1} MiB"))
+        .unwrap_or_default();
+    println!(
+        "  {what:<9} {:>7.0} accounts/s; per account p50 {:.1} ms, p99 {:.1} ms{memory}",
+        run.per_second,
+        run.latencies.ms(0.50),
+        run.latencies.ms(0.99),
+    );
 }
 
 fn main() {
-    let sizes = env_list("WORKER_BENCH_ACCOUNTS", "10000");
+    let sizes = env_list("WORKER_BENCH_ACCOUNTS", "10000,100000");
     let latencies = env_list("WORKER_BENCH_LATENCIES_MS", "0,50");
     let concurrency = env_list("WORKER_BENCH_CONCURRENCY", "64")[0];
     let dir = tempfile::tempdir().unwrap();
+    let databases: Vec<DatabaseUrl> = std::env::var("TOKENBRIDGE_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| "sqlite".into())
+        .split(',')
+        .map(|url| match url.trim() {
+            "sqlite" => format!("sqlite://{}", dir.path().join("bench.db").display()),
+            url => url.to_owned(),
+        })
+        .map(|url| DatabaseUrl::parse(&url).unwrap())
+        .collect();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
+    let idp = DevIdpProcess::start("");
+    let mut run_id = 0;
     runtime.block_on(async {
-        let mut settings = Settings::from_sources("", "bench", &HashMap::new()).unwrap();
-        let mut idp_settings = settings.dev_idp.clone();
-        idp_settings.listen = "127.0.0.1:0".parse().unwrap();
-        let idp = DevIdp::build(&idp_settings).unwrap();
-        let idp_base = idp.base_url().to_owned();
-        tokio::spawn(idp.run_until_stopped());
-        let url = std::env::var("TOKENBRIDGE_BENCH_DATABASE_URL").unwrap_or_else(|_| {
-            format!("sqlite://{}", dir.path().join("bench.db").display())
-        });
-        settings.database.url = DatabaseUrl::parse(&url).unwrap();
-        settings.identity.instance = url::Url::parse(&idp_base).unwrap();
-        settings.identity.tenant_id = idp_settings.tenant_id.clone();
-        settings.identity.client_id = "tokenbridge-dev".into();
-        settings.identity.client_secret = Some(Secret::new("tokenbridge-dev-secret"));
-        settings.api.base_url = url::Url::parse(&format!("{idp_base}/v1.0")).unwrap();
-        settings.cache.keys = Some(SealKeys::parse(&Secret::new(KEY)).unwrap());
-        let db_settings = settings.database.clone();
-        tokio::task::spawn_blocking(move || {
-            let db = Database::connect(&db_settings).unwrap();
+        for url in &databases {
+            let mut settings = Settings::from_sources("", "bench", &HashMap::new()).unwrap();
+            settings.database.url = url.clone();
+            let db = Database::connect(&settings.database).unwrap();
             migrate::run_pending(&mut db.get().unwrap()).unwrap();
-        })
-        .await
-        .unwrap();
-        let response = tokens(&settings).await;
-        let config = dir.path().join("empty.toml");
-        std::fs::write(&config, "").unwrap();
-        let backend = settings.database.url.backend();
-        for &latency in &latencies {
-            reqwest::Client::new()
-                .patch(format!("{idp_base}/admin/behaviour"))
-                .json(&serde_json::json!({ "api_latency_ms": latency }))
-                .send()
-                .await
-                .unwrap();
-            for &count in &sizes {
-                let (seed_settings, seed_response) = (settings.clone(), response.clone());
-                tokio::task::spawn_blocking(move || seed(&seed_settings, &seed_response, count))
-                    .await
-                    .unwrap();
-                let started = Instant::now();
-                let mut child = Command::new(env!("CARGO_BIN_EXE_tokenbridge"))
-                    .args(["--config", &config.display().to_string(), "worker"])
-                    .args(["--format", "json", "--concurrency", &concurrency.to_string()])
-                    .env_clear()
-                    .env("TOKENBRIDGE_DATABASE__URL", settings.database.url.full_url())
-                    .env("TOKENBRIDGE_IDENTITY__INSTANCE", &idp_base)
-                    .env("TOKENBRIDGE_IDENTITY__TENANT_ID", &idp_settings.tenant_id)
-                    .env("TOKENBRIDGE_IDENTITY__CLIENT_ID", "tokenbridge-dev")
-                    .env("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "tokenbridge-dev-secret")
-                    .env("TOKENBRIDGE_API__BASE_URL", format!("{idp_base}/v1.0"))
-                    .env("TOKENBRIDGE_CACHE__KEYS", KEY)
-                    .env("TOKENBRIDGE_LOG__LEVEL", "warn")
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::inherit())
-                    .spawn()
-                    .unwrap();
-                let pid = child.id();
-                let stdout = child.stdout.take().unwrap();
-                let reader = std::thread::spawn(move || {
-                    std::io::read_to_string(stdout).unwrap()
-                });
-                let mut peak = 0;
-                while child.try_wait().unwrap().is_none() {
-                    peak = peak.max(peak_kib(pid).unwrap_or(0));
-                    tokio::time::sleep(Duration::from_millis(20)).await;
+            let backend = url.backend();
+            for &latency in &latencies {
+                idp.behave(serde_json::json!({
+                    "token_latency_ms": latency, "api_latency_ms": latency
+                }))
+                .await;
+                for &count in &sizes {
+                    run_id += 1;
+                    let users = idp.mint(&format!("w{run_id}-"), count).await;
+                    let seeding = Instant::now();
+                    let seed_db = db.clone();
+                    let seeded = tokio::task::block_in_place(|| {
+                        seed(&seed_db, &idp, &users);
+                        seeding.elapsed()
+                    });
+                    let worker = worker_pass(url, &idp, users.len(), concurrency).await;
+                    let users = idp.mint(&format!("b{run_id}-"), count).await;
+                    let base = baseline(&idp, users, concurrency).await;
+                    println!(
+                        "worker pass ({backend}, {count} accounts, provider latency {latency} ms \
+                         per call, concurrency {concurrency}; seeded in {:.1} s):",
+                        seeded.as_secs_f64()
+                    );
+                    print("worker", &worker);
+                    print("baseline", &base);
+                    println!(
+                        "  worker / baseline: {:.2}",
+                        worker.per_second / base.per_second
+                    );
                 }
-                let elapsed = started.elapsed();
-                let report = reader.join().unwrap();
-                let summary: serde_json::Value =
-                    serde_json::from_str(report.lines().last().unwrap()).unwrap();
-                assert_eq!(summary["summary"]["ok"], count, "{summary}");
-                println!(
-                    "worker pass ({backend}, API latency {latency} ms, concurrency {concurrency}): \
-                     {count} accounts in {:.2}s = {:.0} accounts/s (process {:.2}s); peak RSS {:.1} MiB",
-                    summary["duration_ms"].as_f64().unwrap() / 1e3,
-                    summary["accounts_per_second"].as_f64().unwrap(),
-                    elapsed.as_secs_f64(),
-                    peak as f64 / 1024.0,
-                );
             }
         }
     });

@@ -4,6 +4,7 @@
 pub mod acquire;
 pub mod error;
 pub mod http;
+mod jwk;
 mod oidc_types;
 pub mod provider;
 mod sign_in;

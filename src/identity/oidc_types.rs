@@ -3,7 +3,7 @@
 
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthPrompt, CoreClaimName, CoreClaimType, CoreClientAuthMethod,
-    CoreGenderClaim, CoreGrantType, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm,
+    CoreGenderClaim, CoreGrantType, CoreJweContentEncryptionAlgorithm,
     CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm, CoreResponseMode, CoreResponseType,
     CoreRevocableToken, CoreRevocationErrorResponse, CoreSubjectIdentifierType,
     CoreTokenIntrospectionResponse, CoreTokenType,
@@ -61,7 +61,7 @@ pub type Metadata = ProviderMetadata<
     CoreGrantType,
     CoreJweContentEncryptionAlgorithm,
     CoreJweKeyManagementAlgorithm,
-    CoreJsonWebKey,
+    super::jwk::Jwk,
     CoreResponseMode,
     CoreResponseType,
     CoreSubjectIdentifierType,
@@ -71,7 +71,7 @@ pub type ClientWith<Auth, Token> = openidconnect::Client<
     CoreAuthDisplay,
     CoreGenderClaim,
     CoreJweContentEncryptionAlgorithm,
-    CoreJsonWebKey,
+    super::jwk::Jwk,
     CoreAuthPrompt,
     super::error::ProviderError,
     ProviderTokenResponse,

@@ -1,0 +1,143 @@
+//! What the benchmarks share: the development provider as its own (release) process, as a
+//! user runs it, and the figures they print.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// `tokenbridge dev-idp` on a free loopback port; killed when dropped.
+pub struct DevIdpProcess {
+    child: Child,
+    /// `http://127.0.0.1:<port>`
+    pub base: String,
+    pub tenant: String,
+    http: reqwest::Client,
+    _settings: tempfile::NamedTempFile,
+}
+
+impl DevIdpProcess {
+    /// Starts the provider with a settings file holding `settings` (e.g. `[[dev_idp.clients]]`
+    /// with the app's redirect URI) and waits for its banner.
+    pub fn start(settings: &str) -> Self {
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), settings).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tokenbridge"))
+            .arg("--config")
+            .arg(file.path())
+            .args(["dev-idp", "--listen", "127.0.0.1:0"])
+            .env_clear()
+            .env("TOKENBRIDGE_LOG__LEVEL", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("tokenbridge dev-idp starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut base, mut tenant) = (None, None);
+        while base.is_none() || tenant.is_none() {
+            let line = lines.next().expect("the dev-idp banner").unwrap();
+            let line = line.trim();
+            if let Some(url) = line.strip_prefix("listening") {
+                base = Some(url.trim().to_owned());
+            }
+            if let Some(issuer) = line.strip_prefix("issuer") {
+                let path = issuer.trim().split('/').nth(3).unwrap_or_default();
+                tenant = Some(path.to_owned());
+            }
+        }
+        // Keep reading so the provider never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            base: base.unwrap(),
+            tenant: tenant.unwrap(),
+            http: reqwest::Client::new(),
+            _settings: file,
+        }
+    }
+
+    /// `PATCH /admin/behaviour`.
+    pub async fn behave(&self, patch: serde_json::Value) {
+        let response = self
+            .http
+            .patch(format!("{}/admin/behaviour", self.base))
+            .json(&patch)
+            .send()
+            .await
+            .unwrap();
+        assert!(response.status().is_success(), "{}", response.status());
+    }
+
+    /// `count` users `{prefix}0000000`..., each with a refresh token: (username, oid, token).
+    pub async fn mint(&self, prefix: &str, count: u64) -> Vec<(String, String, String)> {
+        let response: serde_json::Value = self
+            .http
+            .post(format!("{}/admin/refresh-tokens", self.base))
+            .json(&serde_json::json!({
+                "client_id": "tokenbridge-dev", "prefix": prefix, "count": count
+            }))
+            .send()
+            .await
+            .unwrap()
+            .error_for_status()
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        response["users"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| {
+                let field = |name: &str| u[name].as_str().unwrap().to_owned();
+                (field("username"), field("oid"), field("refresh_token"))
+            })
+            .collect()
+    }
+}
+
+impl Drop for DevIdpProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Latencies, sorted once, read by percentile.
+pub struct Latencies(Vec<Duration>);
+
+impl Latencies {
+    pub fn new(mut all: Vec<Duration>) -> Self {
+        all.sort_unstable();
+        Self(all)
+    }
+
+    pub fn percentile(&self, p: f64) -> Duration {
+        if self.0.is_empty() {
+            return Duration::ZERO;
+        }
+        let at = ((self.0.len() as f64 * p).ceil() as usize).clamp(1, self.0.len()) - 1;
+        self.0[at]
+    }
+
+    pub fn ms(&self, p: f64) -> f64 {
+        self.percentile(p).as_secs_f64() * 1e3
+    }
+}
+
+/// Peak resident memory (VmHWM) of a running process, in KiB.
+pub fn peak_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A comma-separated list of numbers from the environment, or `default`.
+pub fn env_list(name: &str, default: &str) -> Vec<u64> {
+    std::env::var(name)
+        .unwrap_or_else(|_| default.into())
+        .split(',')
+        .filter_map(|v| v.trim().parse().ok())
+        .collect()
+}
