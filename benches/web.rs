@@ -1,38 +1,121 @@
-//! Requests per second and latency of the signed-in home page with a valid cached token, the
-//! web app's hot path: session, in-process cache check (one small query), API call, page.
-//! Run: `cargo bench --bench web`. SQLite by default; TOKENBRIDGE_BENCH_DATABASE_URL picks
-//! another (an empty, migrated database).
+//! The web app's cost over the API call it makes. Under the same load, in one run:
+//! - `/healthz`: the server's ceiling;
+//! - the signed-in home page with a valid cached token (session, the row's version, the API
+//!   call, the page);
+//! - the same page from a second `serve` process on the same database that keeps no document
+//!   in memory (`cache.memory_entries = 0`): the row is read and opened on every request;
+//! - `GET /v1.0/me` on the provider directly with a valid access token: the API call alone.
+//!
+//! Each is printed with requests/s and p50/p99, then the page's p99 minus the API call's p99
+//! (the cost of the session, the cache path and rendering) and the throughput ratio.
+//! Everything runs as a user runs it: `tokenbridge dev-idp` and two `tokenbridge serve`
+//! processes (release builds); the load generator here keeps WEB_BENCH_CONCURRENCY (32)
+//! keep-alive connections busy for WEB_BENCH_SECONDS (5) per measurement, on one thread (as
+//! `wrk -t1 -c32 -d5s`), over WEB_BENCH_USERS (50) signed-in users, WEB_BENCH_ROUNDS (3)
+//! rounds. SQLite by default; TOKENBRIDGE_BENCH_DATABASE_URL picks another (empty) database.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::HashMap;
+#[path = "support/mod.rs"]
+mod support;
+
+use http_body_util::{BodyExt, Empty};
+use hyper::body::Bytes;
 use std::net::TcpListener;
-use std::sync::Arc;
+use std::process::{Child, Command, Stdio};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
-use tokenbridge::db::{migrate, Database, DatabaseUrl};
-use tokenbridge::devidp::DevIdp;
-use tokenbridge::secret::Secret;
-use tokenbridge::settings::Settings;
-use tokenbridge::web::Application;
+use support::{DevIdpProcess, Latencies};
 
-const USERS: usize = 50;
-const REQUESTS: usize = 10_000;
-const CONCURRENCY: usize = 32;
+const KEY: &str = "k1=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+const CLIENT_ID: &str = "tokenbridge-dev";
+const CLIENT_SECRET: &str = "tokenbridge-dev-secret";
 
-fn env_usize(name: &str, default: usize) -> usize {
+fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
 
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `tokenbridge serve` process; killed when dropped.
+struct Serve {
+    child: Child,
+    base: String,
+    _settings: tempfile::NamedTempFile,
+}
+
+impl Serve {
+    fn start(idp: &DevIdpProcess, database: &str, port: u16, memory_entries: u64) -> Self {
+        let base = format!("http://127.0.0.1:{port}");
+        let config = tempfile::NamedTempFile::new().unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tokenbridge"))
+            .arg("--config")
+            .arg(config.path())
+            .arg("serve")
+            .env_clear()
+            .env("TOKENBRIDGE_DATABASE__URL", database)
+            .env("TOKENBRIDGE_DATABASE__POOL_SIZE", "16")
+            .env("TOKENBRIDGE_IDENTITY__INSTANCE", &idp.base)
+            .env("TOKENBRIDGE_IDENTITY__TENANT_ID", &idp.tenant)
+            .env("TOKENBRIDGE_IDENTITY__CLIENT_ID", CLIENT_ID)
+            .env("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", CLIENT_SECRET)
+            .env("TOKENBRIDGE_API__BASE_URL", format!("{}/v1.0", idp.base))
+            .env("TOKENBRIDGE_CACHE__KEYS", KEY)
+            .env(
+                "TOKENBRIDGE_CACHE__MEMORY_ENTRIES",
+                memory_entries.to_string(),
+            )
+            .env("TOKENBRIDGE_WEB__LISTEN", format!("127.0.0.1:{port}"))
+            .env("TOKENBRIDGE_WEB__PUBLIC_URL", &base)
+            .env("TOKENBRIDGE_WEB__METRICS_LISTEN", "off")
+            .env("TOKENBRIDGE_WEB__SESSION_KEY", "b".repeat(64))
+            .env("TOKENBRIDGE_LOG__LEVEL", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("tokenbridge serve starts");
+        for _ in 0..200 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Self {
+                    child,
+                    base,
+                    _settings: config,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        panic!("serve did not start");
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn location(response: &reqwest::Response) -> String {
     response.headers()["location"].to_str().unwrap().to_owned()
 }
 
-async fn signed_in_browser(base: &str, user: &str) -> reqwest::Client {
+/// Signs `user` in through the app and the provider's form; returns the `Cookie` header the
+/// browser then sends.
+async fn sign_in(base: &str, user: &str) -> String {
+    let jar = std::sync::Arc::new(reqwest::cookie::Jar::default());
     let browser = reqwest::Client::builder()
-        .cookie_store(true)
+        .cookie_provider(jar.clone())
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
@@ -49,99 +132,167 @@ async fn signed_in_browser(base: &str, user: &str) -> reqwest::Client {
     let back = browser.post(action).form(&fields).send().await.unwrap();
     let done = browser.get(location(&back)).send().await.unwrap();
     assert_eq!(done.status(), 303);
-    browser
+    let cookies = reqwest::cookie::CookieStore::cookies(&*jar, &url::Url::parse(base).unwrap());
+    cookies.unwrap().to_str().unwrap().to_owned()
+}
+
+/// An access token for `user`, from a refresh token the provider mints for them.
+async fn access_token(idp: &DevIdpProcess, refresh_token: &str) -> String {
+    let answer: serde_json::Value = reqwest::Client::new()
+        .post(format!("{}/{}/oauth2/v2.0/token", idp.base, idp.tenant))
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("scope", "User.Read"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["access_token"].as_str().unwrap().to_owned()
+}
+
+/// One measurement: `connections` keep-alive connections, each sending GET `path` with the
+/// next of `headers` (name, value) for `seconds`, on this thread.
+async fn load(
+    address: &str,
+    path: &str,
+    headers: Rc<Vec<(&'static str, String)>>,
+    connections: u64,
+    seconds: u64,
+) -> (f64, Latencies) {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..connections)
+        .map(|c| {
+            let (address, path, headers) = (address.to_owned(), path.to_owned(), headers.clone());
+            tokio::task::spawn_local(async move {
+                let stream = tokio::net::TcpStream::connect(&address).await.unwrap();
+                stream.set_nodelay(true).unwrap();
+                let (mut sender, connection) =
+                    hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                        .await
+                        .unwrap();
+                tokio::task::spawn_local(connection);
+                let mut latencies = Vec::new();
+                let mut n = c as usize;
+                while Instant::now() < deadline {
+                    let mut request = hyper::Request::get(&path).header("host", &address);
+                    if !headers.is_empty() {
+                        let (name, value) = &headers[n % headers.len()];
+                        request = request.header(*name, value);
+                        n += connections as usize;
+                    }
+                    let at = Instant::now();
+                    let response = sender
+                        .send_request(request.body(Empty::<Bytes>::new()).unwrap())
+                        .await
+                        .unwrap();
+                    let status = response.status();
+                    let body = response.into_body().collect().await.unwrap().to_bytes();
+                    assert_eq!(status, 200, "{path}: {}", String::from_utf8_lossy(&body));
+                    latencies.push(at.elapsed());
+                }
+                latencies
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let per_second = all.len() as f64 / started.elapsed().as_secs_f64();
+    (per_second, Latencies::new(all))
 }
 
 fn main() {
-    let users = env_usize("WEB_BENCH_USERS", USERS);
-    let requests = env_usize("WEB_BENCH_REQUESTS", REQUESTS);
-    let concurrency = env_usize("WEB_BENCH_CONCURRENCY", CONCURRENCY);
+    let users = env_u64("WEB_BENCH_USERS", 50);
+    let connections = env_u64("WEB_BENCH_CONCURRENCY", 32);
+    let seconds = env_u64("WEB_BENCH_SECONDS", 5);
+    let rounds = env_u64("WEB_BENCH_ROUNDS", 3);
     let dir = tempfile::tempdir().unwrap();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let database = std::env::var("TOKENBRIDGE_BENCH_DATABASE_URL")
+        .unwrap_or_else(|_| format!("sqlite://{}", dir.path().join("bench.db").display()));
+
+    let (warm_port, cold_port) = (free_port(), free_port());
+    let redirects: Vec<String> = [warm_port, cold_port]
+        .iter()
+        .map(|port| format!("\"http://127.0.0.1:{port}/signin-oidc\""))
+        .collect();
+    let idp = DevIdpProcess::start(&format!(
+        "[[dev_idp.clients]]\nclient_id = \"{CLIENT_ID}\"\nclient_secret = \"{CLIENT_SECRET}\"\n\
+         redirect_uris = [{}]\n",
+        redirects.join(", ")
+    ));
+    let migrated = Command::new(env!("CARGO_BIN_EXE_tokenbridge"))
+        .arg("migrate")
+        .env_clear()
+        .env("TOKENBRIDGE_DATABASE__URL", &database)
+        .env("TOKENBRIDGE_LOG__LEVEL", "warn")
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(migrated.success());
+    let warm = Serve::start(&idp, &database, warm_port, 10_000);
+    let cold = Serve::start(&idp, &database, cold_port, 0);
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async {
-        let mut settings = Settings::from_sources("", "bench", &HashMap::new()).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let mut idp_settings = settings.dev_idp.clone();
-        idp_settings.listen = "127.0.0.1:0".parse().unwrap();
-        idp_settings.clients[0].redirect_uris.push(format!("{base}/signin-oidc"));
-        let idp = DevIdp::build(&idp_settings).unwrap();
-        let idp_base = idp.base_url().to_owned();
-        tokio::spawn(idp.run_until_stopped());
-
-        let url = std::env::var("TOKENBRIDGE_BENCH_DATABASE_URL")
-            .unwrap_or_else(|_| format!("sqlite://{}", dir.path().join("bench.db").display()));
-        settings.database.url = DatabaseUrl::parse(&url).unwrap();
-        settings.database.pool_size = 16;
-        let backend = settings.database.url.backend();
-        let db_settings = settings.database.clone();
-        tokio::task::spawn_blocking(move || {
-            let db = Database::connect(&db_settings).unwrap();
-            migrate::run_pending(&mut db.get().unwrap()).unwrap();
-        })
-        .await
-        .unwrap();
-        settings.identity.instance = url::Url::parse(&idp_base).unwrap();
-        settings.identity.tenant_id = idp_settings.tenant_id.clone();
-        settings.identity.client_id = "tokenbridge-dev".into();
-        settings.identity.client_secret = Some(Secret::new("tokenbridge-dev-secret"));
-        settings.api.base_url = url::Url::parse(&format!("{idp_base}/v1.0")).unwrap();
-        settings.web.public_url = url::Url::parse(&base).unwrap();
-        settings.web.metrics_listen = None;
-        settings.web.session_key = Some(Secret::new("b".repeat(64)));
-        settings.cache.keys = Some(
-            tokenbridge::cache::seal::SealKeys::parse(&Secret::new(
-                "k1=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
-            ))
-            .unwrap(),
-        );
-        let app = Application::build_on(&settings, listener, Arc::new(tokenbridge::clock::SystemClock))
-            .await
-            .unwrap();
-        tokio::spawn(app.run_until_stopped());
-
-        let mut browsers = Vec::with_capacity(users);
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let mut cookies = Vec::new();
         for i in 0..users {
-            browsers.push(signed_in_browser(&base, &format!("bench-user-{i}")).await);
+            cookies.push(("cookie", sign_in(&warm.base, &format!("bench-user-{i:07}")).await));
         }
-        let browsers = Arc::new(browsers);
-        let per_task = requests / concurrency;
-        let started = Instant::now();
-        let tasks: Vec<_> = (0..concurrency)
-            .map(|t| {
-                let (browsers, base) = (browsers.clone(), base.clone());
-                tokio::spawn(async move {
-                    let mut latencies = Vec::with_capacity(per_task);
-                    for n in 0..per_task {
-                        let browser = &browsers[(t + n * concurrency) % browsers.len()];
-                        let at = Instant::now();
-                        let response = browser.get(format!("{base}/")).send().await.unwrap();
-                        assert_eq!(response.status(), 200);
-                        let _ = response.bytes().await.unwrap();
-                        latencies.push(at.elapsed());
-                    }
-                    latencies
-                })
-            })
-            .collect();
-        let mut latencies: Vec<Duration> = Vec::new();
-        for task in tasks {
-            latencies.extend(task.await.unwrap());
+        let cookies = Rc::new(cookies);
+        let mut tokens = Vec::new();
+        for (_, _, refresh_token) in idp.mint("bench-user-", users).await {
+            let token = access_token(&idp, &refresh_token).await;
+            tokens.push(("authorization", format!("Bearer {token}")));
         }
-        let elapsed = started.elapsed();
-        latencies.sort();
-        let pct = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
+        let tokens = Rc::new(tokens);
+        let none = Rc::new(Vec::new());
+        let backend = database.split(':').next().unwrap_or_default().to_owned();
+        let (warm_at, cold_at) = (&warm.base[7..], &cold.base[7..]);
+        let idp_at = idp.base[7..].to_owned();
         println!(
-            "signed-in home page ({backend}, sealed cache, cached token): {} requests in {:.2}s = {:.0} req/s \
-             (concurrency {concurrency}, {users} users); p50 {:.2} ms, p99 {:.2} ms",
-            latencies.len(),
-            elapsed.as_secs_f64(),
-            latencies.len() as f64 / elapsed.as_secs_f64(),
-            pct(0.50).as_secs_f64() * 1e3,
-            pct(0.99).as_secs_f64() * 1e3,
+            "web ({backend}; {connections} connections on one thread, {seconds} s each, {users} users)"
         );
+        for round in 1..=rounds {
+            // A short warm-up, so every process has its connections and caches.
+            load(warm_at, "/", cookies.clone(), connections, 1).await;
+            load(cold_at, "/", cookies.clone(), connections, 1).await;
+            let ceiling = load(warm_at, "/healthz", none.clone(), connections, seconds).await;
+            let page = load(warm_at, "/", cookies.clone(), connections, seconds).await;
+            let from_db = load(cold_at, "/", cookies.clone(), connections, seconds).await;
+            let api = load(&idp_at, "/v1.0/me", tokens.clone(), connections, seconds).await;
+            println!("round {round}:");
+            for (what, (per_second, latencies)) in [
+                ("/healthz (ceiling)", &ceiling),
+                ("home page, cached token", &page),
+                ("home page, row not in memory", &from_db),
+                ("GET /v1.0/me alone", &api),
+            ] {
+                println!(
+                    "  {what:<30} {per_second:>8.0} req/s; p50 {:>6.2} ms, p99 {:>6.2} ms",
+                    latencies.ms(0.50),
+                    latencies.ms(0.99)
+                );
+            }
+            println!(
+                "  page / API throughput {:.2}; page p99 - API p99 = {:+.2} ms \
+                 (row not in memory: {:+.2} ms)",
+                page.0 / api.0,
+                page.1.ms(0.99) - api.1.ms(0.99),
+                from_db.1.ms(0.99) - api.1.ms(0.99),
+            );
+        }
     });
 }

@@ -143,7 +143,7 @@ pub fn get(conn: &mut DbConnection, key: &str) -> QueryResult<Option<Activity>> 
     aa::table
         .filter(dsl::account_cache_key.eq(key))
         .select(aa::all_columns)
-        .first(conn)
+        .get_result(conn)
         .optional()
 }
 

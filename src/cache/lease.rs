@@ -73,7 +73,7 @@ impl TokenCacheStore {
         let current: Option<i64> = tc::token_cache
             .filter(tc::id.eq(id))
             .select(tc::version)
-            .first(conn)
+            .get_result(conn)
             .optional()?;
         Ok(if current == Some(version) {
             LeaseAttempt::Held
@@ -120,7 +120,7 @@ impl TokenCacheStore {
             .filter(tc::id.eq(id))
             .filter(tc::expires_at.gt(to_db(now)))
             .select((tc::version, tc::lease_until.gt(db_now)))
-            .first(conn)
+            .get_result(conn)
             .optional()?;
         Ok(row.map(|(version, held)| (version, held.unwrap_or(false))))
     }
@@ -154,7 +154,7 @@ impl TokenCacheStore {
         let row: Option<(Option<String>, Option<PrimitiveDateTime>)> = tc::token_cache
             .filter(tc::id.eq(id))
             .select((tc::lease_owner, tc::lease_until))
-            .first(conn)
+            .get_result(conn)
             .optional()?;
         Ok(match row {
             Some((Some(owner), Some(until))) => Some((owner, from_db(until))),

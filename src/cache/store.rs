@@ -1,5 +1,9 @@
 //! The `token_cache` table: one sealed MSAL-format document per user, written by
 //! compare-and-swap on `version`, with a sliding expiry and a per-row refresh lease.
+//!
+//! Lookups by primary key end in `get_result`, never `first`: Diesel binds `first`'s `LIMIT 1`
+//! as a parameter, and SQLite re-prepares (parses and plans again) a statement with a bound
+//! `LIMIT` on every execution, which was most of a cached page's database time.
 
 use super::document::{CacheDocument, DocumentError};
 pub use super::lease::LeaseAttempt;
@@ -115,7 +119,7 @@ impl TokenCacheStore {
             .filter(tc::id.eq(id))
             .filter(tc::expires_at.gt(to_db(now)))
             .select((tc::value, tc::version, tc::expires_at, tc::session_epoch))
-            .first(conn)
+            .get_result(conn)
             .optional()?;
         let Some((value, version, expires_at, session_epoch)) = row else {
             return Ok(None);
@@ -153,7 +157,9 @@ impl TokenCacheStore {
     pub fn check_keys(&self, conn: &mut DbConnection) -> Result<(), CacheStoreError> {
         let row: Option<(String, Vec<u8>)> = tc::token_cache
             .select((tc::id, tc::value))
-            .first(conn)
+            // Any one row, once at start: the re-prepared LIMIT costs nothing here.
+            .limit(1)
+            .get_result(conn)
             .optional()?;
         match row {
             Some((id, value)) => match self.sealer.open(&id, &value) {
@@ -175,7 +181,7 @@ impl TokenCacheStore {
             .filter(tc::id.eq(id))
             .filter(tc::expires_at.gt(to_db(now)))
             .select(tc::version)
-            .first(conn)
+            .get_result(conn)
             .optional()?)
     }
 
@@ -191,7 +197,7 @@ impl TokenCacheStore {
             .filter(tc::id.eq(id))
             .filter(tc::expires_at.gt(to_db(now)))
             .select((tc::version, tc::session_epoch))
-            .first(conn)
+            .get_result(conn)
             .optional()?)
     }
 

@@ -83,7 +83,7 @@ fn outcome(conn: &mut DbConnection, hash: &str) -> Result<Option<Row>, DbError> 
             dsl::display_name,
             dsl::session_epoch,
         ))
-        .first(conn)
+        .get_result(conn)
         .optional()?)
 }
 

@@ -36,7 +36,7 @@ fn raw_value(db: &TestDb, id: &str) -> Vec<u8> {
     tc::token_cache
         .filter(tc::id.eq(id))
         .select(tc::value)
-        .first(&mut *db.conn())
+        .get_result(&mut *db.conn())
         .unwrap()
 }
 

@@ -107,7 +107,7 @@ impl Rig {
         tc::token_cache
             .filter(tc::id.eq(id))
             .select((tc::value, tc::version))
-            .first(&mut *self.db.conn())
+            .get_result(&mut *self.db.conn())
             .unwrap()
     }
 
