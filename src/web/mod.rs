@@ -147,7 +147,10 @@ impl Application {
                 .session_lifecycle(
                     PersistentSession::default()
                         .session_ttl(idle)
-                        .session_ttl_extension_policy(TtlExtensionPolicy::OnEveryRequest),
+                        // The cookie's lifetime slides when the session records a visit,
+                        // at most once a minute (see `session.rs`), not on every response:
+                        // re-sealing it for every page was most of the session's cost.
+                        .session_ttl_extension_policy(TtlExtensionPolicy::OnStateChanges),
                 )
                 .build();
             App::new()

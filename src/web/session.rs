@@ -13,6 +13,10 @@ const CSRF: &str = "csrf";
 const SINCE: &str = "signed_in_at";
 const SEEN: &str = "seen_at";
 const EPOCH: &str = "epoch";
+/// How stale `seen_at` may be before a request records it again. Recording it changes the
+/// session, which re-seals the cookie and sends it back on that response: once a minute is
+/// plenty for an idle limit counted in hours, and spares almost every page that work.
+const SEEN_EVERY: i64 = 60;
 
 pub struct TypedSession(Session);
 
@@ -50,7 +54,8 @@ impl TypedSession {
 
     /// The signed-in user, unless the session is absent or malformed, has been idle longer
     /// than `idle`, or began longer than `absolute` ago (checked here, not only by the
-    /// cookie's lifetime, so a copied cookie does not outlive them). Marks the session seen.
+    /// cookie's lifetime, so a copied cookie does not outlive them). Marks the session seen
+    /// (at most once a minute).
     /// Whether the session still belongs to the user's sign-ins is the caller's check, against
     /// the row ([`SignedInUser::session_epoch`]).
     pub fn user(&self, now: i64, idle: i64, absolute: i64) -> Option<SignedInUser> {
@@ -60,7 +65,9 @@ impl TypedSession {
             self.0.purge();
             return None;
         }
-        let _ = self.0.insert(SEEN, now);
+        if now.saturating_sub(seen) >= SEEN_EVERY {
+            let _ = self.0.insert(SEEN, now);
+        }
         Some(SignedInUser {
             home_account_id: self.0.get(HOME).ok().flatten()?,
             name: self.0.get(NAME).ok().flatten()?,

@@ -183,6 +183,30 @@ async fn sign_out_removes_the_cache_row(backend: Backend) {
     assert!(home.contains("Sign in"), "the session is gone");
 }
 
+/// The idle clock is kept at a minute's resolution: a page within the minute sends no cookie
+/// back (nothing to re-seal); the first one after it records the visit in a new cookie.
+#[tokio::test]
+async fn a_page_load_re_seals_the_session_cookie_at_most_once_a_minute() {
+    let app = super::spawn_app("serve::seen_every", Backend::Sqlite, |_| {})
+        .await
+        .unwrap();
+    app.sign_in("ada").await;
+    app.clock.advance(Duration::seconds(30));
+    let page = app.get("/").await;
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers().get("set-cookie").is_none(),
+        "{:?}",
+        page.headers()
+    );
+    app.clock.advance(Duration::seconds(40));
+    let page = app.get("/").await;
+    assert_eq!(page.status(), 200);
+    assert!(page.headers().get("set-cookie").is_some());
+    let (_, html) = app.home_html().await;
+    assert!(html.contains("Hello, Ada"), "{html}");
+}
+
 #[tokio::test]
 async fn sessions_end_after_the_idle_and_the_absolute_lifetime() {
     let lifetimes = |s: &mut tokenbridge::settings::Settings| {
