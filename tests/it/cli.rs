@@ -187,9 +187,13 @@ fn bad_settings_and_databases_are_clear_errors() {
     assert!(!d.join("x.db").exists());
 }
 
-/// Starts `tokenbridge ARGS` in `dir`, waits for its first line on stdout, sends SIGTERM, and
-/// expects a clean exit within a few seconds.
-fn stops_cleanly_on_sigterm(dir: &Path, args: &[&str], env: &[(&str, &str)]) {
+/// Starts `tokenbridge ARGS` in `dir` with only `env` (and PATH) and returns it with the
+/// `127.0.0.1:port` address it prints first; its stderr is piped.
+fn start_printing_address(
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (std::process::Child, String) {
     use std::io::{BufRead, BufReader};
     use std::process::Stdio;
     let mut child = Command::new(env!("CARGO_BIN_EXE_tokenbridge"))
@@ -202,8 +206,6 @@ fn stops_cleanly_on_sigterm(dir: &Path, args: &[&str], env: &[(&str, &str)]) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait until it answers HTTP: a bound socket alone does not mean the server (and its
-    // signal handling) runs yet. The address is in what it prints first.
     let mut reader = BufReader::new(child.stdout.take().unwrap());
     let address = loop {
         let mut line = String::new();
@@ -219,6 +221,15 @@ fn stops_cleanly_on_sigterm(dir: &Path, args: &[&str], env: &[(&str, &str)]) {
             break rest[..end].to_owned();
         }
     };
+    (child, address)
+}
+
+/// Starts `tokenbridge ARGS` in `dir`, waits until it answers, sends SIGTERM, and expects a
+/// clean exit within a few seconds.
+fn stops_cleanly_on_sigterm(dir: &Path, args: &[&str], env: &[(&str, &str)]) {
+    // Wait until it answers HTTP: a bound socket alone does not mean the server (and its
+    // signal handling) runs yet. The address is in what it prints first.
+    let (mut child, address) = start_printing_address(dir, args, env);
     let answered = || -> std::io::Result<bool> {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(&address)?;
@@ -317,36 +328,15 @@ fn serve_refuses_to_start_without_a_client_or_on_an_unmigrated_database() {
 /// client secret.
 #[test]
 fn settings_from_the_environment_and_named_files_are_taken_strictly() {
-    use std::io::{BufRead, BufReader, Read, Write};
-    use std::process::Stdio;
+    use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
 
     // A list from the environment: the provider's sign-in form offers exactly these users.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenbridge"))
-        .current_dir(dir.path())
-        .args(["dev-idp", "--listen", "127.0.0.1:0"])
-        .env_clear()
-        .envs(std::env::var("PATH").map(|p| ("PATH".to_owned(), p)))
-        .env("TOKENBRIDGE_DEV_IDP__USERS", "margaret,katherine")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut reader = BufReader::new(child.stdout.take().unwrap());
-    let address = loop {
-        let mut line = String::new();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "no address printed"
-        );
-        if let Some(at) = line.find("http://127.0.0.1:") {
-            let rest = &line[at + 7..];
-            let end = rest
-                .find(|c: char| c != '.' && c != ':' && !c.is_ascii_digit())
-                .unwrap_or(rest.len());
-            break rest[..end].to_owned();
-        }
-    };
+    let (mut child, address) = start_printing_address(
+        dir.path(),
+        &["dev-idp", "--listen", "127.0.0.1:0"],
+        &[("TOKENBRIDGE_DEV_IDP__USERS", "margaret,katherine")],
+    );
     let page = (0..50)
         .find_map(|_| {
             let mut stream = std::net::TcpStream::connect(&address).ok()?;

@@ -2,9 +2,9 @@
 //! values are escaped, no colours go to a file, junk from unauthenticated requests is INFO at
 //! most, and every line written for a request carries its request id.
 
-use crate::dev_idp::{spawn_idp, CLIENT_ID, CLIENT_SECRET};
+use crate::dev_idp::spawn_idp;
 use crate::support;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokenbridge::db::Backend;
 
@@ -20,21 +20,8 @@ async fn log_lines_cannot_be_forged_from_a_request() {
     let base = format!("http://127.0.0.1:{port}");
     let log = tempfile::NamedTempFile::new().unwrap();
     let config = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tokenbridge"))
-        .args(["--config", &config.path().display().to_string(), "serve"])
-        .env_clear()
-        .envs(std::env::var("PATH").map(|p| ("PATH".to_owned(), p)))
-        .envs([
-            ("TOKENBRIDGE_DATABASE__URL", db.settings.url.full_url()),
-            ("TOKENBRIDGE_IDENTITY__INSTANCE", idp.base.clone()),
-            ("TOKENBRIDGE_IDENTITY__TENANT_ID", idp.tenant.clone()),
-            ("TOKENBRIDGE_IDENTITY__CLIENT_ID", CLIENT_ID.into()),
-            ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", CLIENT_SECRET.into()),
-            ("TOKENBRIDGE_WEB__LISTEN", format!("127.0.0.1:{port}")),
-            ("TOKENBRIDGE_WEB__PUBLIC_URL", base.clone()),
-            ("TOKENBRIDGE_WEB__METRICS_LISTEN", "off".into()),
-            ("TOKENBRIDGE_LOG__LEVEL", "info".into()),
-        ])
+    let mut child = super::serve_process(&db, &idp, &base, config.path())
+        .env("TOKENBRIDGE_LOG__LEVEL", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::from(log.reopen().unwrap()))
         .spawn()

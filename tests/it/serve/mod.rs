@@ -65,6 +65,38 @@ pub fn app_settings(db: &TestDb, idp: &TestIdp, base: &str) -> Settings {
     s
 }
 
+/// `tokenbridge --config CONFIG serve` as its own process, configured as [`app_settings`] is
+/// through the environment alone (metrics off); the caller adds its own variables and stdio.
+pub fn serve_process(
+    db: &TestDb,
+    idp: &TestIdp,
+    base: &str,
+    config: &std::path::Path,
+) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_tokenbridge"));
+    command
+        .arg("--config")
+        .arg(config)
+        .arg("serve")
+        .env_clear()
+        .envs(std::env::var("PATH").map(|p| ("PATH".to_owned(), p)))
+        .envs([
+            ("TOKENBRIDGE_DATABASE__URL", db.settings.url.full_url()),
+            ("TOKENBRIDGE_IDENTITY__INSTANCE", idp.base.clone()),
+            ("TOKENBRIDGE_IDENTITY__TENANT_ID", idp.tenant.clone()),
+            ("TOKENBRIDGE_IDENTITY__CLIENT_ID", CLIENT_ID.into()),
+            ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", CLIENT_SECRET.into()),
+            ("TOKENBRIDGE_API__BASE_URL", format!("{}/v1.0", idp.base)),
+            (
+                "TOKENBRIDGE_WEB__LISTEN",
+                base.trim_start_matches("http://").to_owned(),
+            ),
+            ("TOKENBRIDGE_WEB__PUBLIC_URL", base.to_owned()),
+            ("TOKENBRIDGE_WEB__METRICS_LISTEN", "off".into()),
+        ]);
+    command
+}
+
 /// The app on a fresh `backend` database, signed in to a fresh provider; None when skipped.
 pub async fn spawn_app(
     test: &str,

@@ -5,9 +5,9 @@
 //! provider issues 8-second tokens: they are refreshed 4 seconds after they are issued.
 
 use super::e2e_tests;
-use crate::dev_idp::{spawn_idp_with, CLIENT_ID, CLIENT_SECRET};
+use crate::dev_idp::spawn_idp_with;
 use crate::support;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 use tokenbridge::db::Backend;
 use tokenbridge::settings::Rotation;
@@ -59,21 +59,8 @@ async fn two_serve_processes_refresh_a_user_once(backend: Backend) {
     let mut servers: Vec<Serve> = bases
         .iter()
         .map(|base| {
-            let listen = base.trim_start_matches("http://");
-            let child = Command::new(env!("CARGO_BIN_EXE_tokenbridge"))
-                .args(["--config", &config.path().display().to_string(), "serve"])
-                .env_clear()
-                .envs(std::env::var("PATH").map(|p| ("PATH".to_owned(), p)))
+            let child = super::serve_process(&db, &idp, base, config.path())
                 .envs([
-                    ("TOKENBRIDGE_DATABASE__URL", db.settings.url.full_url()),
-                    ("TOKENBRIDGE_IDENTITY__INSTANCE", idp.base.clone()),
-                    ("TOKENBRIDGE_IDENTITY__TENANT_ID", idp.tenant.clone()),
-                    ("TOKENBRIDGE_IDENTITY__CLIENT_ID", CLIENT_ID.into()),
-                    ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", CLIENT_SECRET.into()),
-                    ("TOKENBRIDGE_API__BASE_URL", format!("{}/v1.0", idp.base)),
-                    ("TOKENBRIDGE_WEB__LISTEN", listen.to_owned()),
-                    ("TOKENBRIDGE_WEB__PUBLIC_URL", base.clone()),
-                    ("TOKENBRIDGE_WEB__METRICS_LISTEN", "off".into()),
                     (
                         "TOKENBRIDGE_WEB__SESSION_KEY",
                         "a-shared-session-key-for-both-replicas-0123456789abcdefghijklmnop".into(),
