@@ -25,11 +25,9 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use support::{DevIdpProcess, Latencies};
+use support::{DevIdpProcess, Latencies, CLIENT_ID, CLIENT_SECRET};
 
 const KEY: &str = "k1=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
-const CLIENT_ID: &str = "tokenbridge-dev";
-const CLIENT_SECRET: &str = "tokenbridge-dev-secret";
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -136,27 +134,6 @@ async fn sign_in(base: &str, user: &str) -> String {
     cookies.unwrap().to_str().unwrap().to_owned()
 }
 
-/// An access token for `user`, from a refresh token the provider mints for them.
-async fn access_token(idp: &DevIdpProcess, refresh_token: &str) -> String {
-    let answer: serde_json::Value = reqwest::Client::new()
-        .post(format!("{}/{}/oauth2/v2.0/token", idp.base, idp.tenant))
-        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-            ("scope", "User.Read"),
-        ])
-        .send()
-        .await
-        .unwrap()
-        .error_for_status()
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    answer["access_token"].as_str().unwrap().to_owned()
-}
-
 /// One measurement: `connections` keep-alive connections, each sending GET `path` with the
 /// next of `headers` (name, value) for `seconds`, on this thread.
 async fn load(
@@ -252,9 +229,9 @@ fn main() {
             cookies.push(("cookie", sign_in(&warm.base, &format!("bench-user-{i:07}")).await));
         }
         let cookies = Rc::new(cookies);
-        let mut tokens = Vec::new();
+        let (http, mut tokens) = (reqwest::Client::new(), Vec::new());
         for (_, _, refresh_token) in idp.mint("bench-user-", users).await {
-            let token = access_token(&idp, &refresh_token).await;
+            let token = support::refresh(&http, &idp.token_url(), &refresh_token, "User.Read").await;
             tokens.push(("authorization", format!("Bearer {token}")));
         }
         let tokens = Rc::new(tokens);

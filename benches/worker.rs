@@ -25,7 +25,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{env_list, peak_kib, DevIdpProcess, Latencies};
+use support::{env_list, peak_kib, DevIdpProcess, Latencies, CLIENT_ID, CLIENT_SECRET};
 use tokenbridge::cache::document::{CacheDocument, ClientContext, Grant, TokenResponse};
 use tokenbridge::cache::seal::{SealKeys, Sealer};
 use tokenbridge::clock::to_db;
@@ -35,8 +35,6 @@ use tokenbridge::secret::Secret;
 use tokenbridge::settings::Settings;
 
 const KEY: &str = "k1=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
-const CLIENT_ID: &str = "tokenbridge-dev";
-const CLIENT_SECRET: &str = "tokenbridge-dev-secret";
 const SCOPE: &str = "User.Read offline_access openid profile";
 /// Rows per INSERT: well under every backend's limit on bound parameters.
 const BATCH: usize = 1000;
@@ -197,7 +195,7 @@ async fn baseline(
     concurrency: u64,
 ) -> Run {
     let http = reqwest::Client::new();
-    let token_url = format!("{}/{}/oauth2/v2.0/token", idp.base, idp.tenant);
+    let token_url = idp.token_url();
     let me_url = format!("{}/v1.0/me", idp.base);
     let users = Arc::new(users);
     let next = Arc::new(AtomicUsize::new(0));
@@ -214,25 +212,11 @@ async fn baseline(
                         return latencies;
                     };
                     let at = Instant::now();
-                    let answer: serde_json::Value = http
-                        .post(&token_url)
-                        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
-                        .form(&[
-                            ("grant_type", "refresh_token"),
-                            ("refresh_token", refresh_token),
-                            ("scope", SCOPE),
-                        ])
-                        .send()
-                        .await
-                        .unwrap()
-                        .error_for_status()
-                        .unwrap()
-                        .json()
-                        .await
-                        .unwrap();
+                    let access_token =
+                        support::refresh(&http, &token_url, refresh_token, SCOPE).await;
                     let me = http
                         .get(&me_url)
-                        .bearer_auth(answer["access_token"].as_str().unwrap())
+                        .bearer_auth(access_token)
                         .send()
                         .await
                         .unwrap()

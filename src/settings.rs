@@ -6,7 +6,10 @@ mod dev_idp;
 mod web;
 mod worker;
 
-pub use dev_idp::{is_loopback, loopback_addr, DevClient, DevIdpSettings, Rotation};
+pub use dev_idp::{
+    is_loopback, loopback_addr, DevClient, DevIdpSettings, Rotation, DEFAULT_CLIENT_ID,
+    DEFAULT_CLIENT_SECRET,
+};
 pub use web::{
     ApiSettings, ClientAuth, IdentitySettings, OfflineAccess, Prompt, ProviderKind, WebSettings,
 };

@@ -7,6 +7,11 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// The development provider's own client (its default settings).
+pub use tokenbridge::settings::{
+    DEFAULT_CLIENT_ID as CLIENT_ID, DEFAULT_CLIENT_SECRET as CLIENT_SECRET,
+};
+
 /// `tokenbridge dev-idp` on a free loopback port; killed when dropped.
 pub struct DevIdpProcess {
     child: Child,
@@ -69,13 +74,18 @@ impl DevIdpProcess {
         assert!(response.status().is_success(), "{}", response.status());
     }
 
+    /// The token endpoint.
+    pub fn token_url(&self) -> String {
+        format!("{}/{}/oauth2/v2.0/token", self.base, self.tenant)
+    }
+
     /// `count` users `{prefix}0000000`..., each with a refresh token: (username, oid, token).
     pub async fn mint(&self, prefix: &str, count: u64) -> Vec<(String, String, String)> {
         let response: serde_json::Value = self
             .http
             .post(format!("{}/admin/refresh-tokens", self.base))
             .json(&serde_json::json!({
-                "client_id": "tokenbridge-dev", "prefix": prefix, "count": count
+                "client_id": CLIENT_ID, "prefix": prefix, "count": count
             }))
             .send()
             .await
@@ -102,6 +112,33 @@ impl Drop for DevIdpProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Redeems `refresh_token` at `token_url` as the development client, with `http` (the
+/// caller's, for its keep-alive connections); returns the access token.
+pub async fn refresh(
+    http: &reqwest::Client,
+    token_url: &str,
+    refresh_token: &str,
+    scope: &str,
+) -> String {
+    let answer: serde_json::Value = http
+        .post(token_url)
+        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+            ("scope", scope),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .error_for_status()
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    answer["access_token"].as_str().unwrap().to_owned()
 }
 
 /// Latencies, sorted once, read by percentile.

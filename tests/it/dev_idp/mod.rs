@@ -17,8 +17,9 @@ use std::collections::HashMap as Env;
 use tokenbridge::devidp::DevIdp;
 use tokenbridge::settings::{DevIdpSettings, Settings};
 
-pub const CLIENT_ID: &str = "tokenbridge-dev";
-pub const CLIENT_SECRET: &str = "tokenbridge-dev-secret";
+pub use tokenbridge::settings::{
+    DEFAULT_CLIENT_ID as CLIENT_ID, DEFAULT_CLIENT_SECRET as CLIENT_SECRET,
+};
 pub const REDIRECT_URI: &str = "http://127.0.0.1:8080/signin-oidc";
 pub const VERIFIER: &str = "a-pkce-code-verifier-that-is-long-enough-0123456789";
 
