@@ -188,7 +188,7 @@ fn bad_settings_and_databases_are_clear_errors() {
 }
 
 /// Starts `tokenbridge ARGS` in `dir` with only `env` (and PATH) and returns it with the
-/// `127.0.0.1:port` address it prints first; its stderr is piped.
+/// `127.0.0.1:port` address it prints first; its stderr is piped, its stdout drained.
 fn start_printing_address(
     dir: &Path,
     args: &[&str],
@@ -221,6 +221,8 @@ fn start_printing_address(
             break rest[..end].to_owned();
         }
     };
+    // Keep reading what it prints: a closed pipe would fail its next line to stdout.
+    std::thread::spawn(move || for _ in reader.lines() {});
     (child, address)
 }
 
