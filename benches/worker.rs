@@ -11,6 +11,7 @@
 //! WORKER_BENCH_LATENCIES_MS (default "0,50": each of the provider's two calls is delayed by
 //! it), WORKER_BENCH_CONCURRENCY (default 64). TOKENBRIDGE_BENCH_DATABASE_URL: comma-separated
 //! databases (default "sqlite", a temporary file); a server database's two tables are emptied.
+//! Other `TOKENBRIDGE_*` variables are passed on to the worker (settings to compare).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -155,6 +156,10 @@ async fn worker_pass(
         .env("TOKENBRIDGE_API__BASE_URL", format!("{}/v1.0", idp.base))
         .env("TOKENBRIDGE_CACHE__KEYS", KEY)
         .env("TOKENBRIDGE_LOG__LEVEL", "warn")
+        // Settings to try (e.g. TOKENBRIDGE_DATABASE__POOL_SIZE) reach the worker as they are.
+        .envs(std::env::vars().filter(|(name, _)| {
+            name.starts_with("TOKENBRIDGE_") && !name.starts_with("TOKENBRIDGE_BENCH_")
+        }))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()

@@ -3,6 +3,7 @@
 //! `last_activity` except the web app's upsert: that is the user's activity, not ours.
 
 use crate::clock::{from_db, to_db};
+use crate::db::prepared::update;
 use crate::db::schema::account_activities::{self as aa, dsl};
 use crate::db::DbConnection;
 use diesel::prelude::*;
@@ -309,52 +310,64 @@ pub fn record_outcome(
     outcome: &Outcome,
     now: OffsetDateTime,
 ) -> QueryResult<bool> {
-    let target = aa::table
-        .filter(dsl::account_cache_key.eq(key))
-        .filter(dsl::lease_owner.eq(owner));
+    let target = dsl::account_cache_key
+        .eq(key)
+        .and(dsl::lease_owner.eq(owner));
     let release = (
         dsl::lease_owner.eq(None::<String>),
         dsl::lease_until.eq(None::<PrimitiveDateTime>),
         dsl::last_attempt_at.eq(to_db(now)),
     );
     let changed = match outcome {
-        Outcome::Success => diesel::update(target)
-            .set((
+        Outcome::Success => update(
+            aa::table,
+            target,
+            (
                 release,
                 dsl::last_success_at.eq(to_db(now)),
                 dsl::failed_to_acquire_token.eq(false),
                 dsl::last_error.eq(None::<String>),
                 dsl::consecutive_failures.eq(0),
                 dsl::next_attempt_at.eq(None::<PrimitiveDateTime>),
-            ))
-            .execute(conn)?,
-        Outcome::InteractionRequired { reason } => diesel::update(target)
-            .set((
+            ),
+        )
+        .execute(conn)?,
+        Outcome::InteractionRequired { reason } => update(
+            aa::table,
+            target,
+            (
                 release,
                 dsl::failed_to_acquire_token.eq(true),
                 dsl::last_error.eq(reason),
                 dsl::consecutive_failures.eq(dsl::consecutive_failures + 1),
                 dsl::next_attempt_at.eq(None::<PrimitiveDateTime>),
-            ))
-            .execute(conn)?,
+            ),
+        )
+        .execute(conn)?,
         Outcome::Transient {
             error,
             next_attempt_at,
-        } => diesel::update(target)
-            .set((
+        } => update(
+            aa::table,
+            target,
+            (
                 release,
                 dsl::last_error.eq(error),
                 dsl::consecutive_failures.eq(dsl::consecutive_failures + 1),
                 dsl::next_attempt_at.eq(to_db(*next_attempt_at)),
-            ))
-            .execute(conn)?,
-        Outcome::ApiFailed { error } => diesel::update(target)
-            .set((
+            ),
+        )
+        .execute(conn)?,
+        Outcome::ApiFailed { error } => update(
+            aa::table,
+            target,
+            (
                 release,
                 dsl::last_error.eq(error),
                 dsl::consecutive_failures.eq(dsl::consecutive_failures + 1),
-            ))
-            .execute(conn)?,
+            ),
+        )
+        .execute(conn)?,
     };
     Ok(changed == 1)
 }

@@ -3,12 +3,10 @@
 
 use super::store::{CacheStoreError, TokenCacheStore};
 use crate::clock::{from_db, to_db};
+use crate::db::prepared::update;
 use crate::db::schema::token_cache::dsl as tc;
-use crate::db::DbConnection;
-use diesel::dsl::sql;
-use diesel::expression::SqlLiteral;
+use crate::db::{DbClock, DbConnection};
 use diesel::prelude::*;
-use diesel::sql_types::{Nullable, Timestamp};
 use time::{OffsetDateTime, PrimitiveDateTime};
 
 /// Why [`TokenCacheStore::take_lease`] did not take the lease.
@@ -22,22 +20,11 @@ pub enum LeaseAttempt {
     Held,
 }
 
-/// The database's clock plus `offset`, as SQL: lease times are compared with one clock (the
+/// The database's clock plus `offset`: lease times are compared with one clock (the
 /// database's), never with each host's, so hosts whose clocks disagree still exclude each
-/// other. Each backend's spelling of "now, in UTC".
-fn db_clock(conn: &DbConnection, offset: std::time::Duration) -> SqlLiteral<Nullable<Timestamp>> {
-    let micros = offset.as_micros();
-    sql(&match conn {
-        DbConnection::Sqlite(_) => format!(
-            "strftime('%Y-%m-%d %H:%M:%f', 'now', '+{}.{:06} seconds')",
-            micros / 1_000_000,
-            micros % 1_000_000
-        ),
-        DbConnection::Postgres(_) => format!(
-            "(CAST(clock_timestamp() AT TIME ZONE 'UTC' AS TIMESTAMP) + INTERVAL '{micros} microseconds')"
-        ),
-        DbConnection::Mysql(_) => format!("TIMESTAMPADD(MICROSECOND, {micros}, UTC_TIMESTAMP(6))"),
-    })
+/// other.
+fn db_clock(conn: &DbConnection, offset: std::time::Duration) -> DbClock {
+    DbClock::new(conn.backend(), offset)
 }
 
 impl TokenCacheStore {
@@ -59,13 +46,14 @@ impl TokenCacheStore {
             db_clock(conn, std::time::Duration::ZERO),
             db_clock(conn, lease_for),
         );
-        let taken = diesel::update(
-            tc::token_cache
-                .filter(tc::id.eq(id))
-                .filter(tc::version.eq(version))
-                .filter(tc::lease_owner.is_null().or(tc::lease_until.le(now))),
+        let taken = update(
+            tc::token_cache,
+            tc::id
+                .eq(id)
+                .and(tc::version.eq(version))
+                .and(tc::lease_owner.is_null().or(tc::lease_until.le(now))),
+            (tc::lease_owner.eq(owner), tc::lease_until.eq(until)),
         )
-        .set((tc::lease_owner.eq(owner), tc::lease_until.eq(until)))
         .execute(conn)?;
         if taken == 1 {
             return Ok(LeaseAttempt::Taken);
@@ -96,13 +84,14 @@ impl TokenCacheStore {
             db_clock(conn, std::time::Duration::ZERO),
             db_clock(conn, lease_for),
         );
-        let renewed = diesel::update(
-            tc::token_cache
-                .filter(tc::id.eq(id))
-                .filter(tc::lease_owner.eq(owner))
-                .filter(tc::lease_until.gt(now)),
+        let renewed = update(
+            tc::token_cache,
+            tc::id
+                .eq(id)
+                .and(tc::lease_owner.eq(owner))
+                .and(tc::lease_until.gt(now)),
+            tc::lease_until.eq(until),
         )
-        .set(tc::lease_until.eq(until))
         .execute(conn)?;
         Ok(renewed == 1)
     }
@@ -132,15 +121,14 @@ impl TokenCacheStore {
         id: &str,
         owner: &str,
     ) -> Result<bool, CacheStoreError> {
-        let released = diesel::update(
-            tc::token_cache
-                .filter(tc::id.eq(id))
-                .filter(tc::lease_owner.eq(owner)),
+        let released = update(
+            tc::token_cache,
+            tc::id.eq(id).and(tc::lease_owner.eq(owner)),
+            (
+                tc::lease_owner.eq(None::<String>),
+                tc::lease_until.eq(None::<PrimitiveDateTime>),
+            ),
         )
-        .set((
-            tc::lease_owner.eq(None::<String>),
-            tc::lease_until.eq(None::<PrimitiveDateTime>),
-        ))
         .execute(conn)?;
         Ok(released == 1)
     }

@@ -10,10 +10,13 @@ pub use super::lease::LeaseAttempt;
 use super::seal::{SealError, Sealer};
 use crate::activity::store::{self as activity_store, ActivityUpsert};
 use crate::clock::{from_db, to_db};
+use crate::db::prepared::update;
 use crate::db::schema::token_cache::dsl as tc;
 use crate::db::{DbConnection, DbError};
+use diesel::dsl::case_when;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
+use diesel::sql_types::{Nullable, Text, Timestamp};
 use time::{Duration, OffsetDateTime, PrimitiveDateTime};
 
 #[derive(Debug, thiserror::Error)]
@@ -139,9 +142,12 @@ impl TokenCacheStore {
         let slid = now.saturating_add(self.sliding);
         if slid - expires_at > self.sliding / 100 {
             let new_expiry = self.expiry(now);
-            diesel::update(tc::token_cache.filter(tc::id.eq(id)))
-                .set(tc::expires_at.eq(new_expiry))
-                .execute(conn)?;
+            update(
+                tc::token_cache,
+                tc::id.eq(id),
+                tc::expires_at.eq(new_expiry),
+            )
+            .execute(conn)?;
             expires_at = from_db(new_expiry);
         }
         Ok(Some(LoadedCache {
@@ -211,6 +217,34 @@ impl TokenCacheStore {
         expected: Option<i64>,
         now: OffsetDateTime,
     ) -> Result<i64, CacheStoreError> {
+        self.write(conn, id, document, expected, None, now)
+    }
+
+    /// [`Self::save`] of refreshed tokens over `version`, releasing in the same statement the
+    /// refresh lease `owner` holds (a lease someone else holds by now is left alone).
+    pub fn save_ending_lease(
+        &self,
+        conn: &mut DbConnection,
+        id: &str,
+        document: &CacheDocument,
+        version: i64,
+        owner: &str,
+        now: OffsetDateTime,
+    ) -> Result<i64, CacheStoreError> {
+        self.write(conn, id, document, Some(version), Some(owner), now)
+    }
+
+    /// The write behind [`Self::save`]; `ending_lease` only counts for a write over a version
+    /// (an absent row has no lease).
+    fn write(
+        &self,
+        conn: &mut DbConnection,
+        id: &str,
+        document: &CacheDocument,
+        expected: Option<i64>,
+        ending_lease: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<i64, CacheStoreError> {
         let sealed = self
             .sealer
             .seal(id, &document.to_json())
@@ -220,18 +254,34 @@ impl TokenCacheStore {
             })?;
         let (now_db, expires) = (to_db(now), self.expiry(now));
         if let Some(version) = expected {
-            let written = diesel::update(
-                tc::token_cache
-                    .filter(tc::id.eq(id))
-                    .filter(tc::version.eq(version)),
-            )
-            .set((
+            let target = tc::id.eq(id).and(tc::version.eq(version));
+            let values = (
                 tc::value.eq(&sealed),
                 tc::version.eq(version + 1),
                 tc::expires_at.eq(expires),
                 tc::updated_at.eq(now_db),
-            ))
-            .execute(conn)?;
+            );
+            let written = match ending_lease {
+                None => update(tc::token_cache, target, values).execute(conn)?,
+                Some(owner) => {
+                    let ours = tc::lease_owner.eq(owner);
+                    // `lease_until` before `lease_owner`: MySQL assigns left to right, each
+                    // assignment seeing the ones before it.
+                    let lease = (
+                        tc::lease_until.eq(case_when(
+                            ours,
+                            None::<PrimitiveDateTime>.into_sql::<Nullable<Timestamp>>(),
+                        )
+                        .otherwise(tc::lease_until)),
+                        tc::lease_owner.eq(case_when(
+                            ours,
+                            None::<String>.into_sql::<Nullable<Text>>(),
+                        )
+                        .otherwise(tc::lease_owner)),
+                    );
+                    update(tc::token_cache, target, (values, lease)).execute(conn)?
+                }
+            };
             return if written == 1 {
                 Ok(version + 1)
             } else {
@@ -297,11 +347,13 @@ impl TokenCacheStore {
         conn: &mut DbConnection,
         document: &CacheDocument,
         expected: Option<i64>,
+        ending_lease: Option<&str>,
         activity: &ActivityUpsert<'_>,
         now: OffsetDateTime,
     ) -> Result<i64, CacheStoreError> {
         conn.transaction(|c| {
-            let version = self.save(c, activity.account_cache_key, document, expected, now)?;
+            let id = activity.account_cache_key;
+            let version = self.write(c, id, document, expected, ending_lease, now)?;
             activity_store::upsert(c, activity, now)?;
             Ok(version)
         })

@@ -4,10 +4,12 @@
 
 mod connection;
 pub mod migrate;
+pub mod prepared;
 pub mod schema;
 mod url;
 
 pub use self::connection::{ConnectError, ConnectionManager, DbConnection};
+pub use self::prepared::DbClock;
 pub use self::url::{Backend, DatabaseUrl, UrlError};
 
 use crate::settings::DatabaseSettings;

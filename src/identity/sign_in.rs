@@ -88,8 +88,8 @@ impl TokenAcquirer {
                     // The epoch read in the same transaction as the write: the session gets
                     // the one its row holds.
                     let saved = conn.transaction(|conn| {
-                        let version =
-                            store.save_with_activity(conn, &document, version, &activity, now)?;
+                        let version = store
+                            .save_with_activity(conn, &document, version, None, &activity, now)?;
                         let epoch = store
                             .version_and_epoch(conn, &home, now)?
                             .map_or(0, |(_, epoch)| epoch);

@@ -3,7 +3,9 @@
 use crate::backend_tests;
 use crate::fixtures::{activity, document, plain_store, sealed_store, NINETY_DAYS};
 use crate::support::{TestDb, T0};
+use diesel::connection::InstrumentationEvent;
 use diesel::prelude::*;
+use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 use time::Duration;
 use tokenbridge::activity::store as activities;
@@ -24,6 +26,8 @@ backend_tests!(with_migrated:
     lease_is_exclusive_until_released_or_expired,
     an_expired_lease_is_taken_over_and_cannot_be_confirmed,
     a_lease_on_a_stale_version_is_not_taken,
+    the_write_of_refreshed_tokens_releases_its_own_lease_only,
+    a_refresh_s_statements_are_prepared_once_per_connection,
     key_problems_are_told_apart_from_corrupt_rows,
     values_are_sealed_at_rest_and_bound_to_their_row,
     corrupt_rows_are_errors_and_are_left_alone,
@@ -252,6 +256,129 @@ fn an_expired_lease_is_taken_over_and_cannot_be_confirmed(db: &TestDb) {
     assert_eq!(store.lease(c, &home).unwrap().unwrap().0, "worker-b");
 }
 
+/// A refresh's write ends its lease in the same statement; a lease that is no longer the
+/// writer's (it expired and someone else took it) stays with its new holder, whole.
+fn the_write_of_refreshed_tokens_releases_its_own_lease_only(db: &TestDb) {
+    let store = plain_store();
+    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
+    store.save(&mut db.conn(), &home, &doc, None, T0).unwrap();
+    let c = &mut db.conn();
+    let long = StdDuration::from_secs(30);
+    assert_eq!(
+        store.take_lease(c, &home, 1, "worker-a", long).unwrap(),
+        LeaseAttempt::Taken
+    );
+    let (refreshed, _) = document("u1", "at-2", T0.unix_timestamp());
+    assert_eq!(
+        store
+            .save_ending_lease(c, &home, &refreshed, 1, "worker-a", T0)
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        store.lease(c, &home).unwrap(),
+        None,
+        "released by the write"
+    );
+    assert_eq!(
+        store.load(c, &home, T0).unwrap().unwrap().document,
+        refreshed
+    );
+    // worker-b holds the lease now; worker-a's late write lands but leaves it alone.
+    assert_eq!(
+        store.take_lease(c, &home, 2, "worker-b", long).unwrap(),
+        LeaseAttempt::Taken
+    );
+    let held = store.lease(c, &home).unwrap().unwrap();
+    assert_eq!(
+        store
+            .save_ending_lease(c, &home, &doc, 2, "worker-a", T0)
+            .unwrap(),
+        3
+    );
+    assert_eq!(store.lease(c, &home).unwrap(), Some(held));
+    // A stale version is a conflict, and the lease stays too.
+    assert!(matches!(
+        store.save_ending_lease(c, &home, &doc, 2, "worker-b", T0),
+        Err(CacheStoreError::Conflict {
+            current: Some(3),
+            ..
+        })
+    ));
+    assert_eq!(store.lease(c, &home).unwrap().unwrap().0, "worker-b");
+    // The web app's write (with the activity) ends the lease the same way.
+    let activity = activity(&home, "u1@contoso.com");
+    store
+        .save_with_activity(c, &doc, Some(3), Some("worker-b"), &activity, T0)
+        .unwrap();
+    assert_eq!(store.lease(c, &home).unwrap(), None);
+}
+
+/// Diesel keeps no UPDATE and no statement with an SQL fragment prepared unless told its text
+/// is fixed: the statements of a refresh and of a worker's outcome are each prepared once per
+/// connection, then reused.
+fn a_refresh_s_statements_are_prepared_once_per_connection(db: &TestDb) {
+    let store = plain_store();
+    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
+    let c = &mut db.conn();
+    store
+        .save_with_activity(c, &doc, None, None, &activity(&home, "u1@contoso.com"), T0)
+        .unwrap();
+    let prepared = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = prepared.clone();
+    diesel::Connection::set_instrumentation(&mut **c, move |event: InstrumentationEvent<'_>| {
+        if let InstrumentationEvent::CacheQuery { sql, .. } = event {
+            seen.lock().unwrap().push(sql.to_owned());
+        }
+    });
+    let long = StdDuration::from_secs(30);
+    let mut round = |version: i64| {
+        let owner = format!("worker-{version}");
+        assert_eq!(
+            store.take_lease(c, &home, version, &owner, long).unwrap(),
+            LeaseAttempt::Taken
+        );
+        assert!(store.confirm_lease(c, &home, &owner, long).unwrap());
+        assert_eq!(
+            store.version_and_lease(c, &home, T0).unwrap(),
+            Some((version, true))
+        );
+        store
+            .save_ending_lease(c, &home, &doc, version, &owner, T0)
+            .unwrap();
+        assert_eq!(
+            store
+                .take_lease(c, &home, version + 1, &owner, long)
+                .unwrap(),
+            LeaseAttempt::Taken
+        );
+        assert!(store.release_lease(c, &home, &owner).unwrap());
+        let until = T0 + Duration::minutes(5);
+        assert!(activities::claim_key(c, &home, &owner, T0, until)
+            .unwrap()
+            .is_some());
+        let success = activities::Outcome::Success;
+        assert!(activities::record_outcome(c, &home, &owner, &success, T0).unwrap());
+    };
+    round(1);
+    let first: Vec<String> = prepared.lock().unwrap().clone();
+    let updates = |table: &str| {
+        first
+            .iter()
+            .filter(|sql| sql.starts_with("UPDATE") && sql.contains(table))
+            .count()
+    };
+    // Take, confirm, the write ending the lease, release; the worker's outcome.
+    assert_eq!(updates("token_cache"), 4, "{first:#?}");
+    assert_eq!(updates("account_activities"), 1, "{first:#?}");
+    round(2);
+    assert_eq!(
+        *prepared.lock().unwrap(),
+        first,
+        "the second round prepared nothing again"
+    );
+}
+
 /// The lease is taken only on the version the taker read: once another process has written
 /// a newer document (and let go), the stale reader must read again, not redeem the refresh
 /// token it holds, which the provider has already rotated.
@@ -355,6 +482,7 @@ fn cache_and_activity_are_saved_together(db: &TestDb) {
             &mut db.conn(),
             &doc,
             None,
+            None,
             &activity(&home, "u1@contoso.com"),
             T0,
         )
@@ -370,6 +498,7 @@ fn cache_and_activity_are_saved_together(db: &TestDb) {
             &mut db.conn(),
             &doc,
             Some(5),
+            None,
             &activity(&home, "changed@contoso.com"),
             later,
         )
@@ -396,6 +525,7 @@ fn cache_is_not_saved_when_the_activity_write_fails(db: &TestDb) {
         .save_with_activity(
             &mut db.conn(),
             &doc,
+            None,
             None,
             &activity(&home, "u1@contoso.com"),
             T0,

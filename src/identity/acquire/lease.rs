@@ -1,11 +1,14 @@
 //! The row's refresh lease as one refresh uses it: taken only on the version read (so the
 //! holder's refresh token is the current one), confirmed right before the refresh token is
-//! redeemed, released at the end. Each attempt has its own owner name, so the lease is never
-//! re-entrant, not even inside one process. All lease times are the database's clock.
+//! redeemed, released at the end (by the write of the refreshed tokens itself, when it can).
+//! Each attempt has its own owner name, so the lease is never re-entrant, not even inside one
+//! process. All lease times are the database's clock.
 
 use super::Core;
 use crate::cache::store::LeaseAttempt;
 use crate::identity::AcquireError;
+use crate::sync::lock;
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -14,11 +17,23 @@ pub(super) struct Lease {
     core: Core,
     id: String,
     owner: String,
+    /// When the lease was last taken or renewed, by this host's monotonic clock, read before
+    /// the statement was sent: the database's clock started the lease's term after that, so
+    /// the lease is ours for at least `lease_for` from then.
+    renewed_at: Mutex<Instant>,
+}
+
+/// Whether a lease taken or renewed at `renewed_at` is certainly still held at `now`, with at
+/// least three quarters of its term left: confirming it in the database would tell nothing.
+/// (Nobody else can take a live lease or release it; a sign-out deleting the row meanwhile is
+/// found by the write.)
+fn certainly_held(renewed_at: Instant, now: Instant, lease_for: Duration) -> bool {
+    now.saturating_duration_since(renewed_at) < lease_for / 4
 }
 
 /// What came of trying to take the lease.
 pub(super) enum Taking {
-    Taken(Lease),
+    Taken(Box<Lease>),
     /// The row moved on (or went away): read it again.
     Changed,
 }
@@ -33,6 +48,7 @@ impl Lease {
         deadline: Instant,
     ) -> Result<Taking, AcquireError> {
         let owner = format!("{}#{:016x}", core.options.owner, rand::random::<u64>());
+        let sent = Instant::now();
         let attempt = {
             let (store, key, owner, lease_for) = (
                 core.store.clone(),
@@ -45,11 +61,12 @@ impl Lease {
                 .await?
         };
         match attempt {
-            LeaseAttempt::Taken => Ok(Taking::Taken(Lease {
+            LeaseAttempt::Taken => Ok(Taking::Taken(Box::new(Lease {
                 core: core.clone(),
                 id: id.to_owned(),
                 owner,
-            })),
+                renewed_at: Mutex::new(sent),
+            }))),
             LeaseAttempt::Changed => Ok(Taking::Changed),
             LeaseAttempt::Held => {
                 wait_for_change(core, id, version, deadline).await?;
@@ -59,19 +76,33 @@ impl Lease {
     }
 
     /// Renews the lease if it is still ours. False: it expired and may be someone else's now.
+    /// A lease taken or renewed moments ago (see [`certainly_held`]) is ours without asking the
+    /// database: a refresh confirms right after taking, so this saves it a statement.
     pub async fn confirm(&self) -> Result<bool, AcquireError> {
-        let (store, key, owner, lease_for) = (
-            self.core.store.clone(),
-            self.id.clone(),
-            self.owner.clone(),
-            self.core.options.lease_for,
-        );
-        Ok(self
+        let lease_for = self.core.options.lease_for;
+        let sent = Instant::now();
+        if certainly_held(*lock(&self.renewed_at), sent, lease_for) {
+            return Ok(true);
+        }
+        let (store, key, owner) = (self.core.store.clone(), self.id.clone(), self.owner.clone());
+        let renewed = self
             .core
             .db
             .run(move |conn| store.confirm_lease(conn, &key, &owner, lease_for))
-            .await?)
+            .await?;
+        if renewed {
+            *lock(&self.renewed_at) = sent;
+        }
+        Ok(renewed)
     }
+
+    /// The owner name this lease is held under, for a write that ends it.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// The lease was released by the write that stored the refreshed tokens.
+    pub fn ended_by_write(self) {}
 
     pub async fn release(self) {
         let (store, key, owner) = (self.core.store.clone(), self.id, self.owner);
@@ -113,5 +144,38 @@ async fn wait_for_change(
             Some((v, true)) if v == version => continue,
             _ => return Ok(()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_is_confirmed_in_the_database_once_a_quarter_of_its_term_has_passed() {
+        let lease_for = Duration::from_secs(40);
+        let taken = Instant::now();
+        assert!(certainly_held(taken, taken, lease_for));
+        assert!(certainly_held(
+            taken,
+            taken + Duration::from_millis(9_999),
+            lease_for
+        ));
+        assert!(!certainly_held(
+            taken,
+            taken + Duration::from_secs(10),
+            lease_for
+        ));
+        assert!(!certainly_held(
+            taken,
+            taken + Duration::from_secs(60),
+            lease_for
+        ));
+        // A clock that reads earlier than the take (it cannot) still counts as fresh.
+        assert!(certainly_held(
+            taken + Duration::from_secs(1),
+            taken,
+            lease_for
+        ));
     }
 }

@@ -424,7 +424,9 @@ impl TokenAcquirer {
             .flights
             .join(&key, || {
                 let scopes = scopes.iter().map(|s| (*s).to_owned()).collect();
-                refresh::refresh(self.core.clone(), loaded, id.to_owned(), scopes, caller)
+                let (core, id) = (self.core.clone(), id.to_owned());
+                // A refresh started now starts from the row just read.
+                refresh::refresh(core, loaded, id, scopes, caller, Some(current))
             })
             .await;
         let (outcome, counted) = match (refreshed, cached) {

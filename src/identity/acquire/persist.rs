@@ -86,19 +86,22 @@ impl Write {
 }
 
 /// Writes `write`, retrying until `deadline` (None: for as long as it takes), renewing
-/// `lease` as it goes. Returns the new version and document.
+/// `lease` as it goes; with `end_lease`, the write that succeeds also releases it. Returns the
+/// new version and document.
 pub(super) async fn save(
     core: &Core,
     mut write: Write,
     lease: Option<&Lease>,
+    end_lease: bool,
     deadline: Option<Instant>,
 ) -> Result<(i64, Arc<CacheDocument>), Unwritten> {
+    let ending = lease.filter(|_| end_lease).map(|l| l.owner().to_owned());
     let mut pause = Duration::from_millis(50);
     let mut attempts = 0_u32;
     loop {
         attempts += 1;
         let document = write.document().map_err(Unwritten::Refused)?;
-        let error = match write_once(core, &write, &document).await {
+        let error = match write_once(core, &write, &document, ending.clone()).await {
             Ok(version) => {
                 if attempts > 1 {
                     tracing::info!(account = %write.id, attempts, "refreshed tokens written after retrying");
@@ -151,7 +154,7 @@ pub(super) fn save_in_background(core: &Core, write: Write, lease: Lease) {
     let core = core.clone();
     tokio::spawn(async move {
         let id = write.id.clone();
-        match save(&core, write, Some(&lease), None).await {
+        match save(&core, write, Some(&lease), false, None).await {
             Ok(_) => {}
             Err(Unwritten::Refused(e)) => {
                 tracing::warn!(account = %id, error = %e, "refreshed tokens were not written");
@@ -166,11 +169,13 @@ pub(super) fn save_in_background(core: &Core, write: Write, lease: Lease) {
 }
 
 /// Saves the document: for the web app with the user's activity in the same transaction; the
-/// worker's writes are never the user's activity.
+/// worker's writes are never the user's activity. `ending_lease`: the lease owner whose lease
+/// the write releases.
 async fn write_once(
     core: &Core,
     write: &Write,
     document: &CacheDocument,
+    ending_lease: Option<String>,
 ) -> Result<i64, CacheStoreError> {
     let (store, now, caller) = (core.store.clone(), core.now(), write.caller);
     let (key, expected, doc) = (write.id.clone(), write.base.0, document.clone());
@@ -187,7 +192,12 @@ async fn write_once(
     };
     core.db
         .run(move |conn| match caller {
-            Caller::Worker => store.save(conn, &key, &doc, expected, now),
+            Caller::Worker => match (expected, ending_lease.as_deref()) {
+                (Some(version), Some(owner)) => {
+                    store.save_ending_lease(conn, &key, &doc, version, owner, now)
+                }
+                _ => store.save(conn, &key, &doc, expected, now),
+            },
             Caller::Web => {
                 let upn = account
                     .as_ref()
@@ -202,7 +212,8 @@ async fn write_once(
                     user_principal_name: upn.as_deref(),
                     problem: None,
                 };
-                store.save_with_activity(conn, &doc, expected, &activity, now)
+                let ending = ending_lease.as_deref();
+                store.save_with_activity(conn, &doc, expected, ending, &activity, now)
             }
         })
         .await

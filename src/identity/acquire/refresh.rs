@@ -1,28 +1,35 @@
 //! One refresh of one user's tokens, as a detached flight runs it: take the row's lease on the
-//! version read, confirm it, redeem the refresh token, save the answer (see `persist`), and only
-//! then validate an ID token that needs the network. Provider metadata is loaded before the
-//! lease, so nothing but the redemption and the write happen while it is held.
+//! version read, confirm it, redeem the refresh token, save the answer (see `persist`; the
+//! write releases the lease), and only then validate an ID token that needs the network.
+//! Provider metadata is loaded before the lease, so nothing but the redemption and the write
+//! happen while it is held.
 
 use super::lease::{Lease, Taking};
 use super::persist::{self, Unwritten, Write};
-use super::{no_cache, AccessToken, Caller, Core};
+use super::{no_cache, AccessToken, Caller, Core, Current};
 use crate::identity::provider::Loaded;
 use crate::identity::AcquireError;
 use std::sync::Arc;
 use tokio::time::Instant;
 
+/// Refreshes `id`'s tokens. `read`: the row as the caller read it just before starting this
+/// refresh, used instead of reading it again (the lease is taken only if it is still current).
 pub(super) async fn refresh(
     core: Core,
     loaded: Arc<Loaded>,
     id: String,
     scopes: Vec<String>,
     caller: Caller,
+    mut read: Option<Current>,
 ) -> Result<AccessToken, AcquireError> {
     let scope_refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
     let context = &loaded.context;
     let deadline = Instant::now() + core.options.lease_for * 2;
     let (lease, version, document) = loop {
-        let current = core.read(&id).await?.ok_or_else(no_cache)?;
+        let current = match read.take() {
+            Some(current) => current,
+            None => core.read(&id).await?.ok_or_else(no_cache)?,
+        };
         if current.pending {
             return Err(AcquireError::Storage(
                 "this user's last refreshed tokens are still being written".into(),
@@ -35,7 +42,7 @@ pub(super) async fn refresh(
             }
         }
         match Lease::take(&core, &id, current.version, deadline).await? {
-            Taking::Taken(lease) => break (lease, current.version, current.document),
+            Taking::Taken(lease) => break (*lease, current.version, current.document),
             Taking::Changed => continue,
         }
     };
@@ -93,10 +100,12 @@ pub(super) async fn refresh(
         redeemed_at: core.now().unix_timestamp(),
         base: (Some(version), document),
     };
+    // The write ends the lease, unless the ID token is still to be validated and stored.
     let saved = persist::save(
         &core,
         write.clone(),
         Some(&lease),
+        !unchecked,
         Some(Instant::now() + persist::IN_REQUEST_BUDGET),
     )
     .await;
@@ -122,24 +131,30 @@ pub(super) async fn refresh(
             return token;
         }
     };
-    if unchecked {
-        match core.provider.validate_id_token(&redeemed).await {
-            Ok(Some(id_token)) => {
-                write.tokens = redeemed.tokens(Some(id_token));
-                write.base = (Some(version), document.clone());
-                // One try: the tokens are written already; only the account details wait.
-                let once = Some(Instant::now());
-                if let Err(Unwritten::Failing { error, .. } | Unwritten::Refused(error)) =
-                    persist::save(&core, write.clone(), Some(&lease), once).await
-                {
+    if !unchecked {
+        lease.ended_by_write();
+        return just_redeemed(&core, &write, &document, &scope_refs);
+    }
+    match core.provider.validate_id_token(&redeemed).await {
+        Ok(Some(id_token)) => {
+            write.tokens = redeemed.tokens(Some(id_token));
+            write.base = (Some(version), document.clone());
+            // One try: the tokens are written already; only the account details wait.
+            let once = Some(Instant::now());
+            match persist::save(&core, write.clone(), Some(&lease), true, once).await {
+                Ok(_) => {
+                    lease.ended_by_write();
+                    return just_redeemed(&core, &write, &document, &scope_refs);
+                }
+                Err(Unwritten::Failing { error, .. } | Unwritten::Refused(error)) => {
                     tracing::warn!(account = %id, %error, "could not store the validated ID token");
                 }
             }
-            Ok(None) => {}
-            Err(e) => {
-                lease.release().await;
-                return Err(e);
-            }
+        }
+        Ok(None) => {}
+        Err(e) => {
+            lease.release().await;
+            return Err(e);
         }
     }
     lease.release().await;
