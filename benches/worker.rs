@@ -26,7 +26,9 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{env_list, peak_kib, DevIdpProcess, Latencies, CLIENT_ID, CLIENT_SECRET};
+use support::{
+    cpu_seconds, env_list, peak_kib, DevIdpProcess, Latencies, CLIENT_ID, CLIENT_SECRET,
+};
 use tokenbridge::cache::document::{CacheDocument, ClientContext, Grant, TokenResponse};
 use tokenbridge::cache::seal::{SealKeys, Sealer};
 use tokenbridge::clock::to_db;
@@ -45,6 +47,9 @@ struct Run {
     per_second: f64,
     latencies: Latencies,
     peak_mib: Option<f64>,
+    /// CPU time per account (µs) of the client (the worker, or the bare client) and of the
+    /// provider: on a machine where they share the cores, what limits the rate at 0 ms.
+    cpu_us: (f64, f64),
 }
 
 /// `users` as due accounts: each a sealed cache whose access token expired an hour ago and
@@ -165,13 +170,16 @@ async fn worker_pass(
         .spawn()
         .unwrap();
     let pid = child.id();
+    let provider_cpu = idp.cpu_seconds();
     let stdout = child.stdout.take().unwrap();
     let reader = std::thread::spawn(move || std::io::read_to_string(stdout).unwrap());
-    let mut peak = 0;
+    let (mut peak, mut cpu) = (0, 0.0);
     while child.try_wait().unwrap().is_none() {
         peak = peak.max(peak_kib(pid).unwrap_or(0));
+        cpu = cpu_seconds(&pid.to_string()).unwrap_or(cpu);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    let provider_cpu = idp.cpu_seconds() - provider_cpu;
     assert!(child.wait().unwrap().success(), "the worker failed");
     let report = reader.join().unwrap();
     let mut latencies = Vec::with_capacity(count);
@@ -190,6 +198,7 @@ async fn worker_pass(
         per_second: summary["accounts_per_second"].as_f64().unwrap(),
         latencies: Latencies::new(latencies),
         peak_mib: Some(peak as f64 / 1024.0),
+        cpu_us: per_account_us(cpu, provider_cpu, count),
     }
 }
 
@@ -204,6 +213,7 @@ async fn baseline(
     let me_url = format!("{}/v1.0/me", idp.base);
     let users = Arc::new(users);
     let next = Arc::new(AtomicUsize::new(0));
+    let cpu = (cpu_seconds("self").unwrap(), idp.cpu_seconds());
     let started = Instant::now();
     let tasks: Vec<_> = (0..concurrency)
         .map(|_| {
@@ -240,11 +250,22 @@ async fn baseline(
     for task in tasks {
         latencies.extend(task.await.unwrap());
     }
+    let per_second = users.len() as f64 / started.elapsed().as_secs_f64();
     Run {
-        per_second: users.len() as f64 / started.elapsed().as_secs_f64(),
+        per_second,
         latencies: Latencies::new(latencies),
         peak_mib: None,
+        cpu_us: per_account_us(
+            cpu_seconds("self").unwrap() - cpu.0,
+            idp.cpu_seconds() - cpu.1,
+            users.len(),
+        ),
     }
+}
+
+fn per_account_us(client: f64, provider: f64, count: usize) -> (f64, f64) {
+    let per = |seconds: f64| seconds * 1e6 / count as f64;
+    (per(client), per(provider))
 }
 
 fn print(what: &str, run: &Run) {
@@ -253,10 +274,13 @@ fn print(what: &str, run: &Run) {
         .map(|mib| format!("; peak RSS {mib:.1} MiB"))
         .unwrap_or_default();
     println!(
-        "  {what:<9} {:>7.0} accounts/s; per account p50 {:.1} ms, p99 {:.1} ms{memory}",
+        "  {what:<9} {:>7.0} accounts/s; per account p50 {:.1} ms, p99 {:.1} ms{memory}; \
+         CPU per account: {what} {:.0} µs, provider {:.0} µs",
         run.per_second,
         run.latencies.ms(0.50),
         run.latencies.ms(0.99),
+        run.cpu_us.0,
+        run.cpu_us.1,
     );
 }
 

@@ -23,6 +23,11 @@ pub struct DevIdpProcess {
 }
 
 impl DevIdpProcess {
+    /// CPU time the provider has used so far, in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        cpu_seconds(&self.child.id().to_string()).unwrap_or(0.0)
+    }
+
     /// Starts the provider with a settings file holding `settings` (e.g. `[[dev_idp.clients]]`
     /// with the app's redirect URI) and waits for its banner.
     pub fn start(settings: &str) -> Self {
@@ -168,6 +173,17 @@ pub fn peak_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// CPU time (user + system) a process has used so far, in seconds; `None` once it is gone.
+/// `pid` may be `"self"`.
+pub fn cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces: utime and
+    // stime are fields 14 and 15 of the line, in USER_HZ (100 per second on Linux).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(ticks as f64 / 100.0)
 }
 
 /// A comma-separated list of numbers from the environment, or `default`.
