@@ -44,8 +44,12 @@ pub fn run(settings: &Settings, args: &WorkerArgs) -> anyhow::Result<()> {
         .require_client()
         .map_err(|e| Failure::configuration(format!("cannot act for users: {e}")))?;
     let options = options(&settings.worker, args);
+    // Database work runs on blocking threads, one per pooled connection at a time: more would
+    // only wait in the pool, each a parked thread with its own stack and allocator arena.
+    let pool = settings.database.pool_size as usize;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(pool + 4)
         .build()?;
     runtime.block_on(async move {
         let (stop, mut stopped) = watch::channel(false);

@@ -223,6 +223,57 @@ async fn exit_status_says_whether_the_pass_ran() {
     assert!(String::from_utf8_lossy(&unreachable.stderr).contains("database"));
 }
 
+/// Database work waits for a connection as queued work, not as one parked thread per account
+/// in flight: a worker's threads (and the memory each holds) do not grow with its concurrency.
+#[tokio::test]
+async fn a_worker_s_threads_do_not_grow_with_its_concurrency() {
+    let app = spawn_app_with(
+        "worker::threads",
+        Backend::Sqlite,
+        |s| s.api_latency = Duration::from_millis(20),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    seed(&app, 300).await;
+    let config = tempfile::NamedTempFile::new().unwrap();
+    let mut child = worker(
+        &app,
+        config.path(),
+        &["--format", "json", "--concurrency", "64"],
+    )
+    .env("TOKENBRIDGE_DATABASE__POOL_SIZE", "2")
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let tasks = format!("/proc/{}/task", child.id());
+    let mut most = 0;
+    while child.try_wait().unwrap().is_none() {
+        if let Ok(threads) = std::fs::read_dir(&tasks) {
+            most = most.max(threads.count());
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let processed = app.idp.counters().await["api_calls"].as_u64().unwrap();
+    assert_eq!(processed, 300);
+    // The main thread, one runtime thread per core, at most pool + 4 blocking threads, r2d2's
+    // three helper threads, and a little room.
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let bound = 1 + cores + (2 + 4) + 3 + 2;
+    assert!(most > 1, "threads were counted");
+    assert!(
+        most <= bound,
+        "{most} threads for 64 accounts in flight (at most {bound})"
+    );
+}
+
 #[tokio::test]
 async fn sigterm_finishes_the_accounts_in_flight_and_gives_back_the_rest() {
     let app = spawn_app_with(
