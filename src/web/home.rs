@@ -4,12 +4,14 @@ use super::error::WebError;
 use super::request_id::RequestId;
 use super::session::TypedSession;
 use super::{html, pages, AppState};
+use crate::api::ApiClient;
 use crate::identity::AcquireError;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 
 pub async fn home(
     state: web::Data<AppState>,
+    api: web::Data<ApiClient>,
     session: TypedSession,
     rid: RequestId,
 ) -> Result<HttpResponse, WebError> {
@@ -39,8 +41,7 @@ pub async fn home(
         }
         Err(e) => return Err(WebError::acquire(&e, &rid).signed_in(&user.csrf)),
     };
-    let profile = state
-        .api
+    let profile = api
         .me(&token)
         .await
         .map_err(|e| WebError::api(&e, &rid).signed_in(&user.csrf))?;

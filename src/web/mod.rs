@@ -38,7 +38,6 @@ const MAX_BODY: usize = 16 * 1024;
 /// Everything the handlers share.
 pub struct AppState {
     pub acquirer: Arc<TokenAcquirer>,
-    pub api: ApiClient,
     pub web: WebSettings,
     pub db: Database,
     pub clock: Arc<dyn Clock>,
@@ -114,14 +113,20 @@ impl Application {
             // Not fatal: /readyz reports it, and sign-in pages say the provider is unavailable.
             tracing::warn!(error = %e, "the identity provider's metadata could not be loaded yet");
         }
-        let api = ApiClient::new(&settings.api)?;
+        // One API client per server thread: a connection's I/O runs on the runtime that
+        // opened it, so a client shared by the threads would hand calls from one thread to
+        // another and back (two wake-ups per page).
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let api_clients = (0..workers)
+            .map(|_| ApiClient::new(&settings.api))
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_client = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let key = cookie_key(&web_settings);
         if let Some(warning) = web_settings.cookie_warning() {
             tracing::warn!("{warning}");
         }
         let state = web::Data::new(AppState {
             acquirer,
-            api,
             web: web_settings.clone(),
             db,
             clock,
@@ -153,8 +158,11 @@ impl Application {
                         .session_ttl_extension_policy(TtlExtensionPolicy::OnStateChanges),
                 )
                 .build();
+            let turn = next_client.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let api = web::Data::new(api_clients[turn % api_clients.len()].clone());
             App::new()
                 .app_data(state.clone())
+                .app_data(api)
                 .app_data(web::PayloadConfig::new(MAX_BODY))
                 .app_data(
                     web::FormConfig::default()
@@ -183,6 +191,7 @@ impl Application {
                 .service(readable!("/readyz", health::readyz))
                 .default_service(web::to(not_found))
         })
+        .workers(workers)
         .listen(listener)?
         .shutdown_timeout(10)
         .run();
