@@ -25,7 +25,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
-use support::{DevIdpProcess, Latencies, CLIENT_ID, CLIENT_SECRET};
+use support::{cpu_seconds, DevIdpProcess, Latencies, CLIENT_ID, CLIENT_SECRET};
 
 const KEY: &str = "k1=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
@@ -132,6 +132,40 @@ async fn sign_in(base: &str, user: &str) -> String {
     assert_eq!(done.status(), 303);
     let cookies = reqwest::cookie::CookieStore::cookies(&*jar, &url::Url::parse(base).unwrap());
     cookies.unwrap().to_str().unwrap().to_owned()
+}
+
+/// What one measurement found.
+struct Measured {
+    per_second: f64,
+    latencies: Latencies,
+    /// CPU time per request (µs) of the server under load and of the provider.
+    cpu_us: (f64, f64),
+}
+
+/// [`load`], with the CPU time `server` and the provider (`idp`) spent on each request.
+async fn measure(
+    address: &str,
+    path: &str,
+    headers: Rc<Vec<(&'static str, String)>>,
+    (connections, seconds): (u64, u64),
+    (server, idp): (u32, u32),
+) -> Measured {
+    let cpu = |pid: u32| cpu_seconds(&pid.to_string()).unwrap_or(0.0);
+    let before = (cpu(server), cpu(idp));
+    let started = Instant::now();
+    let (per_second, latencies) = load(address, path, headers, connections, seconds).await;
+    let requests = per_second * started.elapsed().as_secs_f64();
+    let per_request = |seconds: f64| seconds * 1e6 / requests.max(1.0);
+    let server_cpu = if server == idp {
+        0.0
+    } else {
+        per_request(cpu(server) - before.0)
+    };
+    Measured {
+        per_second,
+        latencies,
+        cpu_us: (server_cpu, per_request(cpu(idp) - before.1)),
+    }
 }
 
 /// One measurement: `connections` keep-alive connections, each sending GET `path` with the
@@ -246,29 +280,36 @@ fn main() {
             // A short warm-up, so every process has its connections and caches.
             load(warm_at, "/", cookies.clone(), connections, 1).await;
             load(cold_at, "/", cookies.clone(), connections, 1).await;
-            let ceiling = load(warm_at, "/healthz", none.clone(), connections, seconds).await;
-            let page = load(warm_at, "/", cookies.clone(), connections, seconds).await;
-            let from_db = load(cold_at, "/", cookies.clone(), connections, seconds).await;
-            let api = load(&idp_at, "/v1.0/me", tokens.clone(), connections, seconds).await;
+            let run = (connections, seconds);
+            let (warm_pid, cold_pid, idp_pid) = (warm.child.id(), cold.child.id(), idp.pid());
+            let ceiling =
+                measure(warm_at, "/healthz", none.clone(), run, (warm_pid, idp_pid)).await;
+            let page = measure(warm_at, "/", cookies.clone(), run, (warm_pid, idp_pid)).await;
+            let from_db = measure(cold_at, "/", cookies.clone(), run, (cold_pid, idp_pid)).await;
+            let api = measure(&idp_at, "/v1.0/me", tokens.clone(), run, (idp_pid, idp_pid)).await;
             println!("round {round}:");
-            for (what, (per_second, latencies)) in [
+            for (what, measured) in [
                 ("/healthz (ceiling)", &ceiling),
                 ("home page, cached token", &page),
                 ("home page, row not in memory", &from_db),
                 ("GET /v1.0/me alone", &api),
             ] {
                 println!(
-                    "  {what:<30} {per_second:>8.0} req/s; p50 {:>6.2} ms, p99 {:>6.2} ms",
-                    latencies.ms(0.50),
-                    latencies.ms(0.99)
+                    "  {what:<30} {:>8.0} req/s; p50 {:>6.2} ms, p99 {:>6.2} ms; \
+                     CPU per request: serve {:>3.0} µs, provider {:>3.0} µs",
+                    measured.per_second,
+                    measured.latencies.ms(0.50),
+                    measured.latencies.ms(0.99),
+                    measured.cpu_us.0,
+                    measured.cpu_us.1,
                 );
             }
             println!(
                 "  page / API throughput {:.2}; page p99 - API p99 = {:+.2} ms \
                  (row not in memory: {:+.2} ms)",
-                page.0 / api.0,
-                page.1.ms(0.99) - api.1.ms(0.99),
-                from_db.1.ms(0.99) - api.1.ms(0.99),
+                page.per_second / api.per_second,
+                page.latencies.ms(0.99) - api.latencies.ms(0.99),
+                from_db.latencies.ms(0.99) - api.latencies.ms(0.99),
             );
         }
     });

@@ -25,7 +25,11 @@ pub struct DevIdpProcess {
 impl DevIdpProcess {
     /// CPU time the provider has used so far, in seconds.
     pub fn cpu_seconds(&self) -> f64 {
-        cpu_seconds(&self.child.id().to_string()).unwrap_or(0.0)
+        cpu_seconds(&self.pid().to_string()).unwrap_or(0.0)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// Starts the provider with a settings file holding `settings` (e.g. `[[dev_idp.clients]]`
