@@ -1,11 +1,15 @@
 //! The connection layer: per-connection set-up and failures at connect time.
 
+use crate::backend_tests;
 use crate::fixtures::{document, plain_store};
 use crate::support::{self, T0};
+use diesel::connection::InstrumentationEvent;
 use diesel::sql_types::{BigInt, Text};
 use diesel::{QueryableByName, RunQueryDsl};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokenbridge::db::{Backend, Database, DatabaseUrl, DbError};
+use tokenbridge::db::{Backend, ConnectionManager, Database, DatabaseUrl, DbError};
 
 #[derive(QueryableByName)]
 struct Mode {
@@ -34,6 +38,25 @@ fn sqlite_connections_use_wal_and_wait_for_locks() {
             .unwrap();
         assert_eq!(timeout[0].timeout, 20_000);
     }
+}
+
+backend_tests!(with_migrated: a_checkout_checks_only_server_connections);
+
+/// Every checkout of a server connection costs a round trip (`SELECT 1`), so a connection the
+/// server dropped is replaced rather than handed out; SQLite's need no check.
+fn a_checkout_checks_only_server_connections(db: &support::TestDb) {
+    let statements = Arc::new(AtomicUsize::new(0));
+    let mut conn = db.conn();
+    let counted = statements.clone();
+    diesel::Connection::set_instrumentation(&mut *conn, move |event: InstrumentationEvent<'_>| {
+        if let InstrumentationEvent::StartQuery { .. } = event {
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let manager = ConnectionManager::new(db.settings.url.clone(), Duration::from_secs(5));
+    r2d2::ManageConnection::is_valid(&manager, &mut conn).unwrap();
+    let expected = usize::from(db.backend() != Backend::Sqlite);
+    assert_eq!(statements.load(Ordering::SeqCst), expected);
 }
 
 #[test]
