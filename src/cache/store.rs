@@ -220,18 +220,19 @@ impl TokenCacheStore {
         self.write(conn, id, document, expected, None, now)
     }
 
-    /// [`Self::save`] of refreshed tokens over `version`, releasing in the same statement the
-    /// refresh lease `owner` holds (a lease someone else holds by now is left alone).
-    pub fn save_ending_lease(
+    /// [`Self::save`] of refreshed tokens over `version`; with `ending_lease`, the refresh lease
+    /// that owner holds is released in the same statement (a lease someone else holds by now is
+    /// left alone).
+    pub fn save_refreshed(
         &self,
         conn: &mut DbConnection,
         id: &str,
         document: &CacheDocument,
         version: i64,
-        owner: &str,
+        ending_lease: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<i64, CacheStoreError> {
-        self.write(conn, id, document, Some(version), Some(owner), now)
+        self.write(conn, id, document, Some(version), ending_lease, now)
     }
 
     /// The write behind [`Self::save`]; `ending_lease` only counts for a write over a version

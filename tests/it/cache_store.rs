@@ -10,7 +10,8 @@ use std::time::Duration as StdDuration;
 use time::Duration;
 use tokenbridge::activity::store as activities;
 use tokenbridge::cache::seal::SealError;
-use tokenbridge::cache::store::{CacheStoreError, LeaseAttempt};
+use tokenbridge::cache::document::CacheDocument;
+use tokenbridge::cache::store::{CacheStoreError, LeaseAttempt, TokenCacheStore};
 use tokenbridge::clock::to_db;
 use tokenbridge::db::schema::token_cache::dsl as tc;
 use tokenbridge::db::DbError;
@@ -35,6 +36,14 @@ backend_tests!(with_migrated:
     cache_is_not_saved_when_the_activity_write_fails,
     async_run_uses_a_blocking_thread,
 );
+
+/// A plain (unsealed) store holding one user's document at version 1.
+fn one_row(db: &TestDb) -> (TokenCacheStore, CacheDocument, String) {
+    let store = plain_store();
+    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
+    store.save(&mut db.conn(), &home, &doc, None, T0).unwrap();
+    (store, doc, home)
+}
 
 fn raw_value(db: &TestDb, id: &str) -> Vec<u8> {
     tc::token_cache
@@ -99,9 +108,7 @@ fn a_stale_version_is_a_conflict_and_changes_nothing(db: &TestDb) {
 }
 
 fn inserting_over_a_live_row_is_a_conflict(db: &TestDb) {
-    let store = plain_store();
-    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
-    store.save(&mut db.conn(), &home, &doc, None, T0).unwrap();
+    let (store, doc, home) = one_row(db);
     let err = store
         .save(&mut db.conn(), &home, &doc, None, T0)
         .unwrap_err();
@@ -118,9 +125,7 @@ fn inserting_over_a_live_row_is_a_conflict(db: &TestDb) {
 }
 
 fn expired_rows_are_absent_and_can_be_replaced(db: &TestDb) {
-    let store = plain_store();
-    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
-    store.save(&mut db.conn(), &home, &doc, None, T0).unwrap();
+    let (store, _, home) = one_row(db);
     let later = T0 + Duration::days(91);
     assert!(store.load(&mut db.conn(), &home, later).unwrap().is_none());
     assert_eq!(
@@ -137,9 +142,7 @@ fn expired_rows_are_absent_and_can_be_replaced(db: &TestDb) {
 }
 
 fn reading_slides_the_expiry_without_a_new_version(db: &TestDb) {
-    let store = plain_store();
-    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
-    store.save(&mut db.conn(), &home, &doc, None, T0).unwrap();
+    let (store, _, home) = one_row(db);
     // Soon after a write: no write on read.
     let soon = T0 + Duration::minutes(10);
     let loaded = store.load(&mut db.conn(), &home, soon).unwrap().unwrap();
@@ -159,9 +162,7 @@ fn reading_slides_the_expiry_without_a_new_version(db: &TestDb) {
 }
 
 fn delete_removes_the_row(db: &TestDb) {
-    let store = plain_store();
-    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
-    store.save(&mut db.conn(), &home, &doc, None, T0).unwrap();
+    let (store, _, home) = one_row(db);
     assert!(store.delete(&mut db.conn(), &home).unwrap());
     assert!(!store.delete(&mut db.conn(), &home).unwrap());
     assert!(store.load(&mut db.conn(), &home, T0).unwrap().is_none());
@@ -183,9 +184,7 @@ fn sweep_deletes_expired_rows_in_batches(db: &TestDb) {
 }
 
 fn lease_is_exclusive_until_released_or_expired(db: &TestDb) {
-    let store = plain_store();
-    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
-    store.save(&mut db.conn(), &home, &doc, None, T0).unwrap();
+    let (store, _, home) = one_row(db);
     let long = StdDuration::from_secs(30);
     let c = &mut db.conn();
     assert_eq!(
@@ -226,9 +225,7 @@ fn lease_is_exclusive_until_released_or_expired(db: &TestDb) {
 /// whatever time the processes think it is, and an expired one can be taken over, never
 /// confirmed by its former holder.
 fn an_expired_lease_is_taken_over_and_cannot_be_confirmed(db: &TestDb) {
-    let store = plain_store();
-    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
-    store.save(&mut db.conn(), &home, &doc, None, T0).unwrap();
+    let (store, _, home) = one_row(db);
     let c = &mut db.conn();
     let short = StdDuration::from_millis(300);
     assert_eq!(
@@ -259,9 +256,7 @@ fn an_expired_lease_is_taken_over_and_cannot_be_confirmed(db: &TestDb) {
 /// A refresh's write ends its lease in the same statement; a lease that is no longer the
 /// writer's (it expired and someone else took it) stays with its new holder, whole.
 fn the_write_of_refreshed_tokens_releases_its_own_lease_only(db: &TestDb) {
-    let store = plain_store();
-    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
-    store.save(&mut db.conn(), &home, &doc, None, T0).unwrap();
+    let (store, doc, home) = one_row(db);
     let c = &mut db.conn();
     let long = StdDuration::from_secs(30);
     assert_eq!(
@@ -271,7 +266,7 @@ fn the_write_of_refreshed_tokens_releases_its_own_lease_only(db: &TestDb) {
     let (refreshed, _) = document("u1", "at-2", T0.unix_timestamp());
     assert_eq!(
         store
-            .save_ending_lease(c, &home, &refreshed, 1, "worker-a", T0)
+            .save_refreshed(c, &home, &refreshed, 1, Some("worker-a"), T0)
             .unwrap(),
         2
     );
@@ -292,14 +287,14 @@ fn the_write_of_refreshed_tokens_releases_its_own_lease_only(db: &TestDb) {
     let held = store.lease(c, &home).unwrap().unwrap();
     assert_eq!(
         store
-            .save_ending_lease(c, &home, &doc, 2, "worker-a", T0)
+            .save_refreshed(c, &home, &doc, 2, Some("worker-a"), T0)
             .unwrap(),
         3
     );
     assert_eq!(store.lease(c, &home).unwrap(), Some(held));
     // A stale version is a conflict, and the lease stays too.
     assert!(matches!(
-        store.save_ending_lease(c, &home, &doc, 2, "worker-b", T0),
+        store.save_refreshed(c, &home, &doc, 2, Some("worker-b"), T0),
         Err(CacheStoreError::Conflict {
             current: Some(3),
             ..
@@ -344,7 +339,7 @@ fn a_refresh_s_statements_are_prepared_once_per_connection(db: &TestDb) {
             Some((version, true))
         );
         store
-            .save_ending_lease(c, &home, &doc, version, &owner, T0)
+            .save_refreshed(c, &home, &doc, version, Some(&owner), T0)
             .unwrap();
         assert_eq!(
             store
@@ -383,9 +378,7 @@ fn a_refresh_s_statements_are_prepared_once_per_connection(db: &TestDb) {
 /// a newer document (and let go), the stale reader must read again, not redeem the refresh
 /// token it holds, which the provider has already rotated.
 fn a_lease_on_a_stale_version_is_not_taken(db: &TestDb) {
-    let store = plain_store();
-    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
-    store.save(&mut db.conn(), &home, &doc, None, T0).unwrap();
+    let (store, doc, home) = one_row(db);
     let c = &mut db.conn();
     let long = StdDuration::from_secs(30);
     // Process A reads version 1; process B refreshes meanwhile and writes version 2.
@@ -450,9 +443,7 @@ fn values_are_sealed_at_rest_and_bound_to_their_row(db: &TestDb) {
 }
 
 fn corrupt_rows_are_errors_and_are_left_alone(db: &TestDb) {
-    let store = plain_store();
-    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
-    store.save(&mut db.conn(), &home, &doc, None, T0).unwrap();
+    let (store, _, home) = one_row(db);
     let garbage = b"{\"AccessToken\": [not json".to_vec();
     diesel::update(tc::token_cache.filter(tc::id.eq(&home)))
         .set(tc::value.eq(&garbage))

@@ -35,7 +35,7 @@ pub(super) struct Write {
     /// this is newer than ours and is kept.
     pub redeemed_at: i64,
     /// The row's version and document the refresh token was taken from.
-    pub base: (Option<i64>, Arc<CacheDocument>),
+    pub base: (i64, Arc<CacheDocument>),
 }
 
 /// Why a write did not happen.
@@ -192,12 +192,9 @@ async fn write_once(
     };
     core.db
         .run(move |conn| match caller {
-            Caller::Worker => match (expected, ending_lease.as_deref()) {
-                (Some(version), Some(owner)) => {
-                    store.save_ending_lease(conn, &key, &doc, version, owner, now)
-                }
-                _ => store.save(conn, &key, &doc, expected, now),
-            },
+            Caller::Worker => {
+                store.save_refreshed(conn, &key, &doc, expected, ending_lease.as_deref(), now)
+            }
             Caller::Web => {
                 let upn = account
                     .as_ref()
@@ -213,7 +210,7 @@ async fn write_once(
                     problem: None,
                 };
                 let ending = ending_lease.as_deref();
-                store.save_with_activity(conn, &doc, expected, ending, &activity, now)
+                store.save_with_activity(conn, &doc, Some(expected), ending, &activity, now)
             }
         })
         .await
@@ -221,23 +218,20 @@ async fn write_once(
 
 /// The row as it is now, to merge into. A corrupt row is written over (its version kept); a
 /// row this process cannot open is left alone.
-async fn reload(
-    core: &Core,
-    id: &str,
-) -> Result<Option<(Option<i64>, Arc<CacheDocument>)>, AcquireError> {
+async fn reload(core: &Core, id: &str) -> Result<Option<(i64, Arc<CacheDocument>)>, AcquireError> {
     let (store, key, now) = (core.store.clone(), id.to_owned(), core.now());
     let loaded = core
         .db
         .run(move |conn| -> Result<_, CacheStoreError> {
             match store.load(conn, &key, now) {
                 Ok(loaded) => Ok(loaded.map(|LoadedCache { document, version, .. }| {
-                    (Some(version), Arc::new(document))
+                    (version, Arc::new(document))
                 })),
                 Err(e) if e.is_corrupt() => {
                     tracing::warn!(error = %e, "writing refreshed tokens over a corrupt token cache");
                     Ok(store
                         .current_version(conn, &key, now)?
-                        .map(|v| (Some(v), Arc::new(CacheDocument::default()))))
+                        .map(|v| (v, Arc::new(CacheDocument::default()))))
                 }
                 Err(e) => Err(e),
             }

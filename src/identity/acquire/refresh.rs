@@ -98,7 +98,7 @@ pub(super) async fn refresh(
         scopes: scopes.clone(),
         caller,
         redeemed_at: core.now().unix_timestamp(),
-        base: (Some(version), document),
+        base: (version, document),
     };
     // The write ends the lease, unless the ID token is still to be validated and stored.
     let saved = persist::save(
@@ -138,7 +138,7 @@ pub(super) async fn refresh(
     match core.provider.validate_id_token(&redeemed).await {
         Ok(Some(id_token)) => {
             write.tokens = redeemed.tokens(Some(id_token));
-            write.base = (Some(version), document.clone());
+            write.base = (version, document.clone());
             // One try: the tokens are written already; only the account details wait.
             let once = Some(Instant::now());
             match persist::save(&core, write.clone(), Some(&lease), true, once).await {
