@@ -27,8 +27,6 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 use support::{cpu_seconds, DevIdpProcess, Latencies, CLIENT_ID, CLIENT_SECRET};
 
-const KEY: &str = "k1=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
-
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -62,12 +60,7 @@ impl Serve {
             .env_clear()
             .env("TOKENBRIDGE_DATABASE__URL", database)
             .env("TOKENBRIDGE_DATABASE__POOL_SIZE", "16")
-            .env("TOKENBRIDGE_IDENTITY__INSTANCE", &idp.base)
-            .env("TOKENBRIDGE_IDENTITY__TENANT_ID", &idp.tenant)
-            .env("TOKENBRIDGE_IDENTITY__CLIENT_ID", CLIENT_ID)
-            .env("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", CLIENT_SECRET)
-            .env("TOKENBRIDGE_API__BASE_URL", format!("{}/v1.0", idp.base))
-            .env("TOKENBRIDGE_CACHE__KEYS", KEY)
+            .envs(idp.client_env())
             .env(
                 "TOKENBRIDGE_CACHE__MEMORY_ENTRIES",
                 memory_entries.to_string(),

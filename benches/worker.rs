@@ -26,9 +26,7 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{
-    cpu_seconds, env_list, peak_kib, DevIdpProcess, Latencies, CLIENT_ID, CLIENT_SECRET,
-};
+use support::{cpu_seconds, env_list, peak_kib, DevIdpProcess, Latencies, CACHE_KEYS, CLIENT_ID};
 use tokenbridge::cache::document::{CacheDocument, ClientContext, Grant, TokenResponse};
 use tokenbridge::cache::seal::{SealKeys, Sealer};
 use tokenbridge::clock::to_db;
@@ -37,7 +35,6 @@ use tokenbridge::db::{migrate, Database, DatabaseUrl, DbConnection};
 use tokenbridge::secret::Secret;
 use tokenbridge::settings::Settings;
 
-const KEY: &str = "k1=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 const SCOPE: &str = "User.Read offline_access openid profile";
 /// Rows per INSERT: well under every backend's limit on bound parameters.
 const BATCH: usize = 1000;
@@ -58,7 +55,10 @@ fn seed(db: &Database, idp: &DevIdpProcess, users: &[(String, String, String)]) 
     let mut conn = db.get().unwrap();
     conn.batch_execute("DELETE FROM account_activities; DELETE FROM token_cache")
         .unwrap();
-    let sealer = Sealer::new(Some(SealKeys::parse(&Secret::new(KEY)).unwrap()), false);
+    let sealer = Sealer::new(
+        Some(SealKeys::parse(&Secret::new(CACHE_KEYS)).unwrap()),
+        false,
+    );
     let context = ClientContext {
         client_id: CLIENT_ID.into(),
         environment: "127.0.0.1".into(),
@@ -154,12 +154,7 @@ async fn worker_pass(
         .args(["--concurrency", &concurrency.to_string()])
         .env_clear()
         .env("TOKENBRIDGE_DATABASE__URL", url.full_url())
-        .env("TOKENBRIDGE_IDENTITY__INSTANCE", &idp.base)
-        .env("TOKENBRIDGE_IDENTITY__TENANT_ID", &idp.tenant)
-        .env("TOKENBRIDGE_IDENTITY__CLIENT_ID", CLIENT_ID)
-        .env("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", CLIENT_SECRET)
-        .env("TOKENBRIDGE_API__BASE_URL", format!("{}/v1.0", idp.base))
-        .env("TOKENBRIDGE_CACHE__KEYS", KEY)
+        .envs(idp.client_env())
         .env("TOKENBRIDGE_LOG__LEVEL", "warn")
         // Settings to try (e.g. TOKENBRIDGE_DATABASE__POOL_SIZE) reach the worker as they are.
         .envs(std::env::vars().filter(|(name, _)| {

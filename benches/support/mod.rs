@@ -12,6 +12,9 @@ pub use tokenbridge::settings::{
     DEFAULT_CLIENT_ID as CLIENT_ID, DEFAULT_CLIENT_SECRET as CLIENT_SECRET,
 };
 
+/// The cache keys the benchmarks seal with (`cache.keys`).
+pub const CACHE_KEYS: &str = "k1=MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
 /// `tokenbridge dev-idp` on a free loopback port; killed when dropped.
 pub struct DevIdpProcess {
     child: Child,
@@ -23,6 +26,19 @@ pub struct DevIdpProcess {
 }
 
 impl DevIdpProcess {
+    /// The settings (as `TOKENBRIDGE_` variables) that point `serve` or `worker` at this
+    /// provider and its API as the development client, with [`CACHE_KEYS`].
+    pub fn client_env(&self) -> [(&'static str, String); 6] {
+        [
+            ("TOKENBRIDGE_IDENTITY__INSTANCE", self.base.clone()),
+            ("TOKENBRIDGE_IDENTITY__TENANT_ID", self.tenant.clone()),
+            ("TOKENBRIDGE_IDENTITY__CLIENT_ID", CLIENT_ID.into()),
+            ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", CLIENT_SECRET.into()),
+            ("TOKENBRIDGE_API__BASE_URL", format!("{}/v1.0", self.base)),
+            ("TOKENBRIDGE_CACHE__KEYS", CACHE_KEYS.into()),
+        ]
+    }
+
     /// CPU time the provider has used so far, in seconds.
     pub fn cpu_seconds(&self) -> f64 {
         cpu_seconds(&self.pid().to_string()).unwrap_or(0.0)
@@ -90,20 +106,14 @@ impl DevIdpProcess {
 
     /// `count` users `{prefix}0000000`..., each with a refresh token: (username, oid, token).
     pub async fn mint(&self, prefix: &str, count: u64) -> Vec<(String, String, String)> {
-        let response: serde_json::Value = self
-            .http
-            .post(format!("{}/admin/refresh-tokens", self.base))
-            .json(&serde_json::json!({
-                "client_id": CLIENT_ID, "prefix": prefix, "count": count
-            }))
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let response = json_answer(
+            self.http
+                .post(format!("{}/admin/refresh-tokens", self.base))
+                .json(&serde_json::json!({
+                    "client_id": CLIENT_ID, "prefix": prefix, "count": count
+                })),
+        )
+        .await;
         response["users"]
             .as_array()
             .unwrap()
@@ -131,14 +141,22 @@ pub async fn refresh(
     refresh_token: &str,
     scope: &str,
 ) -> String {
-    let answer: serde_json::Value = http
-        .post(token_url)
-        .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
-        .form(&[
-            ("grant_type", "refresh_token"),
-            ("refresh_token", refresh_token),
-            ("scope", scope),
-        ])
+    let answer = json_answer(
+        http.post(token_url)
+            .basic_auth(CLIENT_ID, Some(CLIENT_SECRET))
+            .form(&[
+                ("grant_type", "refresh_token"),
+                ("refresh_token", refresh_token),
+                ("scope", scope),
+            ]),
+    )
+    .await;
+    answer["access_token"].as_str().unwrap().to_owned()
+}
+
+/// Sends `request` and returns its JSON answer; any other answer stops the benchmark.
+async fn json_answer(request: reqwest::RequestBuilder) -> serde_json::Value {
+    request
         .send()
         .await
         .unwrap()
@@ -146,8 +164,7 @@ pub async fn refresh(
         .unwrap()
         .json()
         .await
-        .unwrap();
-    answer["access_token"].as_str().unwrap().to_owned()
+        .unwrap()
 }
 
 /// Latencies, sorted once, read by percentile.
