@@ -15,6 +15,7 @@ pub use web::{
 };
 pub use worker::{ReportFormat, WorkerSettings};
 
+use crate::cache::redis::RedisUrl;
 use crate::cache::seal::SealKeys;
 use crate::db::DatabaseUrl;
 use crate::secret::Secret;
@@ -69,12 +70,22 @@ pub struct DatabaseSettings {
 
 #[derive(Debug, Clone)]
 pub struct CacheSettings {
+    /// Where the token caches live when not in the SQL database (`cache.url`).
+    pub redis: Option<RedisSettings>,
     pub sliding_expiration: Duration,
     pub keys: Option<SealKeys>,
     pub read_plaintext: bool,
     pub sweep_batch: u32,
     /// Documents each process keeps in memory (least recently used go first); 0 turns it off.
     pub memory_entries: u64,
+}
+
+/// Token caches in Redis; account activity stays in the SQL database.
+#[derive(Debug, Clone)]
+pub struct RedisSettings {
+    pub url: RedisUrl,
+    /// Every key starts with this and a colon, so deployments can share a Redis database.
+    pub key_prefix: String,
 }
 
 #[derive(Debug, Clone)]
@@ -128,6 +139,9 @@ impl Default for RawDatabase {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawCache {
+    url: Option<Secret>,
+    url_file: Option<PathBuf>,
+    key_prefix: String,
     sliding_expiration: String,
     keys: Option<Secret>,
     keys_file: Option<PathBuf>,
@@ -139,6 +153,9 @@ struct RawCache {
 impl Default for RawCache {
     fn default() -> Self {
         Self {
+            url: None,
+            url_file: None,
+            key_prefix: "tokenbridge".into(),
             sliding_expiration: "90d".into(),
             keys: None,
             keys_file: None,
@@ -293,6 +310,16 @@ impl Settings {
                     "{file_name}: `{key}` is a secret and must not be written in the settings \
                      file; set {} or `{key}_file` instead",
                     env_var_for(key)
+                )));
+            }
+        }
+        // A Redis URL may be written in the file, but not with its password.
+        if let Ok(url) = file_only.get::<String>("cache.url") {
+            if RedisUrl::parse(&url).is_ok_and(|url| url.has_password()) {
+                return Err(SettingsError::Parse(format!(
+                    "{file_name}: `cache.url` holds a password, a secret that must not be written \
+                     in the settings file; set {} or `cache.url_file` instead",
+                    env_var_for("cache.url")
                 )));
             }
         }
@@ -557,6 +584,24 @@ pub(crate) fn parse_duration(key: &'static str, value: &str) -> Result<Duration,
     })
 }
 
+/// `cache.key_prefix`: printable, no spaces, no braces (the store puts the user id between
+/// braces after it).
+fn check_key_prefix(prefix: String) -> Result<String, SettingsError> {
+    let prefix = prefix.trim().to_owned();
+    let fine = (1..=64).contains(&prefix.len())
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '{' | '}'));
+    if fine {
+        Ok(prefix)
+    } else {
+        Err(invalid(
+            "cache.key_prefix",
+            "expected 1 to 64 printable characters without spaces or braces, such as \"tokenbridge\"",
+        ))
+    }
+}
+
 /// Reads a secret from the environment-provided value or from a file, never both.
 pub(crate) fn secret_from(
     key: &'static str,
@@ -592,7 +637,16 @@ impl RawSettings {
                 *section = T::default();
             }
         }
-        reset(sections.cache, &mut self.cache);
+        if !sections.cache {
+            // Where the caches live still counts: `migrate` says it has nothing to do in Redis.
+            let cache = std::mem::take(&mut self.cache);
+            self.cache = RawCache {
+                url: cache.url,
+                url_file: cache.url_file,
+                key_prefix: cache.key_prefix,
+                ..RawCache::default()
+            };
+        }
         reset(sections.identity, &mut self.identity);
         reset(sections.api, &mut self.api);
         reset(sections.web, &mut self.web);
@@ -613,6 +667,7 @@ impl RawSettings {
         }
         for path in [
             &mut self.cache.keys_file,
+            &mut self.cache.url_file,
             &mut self.identity.client_secret_file,
             &mut self.web.session_key_file,
         ]
@@ -657,6 +712,14 @@ impl RawSettings {
             .map(|secret| SealKeys::parse(&secret))
             .transpose()
             .map_err(|e| invalid("cache.keys", e.to_string()))?;
+        let redis = match secret_from("cache.url", self.cache.url, self.cache.url_file)? {
+            None => None,
+            Some(url) => Some(RedisSettings {
+                url: RedisUrl::parse(url.expose())
+                    .map_err(|e| invalid("cache.url", e.to_string()))?,
+                key_prefix: check_key_prefix(self.cache.key_prefix)?,
+            }),
+        };
         if self.cache.memory_entries > 10_000_000 {
             return Err(invalid(
                 "cache.memory_entries",
@@ -678,6 +741,7 @@ impl RawSettings {
                 busy_timeout,
             },
             cache: CacheSettings {
+                redis,
                 sliding_expiration,
                 keys,
                 read_plaintext: self.cache.read_plaintext,

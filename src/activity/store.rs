@@ -26,6 +26,30 @@ pub struct ActivityUpsert<'a> {
     pub problem: Option<&'a str>,
 }
 
+/// [`ActivityUpsert`] with its own strings, to carry across an `.await`.
+#[derive(Debug, Clone, Default)]
+pub struct ActivityRecord {
+    pub account_cache_key: String,
+    pub account_identifier: String,
+    pub object_id: Option<String>,
+    pub tenant_id: Option<String>,
+    pub user_principal_name: Option<String>,
+    pub problem: Option<String>,
+}
+
+impl ActivityRecord {
+    pub fn as_upsert(&self) -> ActivityUpsert<'_> {
+        ActivityUpsert {
+            account_cache_key: &self.account_cache_key,
+            account_identifier: &self.account_identifier,
+            object_id: self.object_id.as_deref(),
+            tenant_id: self.tenant_id.as_deref(),
+            user_principal_name: self.user_principal_name.as_deref(),
+            problem: self.problem.as_deref(),
+        }
+    }
+}
+
 /// One row, as read.
 #[derive(Debug, Clone, PartialEq, Eq, Queryable)]
 pub struct Activity {

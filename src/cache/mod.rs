@@ -1,6 +1,8 @@
 //! Each user's MSAL-format token cache: the document, its sealing, and its table.
 
+pub mod backend;
 pub mod document;
 pub mod lease;
+pub mod redis;
 pub mod seal;
 pub mod store;

@@ -31,6 +31,9 @@ pub enum CacheStoreError {
     Corrupt { id: String, source: DocumentError },
     #[error("cannot seal token cache {id}: {source}")]
     Seal { id: String, source: SealError },
+    /// Redis (`cache.url`) failed or did not answer; the URL is shown without its password.
+    #[error("the token cache store Redis at {url} is unavailable: {reason}")]
+    Redis { url: String, reason: String },
 }
 
 impl From<DieselError> for CacheStoreError {
@@ -74,16 +77,55 @@ pub struct LoadedCache {
     pub session_epoch: i64,
 }
 
+/// What a save wrote: the row's new version, and the session epoch it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Saved {
+    pub version: i64,
+    pub session_epoch: i64,
+}
+
 /// A row's session epoch, chosen at random when the row is created (never 0, the value of rows
 /// from before epochs existed) and kept while it lives: sessions carry it, and deleting the
 /// row at sign-out ends them all.
-fn new_session_epoch() -> i64 {
+pub(crate) fn new_session_epoch() -> i64 {
     loop {
         let epoch = rand::random::<i64>();
         if epoch != 0 {
             return epoch;
         }
     }
+}
+
+/// Opens and parses a stored value: the same for every store.
+pub(crate) fn open_document(
+    sealer: &Sealer,
+    id: &str,
+    value: &[u8],
+) -> Result<CacheDocument, CacheStoreError> {
+    let plain = sealer
+        .open(id, value)
+        .map_err(|source| CacheStoreError::Undecryptable {
+            id: id.to_owned(),
+            source,
+        })?;
+    CacheDocument::parse(&plain).map_err(|source| CacheStoreError::Corrupt {
+        id: id.to_owned(),
+        source,
+    })
+}
+
+/// Serializes and seals a document for storing, bound to its row's id.
+pub(crate) fn seal_document(
+    sealer: &Sealer,
+    id: &str,
+    document: &CacheDocument,
+) -> Result<Vec<u8>, CacheStoreError> {
+    sealer
+        .seal(id, &document.to_json())
+        .map_err(|source| CacheStoreError::Seal {
+            id: id.to_owned(),
+            source,
+        })
 }
 
 /// Reads and writes cache rows. Cheap to clone.
@@ -127,17 +169,7 @@ impl TokenCacheStore {
         let Some((value, version, expires_at, session_epoch)) = row else {
             return Ok(None);
         };
-        let plain =
-            self.sealer
-                .open(id, &value)
-                .map_err(|source| CacheStoreError::Undecryptable {
-                    id: id.to_owned(),
-                    source,
-                })?;
-        let document = CacheDocument::parse(&plain).map_err(|source| CacheStoreError::Corrupt {
-            id: id.to_owned(),
-            source,
-        })?;
+        let document = open_document(&self.sealer, id, &value)?;
         let mut expires_at = from_db(expires_at);
         let slid = now.saturating_add(self.sliding);
         if slid - expires_at > self.sliding / 100 {
@@ -246,13 +278,7 @@ impl TokenCacheStore {
         ending_lease: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<i64, CacheStoreError> {
-        let sealed = self
-            .sealer
-            .seal(id, &document.to_json())
-            .map_err(|source| CacheStoreError::Seal {
-                id: id.to_owned(),
-                source,
-            })?;
+        let sealed = seal_document(&self.sealer, id, document)?;
         let (now_db, expires) = (to_db(now), self.expiry(now));
         if let Some(version) = expected {
             let target = tc::id.eq(id).and(tc::version.eq(version));

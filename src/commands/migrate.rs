@@ -9,6 +9,14 @@ use std::io::Write;
 pub fn run(settings: &Settings, args: &MigrateArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     // No cache warnings here: migrate writes no token caches.
     let url = &settings.database.url;
+    if let Some(redis) = &settings.cache.redis {
+        writeln!(
+            out,
+            "token caches: Redis at {} (prefix {:?}): nothing to migrate there; its keys carry \
+             their own expiry",
+            redis.url, redis.key_prefix
+        )?;
+    }
     if args.status && url.sqlite_path().is_some_and(|path| !path.exists()) {
         // Opening would create the file; --status changes nothing.
         writeln!(out, "database: {url} (no file yet)")?;

@@ -95,7 +95,7 @@ pub fn run(settings: &Settings, args: &WorkerArgs) -> anyhow::Result<()> {
 fn failure(e: PassError) -> anyhow::Error {
     match e {
         PassError::Configuration(_) => Failure::configuration(e.to_string()).into(),
-        PassError::Database(_) => Failure::infrastructure(e.to_string()).into(),
+        PassError::Storage(_) => Failure::infrastructure(e.to_string()).into(),
     }
 }
 

@@ -1,14 +1,12 @@
-//! Signing out: the user's cache row is deleted and their activity marked, in one transaction,
-//! for the session's own sign-ins only (its epoch); the refresh token is then revoked at the
+//! Signing out: the user's cache row is deleted and their activity marked (see
+//! [`crate::cache::backend::CacheBackend::remove_session`]), for the session's own sign-ins
+//! only (its epoch); the refresh token is then revoked at the
 //! provider when it offers that. A database that does not answer does not keep the user signed
 //! in: the deletion is retried in the background until the database is back.
 
 use super::acquire::{Core, TokenAcquirer};
 use super::error::AcquireError;
-use crate::cache::store::CacheStoreError;
-use crate::db::DbConnection;
 use crate::secret::Secret;
-use diesel::Connection;
 use std::time::Duration;
 
 /// How a sign-out went.
@@ -55,34 +53,19 @@ async fn remove(core: &Core, id: &str, session_epoch: i64) -> Result<bool, Acqui
         .await
         .ok()
         .map(|m| m.context.clone());
-    let (store, key, now) = (core.store.clone(), id.to_owned(), core.now());
     let removed = core
-        .db
-        .run(
-            move |conn: &mut DbConnection| -> Result<Option<Option<Secret>>, CacheStoreError> {
-                conn.transaction(|conn| {
-                    match store.version_and_epoch(conn, &key, now)? {
-                        Some((_, epoch)) if epoch == session_epoch => {}
-                        _ => return Ok(None),
-                    }
-                    // A row this process cannot open is still deleted; it just cannot be
-                    // revoked.
-                    let refresh_token = match (&context, store.load(conn, &key, now)) {
-                        (Some(context), Ok(Some(loaded))) => loaded
-                            .document
-                            .find_refresh_token(context, &key)
-                            .map(|rt| rt.secret.clone()),
-                        _ => None,
-                    };
-                    store.delete(conn, &key)?;
-                    crate::activity::store::mark_signed_out(conn, &key, now)?;
-                    Ok(Some(refresh_token))
-                })
-            },
-        )
+        .caches
+        .remove_session(id, session_epoch, core.now())
         .await?;
-    let Some(refresh_token) = removed else {
+    let Some(document) = removed else {
         return Ok(false);
+    };
+    // A row this process could not open was still deleted; it just cannot be revoked.
+    let refresh_token: Option<Secret> = match (&context, &document) {
+        (Some(context), Some(document)) => document
+            .find_refresh_token(context, id)
+            .map(|rt| rt.secret.clone()),
+        _ => None,
     };
     core.forget(id);
     if let Some(refresh_token) = refresh_token {

@@ -1,10 +1,11 @@
 //! `GET /healthz` (the process answers) and `GET /readyz`: the database answers and takes a
-//! write, the provider's metadata is loaded and it does not refuse this client's configuration,
+//! write, Redis answers when the token caches are there, the provider's metadata is loaded and it does not refuse this client's configuration,
 //! and the token caches open with this process's keys. Each probe is bounded by
 //! [`PROBE_TIMEOUT`], so `/readyz` answers within seconds during an outage, and the database's
 //! answer is kept for [`CACHE_FOR`], so probes cannot overload it.
 
 use super::AppState;
+use crate::cache::backend::CacheBackend;
 use crate::sync::lock;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
@@ -15,9 +16,19 @@ use std::time::{Duration, Instant};
 pub const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 pub const CACHE_FOR: Duration = Duration::from_secs(1);
 
-/// The database probe's last answer and when it was made.
+/// The storage probes' last answer and when it was made.
 #[derive(Default)]
-pub struct Readiness(Mutex<Option<(Instant, &'static str, Option<String>)>>);
+pub struct Readiness(Mutex<Option<(Instant, Storage)>>);
+
+/// What the storage probes found.
+#[derive(Clone)]
+pub struct Storage {
+    database: &'static str,
+    /// Redis's state (`ok` or `unavailable`) when the token caches are there.
+    redis: Option<&'static str>,
+    /// A key problem found opening a stored cache.
+    keys: Option<String>,
+}
 
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
@@ -32,12 +43,16 @@ async fn probe(state: &AppState) -> (StatusCode, serde_json::Value) {
     let cached = lock(&state.readiness.0)
         .clone()
         .filter(|(at, ..)| at.elapsed() < CACHE_FOR);
-    let (database, keys) = match cached {
-        Some((_, database, keys)) => (database, keys),
+    let Storage {
+        database,
+        redis,
+        keys,
+    } = match cached {
+        Some((_, storage)) => storage,
         None => {
-            let (database, keys) = database(state).await;
-            *lock(&state.readiness.0) = Some((Instant::now(), database, keys.clone()));
-            (database, keys)
+            let storage = storage(state).await;
+            *lock(&state.readiness.0) = Some((Instant::now(), storage.clone()));
+            storage
         }
     };
     let cache_keys = keys.or_else(|| state.acquirer.key_problem());
@@ -54,12 +69,18 @@ async fn probe(state: &AppState) -> (StatusCode, serde_json::Value) {
     if let Some(problem) = &config_problem {
         tracing::error!(%problem, "not ready: the identity provider refuses this client's configuration");
     }
-    let body = serde_json::json!({
+    let mut body = serde_json::json!({
         "database": database,
         "provider": provider,
         "cache_keys": if cache_keys.is_some() { "misconfigured" } else { "ok" },
     });
-    let ready = database == "ok" && provider == "ok" && cache_keys.is_none();
+    if let Some(redis) = redis {
+        body["redis"] = redis.into();
+    }
+    let ready = database == "ok"
+        && redis.is_none_or(|r| r == "ok")
+        && provider == "ok"
+        && cache_keys.is_none();
     let status = if ready {
         StatusCode::OK
     } else {
@@ -69,25 +90,57 @@ async fn probe(state: &AppState) -> (StatusCode, serde_json::Value) {
 }
 
 /// The database's state (`ok`, `unavailable`, or `not_writable`: answers but refuses the write
-/// a sign-in makes), and a key problem found opening a stored cache.
-async fn database(state: &AppState) -> (&'static str, Option<String>) {
-    let store = state.acquirer.store().clone();
-    let read = state.db.run(move |conn| {
-        conn.batch_execute("SELECT 1")
-            .map_err(crate::db::DbError::from)?;
-        Ok::<_, crate::db::DbError>(store.check_keys(conn))
-    });
-    let keys = match tokio::time::timeout(PROBE_TIMEOUT, read).await {
-        Err(_) | Ok(Err(_)) => return ("unavailable", None),
-        Ok(Ok(Err(e))) if e.is_key_problem() => Some(e.to_string()),
-        Ok(Ok(_)) => None,
+/// a sign-in makes), Redis's when the caches are there, and a key problem found opening a
+/// stored cache.
+async fn storage(state: &AppState) -> Storage {
+    let caches = state.acquirer.caches();
+    let (database, redis) = tokio::join!(database(state), redis(caches));
+    let keys = match (database, redis) {
+        ("unavailable", _) | (_, Some("unavailable")) => None,
+        _ => match tokio::time::timeout(PROBE_TIMEOUT, caches.check_keys()).await {
+            Ok(Err(e)) if e.is_key_problem() => Some(e.to_string()),
+            _ => None,
+        },
     };
+    Storage {
+        database,
+        redis,
+        keys,
+    }
+}
+
+async fn database(state: &AppState) -> &'static str {
+    let read = state.db.run(|conn| {
+        conn.batch_execute("SELECT 1")
+            .map_err(crate::db::DbError::from)
+    });
+    if !matches!(tokio::time::timeout(PROBE_TIMEOUT, read).await, Ok(Ok(()))) {
+        return "unavailable";
+    }
     match tokio::time::timeout(PROBE_TIMEOUT, state.acquirer.check_writable()).await {
-        Ok(Ok(())) => ("ok", keys),
+        Ok(Ok(())) => "ok",
         Ok(Err(e)) => {
             tracing::error!(error = %e, "not ready: the database refuses writes");
-            ("not_writable", keys)
+            "not_writable"
         }
-        Err(_) => ("unavailable", keys),
+        Err(_) => "unavailable",
+    }
+}
+
+/// `None` when the token caches are in the database.
+async fn redis(caches: &CacheBackend) -> Option<&'static str> {
+    if !caches.is_redis() {
+        return None;
+    }
+    match tokio::time::timeout(PROBE_TIMEOUT, caches.ping()).await {
+        Ok(Ok(())) => Some("ok"),
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "not ready: the token cache store does not answer");
+            Some("unavailable")
+        }
+        Err(_) => {
+            tracing::error!(store = %caches.describe(), "not ready: the token cache store does not answer");
+            Some("unavailable")
+        }
     }
 }

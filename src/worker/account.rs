@@ -98,7 +98,7 @@ impl From<AcquireError> for Failure {
             e @ (AcquireError::Configuration(_)
             | AcquireError::CacheKeys(_)
             | AcquireError::Rejected(_)) => Failure::Fatal(PassError::Configuration(e.to_string())),
-            AcquireError::Storage(reason) => Failure::Fatal(PassError::Database(reason)),
+            AcquireError::Storage(reason) => Failure::Fatal(PassError::Storage(reason)),
         }
     }
 }
@@ -183,7 +183,7 @@ impl Worker {
                     .map_err(crate::db::DbError::from)
             })
             .await
-            .map_err(|e| PassError::Database(e.to_string()))?;
+            .map_err(|e| PassError::Storage(e.to_string()))?;
         if !recorded {
             tracing::warn!(account = %activity.account_cache_key, "the claim expired before the outcome was recorded");
         }

@@ -15,7 +15,7 @@ pub use account::{AccountReport, Kind};
 pub use report::{Reporter, Summary};
 
 use crate::api::ApiClient;
-use crate::cache::store::TokenCacheStore;
+use crate::cache::backend::CacheBackend;
 use crate::clock::Clock;
 use crate::db::Database;
 use crate::identity::acquire::{process_owner, AcquirerOptions, TokenAcquirer};
@@ -32,9 +32,10 @@ pub enum PassError {
     /// It would fail for every account (client registration, scopes, cache keys): exit 2.
     #[error("configuration error: {0}")]
     Configuration(String),
-    /// The database failed: exit 1. Claims expire; nothing is lost.
-    #[error("database error: {0}")]
-    Database(String),
+    /// The database or the token cache store (Redis) failed: exit 1. Claims expire; nothing
+    /// is lost.
+    #[error("storage error: {0}")]
+    Storage(String),
 }
 
 /// Expired cache rows are swept at most this often under `--every` (and on every single pass).
@@ -44,7 +45,7 @@ pub struct Worker {
     db: Database,
     acquirer: TokenAcquirer,
     api: ApiClient,
-    store: TokenCacheStore,
+    caches: CacheBackend,
     clock: Arc<dyn Clock>,
     owner: String,
     options: WorkerSettings,
@@ -77,7 +78,7 @@ impl Worker {
     ) -> Result<Self, PassError> {
         let db = Database::open_migrated(settings.database.clone())
             .await
-            .map_err(|e| PassError::Database(e.to_string()))?;
+            .map_err(|e| PassError::Storage(e.to_string()))?;
         let mut acquirer_options =
             AcquirerOptions::from_settings(&settings.identity, &settings.cache);
         // Each account is visited once a pass: keeping documents would only grow memory.
@@ -85,7 +86,12 @@ impl Worker {
         let acquirer =
             TokenAcquirer::from_settings(db.clone(), settings, clock.clone(), acquirer_options)
                 .map_err(|e| PassError::Configuration(e.to_string()))?;
-        let store = acquirer.store().clone();
+        let caches = acquirer.caches().clone();
+        // A Redis that does not answer fails the run at once, with the reason.
+        caches
+            .ping()
+            .await
+            .map_err(|e| PassError::Storage(e.to_string()))?;
         let api =
             ApiClient::new(&settings.api).map_err(|e| PassError::Configuration(e.to_string()))?;
         let one_try = settings.identity.http_timeout * 2 + settings.api.timeout;
@@ -94,7 +100,7 @@ impl Worker {
             db,
             acquirer,
             api,
-            store,
+            caches,
             clock,
             owner: format!("worker-{}", process_owner()),
             options,
@@ -133,12 +139,11 @@ impl Worker {
         if lock(&self.last_sweep).is_some_and(|at| at.elapsed() < SWEEP_EVERY) {
             return Ok(0);
         }
-        let (store, now, batch) = (self.store.clone(), self.clock.now(), self.sweep_batch);
         let swept = self
-            .db
-            .run(move |conn| store.sweep_expired(conn, now, batch))
+            .caches
+            .sweep_expired(self.clock.now(), self.sweep_batch)
             .await
-            .map_err(|e| PassError::Database(e.to_string()))?;
+            .map_err(|e| PassError::Storage(e.to_string()))?;
         *lock(&self.last_sweep) = Some(Instant::now());
         Ok(swept as u64)
     }

@@ -247,5 +247,5 @@ impl Worker {
 }
 
 fn database(e: DbError) -> PassError {
-    PassError::Database(e.to_string())
+    PassError::Storage(e.to_string())
 }

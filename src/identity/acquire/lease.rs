@@ -49,17 +49,10 @@ impl Lease {
     ) -> Result<Taking, AcquireError> {
         let owner = format!("{}#{:016x}", core.options.owner, rand::random::<u64>());
         let sent = Instant::now();
-        let attempt = {
-            let (store, key, owner, lease_for) = (
-                core.store.clone(),
-                id.to_owned(),
-                owner.clone(),
-                core.options.lease_for,
-            );
-            core.db
-                .run(move |conn| store.take_lease(conn, &key, version, &owner, lease_for))
-                .await?
-        };
+        let attempt = core
+            .caches
+            .take_lease(id, version, &owner, core.options.lease_for)
+            .await?;
         match attempt {
             LeaseAttempt::Taken => Ok(Taking::Taken(Box::new(Lease {
                 core: core.clone(),
@@ -84,11 +77,10 @@ impl Lease {
         if certainly_held(*lock(&self.renewed_at), sent, lease_for) {
             return Ok(true);
         }
-        let (store, key, owner) = (self.core.store.clone(), self.id.clone(), self.owner.clone());
         let renewed = self
             .core
-            .db
-            .run(move |conn| store.confirm_lease(conn, &key, &owner, lease_for))
+            .caches
+            .confirm_lease(&self.id, &self.owner, lease_for)
             .await?;
         if renewed {
             *lock(&self.renewed_at) = sent;
@@ -105,12 +97,7 @@ impl Lease {
     pub fn ended_by_write(self) {}
 
     pub async fn release(self) {
-        let (store, key, owner) = (self.core.store.clone(), self.id, self.owner);
-        let released = self
-            .core
-            .db
-            .run(move |conn| store.release_lease(conn, &key, &owner))
-            .await;
+        let released = self.core.caches.release_lease(&self.id, &self.owner).await;
         if let Err(e) = released {
             // The lease expires on its own; another process can take it then.
             tracing::warn!(error = %e, "could not release a refresh lease");
@@ -135,11 +122,7 @@ async fn wait_for_change(
         }
         tokio::time::sleep(pause).await;
         pause = (pause * 2).min(Duration::from_millis(250));
-        let (store, key, now) = (core.store.clone(), id.to_owned(), core.now());
-        let current = core
-            .db
-            .run(move |conn| store.version_and_lease(conn, &key, now))
-            .await?;
+        let current = core.caches.version_and_lease(id, core.now()).await?;
         match current {
             Some((v, true)) if v == version => continue,
             _ => return Ok(()),

@@ -16,7 +16,9 @@ mod refresh;
 
 use super::error::AcquireError;
 use super::provider::OidcProvider;
+use crate::cache::backend::CacheBackend;
 use crate::cache::document::{AccessTokenEntry, CacheDocument, ClientContext};
+use crate::cache::redis::{Read, RedisCacheStore};
 use crate::cache::seal::Sealer;
 use crate::cache::store::{CacheStoreError, TokenCacheStore};
 use crate::clock::Clock;
@@ -166,7 +168,7 @@ pub(super) struct Usable {
 #[derive(Clone)]
 pub(crate) struct Core {
     pub(crate) db: Database,
-    pub(crate) store: TokenCacheStore,
+    pub(crate) caches: CacheBackend,
     pub(crate) provider: Arc<OidcProvider>,
     clock: Arc<dyn Clock>,
     options: Arc<AcquirerOptions>,
@@ -226,45 +228,35 @@ impl Core {
                 session_epoch: None,
             }));
         }
-        let (store, key, now) = (self.store.clone(), id.to_owned(), self.now());
         let remembered = self.memory.get(id);
         let known = remembered.as_ref().map(|(v, _)| *v);
-        let loaded = self
-            .db
-            .run(move |conn| -> Result<_, CacheStoreError> {
-                if let Some(known) = known {
-                    let Some((version, epoch)) = store.version_and_epoch(conn, &key, now)? else {
-                        return Ok(None);
-                    };
-                    if version == known {
-                        return Ok(Some((version, epoch, None)));
-                    }
-                }
-                Ok(store
-                    .load(conn, &key, now)?
-                    .map(|l| (l.version, l.session_epoch, Some(l.document))))
-            })
+        let read = self
+            .caches
+            .read(id, known, self.now())
             .await
             .map_err(|e| self.noting(e.into()))?;
-        let current = match loaded {
+        let (version, session_epoch, document) = match read {
             None => {
                 self.forget(id);
                 return Ok(None);
             }
-            Some((version, epoch, Some(document))) => {
-                let document = Arc::new(document);
-                self.memory.remember(id, version, document.clone());
-                (version, epoch, document)
+            Some(Read::Loaded(loaded)) => {
+                let document = Arc::new(loaded.document);
+                self.memory.remember(id, loaded.version, document.clone());
+                (loaded.version, loaded.session_epoch, document)
             }
-            Some((version, epoch, None)) => match remembered {
-                Some((_, document)) => (version, epoch, document),
+            Some(Read::Unchanged {
+                version,
+                session_epoch,
+            }) => match remembered {
+                Some((_, document)) => (version, session_epoch, document),
                 None => return Ok(None),
             },
         };
         Ok(Some(Current {
-            version: current.0,
-            session_epoch: Some(current.1),
-            document: current.2,
+            version,
+            session_epoch: Some(session_epoch),
+            document,
             pending: false,
         }))
     }
@@ -301,7 +293,8 @@ impl std::fmt::Debug for TokenAcquirer {
 
 impl TokenAcquirer {
     /// The acquirer `serve` and `worker` build from settings: the provider client, the cache
-    /// store with the configured keys, `options` (see [`AcquirerOptions::from_settings`]).
+    /// store (the database, or Redis with `cache.url`) with the configured keys, `options`
+    /// (see [`AcquirerOptions::from_settings`]). Redis is connected on first use.
     pub fn from_settings(
         db: Database,
         settings: &Settings,
@@ -309,13 +302,32 @@ impl TokenAcquirer {
         options: AcquirerOptions,
     ) -> Result<Self, AcquireError> {
         let provider = OidcProvider::new(&settings.identity, &settings.web.redirect_uri())?;
-        let store = TokenCacheStore::new(
-            Sealer::new(settings.cache.keys.clone(), settings.cache.read_plaintext),
-            settings.cache.sliding_expiration,
-        );
-        Ok(Self::new(db, store, Arc::new(provider), clock, options))
+        let sealer = Sealer::new(settings.cache.keys.clone(), settings.cache.read_plaintext);
+        let sliding = settings.cache.sliding_expiration;
+        let caches = match &settings.cache.redis {
+            None => CacheBackend::sql(db.clone(), TokenCacheStore::new(sealer, sliding)),
+            Some(redis) => CacheBackend::Redis {
+                db: db.clone(),
+                store: RedisCacheStore::new(
+                    &redis.url,
+                    &redis.key_prefix,
+                    sealer,
+                    sliding,
+                    settings.database.connect_timeout,
+                )
+                .map_err(|e| AcquireError::Configuration(e.to_string()))?,
+            },
+        };
+        Ok(Self::with_caches(
+            db,
+            caches,
+            Arc::new(provider),
+            clock,
+            options,
+        ))
     }
 
+    /// An acquirer over the SQL store.
     pub fn new(
         db: Database,
         store: TokenCacheStore,
@@ -323,10 +335,21 @@ impl TokenAcquirer {
         clock: Arc<dyn Clock>,
         options: AcquirerOptions,
     ) -> Self {
+        let caches = CacheBackend::sql(db.clone(), store);
+        Self::with_caches(db, caches, provider, clock, options)
+    }
+
+    pub fn with_caches(
+        db: Database,
+        caches: CacheBackend,
+        provider: Arc<OidcProvider>,
+        clock: Arc<dyn Clock>,
+        options: AcquirerOptions,
+    ) -> Self {
         Self {
             core: Core {
                 db,
-                store,
+                caches,
                 provider,
                 clock,
                 memory: Memory::new(options.memory_entries),
@@ -342,8 +365,9 @@ impl TokenAcquirer {
         &self.core.provider
     }
 
-    pub fn store(&self) -> &TokenCacheStore {
-        &self.core.store
+    /// Where the token caches are stored.
+    pub fn caches(&self) -> &CacheBackend {
+        &self.core.caches
     }
 
     /// Documents held in memory now.

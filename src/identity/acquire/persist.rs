@@ -9,7 +9,7 @@
 
 use super::lease::Lease;
 use super::{Caller, Core};
-use crate::activity::store::ActivityUpsert;
+use crate::activity::store::ActivityRecord;
 use crate::cache::document::{CacheDocument, ClientContext, Grant, TokenResponse};
 use crate::cache::store::{CacheStoreError, LoadedCache};
 use crate::identity::AcquireError;
@@ -168,74 +168,68 @@ pub(super) fn save_in_background(core: &Core, write: Write, lease: Lease) {
     });
 }
 
-/// Saves the document: for the web app with the user's activity in the same transaction; the
-/// worker's writes are never the user's activity. `ending_lease`: the lease owner whose lease
-/// the write releases.
+/// Saves the document: for the web app with the user's activity (see
+/// [`crate::cache::backend::CacheBackend::save_with_activity`]); the worker's writes are never
+/// the user's activity. `ending_lease`: the lease owner whose lease the write releases.
 async fn write_once(
     core: &Core,
     write: &Write,
     document: &CacheDocument,
     ending_lease: Option<String>,
 ) -> Result<i64, CacheStoreError> {
-    let (store, now, caller) = (core.store.clone(), core.now(), write.caller);
-    let (key, expected, doc) = (write.id.clone(), write.base.0, document.clone());
-    let account = document.account(&write.context, &write.id).cloned();
+    let (now, expected, doc) = (core.now(), write.base.0, document.clone());
+    if write.caller == Caller::Worker {
+        return core
+            .caches
+            .save_refreshed(&write.id, doc, expected, ending_lease, now)
+            .await;
+    }
+    let account = document.account(&write.context, &write.id);
     // The tenant only from what names one: Entra ID's realm is its tenant id; another provider's
     // ID token may carry `tid`. Unknown here keeps what sign-in stored.
     let tenant = match core.provider.kind() {
-        ProviderKind::Entra => account.as_ref().map(|a| a.realm.clone()),
+        ProviderKind::Entra => account.map(|a| a.realm.clone()),
         ProviderKind::Oidc => write
             .tokens
             .id_token
             .as_ref()
             .and_then(|t| t.claims.tid.clone()),
     };
-    core.db
-        .run(move |conn| match caller {
-            Caller::Worker => {
-                store.save_refreshed(conn, &key, &doc, expected, ending_lease.as_deref(), now)
-            }
-            Caller::Web => {
-                let upn = account
-                    .as_ref()
-                    .map(|a| a.username.clone())
-                    .filter(|u| !u.is_empty());
-                let oid = account.as_ref().map(|a| a.local_account_id.clone());
-                let activity = ActivityUpsert {
-                    account_cache_key: &key,
-                    account_identifier: &key,
-                    object_id: oid.as_deref(),
-                    tenant_id: tenant.as_deref(),
-                    user_principal_name: upn.as_deref(),
-                    problem: None,
-                };
-                let ending = ending_lease.as_deref();
-                store.save_with_activity(conn, &doc, Some(expected), ending, &activity, now)
-            }
-        })
-        .await
+    let activity = ActivityRecord {
+        account_cache_key: write.id.clone(),
+        account_identifier: write.id.clone(),
+        object_id: account.map(|a| a.local_account_id.clone()),
+        tenant_id: tenant,
+        user_principal_name: account
+            .map(|a| a.username.clone())
+            .filter(|u| !u.is_empty()),
+        problem: None,
+    };
+    let saved = core
+        .caches
+        .save_with_activity(doc, Some(expected), ending_lease, activity, now)
+        .await?;
+    Ok(saved.version)
 }
 
 /// The row as it is now, to merge into. A corrupt row is written over (its version kept); a
 /// row this process cannot open is left alone.
 async fn reload(core: &Core, id: &str) -> Result<Option<(i64, Arc<CacheDocument>)>, AcquireError> {
-    let (store, key, now) = (core.store.clone(), id.to_owned(), core.now());
-    let loaded = core
-        .db
-        .run(move |conn| -> Result<_, CacheStoreError> {
-            match store.load(conn, &key, now) {
-                Ok(loaded) => Ok(loaded.map(|LoadedCache { document, version, .. }| {
-                    (version, Arc::new(document))
-                })),
-                Err(e) if e.is_corrupt() => {
-                    tracing::warn!(error = %e, "writing refreshed tokens over a corrupt token cache");
-                    Ok(store
-                        .current_version(conn, &key, now)?
-                        .map(|v| (v, Arc::new(CacheDocument::default()))))
-                }
-                Err(e) => Err(e),
-            }
-        })
-        .await?;
-    Ok(loaded)
+    let now = core.now();
+    match core.caches.load(id, now).await {
+        Ok(loaded) => Ok(loaded.map(
+            |LoadedCache {
+                 document, version, ..
+             }| { (version, Arc::new(document)) },
+        )),
+        Err(e) if e.is_corrupt() => {
+            tracing::warn!(error = %e, "writing refreshed tokens over a corrupt token cache");
+            Ok(core
+                .caches
+                .current_version(id, now)
+                .await?
+                .map(|v| (v, Arc::new(CacheDocument::default()))))
+        }
+        Err(e) => Err(e.into()),
+    }
 }

@@ -152,5 +152,5 @@ async fn the_database_going_away_mid_pass_stops_it() {
         .await
         .expect("the pass stopped")
         .result;
-    assert!(matches!(result, Err(PassError::Database(_))), "{result:?}");
+    assert!(matches!(result, Err(PassError::Storage(_))), "{result:?}");
 }
