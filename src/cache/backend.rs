@@ -6,13 +6,24 @@
 //! points at nothing).
 
 use super::document::CacheDocument;
-use super::redis::{Read, RedisCacheStore};
+use super::redis::RedisCacheStore;
 use super::store::{CacheStoreError, LeaseAttempt, LoadedCache, Saved, TokenCacheStore};
 use crate::activity::store::{self as activity_store, ActivityRecord};
 use crate::db::{Database, DbError};
 use diesel::Connection;
 use std::time::Duration;
 use time::OffsetDateTime;
+
+/// What [`CacheBackend::read`] found.
+#[derive(Debug)]
+pub enum Read {
+    /// The row is still at the version the caller knows.
+    Unchanged {
+        version: i64,
+        session_epoch: i64,
+    },
+    Loaded(LoadedCache),
+}
 
 /// The token-cache store this process uses. Cheap to clone.
 #[derive(Debug, Clone)]

@@ -244,3 +244,74 @@ macro_rules! backend_tests {
         }
     };
 }
+
+pub const REDIS_VAR: &str = "TOKENBRIDGE_TEST_REDIS_URL";
+
+/// A key prefix of its own in the test Redis (so tests run in parallel on one database); its
+/// keys are deleted when it is dropped.
+pub struct RedisPrefix {
+    pub url: tokenbridge::cache::redis::RedisUrl,
+    pub prefix: String,
+}
+
+impl RedisPrefix {
+    /// A new prefix on the Redis named by [`REDIS_VAR`], or the skip reported (a failure in CI).
+    pub fn new(test: &str) -> Option<Self> {
+        let url = match std::env::var(REDIS_VAR) {
+            Ok(url) if !url.is_empty() => {
+                tokenbridge::cache::redis::RedisUrl::parse(&url).expect("a valid test Redis URL")
+            }
+            _ => {
+                skip(test, &format!("a Redis server named by {REDIS_VAR}"));
+                return None;
+            }
+        };
+        Some(Self {
+            url,
+            prefix: unique_name(),
+        })
+    }
+
+    /// A plain connection, to look at or tamper with keys directly.
+    pub fn connection(&self) -> redis::Connection {
+        redis::Client::open(self.url.expose())
+            .and_then(|client| client.get_connection())
+            .unwrap_or_else(|e| panic!("cannot reach the test Redis ({REDIS_VAR}): {e}"))
+    }
+
+    /// The key a user's cache is stored under.
+    pub fn cache_key(&self, id: &str) -> String {
+        format!("{}:{{{id}}}:cache", self.prefix)
+    }
+
+    /// Every key under this prefix.
+    pub fn keys(&self) -> Vec<String> {
+        let mut conn = self.connection();
+        let mut keys = Vec::new();
+        let mut cursor = 0_u64;
+        loop {
+            let (next, mut found): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{}:*", self.prefix))
+                .arg("COUNT")
+                .arg(1000)
+                .query(&mut conn)
+                .expect("SCAN");
+            keys.append(&mut found);
+            if next == 0 {
+                return keys;
+            }
+            cursor = next;
+        }
+    }
+}
+
+impl Drop for RedisPrefix {
+    fn drop(&mut self) {
+        let keys = self.keys();
+        if !keys.is_empty() {
+            let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query(&mut self.connection());
+        }
+    }
+}

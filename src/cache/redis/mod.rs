@@ -13,6 +13,7 @@ mod scripts;
 mod url;
 
 pub use self::url::{RedisUrl, RedisUrlError};
+use super::backend::Read;
 use super::document::CacheDocument;
 use super::seal::Sealer;
 use super::store::{new_session_epoch, open_document, seal_document, CacheStoreError, LoadedCache};
@@ -22,16 +23,6 @@ use redis::AsyncCommands;
 use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
-
-/// What [`RedisCacheStore::read`] found.
-pub enum Read {
-    /// The row is still at the version the caller knows.
-    Unchanged {
-        version: i64,
-        session_epoch: i64,
-    },
-    Loaded(LoadedCache),
-}
 
 /// The Redis token-cache store. Cheap to clone: clones share one connection.
 #[derive(Clone)]

@@ -16,9 +16,9 @@ mod refresh;
 
 use super::error::AcquireError;
 use super::provider::OidcProvider;
-use crate::cache::backend::CacheBackend;
+use crate::cache::backend::{CacheBackend, Read};
 use crate::cache::document::{AccessTokenEntry, CacheDocument, ClientContext};
-use crate::cache::redis::{Read, RedisCacheStore};
+use crate::cache::redis::RedisCacheStore;
 use crate::cache::seal::Sealer;
 use crate::cache::store::{CacheStoreError, TokenCacheStore};
 use crate::clock::Clock;
