@@ -1,10 +1,8 @@
 //! The flows a person goes through, on every backend.
 
-use super::{e2e_tests, location, spawn_app, TestApp};
-use diesel::prelude::*;
+use super::{e2e_tests, location, redis_e2e_tests, spawn_app, TestApp};
 use time::Duration;
 use tokenbridge::activity::store as activities;
-use tokenbridge::db::schema::token_cache::dsl as tc;
 use tokenbridge::db::Backend;
 use tokenbridge::settings::Rotation;
 
@@ -16,11 +14,16 @@ e2e_tests!(
     sign_out_removes_the_cache_row,
 );
 
+redis_e2e_tests!(
+    sign_in_shows_the_profile_and_stores_a_sealed_cache,
+    an_expired_access_token_is_refreshed_silently,
+    twenty_concurrent_page_loads_after_expiry_cause_one_refresh,
+    a_revoked_user_is_sent_to_sign_in,
+    sign_out_removes_the_cache_row,
+);
+
 fn raw_cache(app: &TestApp) -> Vec<(String, Vec<u8>, i64)> {
-    tc::token_cache
-        .select((tc::id, tc::value, tc::version))
-        .load(&mut *app.db.conn())
-        .unwrap()
+    app.cache_rows()
 }
 
 async fn sign_in_shows_the_profile_and_stores_a_sealed_cache(backend: Backend) {
@@ -48,6 +51,17 @@ async fn sign_in_shows_the_profile_and_stores_a_sealed_cache(backend: Backend) {
         id.ends_with(&format!(".{}", app.idp.tenant)),
         "home account id is uid.utid: {id}"
     );
+    if let Some(redis) = &app.redis {
+        // In Redis, under the app's prefix, and not in the database's table.
+        use diesel::prelude::*;
+        use tokenbridge::db::schema::token_cache::dsl as tc;
+        assert_eq!(redis.keys(), [redis.cache_key(id)]);
+        let in_sql: i64 = tc::token_cache
+            .count()
+            .get_result(&mut *app.db.conn())
+            .unwrap();
+        assert_eq!(in_sql, 0);
+    }
     let activity = activities::get(&mut app.db.conn(), id).unwrap().unwrap();
     assert_eq!(
         activity.user_principal_name.as_deref(),

@@ -11,7 +11,7 @@ mod security;
 mod sessions;
 
 use crate::dev_idp::{spawn_idp_with, TestIdp, CLIENT_ID, CLIENT_SECRET};
-use crate::support::{self, TestDb};
+use crate::support::{self, RedisPrefix, TestDb};
 use reqwest::header::LOCATION;
 use std::collections::HashMap;
 use std::net::TcpListener;
@@ -20,7 +20,7 @@ use tokenbridge::cache::seal::SealKeys;
 use tokenbridge::clock::ManualClock;
 use tokenbridge::db::Backend;
 use tokenbridge::secret::Secret;
-use tokenbridge::settings::{DevIdpSettings, ProviderKind, Settings};
+use tokenbridge::settings::{DevIdpSettings, ProviderKind, RedisSettings, Settings};
 use tokenbridge::web::Application;
 use url::Url;
 
@@ -32,6 +32,17 @@ pub struct TestApp {
     pub clock: ManualClock,
     pub jar: Arc<reqwest::cookie::Jar>,
     pub settings: Settings,
+    /// The app's key prefix in Redis when its token caches are there (see [`in_redis`]).
+    pub redis: Option<Arc<RedisPrefix>>,
+}
+
+tokio::task_local! {
+    static CACHES_IN_REDIS: bool;
+}
+
+/// Runs an end-to-end test with the app's token caches in Redis (activities in its database).
+pub async fn in_redis<F: std::future::Future>(test: F) -> F::Output {
+    CACHES_IN_REDIS.scope(true, test).await
 }
 
 /// Declares one `#[tokio::test]` per backend for each async body taking a `Backend`.
@@ -43,6 +54,15 @@ macro_rules! e2e_tests {
     };
 }
 pub(crate) use e2e_tests;
+
+/// Declares each async body taking a `Backend` once more, as `redis::name`: the app's token
+/// caches in Redis, its activities in PostgreSQL.
+macro_rules! redis_e2e_tests {
+    ($($name:ident),* $(,)?) => {
+        mod redis { $( #[tokio::test] async fn $name() { crate::serve::in_redis(super::$name(tokenbridge::db::Backend::Postgres)).await } )* }
+    };
+}
+pub(crate) use redis_e2e_tests;
 
 pub fn app_settings(db: &TestDb, idp: &TestIdp, base: &str) -> Settings {
     let mut s = Settings::from_sources("", "test", &HashMap::new()).unwrap();
@@ -130,6 +150,16 @@ pub async fn spawn_app_with(
     })
     .await;
     let mut settings = app_settings(&db, &idp, &base);
+    let redis = match CACHES_IN_REDIS.try_with(|in_redis| *in_redis) {
+        Ok(true) => Some(Arc::new(RedisPrefix::new(test)?)),
+        _ => None,
+    };
+    if let Some(redis) = &redis {
+        settings.cache.redis = Some(RedisSettings {
+            url: redis.url.clone(),
+            key_prefix: redis.prefix.clone(),
+        });
+    }
     change_app(&mut settings);
     let clock = ManualClock::new(time::OffsetDateTime::now_utc());
     let app = Application::build_on(&settings, listener, Arc::new(clock.clone()))
@@ -150,6 +180,7 @@ pub async fn spawn_app_with(
         clock,
         jar,
         settings,
+        redis,
     })
 }
 
@@ -164,6 +195,39 @@ pub fn location(response: &reqwest::Response) -> String {
 }
 
 impl TestApp {
+    /// Every user's stored cache as (id, sealed value, version), from the database or Redis.
+    pub fn cache_rows(&self) -> Vec<(String, Vec<u8>, i64)> {
+        let Some(redis) = &self.redis else {
+            use diesel::prelude::*;
+            use tokenbridge::db::schema::token_cache::dsl as tc;
+            return tc::token_cache
+                .select((tc::id, tc::value, tc::version))
+                .order(tc::id)
+                .load(&mut *self.db.conn())
+                .unwrap();
+        };
+        let mut conn = redis.connection();
+        let mut rows: Vec<_> = redis
+            .keys()
+            .into_iter()
+            .filter_map(|key| {
+                let id = key
+                    .strip_prefix(&format!("{}:{{", redis.prefix))?
+                    .strip_suffix("}:cache")?
+                    .to_owned();
+                let (value, version): (Vec<u8>, i64) = ::redis::cmd("HMGET")
+                    .arg(&key)
+                    .arg("v")
+                    .arg("ver")
+                    .query(&mut conn)
+                    .unwrap();
+                Some((id, value, version))
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -250,8 +314,12 @@ impl TestApp {
         (response.status().as_u16(), response.text().await.unwrap())
     }
 
+    /// Rows in `table`; for `token_cache` with the caches in Redis, the users' cache keys.
     pub fn count(&self, table: &str) -> i64 {
         use diesel::RunQueryDsl;
+        if let (Some(_), "token_cache") = (&self.redis, table) {
+            return self.cache_rows().len() as i64;
+        }
         #[derive(diesel::QueryableByName)]
         struct Count {
             #[diesel(sql_type = diesel::sql_types::BigInt)]

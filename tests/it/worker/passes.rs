@@ -1,12 +1,22 @@
 //! What a pass does for users in each state, on every backend.
 
 use super::{activity, outcomes, pass};
-use crate::serve::{e2e_tests, spawn_app, TestApp};
+use crate::serve::{e2e_tests, redis_e2e_tests, spawn_app, TestApp};
 use time::Duration;
 use tokenbridge::clock::Clock;
 use tokenbridge::db::Backend;
 
 e2e_tests!(
+    one_pass_refreshes_each_idle_user_and_calls_the_api_once_each,
+    a_revoked_user_is_marked_skipped_and_cleared_by_signing_in,
+    a_signed_out_user_is_reported_once_then_skipped,
+    a_sign_in_without_a_refresh_token_is_marked_and_reported_once,
+    a_dry_run_lists_the_due_accounts_and_changes_nothing,
+    one_user_can_be_processed_alone,
+    the_web_app_and_a_worker_refreshing_one_user_never_trip_strict_rotation,
+);
+
+redis_e2e_tests!(
     one_pass_refreshes_each_idle_user_and_calls_the_api_once_each,
     a_revoked_user_is_marked_skipped_and_cleared_by_signing_in,
     a_signed_out_user_is_reported_once_then_skipped,
@@ -162,13 +172,8 @@ async fn a_sign_in_without_a_refresh_token_is_marked_and_reported_once(backend: 
 fn dump(app: &TestApp) -> String {
     use diesel::prelude::*;
     use tokenbridge::db::schema::account_activities::dsl as aa;
-    use tokenbridge::db::schema::token_cache::dsl as tc;
+    let caches = app.cache_rows();
     let conn = &mut *app.db.conn();
-    let caches: Vec<(String, Vec<u8>, i64, time::PrimitiveDateTime)> = tc::token_cache
-        .select((tc::id, tc::value, tc::version, tc::expires_at))
-        .order(tc::id)
-        .load(conn)
-        .unwrap();
     let activities: Vec<tokenbridge::activity::store::Activity> = aa::account_activities
         .select(tokenbridge::db::schema::account_activities::all_columns)
         .order(aa::account_cache_key)
