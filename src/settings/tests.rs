@@ -591,3 +591,68 @@ fn metrics_listen_on_loopback_by_default_and_can_be_off() {
     let msg = error("[web]\nmetrics_listen = \"nowhere\"\n", &[]);
     assert!(msg.contains("web.metrics_listen"), "{msg}");
 }
+
+#[test]
+fn caches_go_to_redis_with_a_url_whose_password_never_sits_in_the_file() {
+    let sql = load("", &[]).unwrap();
+    assert!(sql.cache.redis.is_none(), "the database by default");
+
+    let file = "[cache]\nurl = \"redis://cache.internal:6380/2\"\nkey_prefix = \"app1\"\n";
+    let redis = load(file, &[]).unwrap().cache.redis.unwrap();
+    assert_eq!(redis.url.to_string(), "redis://cache.internal:6380/2");
+    assert_eq!(redis.key_prefix, "app1");
+
+    let msg = error("[cache]\nurl = \"redis://:hunter22@cache.internal\"\n", &[]);
+    assert!(
+        msg.contains("TOKENBRIDGE_CACHE__URL") && msg.contains("cache.url_file"),
+        "{msg}"
+    );
+    assert!(!msg.contains("hunter22"), "{msg}");
+
+    let env_url = [(
+        "TOKENBRIDGE_CACHE__URL",
+        "rediss://:hunter22@cache.internal/0",
+    )];
+    let s = load("", &env_url).unwrap();
+    let redis = s.cache.redis.as_ref().unwrap();
+    assert_eq!(redis.key_prefix, "tokenbridge");
+    assert_eq!(redis.url.expose(), "rediss://:hunter22@cache.internal/0");
+    assert!(!format!("{s:?}").contains("hunter22"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("redis-url");
+    std::fs::write(&path, "redis://:hunter22@cache.internal:6379/1\n").unwrap();
+    let file = format!("[cache]\nurl_file = {:?}\n", path.display().to_string());
+    let redis = load(&file, &[]).unwrap().cache.redis.unwrap();
+    assert_eq!(redis.url.to_string(), "redis://:***@cache.internal:6379/1");
+
+    for (bad, key) in [
+        ("http://cache.internal", "cache.url"),
+        ("redis://cache.internal/name", "cache.url"),
+    ] {
+        let msg = error("", &[("TOKENBRIDGE_CACHE__URL", bad)]);
+        assert!(msg.contains(key), "{bad}: {msg}");
+    }
+    let msg = error(
+        "[cache]\nkey_prefix = \"has space\"\n",
+        &[("TOKENBRIDGE_CACHE__URL", "redis://127.0.0.1")],
+    );
+    assert!(msg.contains("cache.key_prefix"), "{msg}");
+}
+
+#[test]
+fn migrate_knows_where_the_caches_are_without_reading_the_cache_keys() {
+    let file = "[cache]\nurl = \"redis://127.0.0.1:6379/0\"\nkeys_file = \"/nonexistent/keys\"\n";
+    let s = Settings::build(
+        file,
+        "settings.toml",
+        Path::new(""),
+        &env(&[]),
+        Sections::MIGRATE,
+    )
+    .unwrap();
+    assert_eq!(
+        s.cache.redis.unwrap().url.to_string(),
+        "redis://127.0.0.1:6379/0"
+    );
+}

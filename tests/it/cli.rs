@@ -493,3 +493,45 @@ fn settings_files_are_read_as_a_deployment_expects() {
         "{stderr}"
     );
 }
+
+#[test]
+fn with_the_caches_in_redis_migrate_says_so_and_serve_names_a_redis_it_cannot_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    // Port 9 (discard) on loopback: nothing listens there.
+    let redis = ("TOKENBRIDGE_CACHE__URL", "redis://:hunter22@127.0.0.1:9/0");
+    let out = tokenbridge(dir.path(), &["migrate"], &[redis]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("token caches: Redis at redis://:***@127.0.0.1:9/0")
+            && stdout.contains("nothing to migrate there"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("applied 2026-11-25-000002_create_account_activities"),
+        "activities stay in the database: {stdout}"
+    );
+    let out = tokenbridge(
+        dir.path(),
+        &["serve"],
+        &[
+            redis,
+            ("TOKENBRIDGE_IDENTITY__INSTANCE", "http://127.0.0.1:9"),
+            (
+                "TOKENBRIDGE_IDENTITY__TENANT_ID",
+                "5c8f6d1e-7a4b-4c1a-9f3e-2b6d8e0a4f11",
+            ),
+            ("TOKENBRIDGE_IDENTITY__CLIENT_ID", "app"),
+            ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "secret"),
+            ("TOKENBRIDGE_WEB__LISTEN", "127.0.0.1:0"),
+            ("TOKENBRIDGE_WEB__METRICS_LISTEN", "off"),
+        ],
+    );
+    assert!(!out.status.success());
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("Redis at redis://:***@127.0.0.1:9/0"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("hunter22"), "{stderr}");
+}

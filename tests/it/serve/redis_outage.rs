@@ -1,0 +1,188 @@
+//! The token caches' Redis going away under a running app and worker: `/readyz` 503 naming
+//! Redis, pages a clear 503, a worker pass that stops with a storage error, nothing lost; when
+//! Redis is back, everything works again without a restart. The Redis here is a server of the
+//! test's own (so it can be stopped), on a free loopback port.
+
+use super::spawn_app_with;
+use crate::support::skip;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokenbridge::cache::redis::RedisUrl;
+use tokenbridge::db::Backend;
+use tokenbridge::settings::RedisSettings;
+use tokenbridge::worker::{PassError, Worker};
+
+/// How long `/readyz` keeps its storage probes' answer (web::health::CACHE_FOR), and a margin.
+const READINESS_KEPT: Duration = Duration::from_millis(1100);
+
+/// A `redis-server` on `port`, keeping its snapshot in `dir`.
+struct OwnRedis {
+    child: Child,
+    port: u16,
+}
+
+impl OwnRedis {
+    fn start(port: u16, dir: &Path) -> Self {
+        let redis = Self {
+            child: Command::new("redis-server")
+                .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                .args(["--save", "", "--appendonly", "no", "--dir"])
+                .arg(dir)
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server starts"),
+            port,
+        };
+        let started = Instant::now();
+        loop {
+            let ping = redis::Client::open(format!("redis://127.0.0.1:{port}/0"))
+                .and_then(|c| c.get_connection())
+                .and_then(|mut c| redis::cmd("PING").query::<String>(&mut c));
+            if ping.is_ok() {
+                return redis;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Writes its data to disk and is killed: connections are refused from then on.
+    fn crash_after_saving(mut self) {
+        let mut conn = redis::Client::open(format!("redis://127.0.0.1:{}/0", self.port))
+            .and_then(|c| c.get_connection())
+            .unwrap();
+        let _: String = redis::cmd("SAVE").query(&mut conn).unwrap();
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn redis_server_installed() -> bool {
+    Command::new("redis-server")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+#[tokio::test]
+async fn a_redis_outage_is_reported_loses_nothing_and_ends_without_a_restart() {
+    let test = "serve::redis_outage";
+    if !redis_server_installed() {
+        skip(test, "redis-server (Debian package redis-server)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let redis = OwnRedis::start(port, dir.path());
+    let url = RedisUrl::parse(&format!("redis://127.0.0.1:{port}/0")).unwrap();
+    let Some(app) = spawn_app_with(
+        test,
+        Backend::Sqlite,
+        |_| {},
+        |s| {
+            s.cache.redis = Some(RedisSettings {
+                url: url.clone(),
+                key_prefix: "outage".into(),
+            });
+            // Redis commands and connections are bounded by this.
+            s.database.connect_timeout = Duration::from_secs(1);
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    app.sign_in("ada").await;
+    assert_eq!(app.home_html().await.0, 200);
+    assert_eq!(app.get("/readyz").await.status(), 200);
+
+    // Redis hangs (stopped, connections open): probes and pages answer within their bounds.
+    redis.signal("-STOP");
+    tokio::time::sleep(READINESS_KEPT).await;
+    let started = Instant::now();
+    let readyz = app.get("/readyz").await;
+    assert_eq!(readyz.status(), 503);
+    let body: serde_json::Value = readyz.json().await.unwrap();
+    assert_eq!(body["redis"], "unavailable", "{body}");
+    assert_eq!(body["database"], "ok", "{body}");
+    let (status, html) = app.home_html().await;
+    assert_eq!(status, 503, "{html}");
+    assert!(html.contains("token store is unavailable"), "{html}");
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    let stopped = Worker::build(
+        &app.settings,
+        app.settings.worker.clone(),
+        std::sync::Arc::new(app.clock.clone()),
+    )
+    .await;
+    assert!(
+        matches!(&stopped, Err(PassError::Storage(reason)) if reason.contains("Redis at redis://127.0.0.1")),
+        "{:?}",
+        stopped.err()
+    );
+    redis.signal("-CONT");
+    let (status, html) = app.home_html().await;
+    assert_eq!(
+        status, 200,
+        "back without a restart or a new sign-in: {html}"
+    );
+
+    // Redis goes away (connections refused), then comes back with its data.
+    redis.crash_after_saving();
+    let (status, _) = app.home_html().await;
+    assert_eq!(status, 503);
+    tokio::time::sleep(READINESS_KEPT).await;
+    let readyz = app.get("/readyz").await;
+    assert_eq!(readyz.status(), 503);
+    let _redis = OwnRedis::start(port, dir.path());
+    let started = Instant::now();
+    loop {
+        let (status, html) = app.home_html().await;
+        if status == 200 {
+            assert!(html.contains("Hello, Ada"), "{html}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the app did not reconnect: {status} {html}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(READINESS_KEPT).await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    assert_eq!(
+        app.idp.counters().await["refreshes"],
+        0,
+        "nothing was redeemed again"
+    );
+}
