@@ -12,7 +12,9 @@
 //! processes (release builds); the load generator here keeps WEB_BENCH_CONCURRENCY (32)
 //! keep-alive connections busy for WEB_BENCH_SECONDS (5) per measurement, on one thread (as
 //! `wrk -t1 -c32 -d5s`), over WEB_BENCH_USERS (50) signed-in users, WEB_BENCH_ROUNDS (3)
-//! rounds. SQLite by default; TOKENBRIDGE_BENCH_DATABASE_URL picks another (empty) database.
+//! rounds. SQLite by default; TOKENBRIDGE_BENCH_DATABASE_URL picks another (empty) database,
+//! and TOKENBRIDGE_BENCH_CACHE_URL (redis://...) keeps the token caches in Redis (under a key
+//! prefix of the run's own, deleted at the end) with the activities in that database.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -50,7 +52,13 @@ struct Serve {
 }
 
 impl Serve {
-    fn start(idp: &DevIdpProcess, database: &str, port: u16, memory_entries: u64) -> Self {
+    fn start(
+        idp: &DevIdpProcess,
+        database: &str,
+        caches: &[(&str, String)],
+        port: u16,
+        memory_entries: u64,
+    ) -> Self {
         let base = format!("http://127.0.0.1:{port}");
         let config = tempfile::NamedTempFile::new().unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_tokenbridge"))
@@ -61,6 +69,7 @@ impl Serve {
             .env("TOKENBRIDGE_DATABASE__URL", database)
             .env("TOKENBRIDGE_DATABASE__POOL_SIZE", "16")
             .envs(idp.client_env())
+            .envs(caches.iter().cloned())
             .env(
                 "TOKENBRIDGE_CACHE__MEMORY_ENTRIES",
                 memory_entries.to_string(),
@@ -214,6 +223,28 @@ async fn load(
     (per_second, Latencies::new(all))
 }
 
+/// The run's keys in the benchmark's Redis: deleted when dropped.
+struct RedisKeys {
+    url: String,
+    prefix: String,
+}
+
+impl Drop for RedisKeys {
+    fn drop(&mut self) {
+        let Ok(mut conn) = redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection())
+        else {
+            return;
+        };
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{}:*", self.prefix))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: Result<i64, _> = redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
+    }
+}
+
 fn main() {
     let users = env_u64("WEB_BENCH_USERS", 50);
     let connections = env_u64("WEB_BENCH_CONCURRENCY", 32);
@@ -242,8 +273,22 @@ fn main() {
         .status()
         .unwrap();
     assert!(migrated.success());
-    let warm = Serve::start(&idp, &database, warm_port, 10_000);
-    let cold = Serve::start(&idp, &database, cold_port, 0);
+    let redis = std::env::var("TOKENBRIDGE_BENCH_CACHE_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+        .map(|url| RedisKeys {
+            url,
+            prefix: format!("tb_bench_{}", std::process::id()),
+        });
+    let caches: Vec<(&str, String)> = match &redis {
+        Some(redis) => vec![
+            ("TOKENBRIDGE_CACHE__URL", redis.url.clone()),
+            ("TOKENBRIDGE_CACHE__KEY_PREFIX", redis.prefix.clone()),
+        ],
+        None => Vec::new(),
+    };
+    let warm = Serve::start(&idp, &database, &caches, warm_port, 10_000);
+    let cold = Serve::start(&idp, &database, &caches, cold_port, 0);
 
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -263,7 +308,10 @@ fn main() {
         }
         let tokens = Rc::new(tokens);
         let none = Rc::new(Vec::new());
-        let backend = database.split(':').next().unwrap_or_default().to_owned();
+        let mut backend = database.split(':').next().unwrap_or_default().to_owned();
+        if redis.is_some() {
+            backend = format!("caches in redis, activities in {backend}");
+        }
         let (warm_at, cold_at) = (&warm.base[7..], &cold.base[7..]);
         let idp_at = idp.base[7..].to_owned();
         println!(

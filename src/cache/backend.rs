@@ -341,6 +341,25 @@ impl CacheBackend {
         }
     }
 
+    /// At start: Redis answers (an error with the reason otherwise), and a warning is logged
+    /// when it may evict keys under memory pressure. Nothing to check for the SQL store.
+    pub async fn check_at_start(&self) -> Result<(), CacheStoreError> {
+        let Self::Redis { store, .. } = self else {
+            return Ok(());
+        };
+        store.ping().await?;
+        match store.eviction_policy().await.as_deref() {
+            Some("noeviction") | None => {}
+            Some(policy) => tracing::warn!(
+                store = %self.describe(),
+                "Redis evicts keys when it runs out of memory (maxmemory-policy {policy}): a \
+                 user's tokens or a refresh lease can vanish; set maxmemory-policy noeviction"
+            ),
+        }
+        tracing::info!("token caches: {}", self.describe());
+        Ok(())
+    }
+
     /// Deletes expired rows, `batch` at a time; Redis expires its keys itself (0).
     pub async fn sweep_expired(
         &self,

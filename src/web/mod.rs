@@ -109,12 +109,8 @@ impl Application {
             clock.clone(),
             AcquirerOptions::from_settings(&settings.identity, &settings.cache),
         )?);
-        let caches = acquirer.caches();
-        if caches.is_redis() {
-            // A wrong URL or password, or a Redis that is down, fails the start with the reason.
-            caches.ping().await?;
-            tracing::info!("token caches: {}", caches.describe());
-        }
+        // A wrong Redis URL or password, or a Redis that is down, fails the start with the reason.
+        acquirer.caches().check_at_start().await?;
         if let Err(e) = acquirer.provider().metadata().await {
             // Not fatal: /readyz reports it, and sign-in pages say the provider is unavailable.
             tracing::warn!(error = %e, "the identity provider's metadata could not be loaded yet");

@@ -89,7 +89,7 @@ impl Worker {
         let caches = acquirer.caches().clone();
         // A Redis that does not answer fails the run at once, with the reason.
         caches
-            .ping()
+            .check_at_start()
             .await
             .map_err(|e| PassError::Storage(e.to_string()))?;
         let api =

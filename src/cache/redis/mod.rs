@@ -122,6 +122,20 @@ impl RedisCacheStore {
             .map(drop)
     }
 
+    /// Redis's `maxmemory-policy`, when the server lets it be read (managed services may not).
+    pub async fn eviction_policy(&self) -> Option<String> {
+        let answer: Result<Vec<String>, _> = self
+            .call(|mut c| async move {
+                redis::cmd("CONFIG")
+                    .arg("GET")
+                    .arg("maxmemory-policy")
+                    .query_async(&mut c)
+                    .await
+            })
+            .await;
+        answer.ok()?.into_iter().nth(1)
+    }
+
     /// Loads a user's document. Reading slides the expiry (at most about once per 1% of the
     /// window). A row that cannot be opened or parsed is an error and is left as it is.
     pub async fn load(

@@ -25,11 +25,16 @@ struct OwnRedis {
 
 impl OwnRedis {
     fn start(port: u16, dir: &Path) -> Self {
+        Self::start_with(port, dir, &[])
+    }
+
+    fn start_with(port: u16, dir: &Path, options: &[&str]) -> Self {
         let redis = Self {
             child: Command::new("redis-server")
                 .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
                 .args(["--save", "", "--appendonly", "no", "--dir"])
                 .arg(dir)
+                .args(options)
                 .stdout(Stdio::null())
                 .spawn()
                 .expect("redis-server starts"),
@@ -184,5 +189,60 @@ async fn a_redis_outage_is_reported_loses_nothing_and_ends_without_a_restart() {
         app.idp.counters().await["refreshes"],
         0,
         "nothing was redeemed again"
+    );
+}
+
+/// A Redis that may evict keys under memory pressure would lose tokens and leases: `serve`
+/// says so when it starts, and what to set.
+#[tokio::test]
+async fn serve_warns_about_a_redis_that_evicts_keys() {
+    let test = "serve::redis_that_evicts";
+    if !redis_server_installed() {
+        skip(test, "redis-server (Debian package redis-server)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let free = || {
+        TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let redis_port = free();
+    let _redis = OwnRedis::start_with(
+        redis_port,
+        dir.path(),
+        &["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"],
+    );
+    let db = crate::support::migrated(Backend::Sqlite).unwrap();
+    let idp = crate::dev_idp::spawn_idp().await;
+    let base = format!("http://127.0.0.1:{}", free());
+    let log = tempfile::NamedTempFile::new().unwrap();
+    let config = tempfile::NamedTempFile::new().unwrap();
+    let mut child = super::serve_process(&db, &idp, &base, config.path())
+        .env(
+            "TOKENBRIDGE_CACHE__URL",
+            format!("redis://127.0.0.1:{redis_port}/0"),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log.reopen().unwrap()))
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let logged = loop {
+        let logged = std::fs::read_to_string(log.path()).unwrap();
+        if logged.contains("token caches: Redis at") || started.elapsed() > Duration::from_secs(20)
+        {
+            break logged;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        logged.contains("maxmemory-policy allkeys-lru")
+            && logged.contains("set maxmemory-policy noeviction"),
+        "{logged}"
     );
 }
