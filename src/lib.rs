@@ -10,9 +10,11 @@ pub mod cli;
 pub mod clock;
 pub mod commands;
 pub mod db;
+#[cfg(feature = "dev-idp")]
 pub mod devidp;
 pub mod identity;
 pub mod metrics;
+pub mod process;
 pub mod secret;
 pub mod settings;
 pub mod sync;

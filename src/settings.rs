@@ -2,17 +2,19 @@
 //! variables. Unknown keys are errors; every error names the key. Secrets are never read from
 //! the settings file itself: they come from the environment or from a `*_file` path.
 
+mod api;
 mod dev_idp;
+mod identity;
 mod web;
 mod worker;
 
+pub use api::ApiSettings;
 pub use dev_idp::{
     is_loopback, loopback_addr, DevClient, DevIdpSettings, Rotation, DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
 };
-pub use web::{
-    ApiSettings, ClientAuth, IdentitySettings, OfflineAccess, Prompt, ProviderKind, WebSettings,
-};
+pub use identity::{ClientAuth, IdentitySettings, OfflineAccess, Prompt, ProviderKind};
+pub use web::WebSettings;
 pub use worker::{ReportFormat, WorkerSettings};
 
 use crate::cache::redis::RedisUrl;
@@ -60,13 +62,8 @@ pub struct Settings {
     pub dev_idp: DevIdpSettings,
 }
 
-#[derive(Debug, Clone)]
-pub struct DatabaseSettings {
-    pub url: DatabaseUrl,
-    pub pool_size: u32,
-    pub connect_timeout: Duration,
-    pub busy_timeout: Duration,
-}
+/// The `[database]` section is the database layer's own options, built here.
+pub type DatabaseSettings = crate::db::DbOptions;
 
 #[derive(Debug, Clone)]
 pub struct CacheSettings {
@@ -109,8 +106,8 @@ struct RawSettings {
     database: RawDatabase,
     cache: RawCache,
     log: RawLog,
-    identity: web::RawIdentity,
-    api: web::RawApi,
+    identity: identity::RawIdentity,
+    api: api::RawApi,
     web: web::RawWeb,
     worker: worker::RawWorker,
     dev_idp: dev_idp::RawDevIdp,
@@ -600,6 +597,25 @@ fn check_key_prefix(prefix: String) -> Result<String, SettingsError> {
             "expected 1 to 64 printable characters without spaces or braces, such as \"tokenbridge\"",
         ))
     }
+}
+
+/// An absolute http(s) URL.
+pub(crate) fn parse_url(key: &'static str, value: &str) -> Result<url::Url, SettingsError> {
+    let url = url::Url::parse(value)
+        .map_err(|e| invalid(key, format!("expected an absolute URL ({e})")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid(key, "expected an http:// or https:// URL"));
+    }
+    Ok(url)
+}
+
+/// A duration longer than zero.
+pub(crate) fn positive(key: &'static str, value: &str) -> Result<Duration, SettingsError> {
+    let d = parse_duration(key, value)?;
+    if d.is_zero() {
+        return Err(invalid(key, "must be longer than 0s"));
+    }
+    Ok(d)
 }
 
 /// Reads a secret from the environment-provided value or from a file, never both.

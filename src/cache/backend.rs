@@ -1,18 +1,23 @@
 //! Where the token caches live: the SQL database (the default) or Redis (`cache.url`). One
 //! enum, one contract: the acquisition, sign-in, sign-out, readiness and worker code call these
-//! methods and never ask which store it is. Account activity is always in SQL; with the SQL
-//! store a cache write and its activity are one transaction, with Redis the cache is written
-//! first (a crash between the two leaves a cache row that expires, never an activity row that
-//! points at nothing).
+//! methods and never ask which store it is. A write or deletion can carry a [`Companion`], a
+//! write to the SQL database that goes with it (identity passes the user's activity row; this
+//! layer knows nothing of activities): in the same transaction when the caches are in SQL, right
+//! after the cache write when they are in Redis (a crash between the two leaves a cache that
+//! expires, never an activity row that points at nothing).
 
 use super::document::CacheDocument;
 use super::redis::RedisCacheStore;
 use super::store::{CacheStoreError, LeaseAttempt, LoadedCache, Saved, TokenCacheStore};
-use crate::activity::store::{self as activity_store, ActivityRecord};
-use crate::db::{Database, DbError};
+use crate::db::{Database, DbConnection, DbError};
 use diesel::Connection;
+use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
+
+/// A write to the SQL database that goes with a cache write or deletion; it may run again (a
+/// deferred retry), so it is `Fn`.
+pub type Companion = Arc<dyn Fn(&mut DbConnection) -> Result<(), DbError> + Send + Sync>;
 
 /// What [`CacheBackend::read`] found.
 #[derive(Debug)]
@@ -149,33 +154,34 @@ impl CacheBackend {
         }
     }
 
-    /// Saves a user's cache and records their activity: one transaction in SQL; with Redis the
-    /// cache first, then the activity row. Returns the new version and the row's session epoch
-    /// (the one a new session gets).
-    pub async fn save_with_activity(
+    /// Saves a user's cache over `expected` (None: the row must be absent), ending
+    /// `ending_lease`'s lease in the same write, with `companion` (see [`Companion`]). Returns
+    /// the new version and the row's session epoch (the one a new session gets).
+    pub async fn save_with(
         &self,
+        id: &str,
         document: CacheDocument,
         expected: Option<i64>,
         ending_lease: Option<String>,
-        activity: ActivityRecord,
+        companion: Companion,
         now: OffsetDateTime,
     ) -> Result<Saved, CacheStoreError> {
         match self {
             Self::Sql { db, store } => {
-                let store = store.clone();
+                let (store, key) = (store.clone(), id.to_owned());
                 db.run(move |conn| {
                     conn.transaction(|conn| {
-                        let version = store.save_with_activity(
-                            conn,
-                            &document,
-                            expected,
-                            ending_lease.as_deref(),
-                            &activity.as_upsert(),
-                            now,
-                        )?;
+                        let ending = ending_lease.as_deref();
+                        let version = match expected {
+                            Some(v) => {
+                                store.save_refreshed(conn, &key, &document, v, ending, now)?
+                            }
+                            None => store.save(conn, &key, &document, None, now)?,
+                        };
+                        companion(conn)?;
                         // Read in the same transaction: the epoch the row holds now.
                         let session_epoch = store
-                            .version_and_epoch(conn, &activity.account_cache_key, now)?
+                            .version_and_epoch(conn, &key, now)?
                             .map_or(0, |(_, epoch)| epoch);
                         Ok(Saved {
                             version,
@@ -186,14 +192,10 @@ impl CacheBackend {
                 .await
             }
             Self::Redis { db, store } => {
-                let id = &activity.account_cache_key;
                 let saved = store
                     .save(id, &document, expected, ending_lease.as_deref())
                     .await?;
-                db.run(move |conn| {
-                    activity_store::upsert(conn, &activity.as_upsert(), now).map_err(DbError::from)
-                })
-                .await?;
+                db.run(move |conn| companion(conn)).await?;
                 Ok(saved)
             }
         }
@@ -274,13 +276,15 @@ impl CacheBackend {
         }
     }
 
-    /// Sign-out: deletes the row when its session epoch is `session_epoch` and marks the
-    /// activity signed out. `None`: the row was not that session's (nothing changed);
+    /// Sign-out: deletes the row when its session epoch is `session_epoch`, with `companion`
+    /// (in Redis, retried in the background while the database does not answer: the tokens are
+    /// gone, which is the sign-out). `None`: the row was not that session's (nothing changed);
     /// otherwise the document it held, when this process could open it (for revocation).
     pub async fn remove_session(
         &self,
         id: &str,
         session_epoch: i64,
+        companion: Companion,
         now: OffsetDateTime,
     ) -> Result<Option<Option<CacheDocument>>, CacheStoreError> {
         match self {
@@ -295,7 +299,7 @@ impl CacheBackend {
                         // A row this process cannot open is still deleted.
                         let document = store.load(conn, &key, now).ok().flatten();
                         store.delete(conn, &key)?;
-                        activity_store::mark_signed_out(conn, &key, now)?;
+                        companion(conn)?;
                         Ok(Some(document.map(|loaded| loaded.document)))
                     })
                 })
@@ -305,17 +309,10 @@ impl CacheBackend {
                 let Some(document) = store.delete_session(id, session_epoch).await? else {
                     return Ok(None);
                 };
-                let key = id.to_owned();
-                let marked = db
-                    .run(move |conn| {
-                        activity_store::mark_signed_out(conn, &key, now).map_err(DbError::from)
-                    })
-                    .await;
-                if let Err(e) = marked {
-                    // The tokens are gone: that is the sign-out. The mark only keeps the
-                    // worker from reporting the account; keep trying it in the background.
-                    tracing::warn!(account = %id, error = %e, "signed out, but the activity row could not be marked yet; retrying");
-                    mark_signed_out_later(db.clone(), id.to_owned(), now);
+                let again = companion.clone();
+                if let Err(e) = db.run(move |conn| again(conn)).await {
+                    tracing::warn!(account = %id, error = %e, "signed out, but the database write that goes with it failed; retrying");
+                    retry_later(db.clone(), id.to_owned(), companion);
                 }
                 Ok(Some(document))
             }
@@ -377,26 +374,21 @@ impl CacheBackend {
     }
 }
 
-/// Keeps marking a signed-out account's activity row while the database does not answer: 1 s
-/// doubling to a minute, for an hour.
-fn mark_signed_out_later(db: Database, id: String, now: OffsetDateTime) {
+/// Keeps trying a companion write the database did not answer: 1 s doubling to a minute, for an
+/// hour.
+fn retry_later(db: Database, id: String, companion: Companion) {
     tokio::spawn(async move {
         let started = tokio::time::Instant::now();
         let mut pause = Duration::from_secs(1);
         while started.elapsed() < Duration::from_secs(3600) {
             tokio::time::sleep(pause).await;
-            let key = id.clone();
-            let marked = db
-                .run(move |conn| {
-                    activity_store::mark_signed_out(conn, &key, now).map_err(DbError::from)
-                })
-                .await;
-            if marked.is_ok() {
-                tracing::info!(account = %id, "signed-out account's activity marked");
+            let again = companion.clone();
+            if db.run(move |conn| again(conn)).await.is_ok() {
+                tracing::info!(account = %id, "the deferred database write went through");
                 return;
             }
             pause = (pause * 2).min(Duration::from_secs(60));
         }
-        tracing::error!(account = %id, "gave up marking a signed-out account's activity row");
+        tracing::error!(account = %id, "gave up the database write that goes with a sign-out");
     });
 }

@@ -8,7 +8,6 @@
 use super::document::{CacheDocument, DocumentError};
 pub use super::lease::LeaseAttempt;
 use super::seal::{SealError, Sealer};
-use crate::activity::store::{self as activity_store, ActivityUpsert};
 use crate::clock::{from_db, to_db};
 use crate::db::prepared::update;
 use crate::db::schema::token_cache::dsl as tc;
@@ -366,24 +365,6 @@ impl TokenCacheStore {
             },
             Err(e) => e,
         }
-    }
-
-    /// Saves a user's cache and records their activity in one transaction: both or neither.
-    pub fn save_with_activity(
-        &self,
-        conn: &mut DbConnection,
-        document: &CacheDocument,
-        expected: Option<i64>,
-        ending_lease: Option<&str>,
-        activity: &ActivityUpsert<'_>,
-        now: OffsetDateTime,
-    ) -> Result<i64, CacheStoreError> {
-        conn.transaction(|c| {
-            let id = activity.account_cache_key;
-            let version = self.write(c, id, document, expected, ending_lease, now)?;
-            activity_store::upsert(c, activity, now)?;
-            Ok(version)
-        })
     }
 
     /// Deletes a user's row (sign-out). Returns whether there was one.

@@ -1,7 +1,6 @@
-//! `tokenbridge dev-idp`.
+//! `tokenbridge dev-idp`; in a build without the `dev-idp` feature, it says how to get it.
 
 use crate::cli::DevIdpArgs;
-use crate::devidp::DevIdp;
 use crate::settings::{loopback_addr, DevIdpSettings, Settings};
 
 /// The `[dev_idp]` settings with the command line's flags applied.
@@ -26,7 +25,20 @@ pub fn effective_settings(settings: Settings, args: &DevIdpArgs) -> anyhow::Resu
     Ok(s)
 }
 
+#[cfg(not(feature = "dev-idp"))]
 pub fn run(settings: Settings, args: &DevIdpArgs) -> anyhow::Result<()> {
+    effective_settings(settings, args)?;
+    Err(crate::Failure::configuration(
+        "this tokenbridge was built without the development provider (cargo feature `dev-idp`, \
+         on by default): build it with `cargo build --release --features dev-idp`, or run the \
+         tokenbridge of a default build",
+    )
+    .into())
+}
+
+#[cfg(feature = "dev-idp")]
+pub fn run(settings: Settings, args: &DevIdpArgs) -> anyhow::Result<()> {
+    use crate::devidp::DevIdp;
     let settings = effective_settings(settings, args)?;
     actix_web::rt::System::new().block_on(async move {
         let idp = DevIdp::build(&settings)?;
@@ -53,6 +65,17 @@ mod tests {
 
     fn defaults() -> Settings {
         Settings::from_sources("", "test", &std::collections::HashMap::new()).unwrap()
+    }
+
+    /// A production build (`--no-default-features`) has no provider, and says how to get one
+    /// (CI runs this with `cargo test --no-default-features --lib`).
+    #[cfg(not(feature = "dev-idp"))]
+    #[test]
+    fn without_the_feature_the_command_says_how_to_get_it() {
+        let error = run(defaults(), &args(&[])).unwrap_err();
+        let failure = error.downcast_ref::<crate::Failure>().unwrap();
+        assert_eq!(failure.exit_code, 2);
+        assert!(error.to_string().contains("--features dev-idp"), "{error}");
     }
 
     #[test]

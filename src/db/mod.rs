@@ -12,10 +12,22 @@ pub use self::connection::{ConnectError, ConnectionManager, DbConnection};
 pub use self::prepared::DbClock;
 pub use self::url::{Backend, DatabaseUrl, UrlError};
 
-use crate::settings::DatabaseSettings;
+use std::time::Duration;
 
 pub type Pool = r2d2::Pool<ConnectionManager>;
 pub type PooledConnection = r2d2::PooledConnection<ConnectionManager>;
+
+/// How to reach the database and how long to wait for it (`[database]` in the settings).
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    pub url: DatabaseUrl,
+    /// Most connections open at once.
+    pub pool_size: u32,
+    /// How long to wait for a connection.
+    pub connect_timeout: Duration,
+    /// How long a statement waits for another connection's lock.
+    pub busy_timeout: Duration,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
@@ -77,7 +89,7 @@ impl std::fmt::Debug for Database {
 impl Database {
     /// Opens the pool and checks that one connection can be made (so a wrong URL or a server
     /// that is down fails at start, with the reason).
-    pub fn connect(settings: &DatabaseSettings) -> Result<Self, DbError> {
+    pub fn connect(settings: &DbOptions) -> Result<Self, DbError> {
         let url = &settings.url;
         if let Some(path) = url.sqlite_path() {
             check_sqlite_directory(&path, url)?;
@@ -105,7 +117,7 @@ impl Database {
 
     /// [`Database::connect`], on a blocking thread, and checks that the tables are migrated:
     /// how `serve` and `worker` open their database.
-    pub async fn open_migrated(settings: DatabaseSettings) -> Result<Self, DbError> {
+    pub async fn open_migrated(settings: DbOptions) -> Result<Self, DbError> {
         // Opening an SQLite path creates the file: an absent one is reported, not made.
         if let Some(path) = settings.url.sqlite_path() {
             if !path.exists() {

@@ -2,6 +2,7 @@
 //! (code redemption and silent refresh) over the shared cache, used by `serve` and `worker`.
 
 pub mod acquire;
+mod activity;
 pub mod error;
 pub mod http;
 mod jwk;

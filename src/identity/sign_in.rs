@@ -1,9 +1,9 @@
 //! Signing in: storing a new user's tokens and activity.
 
 use super::acquire::{SignedIn, TokenAcquirer};
+use super::activity::{account_activity, recorded};
 use super::error::AcquireError;
 use super::provider::SignInState;
-use crate::activity::store::ActivityRecord;
 use crate::cache::backend::CacheBackend;
 use crate::cache::document::{home_account_id, CacheDocument, Grant};
 use crate::cache::store::CacheStoreError;
@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 impl TokenAcquirer {
     /// Redeems the code from a sign-in callback, stores the user's cache and activity (see
-    /// [`CacheBackend::save_with_activity`]), and says who signed in. Called once per response, by
+    /// [`CacheBackend::save_with`]), and says who signed in. Called once per response, by
     /// [`TokenAcquirer::sign_in`].
     pub(super) async fn redeem_sign_in(
         &self,
@@ -47,11 +47,6 @@ impl TokenAcquirer {
             .map(str::to_owned)
             .collect();
         let (now, kind) = (core.now(), core.provider.kind());
-        let upn = claims
-            .preferred_username
-            .clone()
-            .or_else(|| claims.upn.clone());
-        let object_id = claims.oid.clone().unwrap_or_else(|| claims.sub.clone());
         let scope_refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
         let mut stored = None;
         for _ in 0..3 {
@@ -75,18 +70,23 @@ impl TokenAcquirer {
             if let Some(problem) = &problem {
                 tracing::warn!(account = %home, "signed in, but {problem}");
             }
-            // The tenant only from the ID token: a URL names no tenant.
-            let activity = ActivityRecord {
-                account_cache_key: home.clone(),
-                account_identifier: home.clone(),
-                object_id: Some(object_id.clone()),
-                tenant_id: claims.tid.clone(),
-                user_principal_name: upn.clone(),
+            let activity = account_activity(
+                &home,
+                document.account(&context, &home),
+                Some(&claims),
+                kind,
                 problem,
-            };
+            );
             let saved = core
                 .caches
-                .save_with_activity(document.clone(), version, None, activity, now)
+                .save_with(
+                    &home,
+                    document.clone(),
+                    version,
+                    None,
+                    recorded(activity, now),
+                    now,
+                )
                 .await;
             match saved {
                 Ok(saved) => {

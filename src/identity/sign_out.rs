@@ -5,6 +5,7 @@
 //! in: the deletion is retried in the background until the database is back.
 
 use super::acquire::{Core, TokenAcquirer};
+use super::activity::signed_out;
 use super::error::AcquireError;
 use crate::secret::Secret;
 use std::time::Duration;
@@ -55,7 +56,7 @@ async fn remove(core: &Core, id: &str, session_epoch: i64) -> Result<bool, Acqui
         .map(|m| m.context.clone());
     let removed = core
         .caches
-        .remove_session(id, session_epoch, core.now())
+        .remove_session(id, session_epoch, signed_out(id, core.now()), core.now())
         .await?;
     let Some(document) = removed else {
         return Ok(false);

@@ -107,7 +107,11 @@ impl Application {
             db.clone(),
             settings,
             clock.clone(),
-            AcquirerOptions::from_settings(&settings.identity, &settings.cache),
+            AcquirerOptions::from_settings(
+                &settings.identity,
+                &settings.cache,
+                crate::process::owner_id(),
+            ),
         )?);
         // A wrong Redis URL or password, or a Redis that is down, fails the start with the reason.
         acquirer.caches().check_at_start().await?;

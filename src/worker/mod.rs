@@ -18,7 +18,7 @@ use crate::api::ApiClient;
 use crate::cache::backend::CacheBackend;
 use crate::clock::Clock;
 use crate::db::Database;
-use crate::identity::acquire::{process_owner, AcquirerOptions, TokenAcquirer};
+use crate::identity::acquire::{AcquirerOptions, TokenAcquirer};
 use crate::settings::{Settings, WorkerSettings};
 use crate::sync::lock;
 use std::io::Write;
@@ -79,8 +79,9 @@ impl Worker {
         let db = Database::open_migrated(settings.database.clone())
             .await
             .map_err(|e| PassError::Storage(e.to_string()))?;
+        let process = crate::process::owner_id();
         let mut acquirer_options =
-            AcquirerOptions::from_settings(&settings.identity, &settings.cache);
+            AcquirerOptions::from_settings(&settings.identity, &settings.cache, process.clone());
         // Each account is visited once a pass: keeping documents would only grow memory.
         acquirer_options.memory_entries = 0;
         let acquirer =
@@ -102,7 +103,7 @@ impl Worker {
             api,
             caches,
             clock,
-            owner: format!("worker-{}", process_owner()),
+            owner: format!("worker-{process}"),
             options,
             sweep_batch: settings.cache.sweep_batch,
             claim_for: one_account * 2,

@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokenbridge::activity::store::{self as activities, ActivityRecord};
-use tokenbridge::cache::backend::{CacheBackend, Read};
+use tokenbridge::cache::backend::{CacheBackend, Companion, Read};
 use tokenbridge::cache::document::{CacheDocument, Grant, TokenResponse};
 use tokenbridge::cache::redis::RedisCacheStore;
 use tokenbridge::cache::seal::{SealKeys, Sealer};
 use tokenbridge::cache::store::{CacheStoreError, LeaseAttempt, TokenCacheStore};
-use tokenbridge::db::{Backend, Database};
+use tokenbridge::db::{Backend, Database, DbError};
 use tokenbridge::secret::Secret;
 use tokio::sync::Barrier;
 
@@ -165,11 +165,32 @@ store_tests!(
     a_process_without_the_key_is_told_so_and_changes_nothing,
     a_sign_out_removes_only_its_own_session_s_row,
     cache_and_activity_are_saved_together,
+    a_failed_companion_write_undoes_the_sql_cache_write_and_leaves_redis_s_to_expire,
     eight_stores_update_a_thousand_accounts_and_lose_no_write,
 );
 
 fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
+}
+
+/// The user's activity row, written with their cache as the web app writes it.
+fn with_activity(id: &str) -> Companion {
+    recorded(record(id))
+}
+
+fn recorded(activity: ActivityRecord) -> Companion {
+    Arc::new(move |conn| {
+        activities::upsert(conn, &activity.as_upsert(), now()).map_err(DbError::from)
+    })
+}
+
+fn signed_out(id: &str) -> Companion {
+    let id = id.to_owned();
+    Arc::new(move |conn| {
+        activities::mark_signed_out(conn, &id, now())
+            .map(drop)
+            .map_err(DbError::from)
+    })
 }
 
 fn record(id: &str) -> ActivityRecord {
@@ -214,7 +235,7 @@ async fn one_row(rig: &Rig, uid: &str) -> (CacheDocument, String) {
     let (doc, home) = document(uid, "at-1", now().unix_timestamp());
     let saved = rig
         .caches
-        .save_with_activity(doc.clone(), None, None, record(&home), now())
+        .save_with(&home, doc.clone(), None, None, with_activity(&home), now())
         .await
         .unwrap();
     assert_eq!(saved.version, 1);
@@ -225,7 +246,7 @@ async fn save_then_read_round_trips_and_a_known_version_reads_no_value(rig: Rig)
     let (doc, home) = document("u1", "at-1", now().unix_timestamp());
     let saved = rig
         .caches
-        .save_with_activity(doc.clone(), None, None, record(&home), now())
+        .save_with(&home, doc.clone(), None, None, with_activity(&home), now())
         .await
         .unwrap();
     assert_eq!(saved.version, 1);
@@ -291,7 +312,7 @@ async fn a_stale_version_is_a_conflict_and_changes_nothing(rig: Rig) {
     // Inserting over a live row is a conflict too.
     let inserted = rig
         .caches
-        .save_with_activity(doc.clone(), None, None, record(&home), now())
+        .save_with(&home, doc.clone(), None, None, with_activity(&home), now())
         .await;
     assert!(
         matches!(
@@ -451,7 +472,14 @@ async fn the_write_of_refreshed_tokens_releases_its_own_lease_only(rig: Rig) {
     let doc4 = with_token(&doc2, &home, "Sites.Read", "at-4");
     let saved = rig
         .caches
-        .save_with_activity(doc4, Some(3), Some("b#1".into()), record(&home), now())
+        .save_with(
+            &home,
+            doc4,
+            Some(3),
+            Some("b#1".into()),
+            with_activity(&home),
+            now(),
+        )
         .await
         .unwrap();
     assert_eq!(saved.version, 4);
@@ -466,11 +494,11 @@ async fn rows_expire_and_reading_slides_the_expiry(rig: Rig) {
     let (doc, home) = document("u1", "at-1", now().unix_timestamp());
     let (other_doc, other) = document("u2", "at-1", now().unix_timestamp());
     store
-        .save_with_activity(doc.clone(), None, None, record(&home), now())
+        .save_with(&home, doc.clone(), None, None, with_activity(&home), now())
         .await
         .unwrap();
     store
-        .save_with_activity(other_doc, None, None, record(&other), now())
+        .save_with(&other, other_doc, None, None, with_activity(&other), now())
         .await
         .unwrap();
     for _ in 0..3 {
@@ -482,7 +510,7 @@ async fn rows_expire_and_reading_slides_the_expiry(rig: Rig) {
     assert_eq!(store.current_version(&other, now()).await.unwrap(), None);
     // An expired row counts as absent: a sign-in writes it anew.
     let saved = store
-        .save_with_activity(doc, None, None, record(&other), now())
+        .save_with(&other, doc, None, None, with_activity(&other), now())
         .await;
     assert!(saved.is_ok(), "{saved:?}");
 }
@@ -555,7 +583,7 @@ async fn a_sign_out_removes_only_its_own_session_s_row(rig: Rig) {
     let (doc, home) = document("u1", "at-1", now().unix_timestamp());
     let saved = rig
         .caches
-        .save_with_activity(doc.clone(), None, None, record(&home), now())
+        .save_with(&home, doc.clone(), None, None, with_activity(&home), now())
         .await
         .unwrap();
     let term = Duration::from_secs(30);
@@ -564,14 +592,14 @@ async fn a_sign_out_removes_only_its_own_session_s_row(rig: Rig) {
     let stale = saved.session_epoch.wrapping_add(1);
     assert!(rig
         .caches
-        .remove_session(&home, stale, now())
+        .remove_session(&home, stale, signed_out(&home), now())
         .await
         .unwrap()
         .is_none());
     assert!(rig.caches.load(&home, now()).await.unwrap().is_some());
     let removed = rig
         .caches
-        .remove_session(&home, saved.session_epoch, now())
+        .remove_session(&home, saved.session_epoch, signed_out(&home), now())
         .await
         .unwrap();
     assert_eq!(removed, Some(Some(doc)));
@@ -583,7 +611,7 @@ async fn a_sign_out_removes_only_its_own_session_s_row(rig: Rig) {
     let (doc, _) = document("u1", "at-2", now().unix_timestamp());
     let again = rig
         .caches
-        .save_with_activity(doc, None, None, record(&home), now())
+        .save_with(&home, doc, None, None, with_activity(&home), now())
         .await
         .unwrap();
     assert_eq!(again.version, 1);
@@ -602,7 +630,7 @@ async fn cache_and_activity_are_saved_together(rig: Rig) {
     let mut upn = record(&home);
     upn.user_principal_name = Some("renamed@contoso.com".into());
     rig.caches
-        .save_with_activity(doc2, Some(1), None, upn, now())
+        .save_with(&home, doc2, Some(1), None, recorded(upn), now())
         .await
         .unwrap();
     let after = activities::get(&mut rig.db.conn(), &home).unwrap().unwrap();
@@ -630,7 +658,7 @@ async fn eight_stores_update_a_thousand_accounts_and_lose_no_write(rig: Rig) {
             async move {
                 let (doc, home) = document(&format!("acct{i:04}"), "at-0", now().unix_timestamp());
                 caches
-                    .save_with_activity(doc, None, None, record(&home), now())
+                    .save_with(&home, doc, None, None, with_activity(&home), now())
                     .await
                     .unwrap();
                 home
@@ -683,4 +711,33 @@ async fn eight_stores_update_a_thousand_accounts_and_lose_no_write(rig: Rig) {
         }
     }
     eprintln!("{WRITERS} writers x {ACCOUNTS} accounts: {conflicts} conflicts retried");
+}
+
+/// The database write that goes with a cache write failing: in SQL one transaction, so neither
+/// is written; in Redis the cache was written first and stays, to expire unused (the activity
+/// row never points at nothing), and the caller is told.
+async fn a_failed_companion_write_undoes_the_sql_cache_write_and_leaves_redis_s_to_expire(
+    rig: Rig,
+) {
+    let (doc, home) = document("u1", "at-1", now().unix_timestamp());
+    let failing: Companion = Arc::new(|_| Err(DbError::Unavailable("injected".into())));
+    let saved = rig
+        .caches
+        .save_with(&home, doc, None, None, failing, now())
+        .await;
+    assert!(
+        matches!(&saved, Err(CacheStoreError::Db(DbError::Unavailable(why))) if why == "injected"),
+        "{saved:?}"
+    );
+    assert!(activities::get(&mut rig.db.conn(), &home)
+        .unwrap()
+        .is_none());
+    let cached = rig.caches.load(&home, now()).await.unwrap();
+    match &rig.redis {
+        None => assert!(cached.is_none(), "the cache write was rolled back"),
+        Some(_) => {
+            let left = cached.unwrap().expires_at - now();
+            assert!(left <= time::Duration::days(90), "it expires: {left}");
+        }
+    }
 }

@@ -12,9 +12,7 @@ use tokenbridge::activity::store as activities;
 use tokenbridge::cache::document::CacheDocument;
 use tokenbridge::cache::seal::SealError;
 use tokenbridge::cache::store::{CacheStoreError, LeaseAttempt, TokenCacheStore};
-use tokenbridge::clock::to_db;
 use tokenbridge::db::schema::token_cache::dsl as tc;
-use tokenbridge::db::DbError;
 
 backend_tests!(with_migrated:
     save_then_load_round_trips,
@@ -32,8 +30,6 @@ backend_tests!(with_migrated:
     key_problems_are_told_apart_from_corrupt_rows,
     values_are_sealed_at_rest_and_bound_to_their_row,
     corrupt_rows_are_errors_and_are_left_alone,
-    cache_and_activity_are_saved_together,
-    cache_is_not_saved_when_the_activity_write_fails,
     async_run_uses_a_blocking_thread,
 );
 
@@ -301,10 +297,9 @@ fn the_write_of_refreshed_tokens_releases_its_own_lease_only(db: &TestDb) {
         })
     ));
     assert_eq!(store.lease(c, &home).unwrap().unwrap().0, "worker-b");
-    // The web app's write (with the activity) ends the lease the same way.
-    let activity = activity(&home, "u1@contoso.com");
+    // The owner's write over the current version ends it.
     store
-        .save_with_activity(c, &doc, Some(3), Some("worker-b"), &activity, T0)
+        .save_refreshed(c, &home, &doc, 3, Some("worker-b"), T0)
         .unwrap();
     assert_eq!(store.lease(c, &home).unwrap(), None);
 }
@@ -316,9 +311,8 @@ fn a_refresh_s_statements_are_prepared_once_per_connection(db: &TestDb) {
     let store = plain_store();
     let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
     let c = &mut db.conn();
-    store
-        .save_with_activity(c, &doc, None, None, &activity(&home, "u1@contoso.com"), T0)
-        .unwrap();
+    store.save(c, &home, &doc, None, T0).unwrap();
+    activities::upsert(c, &activity(&home, "u1@contoso.com"), T0).unwrap();
     let prepared = Arc::new(Mutex::new(Vec::<String>::new()));
     let seen = prepared.clone();
     diesel::Connection::set_instrumentation(&mut **c, move |event: InstrumentationEvent<'_>| {
@@ -463,77 +457,6 @@ fn corrupt_rows_are_errors_and_are_left_alone(db: &TestDb) {
             ..
         }
     ));
-}
-
-fn cache_and_activity_are_saved_together(db: &TestDb) {
-    let store = sealed_store();
-    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
-    let version = store
-        .save_with_activity(
-            &mut db.conn(),
-            &doc,
-            None,
-            None,
-            &activity(&home, "u1@contoso.com"),
-            T0,
-        )
-        .unwrap();
-    assert_eq!(version, 1);
-    let row = activities::get(&mut db.conn(), &home).unwrap().unwrap();
-    assert_eq!(row.last_activity, to_db(T0));
-    assert_eq!(row.user_principal_name.as_deref(), Some("u1@contoso.com"));
-    // A conflicting save writes neither the cache nor the activity.
-    let later = T0 + Duration::hours(1);
-    let err = store
-        .save_with_activity(
-            &mut db.conn(),
-            &doc,
-            Some(5),
-            None,
-            &activity(&home, "changed@contoso.com"),
-            later,
-        )
-        .unwrap_err();
-    assert!(matches!(
-        err,
-        CacheStoreError::Conflict {
-            current: Some(1),
-            ..
-        }
-    ));
-    let row = activities::get(&mut db.conn(), &home).unwrap().unwrap();
-    assert_eq!(row.last_activity, to_db(T0));
-    assert_eq!(row.user_principal_name.as_deref(), Some("u1@contoso.com"));
-}
-
-fn cache_is_not_saved_when_the_activity_write_fails(db: &TestDb) {
-    let store = plain_store();
-    let (doc, home) = document("u1", "at-1", T0.unix_timestamp());
-    diesel::sql_query("DROP TABLE account_activities")
-        .execute(&mut *db.conn())
-        .unwrap();
-    let err = store
-        .save_with_activity(
-            &mut db.conn(),
-            &doc,
-            None,
-            None,
-            &activity(&home, "u1@contoso.com"),
-            T0,
-        )
-        .unwrap_err();
-    assert!(
-        matches!(&err, CacheStoreError::Db(DbError::NotMigrated { .. })),
-        "{err:?}"
-    );
-    assert!(
-        err.to_string().contains("run `tokenbridge migrate`"),
-        "{err}"
-    );
-    assert!(
-        store.load(&mut db.conn(), &home, T0).unwrap().is_none(),
-        "the cache write was rolled back"
-    );
 }
 
 fn async_run_uses_a_blocking_thread(db: &TestDb) {

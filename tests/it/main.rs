@@ -14,6 +14,7 @@ mod database;
 mod dev_idp;
 mod fixtures;
 mod interop;
+mod layers;
 mod migrations;
 mod oidc_provider;
 mod serve;

@@ -107,9 +107,14 @@ pub struct AcquirerOptions {
 }
 
 impl AcquirerOptions {
-    pub fn from_settings(identity: &IdentitySettings, cache: &CacheSettings) -> Self {
+    /// `owner`: this process's name (see [`crate::process::owner_id`]).
+    pub fn from_settings(
+        identity: &IdentitySettings,
+        cache: &CacheSettings,
+        owner: String,
+    ) -> Self {
         Self {
-            owner: process_owner(),
+            owner,
             // Metadata is loaded before the lease: it covers one redemption (one provider
             // timeout), its confirmation and the write, with room to spare.
             lease_for: identity.http_timeout * 3 + Duration::from_secs(5),
@@ -117,17 +122,6 @@ impl AcquirerOptions {
             memory_entries: cache.memory_entries,
         }
     }
-}
-
-/// `host-pid-random`: unique per process, readable in the lease column.
-pub fn process_owner() -> String {
-    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
-    let host: String = host.chars().take(64).collect();
-    format!(
-        "{host}-{}-{:08x}",
-        std::process::id(),
-        rand::random::<u32>()
-    )
 }
 
 /// Documents written to this process's memory but not yet to the database (see `persist`).

@@ -9,11 +9,10 @@
 
 use super::lease::Lease;
 use super::{Caller, Core};
-use crate::activity::store::ActivityRecord;
 use crate::cache::document::{CacheDocument, ClientContext, Grant, TokenResponse};
 use crate::cache::store::{CacheStoreError, LoadedCache};
+use crate::identity::activity::{account_activity, recorded};
 use crate::identity::AcquireError;
-use crate::settings::ProviderKind;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -169,7 +168,7 @@ pub(super) fn save_in_background(core: &Core, write: Write, lease: Lease) {
 }
 
 /// Saves the document: for the web app with the user's activity (see
-/// [`crate::cache::backend::CacheBackend::save_with_activity`]); the worker's writes are never
+/// [`crate::cache::backend::CacheBackend::save_with`]); the worker's writes are never
 /// the user's activity. `ending_lease`: the lease owner whose lease the write releases.
 async fn write_once(
     core: &Core,
@@ -184,30 +183,23 @@ async fn write_once(
             .save_refreshed(&write.id, doc, expected, ending_lease, now)
             .await;
     }
-    let account = document.account(&write.context, &write.id);
-    // The tenant only from what names one: Entra ID's realm is its tenant id; another provider's
-    // ID token may carry `tid`. Unknown here keeps what sign-in stored.
-    let tenant = match core.provider.kind() {
-        ProviderKind::Entra => account.map(|a| a.realm.clone()),
-        ProviderKind::Oidc => write
-            .tokens
-            .id_token
-            .as_ref()
-            .and_then(|t| t.claims.tid.clone()),
-    };
-    let activity = ActivityRecord {
-        account_cache_key: write.id.clone(),
-        account_identifier: write.id.clone(),
-        object_id: account.map(|a| a.local_account_id.clone()),
-        tenant_id: tenant,
-        user_principal_name: account
-            .map(|a| a.username.clone())
-            .filter(|u| !u.is_empty()),
-        problem: None,
-    };
+    let activity = account_activity(
+        &write.id,
+        document.account(&write.context, &write.id),
+        write.tokens.id_token.as_ref().map(|t| &t.claims),
+        core.provider.kind(),
+        None,
+    );
     let saved = core
         .caches
-        .save_with_activity(doc, Some(expected), ending_lease, activity, now)
+        .save_with(
+            &write.id,
+            doc,
+            Some(expected),
+            ending_lease,
+            recorded(activity, now),
+            now,
+        )
         .await?;
     Ok(saved.version)
 }

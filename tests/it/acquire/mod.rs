@@ -69,7 +69,11 @@ impl Rig {
             db,
             &settings,
             Arc::new(clock.clone()),
-            AcquirerOptions::from_settings(&settings.identity, &settings.cache),
+            AcquirerOptions::from_settings(
+                &settings.identity,
+                &settings.cache,
+                tokenbridge::process::owner_id(),
+            ),
         )
         .unwrap()
     }

@@ -100,7 +100,8 @@ pub(super) async fn seed(app: &TestApp, count: usize) -> Vec<String> {
                 user_principal_name: Some(&upn),
                 problem: None,
             };
-            store.save_with_activity(conn, &document, None, None, &activity, idle_since)?;
+            store.save(conn, &id, &document, None, idle_since)?;
+            activities::upsert(conn, &activity, idle_since)?;
             ids.push(id);
         }
         Ok(ids)

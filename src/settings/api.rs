@@ -1,0 +1,60 @@
+//! `[api]`: the downstream API the profile page and the worker call.
+
+use super::{invalid, parse_url, positive, SettingsError};
+use serde::Deserialize;
+use std::time::Duration;
+use url::Url;
+
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    pub base_url: Url,
+    /// The resource the profile page and the worker call, relative to `base_url` (`/me`).
+    pub path: String,
+    pub timeout: Duration,
+}
+
+impl ApiSettings {
+    /// `{base_url}{path}`: `https://graph.microsoft.com/v1.0/me` by default.
+    pub fn me_url(&self) -> String {
+        format!(
+            "{}/{}",
+            self.base_url.as_str().trim_end_matches('/'),
+            self.path.trim_start_matches('/')
+        )
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawApi {
+    base_url: String,
+    path: String,
+    timeout: String,
+}
+
+impl Default for RawApi {
+    fn default() -> Self {
+        Self {
+            base_url: "https://graph.microsoft.com/v1.0".into(),
+            path: "/me".into(),
+            timeout: "10s".into(),
+        }
+    }
+}
+
+impl RawApi {
+    pub(super) fn validate(self) -> Result<ApiSettings, SettingsError> {
+        let path = self.path.trim();
+        if !path.starts_with('/') || path.contains(char::is_whitespace) || path.contains("//") {
+            return Err(invalid(
+                "api.path",
+                "expected a path on the API such as \"/me\"",
+            ));
+        }
+        Ok(ApiSettings {
+            base_url: parse_url("api.base_url", &self.base_url)?,
+            path: path.to_owned(),
+            timeout: positive("api.timeout", &self.timeout)?,
+        })
+    }
+}
