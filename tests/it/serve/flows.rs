@@ -1,20 +1,12 @@
 //! The flows a person goes through, on every backend.
 
-use super::{e2e_tests, location, redis_e2e_tests, spawn_app, TestApp};
+use super::{e2e_tests, location, spawn_app, TestApp};
 use time::Duration;
 use tokenbridge::activity::store as activities;
 use tokenbridge::db::Backend;
 use tokenbridge::settings::Rotation;
 
-e2e_tests!(
-    sign_in_shows_the_profile_and_stores_a_sealed_cache,
-    an_expired_access_token_is_refreshed_silently,
-    twenty_concurrent_page_loads_after_expiry_cause_one_refresh,
-    a_revoked_user_is_sent_to_sign_in,
-    sign_out_removes_the_cache_row,
-);
-
-redis_e2e_tests!(
+e2e_tests!(and_redis:
     sign_in_shows_the_profile_and_stores_a_sealed_cache,
     an_expired_access_token_is_refreshed_silently,
     twenty_concurrent_page_loads_after_expiry_cause_one_refresh,

@@ -48,6 +48,11 @@ pub async fn in_redis<F: std::future::Future>(test: F) -> F::Output {
 
 /// Declares one `#[tokio::test]` per backend for each async body taking a `Backend`.
 macro_rules! e2e_tests {
+    // ... and once more with the caches in Redis (see `redis_e2e_tests`).
+    (and_redis: $($name:ident),* $(,)?) => {
+        $crate::serve::e2e_tests!($($name),*);
+        $crate::serve::redis_e2e_tests!($($name),*);
+    };
     ($($name:ident),* $(,)?) => {
         mod sqlite { $( #[tokio::test] async fn $name() { super::$name(tokenbridge::db::Backend::Sqlite).await } )* }
         mod postgres { $( #[tokio::test] async fn $name() { super::$name(tokenbridge::db::Backend::Postgres).await } )* }

@@ -1,22 +1,12 @@
 //! What a pass does for users in each state, on every backend.
 
 use super::{activity, outcomes, pass};
-use crate::serve::{e2e_tests, redis_e2e_tests, spawn_app, TestApp};
+use crate::serve::{e2e_tests, spawn_app, TestApp};
 use time::Duration;
 use tokenbridge::clock::Clock;
 use tokenbridge::db::Backend;
 
-e2e_tests!(
-    one_pass_refreshes_each_idle_user_and_calls_the_api_once_each,
-    a_revoked_user_is_marked_skipped_and_cleared_by_signing_in,
-    a_signed_out_user_is_reported_once_then_skipped,
-    a_sign_in_without_a_refresh_token_is_marked_and_reported_once,
-    a_dry_run_lists_the_due_accounts_and_changes_nothing,
-    one_user_can_be_processed_alone,
-    the_web_app_and_a_worker_refreshing_one_user_never_trip_strict_rotation,
-);
-
-redis_e2e_tests!(
+e2e_tests!(and_redis:
     one_pass_refreshes_each_idle_user_and_calls_the_api_once_each,
     a_revoked_user_is_marked_skipped_and_cleared_by_signing_in,
     a_signed_out_user_is_reported_once_then_skipped,
