@@ -19,6 +19,15 @@ use time::OffsetDateTime;
 /// deferred retry), so it is `Fn`.
 pub type Companion = Arc<dyn Fn(&mut DbConnection) -> Result<(), DbError> + Send + Sync>;
 
+/// The row a compare-and-swap write goes over: its version, and the session epoch of the
+/// sign-in it belongs to when known (a row deleted at sign-out and made again starts at version
+/// 1 again; only the epoch tells the two apart).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    pub version: i64,
+    pub session_epoch: Option<i64>,
+}
+
 /// What [`CacheBackend::read`] found.
 #[derive(Debug)]
 pub enum Read {
@@ -123,12 +132,28 @@ impl CacheBackend {
         }
     }
 
-    /// Saves refreshed tokens over `version`, ending `ending_lease`'s lease in the same write.
+    /// The version and session epoch of a live row, without reading its value.
+    pub async fn version_and_epoch(
+        &self,
+        id: &str,
+        now: OffsetDateTime,
+    ) -> Result<Option<(i64, i64)>, CacheStoreError> {
+        match self {
+            Self::Sql { db, store } => {
+                let (store, key) = (store.clone(), id.to_owned());
+                db.run(move |conn| store.version_and_epoch(conn, &key, now))
+                    .await
+            }
+            Self::Redis { store, .. } => store.version_and_epoch(id).await,
+        }
+    }
+
+    /// Saves refreshed tokens over `expected`, ending `ending_lease`'s lease in the same write.
     pub async fn save_refreshed(
         &self,
         id: &str,
         document: CacheDocument,
-        version: i64,
+        expected: Expected,
         ending_lease: Option<String>,
         now: OffsetDateTime,
     ) -> Result<i64, CacheStoreError> {
@@ -140,7 +165,8 @@ impl CacheBackend {
                         conn,
                         &key,
                         &document,
-                        version,
+                        expected.version,
+                        expected.session_epoch,
                         ending_lease.as_deref(),
                         now,
                     )
@@ -148,7 +174,7 @@ impl CacheBackend {
                 .await
             }
             Self::Redis { store, .. } => Ok(store
-                .save(id, &document, Some(version), ending_lease.as_deref())
+                .save(id, &document, Some(expected), ending_lease.as_deref())
                 .await?
                 .version),
         }
@@ -161,7 +187,7 @@ impl CacheBackend {
         &self,
         id: &str,
         document: CacheDocument,
-        expected: Option<i64>,
+        expected: Option<Expected>,
         ending_lease: Option<String>,
         companion: Companion,
         now: OffsetDateTime,
@@ -173,9 +199,18 @@ impl CacheBackend {
                     conn.transaction(|conn| {
                         let ending = ending_lease.as_deref();
                         let version = match expected {
-                            Some(v) => {
-                                store.save_refreshed(conn, &key, &document, v, ending, now)?
-                            }
+                            Some(Expected {
+                                version,
+                                session_epoch,
+                            }) => store.save_refreshed(
+                                conn,
+                                &key,
+                                &document,
+                                version,
+                                session_epoch,
+                                ending,
+                                now,
+                            )?,
                             None => store.save(conn, &key, &document, None, now)?,
                         };
                         companion(conn)?;

@@ -15,8 +15,10 @@ use crate::db::{DbConnection, DbError};
 use diesel::dsl::case_when;
 use diesel::prelude::*;
 use diesel::result::{DatabaseErrorKind, Error as DieselError};
-use diesel::sql_types::{Nullable, Text, Timestamp};
+use diesel::sql_types::{BigInt, Nullable, Text, Timestamp};
 use time::{Duration, OffsetDateTime, PrimitiveDateTime};
+
+diesel::define_sql_function!(fn coalesce(x: Nullable<BigInt>, y: BigInt) -> BigInt);
 
 #[derive(Debug, thiserror::Error)]
 pub enum CacheStoreError {
@@ -248,39 +250,61 @@ impl TokenCacheStore {
         expected: Option<i64>,
         now: OffsetDateTime,
     ) -> Result<i64, CacheStoreError> {
-        self.write(conn, id, document, expected, None, now)
+        self.write(conn, id, document, expected, None, None, now)
     }
 
-    /// [`Self::save`] of refreshed tokens over `version`; with `ending_lease`, the refresh lease
-    /// that owner holds is released in the same statement (a lease someone else holds by now is
-    /// left alone).
+    /// [`Self::save`] over `version` of the row whose sessions have `session_epoch` (when
+    /// known: a row deleted at sign-out and made again by a new sign-in starts at version 1
+    /// again, and only its epoch tells it from the row the caller read); with `ending_lease`,
+    /// the refresh lease that owner holds is released in the same statement (a lease someone
+    /// else holds by now is left alone).
+    #[allow(clippy::too_many_arguments)]
     pub fn save_refreshed(
         &self,
         conn: &mut DbConnection,
         id: &str,
         document: &CacheDocument,
         version: i64,
+        session_epoch: Option<i64>,
         ending_lease: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<i64, CacheStoreError> {
-        self.write(conn, id, document, Some(version), ending_lease, now)
+        self.write(
+            conn,
+            id,
+            document,
+            Some(version),
+            session_epoch,
+            ending_lease,
+            now,
+        )
     }
 
-    /// The write behind [`Self::save`]; `ending_lease` only counts for a write over a version
-    /// (an absent row has no lease).
+    /// The write behind [`Self::save`]; `session_epoch` and `ending_lease` only count for a
+    /// write over a version (an absent row has neither).
+    #[allow(clippy::too_many_arguments)]
     fn write(
         &self,
         conn: &mut DbConnection,
         id: &str,
         document: &CacheDocument,
         expected: Option<i64>,
+        session_epoch: Option<i64>,
         ending_lease: Option<&str>,
         now: OffsetDateTime,
     ) -> Result<i64, CacheStoreError> {
         let sealed = seal_document(&self.sealer, id, document)?;
         let (now_db, expires) = (to_db(now), self.expiry(now));
         if let Some(version) = expected {
-            let target = tc::id.eq(id).and(tc::version.eq(version));
+            // One statement text whether the epoch is known or not (NULL matches any), so it
+            // stays prepared.
+            let target = tc::id
+                .eq(id)
+                .and(tc::version.eq(version))
+                .and(tc::session_epoch.eq(coalesce(
+                    session_epoch.into_sql::<Nullable<BigInt>>(),
+                    tc::session_epoch,
+                )));
             let values = (
                 tc::value.eq(&sealed),
                 tc::version.eq(version + 1),

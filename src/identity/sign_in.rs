@@ -4,7 +4,7 @@ use super::acquire::{SignedIn, TokenAcquirer};
 use super::activity::{account_activity, recorded};
 use super::error::AcquireError;
 use super::provider::SignInState;
-use crate::cache::backend::CacheBackend;
+use crate::cache::backend::{CacheBackend, Expected};
 use crate::cache::document::{home_account_id, CacheDocument, Grant};
 use crate::cache::store::CacheStoreError;
 use crate::settings::ProviderKind;
@@ -132,15 +132,23 @@ async fn current(
     caches: &CacheBackend,
     id: &str,
     now: OffsetDateTime,
-) -> Result<(CacheDocument, Option<i64>), AcquireError> {
+) -> Result<(CacheDocument, Option<Expected>), AcquireError> {
+    let row = |version, epoch| Expected {
+        version,
+        session_epoch: Some(epoch),
+    };
     match caches.load(id, now).await {
-        Ok(Some(loaded)) => Ok((loaded.document, Some(loaded.version))),
+        Ok(Some(loaded)) => Ok((
+            loaded.document,
+            Some(row(loaded.version, loaded.session_epoch)),
+        )),
         Ok(None) => Ok((CacheDocument::default(), None)),
         Err(e) if e.is_corrupt() => {
             tracing::warn!(error = %e, "replacing a corrupt token cache at sign-in");
+            let current = caches.version_and_epoch(id, now).await?;
             Ok((
                 CacheDocument::default(),
-                caches.current_version(id, now).await?,
+                current.map(|(version, epoch)| row(version, epoch)),
             ))
         }
         Err(e) => Err(e.into()),

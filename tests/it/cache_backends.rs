@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 use tokenbridge::activity::store::{self as activities, ActivityRecord};
-use tokenbridge::cache::backend::{CacheBackend, Companion, Read};
+use tokenbridge::cache::backend::{CacheBackend, Companion, Expected, Read};
 use tokenbridge::cache::document::{CacheDocument, Grant, TokenResponse};
 use tokenbridge::cache::redis::RedisCacheStore;
 use tokenbridge::cache::seal::{SealKeys, Sealer};
@@ -164,10 +164,19 @@ store_tests!(
     corrupt_rows_are_errors_and_are_left_alone,
     a_process_without_the_key_is_told_so_and_changes_nothing,
     a_sign_out_removes_only_its_own_session_s_row,
+    a_write_over_an_earlier_sign_in_s_row_is_a_conflict,
     cache_and_activity_are_saved_together,
     a_failed_companion_write_undoes_the_sql_cache_write_and_leaves_redis_s_to_expire,
     eight_stores_update_a_thousand_accounts_and_lose_no_write,
 );
+
+/// A write over `version`, whoever's sign-in the row holds.
+fn at(version: i64) -> Expected {
+    Expected {
+        version,
+        session_epoch: None,
+    }
+}
 
 fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
@@ -293,7 +302,7 @@ async fn a_stale_version_is_a_conflict_and_changes_nothing(rig: Rig) {
     let newer = with_token(&doc, &home, "Mail.Read", "at-2");
     assert_eq!(
         rig.caches
-            .save_refreshed(&home, newer.clone(), 1, None, now())
+            .save_refreshed(&home, newer.clone(), at(1), None, now())
             .await
             .unwrap(),
         2
@@ -301,7 +310,7 @@ async fn a_stale_version_is_a_conflict_and_changes_nothing(rig: Rig) {
     let stale = with_token(&doc, &home, "Files.Read", "at-3");
     match rig
         .caches
-        .save_refreshed(&home, stale, 1, None, now())
+        .save_refreshed(&home, stale, at(1), None, now())
         .await
     {
         Err(CacheStoreError::Conflict {
@@ -327,7 +336,7 @@ async fn a_stale_version_is_a_conflict_and_changes_nothing(rig: Rig) {
     // A write over a row that is gone is a conflict naming no version.
     let gone = rig
         .caches
-        .save_refreshed("nobody", doc, 1, None, now())
+        .save_refreshed("nobody", doc, at(1), None, now())
         .await;
     assert!(
         matches!(gone, Err(CacheStoreError::Conflict { current: None, .. })),
@@ -350,7 +359,9 @@ async fn two_stores_racing_a_compare_and_swap_one_wins(rig: Rig) {
             let doc = with_token(&doc, &home, "User.Read", &format!("at-{round}-{writer}"));
             tokio::spawn(async move {
                 barrier.wait().await;
-                store.save_refreshed(&home, doc, round, None, now()).await
+                store
+                    .save_refreshed(&home, doc, at(round), None, now())
+                    .await
             })
         });
         let results: Vec<_> = join_all(writes)
@@ -452,7 +463,7 @@ async fn the_write_of_refreshed_tokens_releases_its_own_lease_only(rig: Rig) {
     let doc2 = with_token(&doc, &home, "Mail.Read", "at-2");
     let version = rig
         .caches
-        .save_refreshed(&home, doc2.clone(), 1, Some("a#1".into()), now())
+        .save_refreshed(&home, doc2.clone(), at(1), Some("a#1".into()), now())
         .await
         .unwrap();
     assert_eq!(version, 2);
@@ -461,7 +472,7 @@ async fn the_write_of_refreshed_tokens_releases_its_own_lease_only(rig: Rig) {
     rig.caches.take_lease(&home, 2, "b#1", term).await.unwrap();
     let doc3 = with_token(&doc2, &home, "Files.Read", "at-3");
     rig.caches
-        .save_refreshed(&home, doc3, 2, Some("a#1".into()), now())
+        .save_refreshed(&home, doc3, at(2), Some("a#1".into()), now())
         .await
         .unwrap();
     assert_eq!(
@@ -475,7 +486,7 @@ async fn the_write_of_refreshed_tokens_releases_its_own_lease_only(rig: Rig) {
         .save_with(
             &home,
             doc4,
-            Some(3),
+            Some(at(3)),
             Some("b#1".into()),
             with_activity(&home),
             now(),
@@ -630,7 +641,7 @@ async fn cache_and_activity_are_saved_together(rig: Rig) {
     let mut upn = record(&home);
     upn.user_principal_name = Some("renamed@contoso.com".into());
     rig.caches
-        .save_with(&home, doc2, Some(1), None, recorded(upn), now())
+        .save_with(&home, doc2, Some(at(1)), None, recorded(upn), now())
         .await
         .unwrap();
     let after = activities::get(&mut rig.db.conn(), &home).unwrap().unwrap();
@@ -642,7 +653,7 @@ async fn cache_and_activity_are_saved_together(rig: Rig) {
     // A refresh by the worker is not the user's activity.
     let doc3 = with_token(&doc, &home, "Files.Read", "at-3");
     rig.caches
-        .save_refreshed(&home, doc3, 2, None, now())
+        .save_refreshed(&home, doc3, at(2), None, now())
         .await
         .unwrap();
     let untouched = activities::get(&mut rig.db.conn(), &home).unwrap().unwrap();
@@ -679,7 +690,7 @@ async fn eight_stores_update_a_thousand_accounts_and_lose_no_write(rig: Rig) {
                     let scope = format!("Writer{writer}.Read");
                     let doc = with_token(&loaded.document, home, &scope, &format!("at-{writer}"));
                     match store
-                        .save_refreshed(home, doc, loaded.version, None, now())
+                        .save_refreshed(home, doc, at(loaded.version), None, now())
                         .await
                     {
                         Ok(_) => break,
@@ -740,4 +751,94 @@ async fn a_failed_companion_write_undoes_the_sql_cache_write_and_leaves_redis_s_
             assert!(left <= time::Duration::days(90), "it expires: {left}");
         }
     }
+}
+
+/// A row deleted at sign-out and made again by a new sign-in starts at version 1 again: a
+/// refresh that read the old row (same version number, the old session epoch) must not write
+/// over the new sign-in's tokens.
+async fn a_write_over_an_earlier_sign_in_s_row_is_a_conflict(rig: Rig) {
+    let (doc, home) = document("u1", "at-1", now().unix_timestamp());
+    let first = rig
+        .caches
+        .save_with(&home, doc.clone(), None, None, with_activity(&home), now())
+        .await
+        .unwrap();
+    let read_before_sign_out = Expected {
+        version: first.version,
+        session_epoch: Some(first.session_epoch),
+    };
+    rig.caches
+        .remove_session(&home, first.session_epoch, signed_out(&home), now())
+        .await
+        .unwrap()
+        .unwrap();
+    let (new_doc, _) = document("u1", "at-new-sign-in", now().unix_timestamp());
+    let second = rig
+        .caches
+        .save_with(
+            &home,
+            new_doc.clone(),
+            None,
+            None,
+            with_activity(&home),
+            now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        second.version, first.version,
+        "the same version number again"
+    );
+    let stale = with_token(&doc, &home, "Mail.Read", "at-stale");
+    let written = rig
+        .caches
+        .save_refreshed(&home, stale.clone(), read_before_sign_out, None, now())
+        .await;
+    assert!(
+        matches!(
+            written,
+            Err(CacheStoreError::Conflict {
+                current: Some(1),
+                ..
+            })
+        ),
+        "{written:?}"
+    );
+    let with_activity_too = rig
+        .caches
+        .save_with(
+            &home,
+            stale,
+            Some(read_before_sign_out),
+            None,
+            with_activity(&home),
+            now(),
+        )
+        .await;
+    assert!(
+        matches!(with_activity_too, Err(CacheStoreError::Conflict { .. })),
+        "{with_activity_too:?}"
+    );
+    assert_eq!(
+        rig.caches
+            .load(&home, now())
+            .await
+            .unwrap()
+            .unwrap()
+            .document,
+        new_doc
+    );
+    // Over the new sign-in's row, the same write goes through.
+    let current = Expected {
+        version: second.version,
+        session_epoch: Some(second.session_epoch),
+    };
+    let refreshed = with_token(&new_doc, &home, "Mail.Read", "at-2");
+    assert_eq!(
+        rig.caches
+            .save_refreshed(&home, refreshed, current, None, now())
+            .await
+            .unwrap(),
+        2
+    );
 }

@@ -262,7 +262,7 @@ fn the_write_of_refreshed_tokens_releases_its_own_lease_only(db: &TestDb) {
     let (refreshed, _) = document("u1", "at-2", T0.unix_timestamp());
     assert_eq!(
         store
-            .save_refreshed(c, &home, &refreshed, 1, Some("worker-a"), T0)
+            .save_refreshed(c, &home, &refreshed, 1, None, Some("worker-a"), T0)
             .unwrap(),
         2
     );
@@ -283,14 +283,14 @@ fn the_write_of_refreshed_tokens_releases_its_own_lease_only(db: &TestDb) {
     let held = store.lease(c, &home).unwrap().unwrap();
     assert_eq!(
         store
-            .save_refreshed(c, &home, &doc, 2, Some("worker-a"), T0)
+            .save_refreshed(c, &home, &doc, 2, None, Some("worker-a"), T0)
             .unwrap(),
         3
     );
     assert_eq!(store.lease(c, &home).unwrap(), Some(held));
     // A stale version is a conflict, and the lease stays too.
     assert!(matches!(
-        store.save_refreshed(c, &home, &doc, 2, Some("worker-b"), T0),
+        store.save_refreshed(c, &home, &doc, 2, None, Some("worker-b"), T0),
         Err(CacheStoreError::Conflict {
             current: Some(3),
             ..
@@ -299,7 +299,7 @@ fn the_write_of_refreshed_tokens_releases_its_own_lease_only(db: &TestDb) {
     assert_eq!(store.lease(c, &home).unwrap().unwrap().0, "worker-b");
     // The owner's write over the current version ends it.
     store
-        .save_refreshed(c, &home, &doc, 3, Some("worker-b"), T0)
+        .save_refreshed(c, &home, &doc, 3, None, Some("worker-b"), T0)
         .unwrap();
     assert_eq!(store.lease(c, &home).unwrap(), None);
 }
@@ -333,7 +333,7 @@ fn a_refresh_s_statements_are_prepared_once_per_connection(db: &TestDb) {
             Some((version, true))
         );
         store
-            .save_refreshed(c, &home, &doc, version, Some(&owner), T0)
+            .save_refreshed(c, &home, &doc, version, None, Some(&owner), T0)
             .unwrap();
         assert_eq!(
             store

@@ -13,7 +13,7 @@ mod scripts;
 mod url;
 
 pub use self::url::{RedisUrl, RedisUrlError};
-use super::backend::Read;
+use super::backend::{Expected, Read};
 use super::document::CacheDocument;
 use super::seal::Sealer;
 use super::store::{new_session_epoch, open_document, seal_document, CacheStoreError, LoadedCache};
@@ -206,7 +206,8 @@ impl RedisCacheStore {
         Ok(version.zip(epoch))
     }
 
-    /// Compare-and-swap write over `expected` (None: the row must be absent); with
+    /// Compare-and-swap write over `expected` (None: the row must be absent; its epoch, when
+    /// given, must match too); with
     /// `ending_lease`, that owner's refresh lease is released in the same script. Returns the
     /// new version and the row's session epoch; [`CacheStoreError::Conflict`] when someone
     /// wrote meanwhile.
@@ -214,12 +215,16 @@ impl RedisCacheStore {
         &self,
         id: &str,
         document: &CacheDocument,
-        expected: Option<i64>,
+        expected: Option<Expected>,
         ending_lease: Option<&str>,
     ) -> Result<Saved, CacheStoreError> {
         let sealed = seal_document(&self.sealer, id, document)?;
         let (key, lease) = (self.cache_key(id), self.lease_key(id));
-        let expected_arg = expected.map(|v| v.to_string()).unwrap_or_default();
+        let expected_arg = expected.map(|e| e.version.to_string()).unwrap_or_default();
+        let epoch_arg = expected
+            .and_then(|e| e.session_epoch)
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         let ending = ending_lease.unwrap_or_default().to_owned();
         let (window, epoch) = (self.window_ms(), new_session_epoch().to_string());
         let (written, version, session_epoch): (i64, i64, i64) = self
@@ -232,6 +237,7 @@ impl RedisCacheStore {
                     .arg(window)
                     .arg(ending)
                     .arg(epoch)
+                    .arg(epoch_arg)
                     .invoke_async(&mut c)
                     .await
             })

@@ -29,7 +29,8 @@ return {r[1], r[2], ttl, value}
 
 /// KEYS: cache, lease. ARGV: the expected version ("" for an absent row), the sealed value,
 /// the sliding window (ms), the lease owner whose lease the write ends (or ""), the session
-/// epoch for a new row. {1, new version, epoch} or, on a conflict, {0, current version or -1, 0}.
+/// epoch for a new row, the expected row's epoch (or "": any). {1, new version, epoch} or, on a
+/// conflict, {0, current version or -1, 0}.
 pub static SAVE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r"
@@ -42,6 +43,9 @@ if ARGV[1] == '' then
   return {1, 1, ARGV[5]}
 end
 if current ~= ARGV[1] then return {0, current or -1, 0} end
+if ARGV[6] ~= '' and redis.call('HGET', KEYS[1], 'ep') ~= ARGV[6] then
+  return {0, current, 0}
+end
 local version = tonumber(current) + 1
 redis.call('HSET', KEYS[1], 'v', ARGV[2], 'ver', tostring(version))
 redis.call('PEXPIRE', KEYS[1], ARGV[3])

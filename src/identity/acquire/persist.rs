@@ -9,8 +9,9 @@
 
 use super::lease::Lease;
 use super::{Caller, Core};
+use crate::cache::backend::Expected;
 use crate::cache::document::{CacheDocument, ClientContext, Grant, TokenResponse};
-use crate::cache::store::{CacheStoreError, LoadedCache};
+use crate::cache::store::CacheStoreError;
 use crate::identity::activity::{account_activity, recorded};
 use crate::identity::AcquireError;
 use std::sync::Arc;
@@ -33,8 +34,9 @@ pub(super) struct Write {
     /// When the provider answered (Unix seconds): a refresh token in the row written after
     /// this is newer than ours and is kept.
     pub redeemed_at: i64,
-    /// The row's version and document the refresh token was taken from.
-    pub base: (i64, Arc<CacheDocument>),
+    /// The row (version and the sign-in's session epoch) and document the refresh token was
+    /// taken from.
+    pub base: (Expected, Arc<CacheDocument>),
 }
 
 /// Why a write did not happen.
@@ -110,6 +112,17 @@ pub(super) async fn save(
                 return Ok((version, document));
             }
             Err(CacheStoreError::Conflict { .. }) => match reload(core, &write.id).await {
+                Ok(Some((row, _)))
+                    if write.base.0.session_epoch.is_some()
+                        && row.session_epoch != write.base.0.session_epoch =>
+                {
+                    // The user signed out and in again: these tokens belong to a sign-in that
+                    // has ended, and the row to the new one.
+                    return Err(Unwritten::Refused(AcquireError::InteractionRequired {
+                        reason: "the user signed out while their tokens were being refreshed"
+                            .into(),
+                    }));
+                }
                 Ok(Some(base)) => {
                     write.base = base;
                     // Merge and write again at once; a row that keeps changing is retried
@@ -204,23 +217,34 @@ async fn write_once(
     Ok(saved.version)
 }
 
-/// The row as it is now, to merge into. A corrupt row is written over (its version kept); a
-/// row this process cannot open is left alone.
-async fn reload(core: &Core, id: &str) -> Result<Option<(i64, Arc<CacheDocument>)>, AcquireError> {
+/// The row as it is now, to merge into. A corrupt row is written over (its version and epoch
+/// kept); a row this process cannot open is left alone.
+async fn reload(
+    core: &Core,
+    id: &str,
+) -> Result<Option<(Expected, Arc<CacheDocument>)>, AcquireError> {
     let now = core.now();
     match core.caches.load(id, now).await {
-        Ok(loaded) => Ok(loaded.map(
-            |LoadedCache {
-                 document, version, ..
-             }| { (version, Arc::new(document)) },
-        )),
+        Ok(loaded) => Ok(loaded.map(|loaded| {
+            let row = Expected {
+                version: loaded.version,
+                session_epoch: Some(loaded.session_epoch),
+            };
+            (row, Arc::new(loaded.document))
+        })),
         Err(e) if e.is_corrupt() => {
             tracing::warn!(error = %e, "writing refreshed tokens over a corrupt token cache");
             Ok(core
                 .caches
-                .current_version(id, now)
+                .version_and_epoch(id, now)
                 .await?
-                .map(|v| (v, Arc::new(CacheDocument::default()))))
+                .map(|(version, epoch)| {
+                    let row = Expected {
+                        version,
+                        session_epoch: Some(epoch),
+                    };
+                    (row, Arc::new(CacheDocument::default()))
+                }))
         }
         Err(e) => Err(e.into()),
     }

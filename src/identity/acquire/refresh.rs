@@ -7,6 +7,7 @@
 use super::lease::{Lease, Taking};
 use super::persist::{self, Unwritten, Write};
 use super::{no_cache, AccessToken, Caller, Core, Current};
+use crate::cache::backend::Expected;
 use crate::identity::provider::Loaded;
 use crate::identity::AcquireError;
 use std::sync::Arc;
@@ -25,7 +26,7 @@ pub(super) async fn refresh(
     let scope_refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
     let context = &loaded.context;
     let deadline = Instant::now() + core.options.lease_for * 2;
-    let (lease, version, document) = loop {
+    let (lease, expected, document) = loop {
         let current = match read.take() {
             Some(current) => current,
             None => core.read(&id).await?.ok_or_else(no_cache)?,
@@ -42,7 +43,13 @@ pub(super) async fn refresh(
             }
         }
         match Lease::take(&core, &id, current.version, deadline).await? {
-            Taking::Taken(lease) => break (*lease, current.version, current.document),
+            Taking::Taken(lease) => {
+                let expected = Expected {
+                    version: current.version,
+                    session_epoch: current.session_epoch,
+                };
+                break (*lease, expected, current.document);
+            }
             Taking::Changed => continue,
         }
     };
@@ -98,7 +105,7 @@ pub(super) async fn refresh(
         scopes: scopes.clone(),
         caller,
         redeemed_at: core.now().unix_timestamp(),
-        base: (version, document),
+        base: (expected, document),
     };
     // The write ends the lease, unless the ID token is still to be validated and stored.
     let saved = persist::save(
@@ -138,7 +145,11 @@ pub(super) async fn refresh(
     match core.provider.validate_id_token(&redeemed).await {
         Ok(Some(id_token)) => {
             write.tokens = redeemed.tokens(Some(id_token));
-            write.base = (version, document.clone());
+            let expected = Expected {
+                version,
+                ..write.base.0
+            };
+            write.base = (expected, document.clone());
             // One try: the tokens are written already; only the account details wait.
             let once = Some(Instant::now());
             match persist::save(&core, write.clone(), Some(&lease), true, once).await {

@@ -15,6 +15,7 @@ e2e_tests!(
     a_write_by_someone_else_during_a_refresh_is_merged_not_redeemed_again,
     a_failing_save_after_redemption_is_retried_and_loses_nothing,
     an_id_token_that_fails_validation_after_redemption_keeps_the_tokens,
+    a_sign_out_and_a_new_sign_in_during_a_refresh_keep_the_new_sign_in_s_tokens,
 );
 
 async fn strict_rig(test: &str, backend: Backend) -> Option<Rig> {
@@ -120,4 +121,50 @@ async fn an_id_token_that_fails_validation_after_redemption_keeps_the_tokens(bac
     assert!(token.is_ok(), "the saved access token is used: {token:?}");
     assert_eq!(rig.counter("refreshes").await, 1);
     next_refresh_works(&rig, &acquirer, &id).await;
+}
+
+/// While the provider's answer to a refresh is on its way, the user signs out and signs in
+/// again elsewhere: the new sign-in's row starts at version 1, the version the refresh read.
+/// The refresh must not write the old sign-in's tokens over the new ones.
+async fn a_sign_out_and_a_new_sign_in_during_a_refresh_keep_the_new_sign_in_s_tokens(
+    backend: Backend,
+) {
+    let Some(rig) = Rig::new("acquire::sign_out_during_refresh", backend, |_| {}).await else {
+        return;
+    };
+    let acquirer = rig.acquirer(&rig.clock);
+    let id = rig.sign_in(&acquirer, "ada").await;
+    assert_eq!(rig.row(&id).1, 1);
+    rig.clock.advance(Duration::hours(2));
+    late_answer(&rig, 500).await;
+    let refresh = acquire(&acquirer, &id);
+    let elsewhere = rig.acquirer(&rig.clock);
+    let sign_out_and_in = async {
+        rig.until_refreshes(1).await;
+        let epoch = {
+            let now = time::OffsetDateTime::now_utc();
+            let store = store(&rig.settings);
+            let (_, epoch) = store
+                .version_and_epoch(&mut rig.db.conn(), &id, now)
+                .unwrap()
+                .unwrap();
+            epoch
+        };
+        let signed_out = elsewhere.sign_out(&id, epoch).await.unwrap();
+        assert_eq!(signed_out, tokenbridge::identity::SignedOut::Done);
+        rig.sign_in(&elsewhere, "ada").await;
+        assert_eq!(rig.row(&id).1, 1, "a new row, at version 1 again");
+        rig.refresh_token(&id)
+    };
+    let (refreshed, new_sign_in) = futures_util::future::join(refresh, sign_out_and_in).await;
+    assert!(
+        matches!(&refreshed, Err(AcquireError::InteractionRequired { reason }) if reason.contains("signed out")),
+        "{refreshed:?}"
+    );
+    assert_eq!(
+        rig.row(&id).1,
+        1,
+        "nothing was written over the new sign-in"
+    );
+    assert_eq!(rig.refresh_token(&id), new_sign_in);
 }
