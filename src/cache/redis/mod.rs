@@ -361,15 +361,6 @@ impl RedisCacheStore {
         }))
     }
 
-    /// Deletes a user's row and lease (sign-out). Returns whether there was a row.
-    pub async fn delete(&self, id: &str) -> Result<bool, CacheStoreError> {
-        let (key, lease) = (self.cache_key(id), self.lease_key(id));
-        let deleted: i64 = self
-            .call(|mut c| async move { c.del(&[key, lease]).await })
-            .await?;
-        Ok(deleted > 0)
-    }
-
     /// Deletes the row if its session epoch is `session_epoch`, atomically: `None` when it was
     /// not (or there was no row); otherwise the document it held, when it could be opened (for
     /// revoking its refresh token).
