@@ -54,6 +54,23 @@ pub enum CacheBackend {
     },
 }
 
+/// Runs `f` with the SQL store, a pooled connection (on a blocking thread) and the row's id.
+async fn on_sql<T, F>(
+    db: &Database,
+    store: &TokenCacheStore,
+    id: &str,
+    f: F,
+) -> Result<T, CacheStoreError>
+where
+    T: Send + 'static,
+    F: FnOnce(&TokenCacheStore, &mut DbConnection, &str) -> Result<T, CacheStoreError>
+        + Send
+        + 'static,
+{
+    let (store, id) = (store.clone(), id.to_owned());
+    db.run(move |conn| f(&store, conn, &id)).await
+}
+
 impl CacheBackend {
     pub fn sql(db: Database, store: TokenCacheStore) -> Self {
         Self::Sql { db, store }
@@ -81,10 +98,9 @@ impl CacheBackend {
     ) -> Result<Option<Read>, CacheStoreError> {
         match self {
             Self::Sql { db, store } => {
-                let (store, key) = (store.clone(), id.to_owned());
-                db.run(move |conn| {
+                on_sql(db, store, id, move |store, conn, id| {
                     if let Some(known) = known {
-                        match store.version_and_epoch(conn, &key, now)? {
+                        match store.version_and_epoch(conn, id, now)? {
                             None => return Ok(None),
                             Some((version, session_epoch)) if version == known => {
                                 return Ok(Some(Read::Unchanged {
@@ -95,7 +111,7 @@ impl CacheBackend {
                             Some(_) => {}
                         }
                     }
-                    Ok(store.load(conn, &key, now)?.map(Read::Loaded))
+                    Ok(store.load(conn, id, now)?.map(Read::Loaded))
                 })
                 .await
             }
@@ -110,25 +126,32 @@ impl CacheBackend {
     ) -> Result<Option<LoadedCache>, CacheStoreError> {
         match self {
             Self::Sql { db, store } => {
-                let (store, key) = (store.clone(), id.to_owned());
-                db.run(move |conn| store.load(conn, &key, now)).await
+                on_sql(db, store, id, move |s, c, id| s.load(c, id, now)).await
             }
             Self::Redis { store, .. } => store.load(id, now).await,
         }
     }
 
-    pub async fn current_version(
+    /// The row a write goes over, with its document: a corrupt one (it fails to open with a
+    /// configured key, or to parse) counts as empty at its version and epoch, so the write
+    /// replaces it; a row this process has no key for is an error and is never written over.
+    pub async fn load_to_write_over(
         &self,
         id: &str,
         now: OffsetDateTime,
-    ) -> Result<Option<i64>, CacheStoreError> {
-        match self {
-            Self::Sql { db, store } => {
-                let (store, key) = (store.clone(), id.to_owned());
-                db.run(move |conn| store.current_version(conn, &key, now))
-                    .await
+    ) -> Result<Option<(Expected, CacheDocument)>, CacheStoreError> {
+        let row = |version, epoch| Expected {
+            version,
+            session_epoch: Some(epoch),
+        };
+        match self.load(id, now).await {
+            Ok(loaded) => Ok(loaded.map(|l| (row(l.version, l.session_epoch), l.document))),
+            Err(e) if e.is_corrupt() => {
+                tracing::warn!(error = %e, "writing over a corrupt token cache");
+                let current = self.version_and_epoch(id, now).await?;
+                Ok(current.map(|(version, epoch)| (row(version, epoch), CacheDocument::default())))
             }
-            Self::Redis { store, .. } => store.current_version(id).await,
+            Err(e) => Err(e),
         }
     }
 
@@ -140,9 +163,10 @@ impl CacheBackend {
     ) -> Result<Option<(i64, i64)>, CacheStoreError> {
         match self {
             Self::Sql { db, store } => {
-                let (store, key) = (store.clone(), id.to_owned());
-                db.run(move |conn| store.version_and_epoch(conn, &key, now))
-                    .await
+                on_sql(db, store, id, move |s, c, id| {
+                    s.version_and_epoch(c, id, now)
+                })
+                .await
             }
             Self::Redis { store, .. } => store.version_and_epoch(id).await,
         }
@@ -159,11 +183,10 @@ impl CacheBackend {
     ) -> Result<i64, CacheStoreError> {
         match self {
             Self::Sql { db, store } => {
-                let (store, key) = (store.clone(), id.to_owned());
-                db.run(move |conn| {
+                on_sql(db, store, id, move |store, conn, id| {
                     store.save_refreshed(
                         conn,
-                        &key,
+                        id,
                         &document,
                         expected.version,
                         expected.session_epoch,
@@ -194,8 +217,7 @@ impl CacheBackend {
     ) -> Result<Saved, CacheStoreError> {
         match self {
             Self::Sql { db, store } => {
-                let (store, key) = (store.clone(), id.to_owned());
-                db.run(move |conn| {
+                on_sql(db, store, id, move |store, conn, id| {
                     conn.transaction(|conn| {
                         let ending = ending_lease.as_deref();
                         let version = match expected {
@@ -204,20 +226,24 @@ impl CacheBackend {
                                 session_epoch,
                             }) => store.save_refreshed(
                                 conn,
-                                &key,
+                                id,
                                 &document,
                                 version,
                                 session_epoch,
                                 ending,
                                 now,
                             )?,
-                            None => store.save(conn, &key, &document, None, now)?,
+                            None => store.save(conn, id, &document, None, now)?,
                         };
                         companion(conn)?;
-                        // Read in the same transaction: the epoch the row holds now.
-                        let session_epoch = store
-                            .version_and_epoch(conn, &key, now)?
-                            .map_or(0, |(_, epoch)| epoch);
+                        // A write over a known epoch kept it; otherwise read it in the same
+                        // transaction: the epoch the row holds now.
+                        let session_epoch = match expected.and_then(|e| e.session_epoch) {
+                            Some(epoch) => epoch,
+                            None => store
+                                .version_and_epoch(conn, id, now)?
+                                .map_or(0, |(_, epoch)| epoch),
+                        };
                         Ok(Saved {
                             version,
                             session_epoch,
@@ -246,9 +272,11 @@ impl CacheBackend {
     ) -> Result<LeaseAttempt, CacheStoreError> {
         match self {
             Self::Sql { db, store } => {
-                let (store, key, owner) = (store.clone(), id.to_owned(), owner.to_owned());
-                db.run(move |conn| store.take_lease(conn, &key, version, &owner, lease_for))
-                    .await
+                let owner = owner.to_owned();
+                on_sql(db, store, id, move |s, c, id| {
+                    s.take_lease(c, id, version, &owner, lease_for)
+                })
+                .await
             }
             Self::Redis { store, .. } => store.take_lease(id, version, owner, lease_for).await,
         }
@@ -262,9 +290,11 @@ impl CacheBackend {
     ) -> Result<bool, CacheStoreError> {
         match self {
             Self::Sql { db, store } => {
-                let (store, key, owner) = (store.clone(), id.to_owned(), owner.to_owned());
-                db.run(move |conn| store.confirm_lease(conn, &key, &owner, lease_for))
-                    .await
+                let owner = owner.to_owned();
+                on_sql(db, store, id, move |s, c, id| {
+                    s.confirm_lease(c, id, &owner, lease_for)
+                })
+                .await
             }
             Self::Redis { store, .. } => store.confirm_lease(id, owner, lease_for).await,
         }
@@ -273,9 +303,11 @@ impl CacheBackend {
     pub async fn release_lease(&self, id: &str, owner: &str) -> Result<bool, CacheStoreError> {
         match self {
             Self::Sql { db, store } => {
-                let (store, key, owner) = (store.clone(), id.to_owned(), owner.to_owned());
-                db.run(move |conn| store.release_lease(conn, &key, &owner))
-                    .await
+                let owner = owner.to_owned();
+                on_sql(db, store, id, move |s, c, id| {
+                    s.release_lease(c, id, &owner)
+                })
+                .await
             }
             Self::Redis { store, .. } => store.release_lease(id, owner).await,
         }
@@ -288,9 +320,10 @@ impl CacheBackend {
     ) -> Result<Option<(i64, bool)>, CacheStoreError> {
         match self {
             Self::Sql { db, store } => {
-                let (store, key) = (store.clone(), id.to_owned());
-                db.run(move |conn| store.version_and_lease(conn, &key, now))
-                    .await
+                on_sql(db, store, id, move |s, c, id| {
+                    s.version_and_lease(c, id, now)
+                })
+                .await
             }
             Self::Redis { store, .. } => store.version_and_lease(id).await,
         }
@@ -303,10 +336,7 @@ impl CacheBackend {
         now: OffsetDateTime,
     ) -> Result<Option<(String, OffsetDateTime)>, CacheStoreError> {
         match self {
-            Self::Sql { db, store } => {
-                let (store, key) = (store.clone(), id.to_owned());
-                db.run(move |conn| store.lease(conn, &key)).await
-            }
+            Self::Sql { db, store } => on_sql(db, store, id, |s, c, id| s.lease(c, id)).await,
             Self::Redis { store, .. } => store.lease(id, now).await,
         }
     }
@@ -324,16 +354,15 @@ impl CacheBackend {
     ) -> Result<Option<Option<CacheDocument>>, CacheStoreError> {
         match self {
             Self::Sql { db, store } => {
-                let (store, key) = (store.clone(), id.to_owned());
-                db.run(move |conn| {
+                on_sql(db, store, id, move |store, conn, id| {
                     conn.transaction(|conn| {
-                        match store.version_and_epoch(conn, &key, now)? {
+                        match store.version_and_epoch(conn, id, now)? {
                             Some((_, epoch)) if epoch == session_epoch => {}
                             _ => return Ok(None),
                         }
                         // A row this process cannot open is still deleted.
-                        let document = store.load(conn, &key, now).ok().flatten();
-                        store.delete(conn, &key)?;
+                        let document = store.load(conn, id, now).ok().flatten();
+                        store.delete(conn, id)?;
                         companion(conn)?;
                         Ok(Some(document.map(|loaded| loaded.document)))
                     })
@@ -357,10 +386,7 @@ impl CacheBackend {
     /// Opens one stored row to check that this process has the keys rows are sealed with.
     pub async fn check_keys(&self) -> Result<(), CacheStoreError> {
         match self {
-            Self::Sql { db, store } => {
-                let store = store.clone();
-                db.run(move |conn| store.check_keys(conn)).await
-            }
+            Self::Sql { db, store } => on_sql(db, store, "", |s, c, _| s.check_keys(c)).await,
             Self::Redis { store, .. } => store.check_keys().await,
         }
     }
@@ -400,9 +426,7 @@ impl CacheBackend {
     ) -> Result<usize, CacheStoreError> {
         match self {
             Self::Sql { db, store } => {
-                let store = store.clone();
-                db.run(move |conn| store.sweep_expired(conn, now, batch))
-                    .await
+                on_sql(db, store, "", move |s, c, _| s.sweep_expired(c, now, batch)).await
             }
             Self::Redis { .. } => Ok(0),
         }

@@ -125,32 +125,17 @@ fn no_refresh_token(kind: ProviderKind) -> String {
     format!("no refresh token: the provider issued none at sign-in; {cause}")
 }
 
-/// The user's current document and version for a sign-in: a corrupt row is replaced (its
-/// version is still honoured), an absent one starts empty. A row this process has no key for is
-/// an error: it may belong to a correctly configured replica, and is never overwritten.
+/// The user's current document and the row to write over for a sign-in: a corrupt row is
+/// replaced (its version is still honoured), an absent one starts empty. A row this process has
+/// no key for is an error: it may belong to a correctly configured replica, and is never
+/// overwritten.
 async fn current(
     caches: &CacheBackend,
     id: &str,
     now: OffsetDateTime,
 ) -> Result<(CacheDocument, Option<Expected>), AcquireError> {
-    let row = |version, epoch| Expected {
-        version,
-        session_epoch: Some(epoch),
-    };
-    match caches.load(id, now).await {
-        Ok(Some(loaded)) => Ok((
-            loaded.document,
-            Some(row(loaded.version, loaded.session_epoch)),
-        )),
-        Ok(None) => Ok((CacheDocument::default(), None)),
-        Err(e) if e.is_corrupt() => {
-            tracing::warn!(error = %e, "replacing a corrupt token cache at sign-in");
-            let current = caches.version_and_epoch(id, now).await?;
-            Ok((
-                CacheDocument::default(),
-                current.map(|(version, epoch)| row(version, epoch)),
-            ))
-        }
-        Err(e) => Err(e.into()),
-    }
+    Ok(match caches.load_to_write_over(id, now).await? {
+        Some((row, document)) => (document, Some(row)),
+        None => (CacheDocument::default(), None),
+    })
 }

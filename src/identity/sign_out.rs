@@ -1,8 +1,8 @@
 //! Signing out: the user's cache row is deleted and their activity marked (see
 //! [`crate::cache::backend::CacheBackend::remove_session`]), for the session's own sign-ins
-//! only (its epoch); the refresh token is then revoked at the
-//! provider when it offers that. A database that does not answer does not keep the user signed
-//! in: the deletion is retried in the background until the database is back.
+//! only (its epoch); the refresh token is then revoked at the provider when it offers that. A
+//! database that does not answer does not keep the user signed in: the deletion is retried in
+//! the background until the database is back.
 
 use super::acquire::{Core, TokenAcquirer};
 use super::activity::signed_out;

@@ -1,8 +1,9 @@
 //! `GET /healthz` (the process answers) and `GET /readyz`: the database answers and takes a
-//! write, Redis answers when the token caches are there, the provider's metadata is loaded and it does not refuse this client's configuration,
-//! and the token caches open with this process's keys. Each probe is bounded by
-//! [`PROBE_TIMEOUT`], so `/readyz` answers within seconds during an outage, and the database's
-//! answer is kept for [`CACHE_FOR`], so probes cannot overload it.
+//! write, Redis answers when the token caches are there, the provider's metadata is loaded and
+//! it does not refuse this client's configuration, and the token caches open with this
+//! process's keys. Each probe is bounded by [`PROBE_TIMEOUT`], so `/readyz` answers within
+//! seconds during an outage, and the storage probes' answer is kept for [`CACHE_FOR`], so
+//! probes cannot overload them.
 
 use super::AppState;
 use crate::cache::backend::CacheBackend;

@@ -518,7 +518,7 @@ async fn rows_expire_and_reading_slides_the_expiry(rig: Rig) {
         assert!(store.load(&home, now()).await.unwrap().is_some());
     }
     assert!(store.load(&other, now()).await.unwrap().is_none());
-    assert_eq!(store.current_version(&other, now()).await.unwrap(), None);
+    assert_eq!(store.version_and_epoch(&other, now()).await.unwrap(), None);
     // An expired row counts as absent: a sign-in writes it anew.
     let saved = store
         .save_with(&other, doc, None, None, with_activity(&other), now())
@@ -557,10 +557,19 @@ async fn corrupt_rows_are_errors_and_are_left_alone(rig: Rig) {
         "{loaded:?}"
     );
     assert_eq!(rig.raw(&home).unwrap(), raw, "the row was changed");
-    assert_eq!(
-        rig.caches.current_version(&home, now()).await.unwrap(),
-        Some(1)
-    );
+    let version = rig.caches.version_and_epoch(&home, now()).await.unwrap();
+    assert_eq!(version.map(|(v, _)| v), Some(1));
+    // A write goes over it as an empty document at its version and epoch.
+    let (row, document) = rig
+        .caches
+        .load_to_write_over(&home, now())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.version, 1);
+    assert_eq!(row.session_epoch, version.map(|(_, e)| e));
+    assert_eq!(document, CacheDocument::default());
+    assert_eq!(rig.raw(&home).unwrap(), raw, "reading changes nothing");
 }
 
 async fn a_process_without_the_key_is_told_so_and_changes_nothing(rig: Rig) {

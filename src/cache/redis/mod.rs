@@ -115,6 +115,19 @@ impl RedisCacheStore {
         }
     }
 
+    /// Runs `script` with the keys and arguments `with` gives it, bounded by the store's
+    /// timeout.
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        script: &'static redis::Script,
+        with: impl FnOnce(&mut redis::ScriptInvocation<'static>),
+    ) -> Result<T, CacheStoreError> {
+        let mut invocation = script.prepare_invoke();
+        with(&mut invocation);
+        self.call(|mut c| async move { invocation.invoke_async(&mut c).await })
+            .await
+    }
+
     /// Redis answers (`/readyz`).
     pub async fn ping(&self) -> Result<(), CacheStoreError> {
         self.call(|mut c| async move { redis::cmd("PING").query_async::<String>(&mut c).await })
@@ -157,18 +170,14 @@ impl RedisCacheStore {
         known: Option<i64>,
         now: OffsetDateTime,
     ) -> Result<Option<Read>, CacheStoreError> {
-        let key = self.cache_key(id);
         let window = self.window_ms();
         let known = known.map(|v| v.to_string()).unwrap_or_default();
         let row: Option<(i64, i64, i64, Vec<u8>)> = self
-            .call(|mut c| async move {
-                scripts::READ
-                    .key(key)
+            .script(&scripts::READ, |s| {
+                s.key(self.cache_key(id))
                     .arg(known)
                     .arg(window)
-                    .arg(window / 100)
-                    .invoke_async(&mut c)
-                    .await
+                    .arg(window / 100);
             })
             .await?;
         let Some((version, session_epoch, ttl_ms, value)) = row else {
@@ -190,13 +199,6 @@ impl RedisCacheStore {
         })))
     }
 
-    /// The version of a live row, without reading its value.
-    pub async fn current_version(&self, id: &str) -> Result<Option<i64>, CacheStoreError> {
-        let key = self.cache_key(id);
-        self.call(|mut c| async move { c.hget(key, "ver").await })
-            .await
-    }
-
     /// The version and session epoch of a live row, without reading its value.
     pub async fn version_and_epoch(&self, id: &str) -> Result<Option<(i64, i64)>, CacheStoreError> {
         let key = self.cache_key(id);
@@ -207,10 +209,9 @@ impl RedisCacheStore {
     }
 
     /// Compare-and-swap write over `expected` (None: the row must be absent; its epoch, when
-    /// given, must match too); with
-    /// `ending_lease`, that owner's refresh lease is released in the same script. Returns the
-    /// new version and the row's session epoch; [`CacheStoreError::Conflict`] when someone
-    /// wrote meanwhile.
+    /// given, must match too); with `ending_lease`, that owner's refresh lease is released in
+    /// the same script. Returns the new version and the row's session epoch;
+    /// [`CacheStoreError::Conflict`] when someone wrote meanwhile.
     pub async fn save(
         &self,
         id: &str,
@@ -219,27 +220,18 @@ impl RedisCacheStore {
         ending_lease: Option<&str>,
     ) -> Result<Saved, CacheStoreError> {
         let sealed = seal_document(&self.sealer, id, document)?;
-        let (key, lease) = (self.cache_key(id), self.lease_key(id));
-        let expected_arg = expected.map(|e| e.version.to_string()).unwrap_or_default();
-        let epoch_arg = expected
-            .and_then(|e| e.session_epoch)
-            .map(|e| e.to_string())
-            .unwrap_or_default();
-        let ending = ending_lease.unwrap_or_default().to_owned();
-        let (window, epoch) = (self.window_ms(), new_session_epoch().to_string());
+        // "" for what is not there: an absent row, no lease to end, any epoch.
+        let text = |n: Option<i64>| n.map(|n| n.to_string()).unwrap_or_default();
         let (written, version, session_epoch): (i64, i64, i64) = self
-            .call(|mut c| async move {
-                scripts::SAVE
-                    .key(key)
-                    .key(lease)
-                    .arg(expected_arg)
+            .script(&scripts::SAVE, |s| {
+                s.key(self.cache_key(id))
+                    .key(self.lease_key(id))
+                    .arg(text(expected.map(|e| e.version)))
                     .arg(sealed)
-                    .arg(window)
-                    .arg(ending)
-                    .arg(epoch)
-                    .arg(epoch_arg)
-                    .invoke_async(&mut c)
-                    .await
+                    .arg(self.window_ms())
+                    .arg(ending_lease.unwrap_or_default())
+                    .arg(new_session_epoch().to_string())
+                    .arg(text(expected.and_then(|e| e.session_epoch)));
             })
             .await?;
         if written == 1 {
@@ -264,18 +256,13 @@ impl RedisCacheStore {
         owner: &str,
         lease_for: Duration,
     ) -> Result<LeaseAttempt, CacheStoreError> {
-        let (key, lease, owner) = (self.cache_key(id), self.lease_key(id), owner.to_owned());
-        let ms = lease_ms(lease_for);
         let answer: i64 = self
-            .call(|mut c| async move {
-                scripts::TAKE_LEASE
-                    .key(key)
-                    .key(lease)
+            .script(&scripts::TAKE_LEASE, |s| {
+                s.key(self.cache_key(id))
+                    .key(self.lease_key(id))
                     .arg(version)
                     .arg(owner)
-                    .arg(ms)
-                    .invoke_async(&mut c)
-                    .await
+                    .arg(lease_ms(lease_for));
             })
             .await?;
         Ok(match answer {
@@ -292,15 +279,11 @@ impl RedisCacheStore {
         owner: &str,
         lease_for: Duration,
     ) -> Result<bool, CacheStoreError> {
-        let (lease, owner, ms) = (self.lease_key(id), owner.to_owned(), lease_ms(lease_for));
         let renewed: i64 = self
-            .call(|mut c| async move {
-                scripts::CONFIRM_LEASE
-                    .key(lease)
+            .script(&scripts::CONFIRM_LEASE, |s| {
+                s.key(self.lease_key(id))
                     .arg(owner)
-                    .arg(ms)
-                    .invoke_async(&mut c)
-                    .await
+                    .arg(lease_ms(lease_for));
             })
             .await?;
         Ok(renewed == 1)
@@ -308,14 +291,9 @@ impl RedisCacheStore {
 
     /// Gives the lease back, if `owner` still holds it (compare-and-delete).
     pub async fn release_lease(&self, id: &str, owner: &str) -> Result<bool, CacheStoreError> {
-        let (lease, owner) = (self.lease_key(id), owner.to_owned());
         let released: i64 = self
-            .call(|mut c| async move {
-                scripts::RELEASE_LEASE
-                    .key(lease)
-                    .arg(owner)
-                    .invoke_async(&mut c)
-                    .await
+            .script(&scripts::RELEASE_LEASE, |s| {
+                s.key(self.lease_key(id)).arg(owner);
             })
             .await?;
         Ok(released == 1)
@@ -326,14 +304,9 @@ impl RedisCacheStore {
         &self,
         id: &str,
     ) -> Result<Option<(i64, bool)>, CacheStoreError> {
-        let (key, lease) = (self.cache_key(id), self.lease_key(id));
         let (version, held): (i64, i64) = self
-            .call(|mut c| async move {
-                scripts::VERSION_AND_LEASE
-                    .key(key)
-                    .key(lease)
-                    .invoke_async(&mut c)
-                    .await
+            .script(&scripts::VERSION_AND_LEASE, |s| {
+                s.key(self.cache_key(id)).key(self.lease_key(id));
             })
             .await?;
         Ok((version >= 0).then_some((version, held == 1)))
@@ -369,15 +342,11 @@ impl RedisCacheStore {
         id: &str,
         session_epoch: i64,
     ) -> Result<Option<Option<CacheDocument>>, CacheStoreError> {
-        let (key, lease) = (self.cache_key(id), self.lease_key(id));
         let value: Option<Vec<u8>> = self
-            .call(|mut c| async move {
-                scripts::DELETE_SESSION
-                    .key(key)
-                    .key(lease)
-                    .arg(session_epoch)
-                    .invoke_async(&mut c)
-                    .await
+            .script(&scripts::DELETE_SESSION, |s| {
+                s.key(self.cache_key(id))
+                    .key(self.lease_key(id))
+                    .arg(session_epoch);
             })
             .await?;
         Ok(value.map(|value| open_document(&self.sealer, id, &value).ok()))

@@ -217,35 +217,12 @@ async fn write_once(
     Ok(saved.version)
 }
 
-/// The row as it is now, to merge into. A corrupt row is written over (its version and epoch
-/// kept); a row this process cannot open is left alone.
+/// The row as it is now, to merge into (a corrupt one is written over; see
+/// [`crate::cache::backend::CacheBackend::load_to_write_over`]).
 async fn reload(
     core: &Core,
     id: &str,
 ) -> Result<Option<(Expected, Arc<CacheDocument>)>, AcquireError> {
-    let now = core.now();
-    match core.caches.load(id, now).await {
-        Ok(loaded) => Ok(loaded.map(|loaded| {
-            let row = Expected {
-                version: loaded.version,
-                session_epoch: Some(loaded.session_epoch),
-            };
-            (row, Arc::new(loaded.document))
-        })),
-        Err(e) if e.is_corrupt() => {
-            tracing::warn!(error = %e, "writing refreshed tokens over a corrupt token cache");
-            Ok(core
-                .caches
-                .version_and_epoch(id, now)
-                .await?
-                .map(|(version, epoch)| {
-                    let row = Expected {
-                        version,
-                        session_epoch: Some(epoch),
-                    };
-                    (row, Arc::new(CacheDocument::default()))
-                }))
-        }
-        Err(e) => Err(e.into()),
-    }
+    let row = core.caches.load_to_write_over(id, core.now()).await?;
+    Ok(row.map(|(row, document)| (row, Arc::new(document))))
 }
