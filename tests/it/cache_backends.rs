@@ -14,7 +14,7 @@ use tokenbridge::cache::backend::{CacheBackend, Companion, Expected, Read};
 use tokenbridge::cache::document::{CacheDocument, Grant, TokenResponse};
 use tokenbridge::cache::redis::RedisCacheStore;
 use tokenbridge::cache::seal::{SealKeys, Sealer};
-use tokenbridge::cache::store::{CacheStoreError, LeaseAttempt, TokenCacheStore};
+use tokenbridge::cache::store::{CacheStoreError, LeaseAttempt, Saved, TokenCacheStore};
 use tokenbridge::db::{Backend, Database, DbError};
 use tokenbridge::secret::Secret;
 use tokio::sync::Barrier;
@@ -182,6 +182,17 @@ fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
+/// A sign-in's write: a new row for `home`, with its activity.
+async fn first_save(
+    caches: &CacheBackend,
+    home: &str,
+    doc: CacheDocument,
+) -> Result<Saved, CacheStoreError> {
+    caches
+        .save_with(home, doc, None, None, with_activity(home), now())
+        .await
+}
+
 /// The user's activity row, written with their cache as the web app writes it.
 fn with_activity(id: &str) -> Companion {
     recorded(record(id))
@@ -242,22 +253,14 @@ fn with_token(doc: &CacheDocument, home: &str, scope: &str, at: &str) -> CacheDo
 
 async fn one_row(rig: &Rig, uid: &str) -> (CacheDocument, String) {
     let (doc, home) = document(uid, "at-1", now().unix_timestamp());
-    let saved = rig
-        .caches
-        .save_with(&home, doc.clone(), None, None, with_activity(&home), now())
-        .await
-        .unwrap();
+    let saved = first_save(&rig.caches, &home, doc.clone()).await.unwrap();
     assert_eq!(saved.version, 1);
     (doc, home)
 }
 
 async fn save_then_read_round_trips_and_a_known_version_reads_no_value(rig: Rig) {
     let (doc, home) = document("u1", "at-1", now().unix_timestamp());
-    let saved = rig
-        .caches
-        .save_with(&home, doc.clone(), None, None, with_activity(&home), now())
-        .await
-        .unwrap();
+    let saved = first_save(&rig.caches, &home, doc.clone()).await.unwrap();
     assert_eq!(saved.version, 1);
     assert_ne!(saved.session_epoch, 0);
     let loaded = rig.caches.load(&home, now()).await.unwrap().unwrap();
@@ -319,10 +322,7 @@ async fn a_stale_version_is_a_conflict_and_changes_nothing(rig: Rig) {
         other => panic!("expected a conflict at version 2, got {other:?}"),
     }
     // Inserting over a live row is a conflict too.
-    let inserted = rig
-        .caches
-        .save_with(&home, doc.clone(), None, None, with_activity(&home), now())
-        .await;
+    let inserted = first_save(&rig.caches, &home, doc.clone()).await;
     assert!(
         matches!(
             inserted,
@@ -504,14 +504,8 @@ async fn rows_expire_and_reading_slides_the_expiry(rig: Rig) {
     let store = rig.another(sealer(), window);
     let (doc, home) = document("u1", "at-1", now().unix_timestamp());
     let (other_doc, other) = document("u2", "at-1", now().unix_timestamp());
-    store
-        .save_with(&home, doc.clone(), None, None, with_activity(&home), now())
-        .await
-        .unwrap();
-    store
-        .save_with(&other, other_doc, None, None, with_activity(&other), now())
-        .await
-        .unwrap();
+    first_save(&store, &home, doc.clone()).await.unwrap();
+    first_save(&store, &other, other_doc).await.unwrap();
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_millis(1200)).await;
         // Read at 60% of the window: slid, so it outlives the first window.
@@ -520,9 +514,7 @@ async fn rows_expire_and_reading_slides_the_expiry(rig: Rig) {
     assert!(store.load(&other, now()).await.unwrap().is_none());
     assert_eq!(store.version_and_epoch(&other, now()).await.unwrap(), None);
     // An expired row counts as absent: a sign-in writes it anew.
-    let saved = store
-        .save_with(&other, doc, None, None, with_activity(&other), now())
-        .await;
+    let saved = first_save(&store, &other, doc).await;
     assert!(saved.is_ok(), "{saved:?}");
 }
 
@@ -601,11 +593,7 @@ async fn a_process_without_the_key_is_told_so_and_changes_nothing(rig: Rig) {
 
 async fn a_sign_out_removes_only_its_own_session_s_row(rig: Rig) {
     let (doc, home) = document("u1", "at-1", now().unix_timestamp());
-    let saved = rig
-        .caches
-        .save_with(&home, doc.clone(), None, None, with_activity(&home), now())
-        .await
-        .unwrap();
+    let saved = first_save(&rig.caches, &home, doc.clone()).await.unwrap();
     let term = Duration::from_secs(30);
     rig.caches.take_lease(&home, 1, "a#1", term).await.unwrap();
     // A session from an earlier sign-in changes nothing.
@@ -629,11 +617,7 @@ async fn a_sign_out_removes_only_its_own_session_s_row(rig: Rig) {
     assert!(activity.signed_out_at.is_some());
     // Signing in again starts a new row with a new epoch.
     let (doc, _) = document("u1", "at-2", now().unix_timestamp());
-    let again = rig
-        .caches
-        .save_with(&home, doc, None, None, with_activity(&home), now())
-        .await
-        .unwrap();
+    let again = first_save(&rig.caches, &home, doc).await.unwrap();
     assert_eq!(again.version, 1);
     assert_ne!(again.session_epoch, saved.session_epoch);
     if let Some(redis) = &rig.redis {
@@ -677,10 +661,7 @@ async fn eight_stores_update_a_thousand_accounts_and_lose_no_write(rig: Rig) {
             let caches = rig.caches.clone();
             async move {
                 let (doc, home) = document(&format!("acct{i:04}"), "at-0", now().unix_timestamp());
-                caches
-                    .save_with(&home, doc, None, None, with_activity(&home), now())
-                    .await
-                    .unwrap();
+                first_save(&caches, &home, doc).await.unwrap();
                 home
             }
         }))
@@ -767,11 +748,7 @@ async fn a_failed_companion_write_undoes_the_sql_cache_write_and_leaves_redis_s_
 /// over the new sign-in's tokens.
 async fn a_write_over_an_earlier_sign_in_s_row_is_a_conflict(rig: Rig) {
     let (doc, home) = document("u1", "at-1", now().unix_timestamp());
-    let first = rig
-        .caches
-        .save_with(&home, doc.clone(), None, None, with_activity(&home), now())
-        .await
-        .unwrap();
+    let first = first_save(&rig.caches, &home, doc.clone()).await.unwrap();
     let read_before_sign_out = Expected {
         version: first.version,
         session_epoch: Some(first.session_epoch),

@@ -17,6 +17,22 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+/// `serve`'s environment: a client at a provider that does not answer (loopback port 9), a free
+/// port, and `more`.
+fn serve_env<'a>(more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+    let client = [
+        ("TOKENBRIDGE_IDENTITY__INSTANCE", "http://127.0.0.1:9"),
+        (
+            "TOKENBRIDGE_IDENTITY__TENANT_ID",
+            "5c8f6d1e-7a4b-4c1a-9f3e-2b6d8e0a4f11",
+        ),
+        ("TOKENBRIDGE_IDENTITY__CLIENT_ID", "app"),
+        ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "s3cret"),
+        ("TOKENBRIDGE_WEB__LISTEN", "127.0.0.1:0"),
+    ];
+    client.into_iter().chain(more.iter().copied()).collect()
+}
+
 #[test]
 fn help_explains_the_commands() {
     let dir = tempfile::tempdir().unwrap();
@@ -44,20 +60,7 @@ fn migrate_applies_once_and_reports_status() {
         "--status creates nothing"
     );
     // serve against a database not made yet says so and leaves no empty file behind.
-    let out = tokenbridge(
-        dir.path(),
-        &["serve"],
-        &[
-            ("TOKENBRIDGE_IDENTITY__INSTANCE", "http://127.0.0.1:9"),
-            (
-                "TOKENBRIDGE_IDENTITY__TENANT_ID",
-                "5c8f6d1e-7a4b-4c1a-9f3e-2b6d8e0a4f11",
-            ),
-            ("TOKENBRIDGE_IDENTITY__CLIENT_ID", "app"),
-            ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "secret"),
-            ("TOKENBRIDGE_WEB__LISTEN", "127.0.0.1:0"),
-        ],
-    );
+    let out = tokenbridge(dir.path(), &["serve"], &serve_env(&[]));
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("tokenbridge migrate"),
@@ -276,18 +279,8 @@ fn serve_and_dev_idp_shut_down_gracefully_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let out = tokenbridge(dir.path(), &["migrate"], &[]);
     assert!(out.status.success());
-    let env = [
-        ("TOKENBRIDGE_WEB__LISTEN", "127.0.0.1:0"),
-        ("TOKENBRIDGE_WEB__METRICS_LISTEN", "127.0.0.1:0"),
-        (
-            "TOKENBRIDGE_IDENTITY__TENANT_ID",
-            "5c8f6d1e-7a4b-4c1a-9f3e-2b6d8e0a4f11",
-        ),
-        ("TOKENBRIDGE_IDENTITY__CLIENT_ID", "app"),
-        ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "s3cret"),
-        // Nothing listens there: serve starts anyway and reports it on /readyz.
-        ("TOKENBRIDGE_IDENTITY__INSTANCE", "http://127.0.0.1:9"),
-    ];
+    // Nothing listens at the provider: serve starts anyway and reports it on /readyz.
+    let env = serve_env(&[("TOKENBRIDGE_WEB__METRICS_LISTEN", "127.0.0.1:0")]);
     stops_cleanly_on_sigterm(dir.path(), &["serve"], &env);
     stops_cleanly_on_sigterm(dir.path(), &["dev-idp", "--listen", "127.0.0.1:0"], &[]);
 }
@@ -306,16 +299,7 @@ fn serve_refuses_to_start_without_a_client_or_on_an_unmigrated_database() {
         "{}",
         text(&out.stderr)
     );
-    let env = [
-        ("TOKENBRIDGE_WEB__LISTEN", "127.0.0.1:0"),
-        (
-            "TOKENBRIDGE_IDENTITY__TENANT_ID",
-            "5c8f6d1e-7a4b-4c1a-9f3e-2b6d8e0a4f11",
-        ),
-        ("TOKENBRIDGE_IDENTITY__CLIENT_ID", "app"),
-        ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "s3cret"),
-    ];
-    let out = tokenbridge(dir.path(), &["serve"], &env);
+    let out = tokenbridge(dir.path(), &["serve"], &serve_env(&[]));
     assert_eq!(out.status.code(), Some(1));
     assert!(
         text(&out.stderr).contains("run `tokenbridge migrate`"),
@@ -511,22 +495,8 @@ fn with_the_caches_in_redis_migrate_says_so_and_serve_names_a_redis_it_cannot_re
         stdout.contains("applied 2026-11-25-000002_create_account_activities"),
         "activities stay in the database: {stdout}"
     );
-    let out = tokenbridge(
-        dir.path(),
-        &["serve"],
-        &[
-            redis,
-            ("TOKENBRIDGE_IDENTITY__INSTANCE", "http://127.0.0.1:9"),
-            (
-                "TOKENBRIDGE_IDENTITY__TENANT_ID",
-                "5c8f6d1e-7a4b-4c1a-9f3e-2b6d8e0a4f11",
-            ),
-            ("TOKENBRIDGE_IDENTITY__CLIENT_ID", "app"),
-            ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "secret"),
-            ("TOKENBRIDGE_WEB__LISTEN", "127.0.0.1:0"),
-            ("TOKENBRIDGE_WEB__METRICS_LISTEN", "off"),
-        ],
-    );
+    let env = serve_env(&[redis, ("TOKENBRIDGE_WEB__METRICS_LISTEN", "off")]);
+    let out = tokenbridge(dir.path(), &["serve"], &env);
     assert!(!out.status.success());
     let stderr = text(&out.stderr);
     assert!(

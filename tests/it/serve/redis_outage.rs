@@ -83,6 +83,15 @@ impl Drop for OwnRedis {
     }
 }
 
+/// A loopback port nothing listens on now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 fn redis_server_installed() -> bool {
     Command::new("redis-server")
         .arg("--version")
@@ -99,11 +108,7 @@ async fn a_redis_outage_is_reported_loses_nothing_and_ends_without_a_restart() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = free_port();
     let redis = OwnRedis::start(port, dir.path());
     let url = RedisUrl::parse(&format!("redis://127.0.0.1:{port}/0")).unwrap();
     let Some(app) = spawn_app_with(
@@ -202,14 +207,7 @@ async fn serve_warns_about_a_redis_that_evicts_keys() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let free = || {
-        TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    };
-    let redis_port = free();
+    let redis_port = free_port();
     let _redis = OwnRedis::start_with(
         redis_port,
         dir.path(),
@@ -217,7 +215,7 @@ async fn serve_warns_about_a_redis_that_evicts_keys() {
     );
     let db = crate::support::migrated(Backend::Sqlite).unwrap();
     let idp = crate::dev_idp::spawn_idp().await;
-    let base = format!("http://127.0.0.1:{}", free());
+    let base = format!("http://127.0.0.1:{}", free_port());
     let log = tempfile::NamedTempFile::new().unwrap();
     let config = tempfile::NamedTempFile::new().unwrap();
     let mut child = super::serve_process(&db, &idp, &base, config.path())
