@@ -119,6 +119,8 @@ fn main() {
     let mut conn = db.get().unwrap();
     migrate::run_pending(&mut conn).unwrap();
     let store = TokenCacheStore::new(sealer, Duration::from_secs(90 * 86_400));
+    // As every process does before it seals: the key against the database's check value.
+    store.verify_keys(&mut conn, now).unwrap();
     let ids: Vec<String> = (0..ROUNDS).map(|i| format!("user-{i}.tenant")).collect();
     let started = Instant::now();
     for id in &ids {

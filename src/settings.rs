@@ -203,9 +203,10 @@ impl Sections {
         worker: true,
         dev_idp: true,
     };
-    /// `migrate`: the database only.
+    /// `migrate`: the database, and the cache keys when given (it compares them with the
+    /// store's check values, so a deploy step finds a key mistake first).
     pub const MIGRATE: Self = Self {
-        cache: false,
+        cache: true,
         identity: false,
         api: false,
         web: false,
@@ -228,8 +229,12 @@ impl Sections {
     };
     /// `dev-idp`: its own section only.
     pub const DEV_IDP: Self = Self {
+        cache: false,
+        identity: false,
+        api: false,
+        web: false,
+        worker: false,
         dev_idp: true,
-        ..Self::MIGRATE
     };
 }
 

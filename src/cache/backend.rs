@@ -8,6 +8,7 @@
 
 use super::document::CacheDocument;
 use super::redis::RedisCacheStore;
+use super::seal::{SealError, Sealer};
 use super::store::{CacheStoreError, LeaseAttempt, LoadedCache, Saved, TokenCacheStore};
 use crate::db::{Database, DbConnection, DbError};
 use diesel::Connection;
@@ -88,6 +89,38 @@ impl CacheBackend {
         matches!(self, Self::Redis { .. })
     }
 
+    pub fn sealer(&self) -> &Sealer {
+        match self {
+            Self::Sql { store, .. } => store.sealer(),
+            Self::Redis { store, .. } => store.sealer(),
+        }
+    }
+
+    /// Compares this process's cache keys with the check values the store holds for their ids
+    /// (see `cache::key_check`): `Err` with [`CacheStoreError::is_key_problem`] naming a key
+    /// that differs. Until a key has been compared, nothing is sealed with it and no row that
+    /// fails to open under it is taken for corrupt.
+    pub async fn verify_keys(&self, now: OffsetDateTime) -> Result<(), CacheStoreError> {
+        match self {
+            Self::Sql { db, store } => {
+                on_sql(db, store, "", move |s, c, _| s.verify_keys(c, now)).await
+            }
+            Self::Redis { store, .. } => store.verify_keys().await,
+        }
+    }
+
+    /// Keys not compared yet (the store did not answer at start) are compared before a row is
+    /// read or written; a store that fails here fails the operation that follows anyway. A key
+    /// known to differ stays refused (`/readyz` compares again).
+    async fn keys_ready(&self, now: OffsetDateTime) {
+        let sealer = self.sealer();
+        if matches!(sealer.key_problem(), Some(SealError::KeyUnchecked(_))) {
+            if let Err(e) = self.verify_keys(now).await {
+                tracing::debug!(error = %e, "cache keys not compared with the store");
+            }
+        }
+    }
+
     /// The user's row, or only its version and epoch when it is still at `known` (the check a
     /// page makes when it holds the document already).
     pub async fn read(
@@ -96,6 +129,7 @@ impl CacheBackend {
         known: Option<i64>,
         now: OffsetDateTime,
     ) -> Result<Option<Read>, CacheStoreError> {
+        self.keys_ready(now).await;
         match self {
             Self::Sql { db, store } => {
                 on_sql(db, store, id, move |store, conn, id| {
@@ -124,6 +158,7 @@ impl CacheBackend {
         id: &str,
         now: OffsetDateTime,
     ) -> Result<Option<LoadedCache>, CacheStoreError> {
+        self.keys_ready(now).await;
         match self {
             Self::Sql { db, store } => {
                 on_sql(db, store, id, move |s, c, id| s.load(c, id, now)).await
@@ -181,6 +216,7 @@ impl CacheBackend {
         ending_lease: Option<String>,
         now: OffsetDateTime,
     ) -> Result<i64, CacheStoreError> {
+        self.keys_ready(now).await;
         match self {
             Self::Sql { db, store } => {
                 on_sql(db, store, id, move |store, conn, id| {
@@ -215,6 +251,7 @@ impl CacheBackend {
         companion: Companion,
         now: OffsetDateTime,
     ) -> Result<Saved, CacheStoreError> {
+        self.keys_ready(now).await;
         match self {
             Self::Sql { db, store } => {
                 on_sql(db, store, id, move |store, conn, id| {

@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod document;
+pub mod key_check;
 pub mod lease;
 pub mod redis;
 pub mod seal;

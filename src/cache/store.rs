@@ -32,6 +32,9 @@ pub enum CacheStoreError {
     Corrupt { id: String, source: DocumentError },
     #[error("cannot seal token cache {id}: {source}")]
     Seal { id: String, source: SealError },
+    /// A configured key is not the one its id stands for in the store (see `key_check`).
+    #[error("{0}")]
+    Keys(SealError),
     /// Redis (`cache.url`) failed or did not answer; the URL is shown without its password.
     #[error("the token cache store Redis at {url} is unavailable: {reason}")]
     Redis { url: String, reason: String },
@@ -47,14 +50,32 @@ impl CacheStoreError {
     /// A row this process is not configured to open: sealed with a key it does not have, sealed
     /// while it has no keys, or plain while plain rows are refused. That is a configuration
     /// error, never the user's: the row must be left as it is for a process that can open it.
+    /// A key that differs from the one its id stands for in the store, or that has not been
+    /// checked yet, is one too: no row is written with it, none taken for corrupt under it.
     pub fn is_key_problem(&self) -> bool {
-        matches!(
-            self,
-            Self::Undecryptable {
-                source: SealError::UnknownKey(_) | SealError::NoKeys | SealError::PlaintextRefused,
-                ..
-            }
-        )
+        self.key_problem().is_some()
+    }
+
+    /// The key problem (see [`Self::is_key_problem`]), which names keys and never a user.
+    pub fn key_problem(&self) -> Option<&SealError> {
+        match self {
+            Self::Undecryptable { source, .. } => matches!(
+                source,
+                SealError::UnknownKey(_)
+                    | SealError::NoKeys
+                    | SealError::PlaintextRefused
+                    | SealError::KeyDiffers(_)
+                    | SealError::KeyUnchecked(_)
+            )
+            .then_some(source),
+            Self::Seal { source, .. } => matches!(
+                source,
+                SealError::KeyDiffers(_) | SealError::KeyUnchecked(_)
+            )
+            .then_some(source),
+            Self::Keys(source) => Some(source),
+            _ => None,
+        }
     }
 
     /// A row that is genuinely corrupt: it fails authentication with a configured key, is
@@ -122,7 +143,8 @@ pub(crate) fn seal_document(
     document: &CacheDocument,
 ) -> Result<Vec<u8>, CacheStoreError> {
     sealer
-        .seal(id, &document.to_json())
+        .may_seal()
+        .and_then(|()| sealer.seal(id, &document.to_json()))
         .map_err(|source| CacheStoreError::Seal {
             id: id.to_owned(),
             source,
@@ -189,24 +211,6 @@ impl TokenCacheStore {
             expires_at,
             session_epoch,
         }))
-    }
-
-    /// Opens one stored row (any one) to check that this process has the keys the rows are
-    /// sealed with: `Err` with [`CacheStoreError::is_key_problem`] when it has not.
-    pub fn check_keys(&self, conn: &mut DbConnection) -> Result<(), CacheStoreError> {
-        let row: Option<(String, Vec<u8>)> = tc::token_cache
-            .select((tc::id, tc::value))
-            // Any one row, once at start: the re-prepared LIMIT costs nothing here.
-            .limit(1)
-            .get_result(conn)
-            .optional()?;
-        match row {
-            Some((id, value)) => match self.sealer.open(&id, &value) {
-                Err(source) => Err(CacheStoreError::Undecryptable { id, source }),
-                Ok(_) => Ok(()),
-            },
-            None => Ok(()),
-        }
     }
 
     /// The version of a live row, without reading its value (cheap freshness checks).

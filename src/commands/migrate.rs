@@ -1,8 +1,12 @@
 //! `tokenbridge migrate [--status]`.
 
+use crate::cache::redis::RedisCacheStore;
+use crate::cache::seal::Sealer;
+use crate::cache::store::{CacheStoreError, TokenCacheStore};
 use crate::cli::MigrateArgs;
 use crate::db::{migrate, DbConnection};
 use crate::settings::Settings;
+use crate::Failure;
 use anyhow::Context;
 use std::io::Write;
 
@@ -50,7 +54,54 @@ pub fn run(settings: &Settings, args: &MigrateArgs, out: &mut dyn Write) -> anyh
     for name in &applied {
         writeln!(out, "{url}: applied {name}")?;
     }
-    Ok(())
+    check_cache_keys(settings, &mut conn, out)
+}
+
+/// With cache keys given, compares them with the check values the token cache store holds for
+/// their ids (writing those of new keys), so that a deploy step finds a key mistake before
+/// `serve` or `worker` start: exit 2 naming the key.
+fn check_cache_keys(
+    settings: &Settings,
+    conn: &mut DbConnection,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let Some(keys) = &settings.cache.keys else {
+        return Ok(());
+    };
+    let sealer = Sealer::new(Some(keys.clone()), settings.cache.read_plaintext);
+    let now = time::OffsetDateTime::now_utc();
+    let sliding = settings.cache.sliding_expiration;
+    let checked = match &settings.cache.redis {
+        None => TokenCacheStore::new(sealer, sliding).verify_keys(conn, now),
+        Some(redis) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(async {
+                let timeout = settings.database.connect_timeout;
+                RedisCacheStore::new(&redis.url, &redis.key_prefix, sealer, sliding, timeout)?
+                    .verify_keys()
+                    .await
+            }),
+    };
+    let ids: Vec<&str> = keys.ids().collect();
+    match checked {
+        Ok(()) => {
+            writeln!(
+                out,
+                "cache keys {}: match the token cache store",
+                ids.join(", ")
+            )?;
+            Ok(())
+        }
+        Err(e) => Err(match e.key_problem() {
+            Some(problem) => Failure::configuration(format!("cache.keys: {problem}")).into(),
+            None => Failure::infrastructure(cannot_check(&e)).into(),
+        }),
+    }
+}
+
+fn cannot_check(e: &CacheStoreError) -> String {
+    format!("cannot compare the cache keys with the token cache store: {e}")
 }
 
 /// `--status` with migrations to apply: exit status 3.

@@ -45,4 +45,17 @@ diesel::table! {
     }
 }
 
-diesel::allow_tables_to_appear_in_same_query!(token_cache, account_activities, sign_ins);
+diesel::table! {
+    cache_key_checks (key_id) {
+        key_id -> Varchar,
+        check_value -> Varchar,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(
+    token_cache,
+    account_activities,
+    sign_ins,
+    cache_key_checks
+);

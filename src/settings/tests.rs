@@ -641,18 +641,23 @@ fn caches_go_to_redis_with_a_url_whose_password_never_sits_in_the_file() {
 }
 
 #[test]
-fn migrate_knows_where_the_caches_are_without_reading_the_cache_keys() {
-    let file = "[cache]\nurl = \"redis://127.0.0.1:6379/0\"\nkeys_file = \"/nonexistent/keys\"\n";
-    let s = Settings::build(
-        file,
-        "settings.toml",
-        Path::new(""),
-        &env(&[]),
-        Sections::MIGRATE,
-    )
-    .unwrap();
+fn migrate_knows_where_the_caches_are_and_reads_the_cache_keys_when_given() {
+    let build = |file: &str| {
+        Settings::build(
+            file,
+            "settings.toml",
+            Path::new(""),
+            &env(&[]),
+            Sections::MIGRATE,
+        )
+    };
+    let s = build("[cache]\nurl = \"redis://127.0.0.1:6379/0\"\n").unwrap();
     assert_eq!(
         s.cache.redis.unwrap().url.to_string(),
         "redis://127.0.0.1:6379/0"
     );
+    assert!(s.cache.keys.is_none(), "no keys: nothing to compare");
+    // Keys given are read (migrate compares them with the store's check values).
+    let err = build("[cache]\nkeys_file = \"/nonexistent/keys\"\n").unwrap_err();
+    assert!(err.to_string().contains("cache.keys"), "{err}");
 }

@@ -110,8 +110,8 @@ impl WebError {
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Configuration problem",
                 "This server cannot open the stored sign-ins: its token cache encryption keys \
-                 (cache.keys) do not include the key they were sealed with. An administrator has \
-                 to fix this; nothing was changed.",
+                 (cache.keys) are not the keys they were sealed with. An administrator has to \
+                 fix this; nothing was changed.",
                 request_id,
             ),
             AcquireError::Configuration(_) => Self::new(

@@ -1,7 +1,7 @@
 //! `GET /healthz` (the process answers) and `GET /readyz`: the database answers and takes a
 //! write, Redis answers when the token caches are there, the provider's metadata is loaded and
-//! it does not refuse this client's configuration, and the token caches open with this
-//! process's keys. Each probe is bounded by [`PROBE_TIMEOUT`], so `/readyz` answers within
+//! it does not refuse this client's configuration, and this process's cache keys are the ones
+//! the store's check values name and open the stored token caches. Each probe is bounded by [`PROBE_TIMEOUT`], so `/readyz` answers within
 //! seconds during an outage, and the storage probes' answer is kept for [`CACHE_FOR`], so
 //! probes cannot overload them.
 
@@ -75,6 +75,10 @@ async fn probe(state: &AppState) -> (StatusCode, serde_json::Value) {
         "provider": provider,
         "cache_keys": if cache_keys.is_some() { "misconfigured" } else { "ok" },
     });
+    if let Some(problem) = &cache_keys {
+        // Names keys, never a user: the messages come from the keys' checks.
+        body["cache_keys_problem"] = problem.as_str().into();
+    }
     if let Some(redis) = redis {
         body["redis"] = redis.into();
     }
@@ -98,15 +102,31 @@ async fn storage(state: &AppState) -> Storage {
     let (database, redis) = tokio::join!(database(state), redis(caches));
     let keys = match (database, redis) {
         ("unavailable", _) | (_, Some("unavailable")) => None,
-        _ => match tokio::time::timeout(PROBE_TIMEOUT, caches.check_keys()).await {
-            Ok(Err(e)) if e.is_key_problem() => Some(e.to_string()),
-            _ => None,
-        },
+        _ => keys(caches, state.clock.now()).await,
     };
     Storage {
         database,
         redis,
         keys,
+    }
+}
+
+/// A key problem: a key that differs from the store's check value for its id (compared again
+/// until it matches, so a fixed store needs no restart), or a stored row sealed with a key this
+/// process lacks.
+async fn keys(caches: &CacheBackend, now: time::OffsetDateTime) -> Option<String> {
+    let problem = |e: crate::cache::store::CacheStoreError| e.key_problem().map(|p| p.to_string());
+    if !caches.sealer().keys_checked() {
+        match tokio::time::timeout(PROBE_TIMEOUT, caches.verify_keys(now)).await {
+            Ok(Err(e)) if e.is_key_problem() => return problem(e),
+            Ok(Ok(())) => {}
+            // The store did not answer in time: the keys are not trusted yet.
+            _ => return caches.sealer().key_problem().map(|p| p.to_string()),
+        }
+    }
+    match tokio::time::timeout(PROBE_TIMEOUT, caches.check_keys()).await {
+        Ok(Err(e)) => problem(e),
+        _ => None,
     }
 }
 

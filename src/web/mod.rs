@@ -115,6 +115,16 @@ impl Application {
         )?);
         // A wrong Redis URL or password, or a Redis that is down, fails the start with the reason.
         acquirer.caches().check_at_start().await?;
+        // A key that differs from the store's check value for its id: not fatal, so the
+        // process says why on /readyz (503, naming the key); it opens and writes nothing with
+        // it. A store that does not answer yet is asked again before the first row is used.
+        match acquirer.caches().verify_keys(clock.now()).await {
+            Ok(()) => {}
+            Err(e) => match e.key_problem() {
+                Some(problem) => tracing::error!(%problem, "not ready: cache.keys"),
+                None => tracing::warn!(error = %e, "cache keys not compared with the store yet"),
+            },
+        }
         if let Err(e) = acquirer.provider().metadata().await {
             // Not fatal: /readyz reports it, and sign-in pages say the provider is unavailable.
             tracing::warn!(error = %e, "the identity provider's metadata could not be loaded yet");

@@ -93,6 +93,15 @@ impl Worker {
             .check_at_start()
             .await
             .map_err(|e| PassError::Storage(e.to_string()))?;
+        // Before anything is claimed: a key that is not the one its id stands for would take
+        // every user's row for corrupt (exit 2, nothing marked, nothing written).
+        caches
+            .verify_keys(clock.now())
+            .await
+            .map_err(|e| match e.key_problem() {
+                Some(problem) => PassError::Configuration(format!("cache.keys: {problem}")),
+                None => PassError::Storage(e.to_string()),
+            })?;
         let api =
             ApiClient::new(&settings.api).map_err(|e| PassError::Configuration(e.to_string()))?;
         let one_try = settings.identity.http_timeout * 2 + settings.api.timeout;

@@ -104,6 +104,30 @@ impl Rig {
         }
     }
 
+    /// Deletes every cache key's check value, as in a store from before check values.
+    pub fn forget_key_checks(&self) {
+        match &self.redis {
+            Some(redis) => {
+                let checks: Vec<String> = redis
+                    .keys()
+                    .into_iter()
+                    .filter(|k| k.starts_with(&redis.check_key("")))
+                    .collect();
+                let _: i64 = ::redis::cmd("DEL")
+                    .arg(checks)
+                    .query(&mut redis.connection())
+                    .unwrap();
+            }
+            None => {
+                use diesel::prelude::*;
+                use tokenbridge::db::schema::cache_key_checks::dsl as ck;
+                diesel::delete(ck::cache_key_checks)
+                    .execute(&mut *self.db.conn())
+                    .unwrap();
+            }
+        }
+    }
+
     /// Overwrites the stored value of a user's row, version kept (tampering, corruption).
     pub fn set_raw(&self, id: &str, value: &[u8]) {
         match &self.redis {
@@ -134,7 +158,8 @@ pub async fn run<F: std::future::Future<Output = ()>>(test: &str, kind: Kind, bo
     }
 }
 
-/// One `#[tokio::test]` per store for each named async body.
+/// One `#[tokio::test]` per store for each named async body (the module using it imports
+/// `run` and `Kind`).
 macro_rules! store_tests {
     ($($name:ident),* $(,)?) => {
         mod sqlite {
@@ -151,6 +176,8 @@ macro_rules! store_tests {
         }
     };
 }
+
+pub(crate) use store_tests;
 
 store_tests!(
     save_then_read_round_trips_and_a_known_version_reads_no_value,
@@ -178,12 +205,12 @@ fn at(version: i64) -> Expected {
     }
 }
 
-fn now() -> OffsetDateTime {
+pub fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
 /// A sign-in's write: a new row for `home`, with its activity.
-async fn first_save(
+pub async fn first_save(
     caches: &CacheBackend,
     home: &str,
     doc: CacheDocument,
@@ -251,7 +278,7 @@ fn with_token(doc: &CacheDocument, home: &str, scope: &str, at: &str) -> CacheDo
     doc
 }
 
-async fn one_row(rig: &Rig, uid: &str) -> (CacheDocument, String) {
+pub async fn one_row(rig: &Rig, uid: &str) -> (CacheDocument, String) {
     let (doc, home) = document(uid, "at-1", now().unix_timestamp());
     let saved = first_save(&rig.caches, &home, doc.clone()).await.unwrap();
     assert_eq!(saved.version, 1);
@@ -622,7 +649,7 @@ async fn a_sign_out_removes_only_its_own_session_s_row(rig: Rig) {
     assert_ne!(again.session_epoch, saved.session_epoch);
     if let Some(redis) = &rig.redis {
         // Nothing but the cache row is left under the prefix.
-        assert_eq!(redis.keys(), [redis.cache_key(&home)]);
+        assert_eq!(redis.user_keys(), [redis.cache_key(&home)]);
     }
 }
 

@@ -11,6 +11,13 @@ use tokenbridge::cache::store::TokenCacheStore;
 use tokenbridge::secret::Secret;
 
 pub const KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+/// Another 32-byte key: what a typo, a truncated copy or a regenerated secret gives.
+pub const OTHER_KEY: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
+
+/// Cache keys from `spec` (`id=base64,...`).
+pub fn keys(spec: &str) -> SealKeys {
+    SealKeys::parse(&Secret::new(spec)).unwrap()
+}
 pub const NINETY_DAYS: Duration = Duration::from_secs(90 * 24 * 3600);
 
 pub fn ctx() -> ClientContext {
@@ -72,9 +79,22 @@ pub fn activity<'a>(home: &'a str, upn: &'a str) -> ActivityUpsert<'a> {
     }
 }
 
+/// A store sealing with `k1`, taken as compared with the store's check values already (the
+/// tests that use it are about something else; `cache_store::key_checks` tests the comparison).
 pub fn sealed_store() -> TokenCacheStore {
-    let keys = SealKeys::parse(&Secret::new(format!("k1={KEY}"))).unwrap();
-    TokenCacheStore::new(Sealer::new(Some(keys), false), NINETY_DAYS)
+    TokenCacheStore::new(trusted(Sealer::new(Some(key_k1()), false)), NINETY_DAYS)
+}
+
+pub fn key_k1() -> SealKeys {
+    SealKeys::parse(&Secret::new(format!("k1={KEY}"))).unwrap()
+}
+
+/// `sealer` with every key recorded as matching the store's check value.
+pub fn trusted(sealer: Sealer) -> Sealer {
+    for check in sealer.key_checks() {
+        sealer.record_check(&check.id, tokenbridge::cache::seal::KeyState::Matches);
+    }
+    sealer
 }
 
 pub fn plain_store() -> TokenCacheStore {

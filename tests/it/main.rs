@@ -7,6 +7,7 @@ mod support;
 mod acquire;
 mod activity_store;
 mod cache_backends;
+mod cache_keys;
 mod cache_store;
 mod cli;
 mod concurrency;

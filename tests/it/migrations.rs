@@ -7,7 +7,9 @@ use diesel::sql_types::Text;
 use diesel::{Column, QueryableByName, RunQueryDsl};
 use tokenbridge::activity::store as activities;
 use tokenbridge::cache::store::CacheStoreError;
-use tokenbridge::db::schema::{account_activities as aa, sign_ins as si, token_cache as tc};
+use tokenbridge::db::schema::{
+    account_activities as aa, cache_key_checks as ck, sign_ins as si, token_cache as tc,
+};
 use tokenbridge::db::{migrate, Backend, DbError};
 
 backend_tests!(with_fresh:
@@ -17,12 +19,13 @@ backend_tests!(with_fresh:
     the_binary_migrates_every_backend,
 );
 
-const NAMES: [&str; 5] = [
+const NAMES: [&str; 6] = [
     "2026-11-25-000001_create_token_cache",
     "2026-11-25-000002_create_account_activities",
     "2026-11-27-000003_add_last_attempt_at",
     "2026-11-27-000004_add_session_epoch",
     "2026-11-27-000005_create_sign_ins",
+    "2026-12-07-000006_create_cache_key_checks",
 ];
 
 fn migrate_up_down_and_up_again(db: &TestDb) {
@@ -144,6 +147,11 @@ fn schemas_agree_with_schema_rs(db: &TestDb) {
         (si::display_name::NAME, Text, true),
         (si::session_epoch::NAME, BigInt, true),
     ];
+    let cache_key_checks = [
+        (ck::key_id::NAME, Text, false),
+        (ck::check_value::NAME, Text, false),
+        (ck::created_at::NAME, Timestamp, false),
+    ];
     let expect = |cols: &[(&str, Kind, bool)]| -> Vec<(String, Kind, bool)> {
         cols.iter()
             .map(|(n, k, null)| (n.to_string(), *k, *null))
@@ -165,6 +173,12 @@ fn schemas_agree_with_schema_rs(db: &TestDb) {
         columns(db, "sign_ins"),
         expect(&sign_ins),
         "sign_ins on {}",
+        db.backend()
+    );
+    assert_eq!(
+        columns(db, "cache_key_checks"),
+        expect(&cache_key_checks),
+        "cache_key_checks on {}",
         db.backend()
     );
     // Every column reads back through Diesel's types (a full row, nulls and all).
@@ -231,4 +245,25 @@ fn the_binary_migrates_every_backend(db: &TestDb) {
     let out = run(&["migrate", "--status"]);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("up to date"), "{stdout}");
+
+    // With cache keys, migrate compares them with the store's check values: the first use of
+    // a key writes its value; the same id with another value is refused (exit 2), named.
+    let with_keys = |keys: String| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tokenbridge"))
+            .current_dir(dir.path())
+            .arg("migrate")
+            .env("TOKENBRIDGE_DATABASE__URL", db.settings.url.full_url())
+            .env("TOKENBRIDGE_CACHE__KEYS", keys)
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (out.status.code(), text(&out.stdout), text(&out.stderr))
+    };
+    let (code, stdout, stderr) = with_keys(format!("k1={}", crate::fixtures::KEY));
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("cache keys k1: match"), "{stdout}");
+    let (code, _, stderr) = with_keys(format!("k1={}", crate::fixtures::OTHER_KEY));
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("cache key `k1` is not the key"), "{stderr}");
+    assert!(!stderr.contains(crate::fixtures::OTHER_KEY), "{stderr}");
 }

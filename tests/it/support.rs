@@ -284,6 +284,19 @@ impl RedisPrefix {
         format!("{}:{{{id}}}:cache", self.prefix)
     }
 
+    /// The check value Redis holds for cache key `key_id`.
+    pub fn check_key(&self, key_id: &str) -> String {
+        format!("{}:keycheck:{key_id}", self.prefix)
+    }
+
+    /// Every key under this prefix but the cache keys' check values: users' rows and leases.
+    pub fn user_keys(&self) -> Vec<String> {
+        let checks = format!("{}:keycheck:", self.prefix);
+        let mut keys = self.keys();
+        keys.retain(|k| !k.starts_with(&checks));
+        keys
+    }
+
     /// Every key under this prefix.
     pub fn keys(&self) -> Vec<String> {
         let mut conn = self.connection();

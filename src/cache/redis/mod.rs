@@ -9,6 +9,7 @@
 //! Lua script, atomic on the server: the client is one multiplexed connection, which cannot
 //! hold a `WATCH`. The braces put both keys in one hash slot.
 
+mod key_check;
 mod scripts;
 mod url;
 
@@ -350,50 +351,6 @@ impl RedisCacheStore {
             })
             .await?;
         Ok(value.map(|value| open_document(&self.sealer, id, &value).ok()))
-    }
-
-    /// Opens one stored row (any one under this prefix) to check that this process has the keys
-    /// the rows are sealed with.
-    pub async fn check_keys(&self) -> Result<(), CacheStoreError> {
-        let pattern = format!("{}:*:cache", glob_escape(&self.prefix));
-        let mut cursor = 0_u64;
-        // A bounded look: a prefix with no rows among many other keys is not searched through.
-        for _ in 0..10 {
-            let pattern = pattern.clone();
-            let (next, keys): (u64, Vec<String>) = self
-                .call(|mut c| async move {
-                    redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(pattern)
-                        .arg("COUNT")
-                        .arg(1000)
-                        .query_async(&mut c)
-                        .await
-                })
-                .await?;
-            if let Some(key) = keys.into_iter().next() {
-                let value: Option<Vec<u8>> = self
-                    .call(|mut c| {
-                        let key = key.clone();
-                        async move { c.hget(key, "v").await }
-                    })
-                    .await?;
-                let Some(value) = value else { return Ok(()) };
-                let id = id_of(&self.prefix, &key).unwrap_or_default();
-                return self.sealer.open(id, &value).map(drop).map_err(|source| {
-                    CacheStoreError::Undecryptable {
-                        id: id.to_owned(),
-                        source,
-                    }
-                });
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        Ok(())
     }
 }
 

@@ -19,7 +19,7 @@ use super::provider::OidcProvider;
 use crate::cache::backend::{CacheBackend, Read};
 use crate::cache::document::{AccessTokenEntry, CacheDocument, ClientContext};
 use crate::cache::redis::RedisCacheStore;
-use crate::cache::seal::Sealer;
+use crate::cache::seal::{SealError, Sealer};
 use crate::cache::store::{CacheStoreError, TokenCacheStore};
 use crate::clock::Clock;
 use crate::db::Database;
@@ -68,8 +68,8 @@ pub struct SignedIn {
 
 impl From<CacheStoreError> for AcquireError {
     fn from(e: CacheStoreError) -> Self {
-        if e.is_key_problem() {
-            AcquireError::CacheKeys(e.to_string())
+        if let Some(problem) = e.key_problem() {
+            AcquireError::CacheKeys(problem.to_string())
         } else if e.is_corrupt() {
             tracing::error!(error = %e, "token cache row is corrupt; the user must sign in again");
             AcquireError::InteractionRequired {
@@ -197,7 +197,16 @@ impl Core {
     /// Notes a key problem for `/readyz` and passes the error on.
     pub(crate) fn noting(&self, e: AcquireError) -> AcquireError {
         match &e {
-            AcquireError::CacheKeys(reason) => *lock(&self.problems.keys) = Some(reason.clone()),
+            // A key not compared with the store yet means the store did not answer, which
+            // `/readyz` sees for itself; anything else stays wrong until the process restarts.
+            AcquireError::CacheKeys(reason)
+                if !matches!(
+                    self.caches.sealer().key_problem(),
+                    Some(SealError::KeyUnchecked(_))
+                ) =>
+            {
+                *lock(&self.problems.keys) = Some(reason.clone());
+            }
             AcquireError::Configuration(reason) => {
                 *lock(&self.problems.config) = Some(reason.clone());
             }

@@ -57,8 +57,8 @@ async fn a_write_by_someone_else_during_a_refresh_is_merged_not_redeemed_again(b
         // While the provider's answer is on its way, another program rewrites the row (same
         // tokens, new version), as an MSAL-based job sharing the cache might.
         rig.until_refreshes(1).await;
-        let store = store(&rig.settings);
         let mut conn = rig.db.conn();
+        let store = store(&rig.settings, &mut conn);
         let now = time::OffsetDateTime::now_utc();
         let loaded = store.load(&mut conn, &id, now).unwrap().unwrap();
         store
@@ -143,9 +143,9 @@ async fn a_sign_out_and_a_new_sign_in_during_a_refresh_keep_the_new_sign_in_s_to
         rig.until_refreshes(1).await;
         let epoch = {
             let now = time::OffsetDateTime::now_utc();
-            let store = store(&rig.settings);
-            let (_, epoch) = store
-                .version_and_epoch(&mut rig.db.conn(), &id, now)
+            let conn = &mut rig.db.conn();
+            let (_, epoch) = store(&rig.settings, conn)
+                .version_and_epoch(conn, &id, now)
                 .unwrap()
                 .unwrap();
             epoch

@@ -1,5 +1,6 @@
 //! A process without the key a row was sealed with has a configuration problem; it must say so
-//! and touch nothing. Only a row that is genuinely corrupt is treated as absent.
+//! and touch nothing, and so must one whose key under the right id has another value. Only a
+//! row that fails to open under a key that matches the store's check value is corrupt.
 
 use super::{acquire, Rig};
 use crate::serve::e2e_tests;
@@ -32,6 +33,16 @@ async fn a_missing_cache_key_is_a_configuration_error_and_overwrites_nothing(bac
             "another key",
             rig.acquirer_with(&rig.clock, |s| {
                 s.cache.keys = Some(SealKeys::parse(&Secret::new(OTHER_KEY)).unwrap());
+            }),
+            &id,
+        ),
+        (
+            "the same key id, another value",
+            rig.acquirer_with(&rig.clock, |s| {
+                s.cache.keys = Some(crate::fixtures::keys(&format!(
+                    "k1={}",
+                    crate::fixtures::OTHER_KEY
+                )));
             }),
             &id,
         ),

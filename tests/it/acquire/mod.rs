@@ -17,6 +17,7 @@ use tokenbridge::cache::seal::Sealer;
 use tokenbridge::cache::store::TokenCacheStore;
 use tokenbridge::clock::ManualClock;
 use tokenbridge::db::schema::token_cache::dsl as tc;
+use tokenbridge::db::DbConnection;
 use tokenbridge::db::{Backend, Database};
 use tokenbridge::identity::acquire::{AccessToken, AcquirerOptions, Caller, TokenAcquirer};
 use tokenbridge::identity::AcquireError;
@@ -117,8 +118,9 @@ impl Rig {
 
     /// The row's document, opened with the rig's keys.
     pub fn document(&self, id: &str) -> CacheDocument {
-        store(&self.settings)
-            .load(&mut self.db.conn(), id, time::OffsetDateTime::now_utc())
+        let conn = &mut self.db.conn();
+        store(&self.settings, conn)
+            .load(conn, id, time::OffsetDateTime::now_utc())
             .unwrap()
             .unwrap()
             .document
@@ -133,8 +135,9 @@ impl Rig {
 
     /// Who holds the row's refresh lease, if anyone.
     pub fn lease(&self, id: &str) -> Option<String> {
-        store(&self.settings)
-            .lease(&mut self.db.conn(), id)
+        let conn = &mut self.db.conn();
+        store(&self.settings, conn)
+            .lease(conn, id)
             .unwrap()
             .map(|(owner, _)| owner)
     }
@@ -155,11 +158,17 @@ impl Rig {
     }
 }
 
-pub fn store(settings: &Settings) -> TokenCacheStore {
-    TokenCacheStore::new(
+/// A store with the settings' keys, as another program on the database has: its keys compared
+/// with the database's check values (written there if it is the first).
+pub fn store(settings: &Settings, conn: &mut DbConnection) -> TokenCacheStore {
+    let store = TokenCacheStore::new(
         Sealer::new(settings.cache.keys.clone(), settings.cache.read_plaintext),
         settings.cache.sliding_expiration,
-    )
+    );
+    store
+        .verify_keys(conn, time::OffsetDateTime::now_utc())
+        .expect("the settings' keys match the database's check values");
+    store
 }
 
 pub async fn acquire(acquirer: &TokenAcquirer, id: &str) -> Result<AccessToken, AcquireError> {

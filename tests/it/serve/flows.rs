@@ -47,7 +47,11 @@ async fn sign_in_shows_the_profile_and_stores_a_sealed_cache(backend: Backend) {
         // In Redis, under the app's prefix, and not in the database's table.
         use diesel::prelude::*;
         use tokenbridge::db::schema::token_cache::dsl as tc;
-        assert_eq!(redis.keys(), [redis.cache_key(id)]);
+        assert_eq!(redis.user_keys(), [redis.cache_key(id)]);
+        assert!(
+            redis.keys().contains(&redis.check_key("k1")),
+            "the key's check value"
+        );
         let in_sql: i64 = tc::token_cache
             .count()
             .get_result(&mut *app.db.conn())

@@ -174,8 +174,9 @@ async fn an_answer_lost_after_rotation_is_recovered_only_where_the_provider_allo
     }
 }
 
-/// A replica deployed without the key the rows are sealed with: a 500 page naming the cause,
-/// `/readyz` 503, and no row overwritten, not even by a new sign-in.
+/// A replica deployed without the key the rows are sealed with, or with another value under
+/// its id (a typo, a regenerated secret): a 500 page naming the cause, `/readyz` 503 naming the
+/// key, and no row overwritten; the correctly keyed app goes on serving.
 #[tokio::test]
 async fn a_replica_without_the_cache_key_says_so_and_changes_nothing() {
     let app = spawn_app("serve::missing_key", Backend::Sqlite, |_| {})
@@ -183,51 +184,51 @@ async fn a_replica_without_the_cache_key_says_so_and_changes_nothing() {
         .unwrap();
     app.sign_in("ada").await;
     assert_eq!(app.get("/readyz").await.status(), 200);
-    let rows = || -> Vec<(String, Vec<u8>, i64)> {
-        use diesel::prelude::*;
-        use tokenbridge::db::schema::token_cache::dsl as tc;
-        tc::token_cache
-            .select((tc::id, tc::value, tc::version))
-            .load(&mut *app.db.conn())
-            .unwrap()
-    };
-    let before = rows();
-
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let replica = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let mut settings = app.settings.clone();
-    settings.cache.keys = Some(
-        tokenbridge::cache::seal::SealKeys::parse(&tokenbridge::secret::Secret::new(
-            "k2=ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=",
-        ))
-        .unwrap(),
-    );
-    let server = tokenbridge::web::Application::build_on(
-        &settings,
-        listener,
-        std::sync::Arc::new(app.clock.clone()),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(server.run_until_stopped());
-
-    let readyz = app
-        .browser
-        .get(format!("{replica}/readyz"))
-        .send()
+    let before = app.cache_rows();
+    let other = crate::fixtures::OTHER_KEY;
+    for (spec, named) in [
+        (format!("k2={other}"), "`k1`, which is not configured"),
+        (format!("k1={other}"), "cache key `k1` is not the key"),
+    ] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let replica = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let mut settings = app.settings.clone();
+        settings.cache.keys = Some(crate::fixtures::keys(&spec));
+        let server = tokenbridge::web::Application::build_on(
+            &settings,
+            listener,
+            std::sync::Arc::new(app.clock.clone()),
+        )
         .await
         .unwrap();
-    assert_eq!(readyz.status(), 503);
-    let body: serde_json::Value = readyz.json().await.unwrap();
-    assert_eq!(body["cache_keys"], "misconfigured", "{body}");
-    let page = app.browser.get(format!("{replica}/")).send().await.unwrap();
-    assert_eq!(page.status(), 500);
-    let html = page.text().await.unwrap();
-    assert!(
-        html.contains("encryption keys") && html.contains("cache.keys"),
-        "{html}"
-    );
-    assert_eq!(rows(), before, "nothing was overwritten");
+        tokio::spawn(server.run_until_stopped());
+
+        let readyz = app
+            .browser
+            .get(format!("{replica}/readyz"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(readyz.status(), 503, "{spec}");
+        let body: serde_json::Value = readyz.json().await.unwrap();
+        assert_eq!(body["cache_keys"], "misconfigured", "{body}");
+        let problem = body["cache_keys_problem"].as_str().unwrap();
+        assert!(problem.contains(named), "{spec}: {problem}");
+        assert!(
+            !problem.contains(other) && !problem.contains(&before[0].0),
+            "{problem}"
+        );
+        let page = app.browser.get(format!("{replica}/")).send().await.unwrap();
+        assert_eq!(page.status(), 500);
+        let html = page.text().await.unwrap();
+        assert!(
+            html.contains("encryption keys") && html.contains("cache.keys"),
+            "{html}"
+        );
+        assert_eq!(app.cache_rows(), before, "nothing was overwritten");
+    }
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    assert_eq!(app.get("/").await.status(), 200);
 }
 
 /// An error page never traps a signed-in user: it offers sign-out (which works), and a 503

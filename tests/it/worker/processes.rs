@@ -60,10 +60,10 @@ pub(super) async fn seed(app: &TestApp, count: usize) -> Vec<String> {
         environment: "127.0.0.1".into(),
         realm: app.idp.tenant.clone(),
     };
-    let store = crate::acquire::store(&app.settings);
+    let mut conn = app.db.conn();
+    let store = crate::acquire::store(&app.settings, &mut conn);
     let now = time::OffsetDateTime::now_utc();
     let idle_since = now - time::Duration::hours(1);
-    let mut conn = app.db.conn();
     conn.transaction::<_, anyhow::Error, _>(|conn| {
         let mut ids = Vec::new();
         for n in 0..count {
@@ -183,6 +183,11 @@ async fn exit_status_says_whether_the_pass_ran() {
         ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", ""),
         ("TOKENBRIDGE_WORKER__CONCURRENCY", "0"),
         ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "wrong-secret"),
+        // The right key id, another value: refused before anything is claimed.
+        (
+            "TOKENBRIDGE_CACHE__KEYS",
+            "k1=ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=",
+        ),
     ] {
         let misconfigured = worker(&app, config.path(), &["--older-than", "0s"])
             .env(key, value)
@@ -195,6 +200,10 @@ async fn exit_status_says_whether_the_pass_ran() {
             "{key}={value}: {stderr}"
         );
         assert!(!stderr.contains("wrong-secret"), "{stderr}");
+        assert!(
+            !stderr.contains("ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA"),
+            "{stderr}"
+        );
     }
 
     let ran = worker(&app, config.path(), &["--older-than", "0s"])
