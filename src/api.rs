@@ -1,7 +1,9 @@
 //! The downstream API (Microsoft Graph `/me` by default), called with a user's access token.
 
 use crate::identity::acquire::AccessToken;
+use crate::identity::http::{read_capped, BodyError};
 use crate::settings::ApiSettings;
+use crate::text::{bounded, REASON};
 use serde_json::{Map, Value};
 
 #[derive(Debug, thiserror::Error)]
@@ -20,6 +22,7 @@ pub enum ApiError {
 pub struct ApiClient {
     http: reqwest::Client,
     me_url: String,
+    max_response_size: usize,
 }
 
 impl ApiClient {
@@ -33,6 +36,7 @@ impl ApiClient {
         Ok(Self {
             http,
             me_url: settings.me_url(),
+            max_response_size: settings.max_response_size,
         })
     }
 
@@ -60,8 +64,8 @@ impl ApiClient {
                 .headers()
                 .get(reqwest::header::WWW_AUTHENTICATE)
                 .and_then(|v| v.to_str().ok())
-                .unwrap_or("no WWW-Authenticate")
-                .to_owned();
+                .unwrap_or("no WWW-Authenticate");
+            let challenge = bounded(challenge, REASON);
             return Err(ApiError::Refused(format!("HTTP {status}: {challenge}")));
         }
         if status.is_server_error() || status.as_u16() == 429 {
@@ -70,12 +74,30 @@ impl ApiClient {
         if !status.is_success() {
             return Err(ApiError::Unexpected(format!("HTTP {status}")));
         }
-        match response.json::<Value>().await {
+        let body = match read_capped(response, self.max_response_size).await {
+            Ok(body) => body,
+            Err(BodyError::Read(e)) => {
+                return Err(ApiError::Unavailable(e.without_url().to_string()))
+            }
+            Err(BodyError::TooLarge { limit }) => {
+                crate::metrics::metrics().oversized_answer("api");
+                tracing::warn!(
+                    limit,
+                    "the API's answer is larger than api.max_response_size: refused"
+                );
+                return Err(ApiError::Unavailable(format!(
+                    "the answer is larger than {limit} bytes (api.max_response_size)"
+                )));
+            }
+        };
+        match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(map)) => Ok(map),
             Ok(_) => Err(ApiError::Unexpected(
                 "the profile is not a JSON object".into(),
             )),
-            Err(e) => Err(ApiError::Unexpected(e.without_url().to_string())),
+            Err(e) => Err(ApiError::Unexpected(format!(
+                "the profile is not JSON: {e}"
+            ))),
         }
     }
 }
@@ -117,6 +139,7 @@ mod tests {
             base_url: url::Url::parse(&base).unwrap(),
             path: "/me".into(),
             timeout: Duration::from_secs(5),
+            max_response_size: 1 << 20,
         };
         let client = ApiClient::new(&settings).unwrap();
         let token = AccessToken {

@@ -19,6 +19,7 @@ pub mod secret;
 pub mod settings;
 pub mod sync;
 pub mod telemetry;
+pub mod text;
 pub mod web;
 pub mod worker;
 

@@ -32,6 +32,28 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: &'static str,
+}
+
+/// A request method as a label: the standard methods by name, anything a client made up as
+/// `other`, so clients cannot add label sets (or log fields) of their own.
+pub fn method_label(method: &str) -> &'static str {
+    match method {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "OPTIONS" => "OPTIONS",
+        "CONNECT" => "CONNECT",
+        "TRACE" => "TRACE",
+        _ => "other",
+    }
+}
+
 fn seconds() -> Histogram {
     // 1 ms to about 16 s.
     Histogram::new(exponential_buckets(0.001, 2.0, 15))
@@ -43,6 +65,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     request_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
     acquisitions: Family<OutcomeLabels, Counter>,
+    oversized: Family<SourceLabels, Counter>,
     provider_seconds: Histogram,
     pool_wait_seconds: Histogram,
     pool_in_use: Gauge,
@@ -91,6 +114,13 @@ impl Metrics {
              transient, error)",
             acquisitions.clone(),
         );
+        let oversized = Family::<SourceLabels, Counter>::default();
+        registry.register(
+            "oversized_answers",
+            "Answers refused for being larger than the configured maximum, by source (provider, \
+             api)",
+            oversized.clone(),
+        );
         let provider_seconds = seconds();
         registry.register(
             "provider_request_duration_seconds",
@@ -120,6 +150,7 @@ impl Metrics {
             requests,
             request_seconds,
             acquisitions,
+            oversized,
             provider_seconds,
             pool_wait_seconds,
             pool_in_use,
@@ -133,7 +164,7 @@ impl Metrics {
         self.requests
             .get_or_create(&RequestLabels {
                 route: route.to_owned(),
-                method: method.to_owned(),
+                method: method_label(method).to_owned(),
                 status: status.to_string(),
             })
             .inc();
@@ -155,6 +186,11 @@ impl Metrics {
         self.acquisitions
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
+    }
+
+    /// An answer refused for its size; `source` is `provider` or `api`.
+    pub fn oversized_answer(&self, source: &'static str) {
+        self.oversized.get_or_create(&SourceLabels { source }).inc();
     }
 
     pub fn provider_request(&self, elapsed: Duration) {

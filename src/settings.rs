@@ -60,6 +60,9 @@ pub struct Settings {
     pub web: WebSettings,
     pub worker: WorkerSettings,
     pub dev_idp: DevIdpSettings,
+    /// The files secrets were read from, by setting (`cache.keys_file`, ...): checked at start
+    /// for modes that let other users read them.
+    pub secret_files: Vec<(&'static str, PathBuf)>,
 }
 
 /// The `[database]` section is the database layer's own options, built here.
@@ -407,7 +410,33 @@ impl Settings {
                     .to_owned(),
             );
         }
+        let database = self.database.url.sqlite_path().map(|p| ("database.url", p));
+        for (key, path) in self.secret_files.iter().cloned().chain(database) {
+            if let Some(mode) = readable_by_others(&path) {
+                warnings.push(format!(
+                    "{} ({key}) can be read by other users of this machine (mode {mode:04o}): \
+                     `chmod 600 {}`",
+                    path.display(),
+                    path.display()
+                ));
+            }
+        }
         warnings
+    }
+}
+
+/// The file's permission bits when group or others may read or write it.
+fn readable_by_others(path: &Path) -> Option<u32> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+        (mode & 0o066 != 0).then_some(mode)
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
     }
 }
 
@@ -614,6 +643,32 @@ pub(crate) fn parse_url(key: &'static str, value: &str) -> Result<url::Url, Sett
     Ok(url)
 }
 
+/// A size in bytes: a number, or one with `KiB` or `MiB` ("1MiB"), from 1 KiB to 1 GiB.
+pub(crate) fn parse_size(key: &'static str, value: &str) -> Result<usize, SettingsError> {
+    let value = value.trim();
+    let (number, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
+        Some(at) => value.split_at(at),
+        None => (value, ""),
+    };
+    let unit = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        _ => 0,
+    };
+    number
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .filter(|n| (1 << 10..=1 << 30).contains(n))
+        .ok_or_else(|| {
+            invalid(
+                key,
+                "expected a size from 1KiB to 1024MiB, such as \"1MiB\" or \"512KiB\"",
+            )
+        })
+}
+
 /// A duration longer than zero.
 pub(crate) fn positive(key: &'static str, value: &str) -> Result<Duration, SettingsError> {
     let d = parse_duration(key, value)?;
@@ -702,6 +757,18 @@ impl RawSettings {
     }
 
     fn validate(self) -> Result<Settings, SettingsError> {
+        let secret_files = [
+            ("cache.keys_file", &self.cache.keys_file),
+            ("cache.url_file", &self.cache.url_file),
+            (
+                "identity.client_secret_file",
+                &self.identity.client_secret_file,
+            ),
+            ("web.session_key_file", &self.web.session_key_file),
+        ]
+        .into_iter()
+        .filter_map(|(key, path)| Some((key, path.clone()?)))
+        .collect();
         let url = DatabaseUrl::parse(&self.database.url)
             .map_err(|e| invalid("database.url", e.to_string()))?;
         if !(1..=1024).contains(&self.database.pool_size) {
@@ -778,6 +845,7 @@ impl RawSettings {
             web: self.web.validate()?,
             worker: self.worker.validate()?,
             dev_idp: self.dev_idp.validate()?,
+            secret_files,
         })
     }
 }

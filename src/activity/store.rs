@@ -6,6 +6,7 @@ use crate::clock::{from_db, to_db};
 use crate::db::prepared::update;
 use crate::db::schema::account_activities::{self as aa, dsl};
 use crate::db::DbConnection;
+use crate::text::{bounded, REASON};
 use diesel::prelude::*;
 use diesel::QueryResult;
 use time::{OffsetDateTime, PrimitiveDateTime};
@@ -362,7 +363,7 @@ pub fn record_outcome(
             (
                 release,
                 dsl::failed_to_acquire_token.eq(true),
-                dsl::last_error.eq(reason),
+                dsl::last_error.eq(bounded(reason, REASON).as_ref()),
                 dsl::consecutive_failures.eq(dsl::consecutive_failures + 1),
                 dsl::next_attempt_at.eq(None::<PrimitiveDateTime>),
             ),
@@ -376,7 +377,7 @@ pub fn record_outcome(
             target,
             (
                 release,
-                dsl::last_error.eq(error),
+                dsl::last_error.eq(bounded(error, REASON).as_ref()),
                 dsl::consecutive_failures.eq(dsl::consecutive_failures + 1),
                 dsl::next_attempt_at.eq(to_db(*next_attempt_at)),
             ),
@@ -387,7 +388,7 @@ pub fn record_outcome(
             target,
             (
                 release,
-                dsl::last_error.eq(error),
+                dsl::last_error.eq(bounded(error, REASON).as_ref()),
                 dsl::consecutive_failures.eq(dsl::consecutive_failures + 1),
             ),
         )

@@ -34,6 +34,9 @@ impl DbConnection {
         let target = url.connection_string();
         let conn = match url.backend() {
             Backend::Sqlite => {
+                if let Some(path) = url.sqlite_path() {
+                    create_owner_only(&path).map_err(ConnectError::Create)?;
+                }
                 let mut conn = SqliteConnection::establish(target)?;
                 // WAL lets `serve` and `worker` read while the other writes; busy_timeout makes a
                 // writer wait for the file lock instead of failing at once.
@@ -78,6 +81,8 @@ pub enum ConnectError {
     Setup(diesel::result::Error),
     #[error("connection check failed: {0}")]
     Check(diesel::result::Error),
+    #[error("cannot create the database file: {0}")]
+    Create(std::io::Error),
 }
 
 /// r2d2 manager for [`DbConnection`].
@@ -120,5 +125,27 @@ impl r2d2::ManageConnection for ConnectionManager {
             DbConnection::Postgres(c) => c.is_broken(),
             DbConnection::Mysql(c) => c.is_broken(),
         }
+    }
+}
+
+/// Creates a new SQLite file readable by its owner only (0600), whatever the umask: it holds
+/// account names and, without cache keys, tokens. SQLite gives the `-wal` and `-shm` files it
+/// makes beside it the same mode. An existing file is left as it is (`serve` and `worker` warn
+/// when it is readable by others); `:memory:` and URIs are not files.
+fn create_owner_only(path: &std::path::Path) -> std::io::Result<()> {
+    let name = path.as_os_str();
+    if name.is_empty() || name == ":memory:" || path.to_string_lossy().starts_with("file:") {
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        // A missing directory: SQLite says so in its own words.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
     }
 }

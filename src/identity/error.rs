@@ -1,6 +1,7 @@
 //! What can go wrong getting tokens, sorted by what the caller should do about it.
 
 use super::http::HttpError;
+use crate::text::{bound, REASON};
 use openidconnect::RequestTokenError;
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -71,7 +72,7 @@ pub type TokenRequestError = RequestTokenError<HttpError, ProviderError>;
 pub fn classify(error: TokenRequestError) -> AcquireError {
     match error {
         RequestTokenError::ServerResponse(response) => {
-            let reason = response.to_string();
+            let reason = bound(response.to_string(), REASON);
             let app_problem = matches!(
                 response.suberror.as_deref(),
                 Some("client_mismatch" | "protection_policy_required")
@@ -104,11 +105,14 @@ pub fn classify(error: TokenRequestError) -> AcquireError {
             retry_after: None,
         },
         RequestTokenError::Parse(e, _) => AcquireError::Transient {
-            reason: format!("the provider's answer could not be read: {e}"),
+            reason: bound(
+                format!("the provider's answer could not be read: {e}"),
+                REASON,
+            ),
             retry_after: None,
         },
         RequestTokenError::Other(reason) => AcquireError::Transient {
-            reason,
+            reason: bound(reason, REASON),
             retry_after: None,
         },
     }

@@ -20,6 +20,40 @@ pub enum HttpError {
     },
     #[error("cannot build the request: {0}")]
     Request(String),
+    /// The answer is larger than `identity.max_response_size`: not read further.
+    #[error("the provider's answer is larger than {limit} bytes (identity.max_response_size)")]
+    TooLarge { limit: usize },
+}
+
+/// Why a body could not be read whole.
+#[derive(Debug)]
+pub enum BodyError {
+    /// Larger than the limit (by its `Content-Length`, or as it arrived): read no further.
+    TooLarge {
+        limit: usize,
+    },
+    Read(reqwest::Error),
+}
+
+/// Reads `response`'s body, at most `limit` bytes of it: a body announced or found to be
+/// larger is refused as soon as that is known, so memory stays bounded whatever the peer sends.
+pub async fn read_capped(
+    mut response: reqwest::Response,
+    limit: usize,
+) -> Result<Vec<u8>, BodyError> {
+    let too_large = BodyError::TooLarge { limit };
+    let announced = response.content_length().unwrap_or(0);
+    if announced > limit as u64 {
+        return Err(too_large);
+    }
+    let mut body = Vec::with_capacity(usize::try_from(announced).unwrap_or(0).min(limit));
+    while let Some(chunk) = response.chunk().await.map_err(BodyError::Read)? {
+        if body.len() + chunk.len() > limit {
+            return Err(too_large);
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 impl HttpError {
@@ -35,10 +69,11 @@ impl HttpError {
 #[derive(Debug, Clone)]
 pub struct ProviderHttp {
     client: reqwest::Client,
+    max_response_size: usize,
 }
 
 impl ProviderHttp {
-    pub fn new(timeout: Duration) -> Result<Self, HttpError> {
+    pub fn new(timeout: Duration, max_response_size: usize) -> Result<Self, HttpError> {
         let client = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .timeout(timeout)
@@ -46,16 +81,20 @@ impl ProviderHttp {
             .user_agent(concat!("tokenbridge/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| HttpError::Request(e.to_string()))?;
-        Ok(Self { client })
+        Ok(Self {
+            client,
+            max_response_size,
+        })
     }
 
     /// Sends one request; 5xx, 429 and 408 become [`HttpError::Unavailable`].
     pub async fn send(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         let (parts, body) = request.into_parts();
+        let uri = parts.uri.clone();
         let started = std::time::Instant::now();
         let response = self
             .client
-            .request(parts.method, parts.uri.to_string())
+            .request(parts.method, uri.to_string())
             .headers(parts.headers)
             .body(body)
             .send()
@@ -77,8 +116,22 @@ impl ProviderHttp {
             });
         }
         let headers = response.headers().clone();
-        let body = response.bytes().await.map_err(classify)?;
-        let mut out = HttpResponse::new(body.to_vec());
+        // The endpoint without its query (a code or token is never in one, but no need to log it).
+        let url = format!(
+            "{}{}",
+            uri.authority().map_or("", |a| a.as_str()),
+            uri.path()
+        );
+        let body = match read_capped(response, self.max_response_size).await {
+            Ok(body) => body,
+            Err(BodyError::Read(e)) => return Err(classify(e)),
+            Err(BodyError::TooLarge { limit }) => {
+                crate::metrics::metrics().oversized_answer("provider");
+                tracing::warn!(%url, limit, "the provider's answer is larger than identity.max_response_size: refused");
+                return Err(HttpError::TooLarge { limit });
+            }
+        };
+        let mut out = HttpResponse::new(body);
         *out.status_mut() = status;
         *out.headers_mut() = headers;
         Ok(out)

@@ -99,7 +99,8 @@ impl OidcProvider {
             redirect: RedirectUrl::new(redirect_uri.to_owned()).map_err(config)?,
             api_scopes: identity.scopes.clone(),
             refresh_every: identity.metadata_refresh,
-            http: ProviderHttp::new(identity.http_timeout).map_err(config)?,
+            http: ProviderHttp::new(identity.http_timeout, identity.max_response_size)
+                .map_err(config)?,
             loaded: tokio::sync::RwLock::new(None),
             reload: tokio::sync::Mutex::new(()),
         })

@@ -1,6 +1,6 @@
 //! `[api]`: the downstream API the profile page and the worker call.
 
-use super::{invalid, parse_url, positive, SettingsError};
+use super::{invalid, parse_size, parse_url, positive, SettingsError};
 use serde::Deserialize;
 use std::time::Duration;
 use url::Url;
@@ -11,6 +11,9 @@ pub struct ApiSettings {
     /// The resource the profile page and the worker call, relative to `base_url` (`/me`).
     pub path: String,
     pub timeout: Duration,
+    /// The largest answer read from the API: a larger one is a transient error for that call,
+    /// read no further.
+    pub max_response_size: usize,
 }
 
 impl ApiSettings {
@@ -30,6 +33,7 @@ pub(super) struct RawApi {
     base_url: String,
     path: String,
     timeout: String,
+    max_response_size: String,
 }
 
 impl Default for RawApi {
@@ -38,6 +42,7 @@ impl Default for RawApi {
             base_url: "https://graph.microsoft.com/v1.0".into(),
             path: "/me".into(),
             timeout: "10s".into(),
+            max_response_size: "1MiB".into(),
         }
     }
 }
@@ -55,6 +60,7 @@ impl RawApi {
             base_url: parse_url("api.base_url", &self.base_url)?,
             path: path.to_owned(),
             timeout: positive("api.timeout", &self.timeout)?,
+            max_response_size: parse_size("api.max_response_size", &self.max_response_size)?,
         })
     }
 }

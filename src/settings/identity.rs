@@ -2,7 +2,7 @@
 //! Shape is checked when settings load; that the required keys are set is checked by the
 //! commands that use them.
 
-use super::{invalid, parse_duration, parse_url, positive, secret_from, SettingsError};
+use super::{invalid, parse_duration, parse_size, parse_url, positive, secret_from, SettingsError};
 use crate::secret::Secret;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -70,6 +70,9 @@ pub struct IdentitySettings {
     pub scopes: Vec<String>,
     pub metadata_refresh: Duration,
     pub http_timeout: Duration,
+    /// The largest answer read from the provider (discovery, keys, token, revocation): a
+    /// larger one is a transient error for that request, read no further.
+    pub max_response_size: usize,
     /// An access token with less than this left is refreshed (at most half its lifetime).
     pub refresh_margin: Duration,
 }
@@ -127,6 +130,7 @@ pub(super) struct RawIdentity {
     scopes: Vec<String>,
     metadata_refresh: String,
     http_timeout: String,
+    max_response_size: String,
     refresh_margin: String,
 }
 
@@ -146,6 +150,7 @@ impl Default for RawIdentity {
             scopes: vec!["User.Read".into()],
             metadata_refresh: "1h".into(),
             http_timeout: "10s".into(),
+            max_response_size: "1MiB".into(),
             refresh_margin: "5m".into(),
         }
     }
@@ -222,6 +227,7 @@ impl RawIdentity {
             scopes: self.scopes,
             metadata_refresh: positive("identity.metadata_refresh", &self.metadata_refresh)?,
             http_timeout: positive("identity.http_timeout", &self.http_timeout)?,
+            max_response_size: parse_size("identity.max_response_size", &self.max_response_size)?,
             refresh_margin: parse_duration("identity.refresh_margin", &self.refresh_margin)?,
         })
     }

@@ -661,3 +661,22 @@ fn migrate_knows_where_the_caches_are_and_reads_the_cache_keys_when_given() {
     let err = build("[cache]\nkeys_file = \"/nonexistent/keys\"\n").unwrap_err();
     assert!(err.to_string().contains("cache.keys"), "{err}");
 }
+
+#[test]
+fn response_size_limits_take_sizes_and_name_the_key() {
+    let s = Settings::from_sources("", "t", &env(&[])).unwrap();
+    assert_eq!(s.identity.max_response_size, 1 << 20);
+    assert_eq!(s.api.max_response_size, 1 << 20);
+    let s = Settings::from_sources(
+        "[identity]\nmax_response_size = \"512KiB\"\n[api]\nmax_response_size = \"4MiB\"\n",
+        "t",
+        &env(&[]),
+    )
+    .unwrap();
+    assert_eq!(s.identity.max_response_size, 512 << 10);
+    assert_eq!(s.api.max_response_size, 4 << 20);
+    for bad in ["0", "12", "1GB", "lots", "2048MiB"] {
+        let msg = error(&format!("[api]\nmax_response_size = \"{bad}\"\n"), &[]);
+        assert!(msg.contains("api.max_response_size"), "{bad}: {msg}");
+    }
+}

@@ -6,6 +6,7 @@ use super::request_id::RequestId;
 use super::session::TypedSession;
 use super::AppState;
 use crate::identity::{AcquireError, ResponseIssuer, SignedOut};
+use crate::text::{bounded, LOG_FIELD};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use subtle::ConstantTimeEq;
@@ -119,7 +120,7 @@ async fn callback(
         Ok(()) => {}
         Err(ResponseIssuer::Unavailable(e)) => return Err(WebError::acquire(&e, rid)),
         Err(refused) => {
-            tracing::info!(request_id = %rid, problem = ?refused, iss = ?params.iss.as_deref().map(|i| short_text(i, 200)), "sign-in response refused: its issuer is not the configured one");
+            tracing::info!(request_id = %rid, problem = ?refused, iss = ?params.iss.as_deref().map(|i| bounded(i, LOG_FIELD)), "sign-in response refused: its issuer is not the configured one");
             return Err(WebError::sign_in_failed(
                 "This sign-in response did not come from the identity provider this app sent you \
                  to. Please sign in again.",
@@ -128,7 +129,12 @@ async fn callback(
         }
     }
     if let Some(error) = params.error {
-        tracing::info!(request_id = %rid, error = %error, description = ?params.error_description, "the provider refused the sign-in");
+        tracing::info!(
+            request_id = %rid,
+            error = %bounded(&error, LOG_FIELD),
+            description = ?params.error_description.as_deref().map(|d| bounded(d, LOG_FIELD)),
+            "the provider refused the sign-in"
+        );
         let sentence = match error.as_str() {
             "access_denied" => {
                 "The identity provider did not let you sign in (access denied).".to_owned()
@@ -203,10 +209,6 @@ fn short(code: &str) -> String {
 }
 
 /// At most `max` characters of text from outside, for a log line.
-fn short_text(text: &str, max: usize) -> String {
-    text.chars().take(max).collect()
-}
-
 #[derive(Deserialize)]
 pub struct SignOutForm {
     csrf: Option<String>,

@@ -87,19 +87,25 @@ pub fn removal(app: &AppState, name: &str) -> Cookie<'static> {
     cookie
 }
 
+/// Sign-in cookies looked at per request: a browser has at most [`MAX_PENDING`] of ours, so
+/// more were planted; each request clears this many at most (no answer grows with them).
+pub const MAX_LOOKED_AT: usize = 16;
+
 /// Removals for the pending sign-ins to drop before one more starts: unreadable or expired
-/// ones, and the oldest beyond [`MAX_PENDING`] - 1.
+/// ones, and the oldest beyond [`MAX_PENDING`] - 1; at most [`MAX_LOOKED_AT`].
 pub fn to_drop(app: &AppState, req: &HttpRequest, now: i64) -> Vec<Cookie<'static>> {
     let cookies = req.cookies().map(|c| c.clone()).unwrap_or_default();
     let mut drop = Vec::new();
     let mut live = Vec::new();
-    for cookie in cookies {
+    let ours = cookies
+        .into_iter()
+        .filter(|c| c.name().starts_with(prefix(app)))
+        .take(MAX_LOOKED_AT);
+    for cookie in ours {
         let name = cookie.name().to_owned();
-        if name.starts_with(prefix(app)) {
-            match open_cookie(app, cookie.into_owned()) {
-                Some(p) if now - p.started <= TTL => live.push((p.order, name)),
-                _ => drop.push(removal(app, &name)),
-            }
+        match open_cookie(app, cookie.into_owned()) {
+            Some(p) if now - p.started <= TTL => live.push((p.order, name)),
+            _ => drop.push(removal(app, &name)),
         }
     }
     live.sort();

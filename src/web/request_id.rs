@@ -50,7 +50,11 @@ pub async fn middleware(
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let id = RequestId::new();
     req.extensions_mut().insert(id.clone());
-    let span = tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.path());
+    // The method from a fixed set, the path cut short: a client cannot make a log line long.
+    let method_label = crate::metrics::method_label(req.method().as_str());
+    let path = crate::text::bounded(req.path(), crate::text::LOG_FIELD);
+    let span =
+        tracing::info_span!("request", request_id = %id, method = method_label, path = %path);
     let started = Instant::now();
     let method = req.method().clone();
     // The route's pattern, never the raw path: one series per route, not per URL.

@@ -7,6 +7,7 @@ use crate::activity::store::{self as activities, Activity, Outcome};
 use crate::api::ApiError;
 use crate::identity::acquire::Caller;
 use crate::identity::AcquireError;
+use crate::text::{bound, REASON};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
@@ -84,21 +85,26 @@ enum Failure {
 
 impl From<AcquireError> for Failure {
     fn from(e: AcquireError) -> Self {
+        // Reasons come from outside (the provider's words): bounded before they are reported
+        // or stored.
+        let cut = |reason: String| bound(reason, REASON);
         match e {
-            AcquireError::InteractionRequired { reason } => Failure::Interaction(reason),
+            AcquireError::InteractionRequired { reason } => Failure::Interaction(cut(reason)),
             // Only pages carry sessions; for a worker the row is simply gone.
             AcquireError::SessionEnded => Failure::Interaction("no token cache".into()),
             AcquireError::Transient {
                 reason,
                 retry_after,
             } => Failure::Transient {
-                reason,
+                reason: cut(reason),
                 retry_after,
             },
             e @ (AcquireError::Configuration(_)
             | AcquireError::CacheKeys(_)
-            | AcquireError::Rejected(_)) => Failure::Fatal(PassError::Configuration(e.to_string())),
-            AcquireError::Storage(reason) => Failure::Fatal(PassError::Storage(reason)),
+            | AcquireError::Rejected(_)) => {
+                Failure::Fatal(PassError::Configuration(cut(e.to_string())))
+            }
+            AcquireError::Storage(reason) => Failure::Fatal(PassError::Storage(cut(reason))),
         }
     }
 }
@@ -107,10 +113,12 @@ impl From<ApiError> for Failure {
     fn from(e: ApiError) -> Self {
         match e {
             ApiError::Unavailable(_) => Failure::Transient {
-                reason: e.to_string(),
+                reason: bound(e.to_string(), REASON),
                 retry_after: None,
             },
-            ApiError::Refused(_) | ApiError::Unexpected(_) => Failure::Api(e.to_string()),
+            ApiError::Refused(_) | ApiError::Unexpected(_) => {
+                Failure::Api(bound(e.to_string(), REASON))
+            }
         }
     }
 }
@@ -213,6 +221,9 @@ impl Worker {
                     return Ok(Outcome::Success);
                 }
                 Err(Failure::Interaction(reason)) => {
+                    // One line per account that must sign in again, with the provider's words:
+                    // how an operator tells a revocation from reuse detection.
+                    tracing::warn!(account = %key, user = ?activity.user_principal_name, %reason, "interaction required: the user must sign in to the web app again");
                     report.outcome = Kind::InteractionRequired;
                     report.reason = Some(reason.clone());
                     return Ok(Outcome::InteractionRequired { reason });

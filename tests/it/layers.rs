@@ -10,20 +10,21 @@ const RULES: &[(&str, &[&str])] = &[
     ("sync", &[]),
     ("metrics", &[]),
     ("process", &[]),
+    ("text", &[]),
     ("clock", &["sync"]),
     ("db", &["clock", "metrics", "secret", "sync"]),
     ("cache", &["db", "clock", "secret", "sync"]),
-    ("activity", &["db", "clock"]),
+    ("activity", &["db", "clock", "text"]),
     ("settings", &["cache", "db", "secret", "sync"]),
     (
         "identity",
         &[
-            "settings", "cache", "activity", "db", "clock", "metrics", "secret", "sync",
+            "settings", "cache", "activity", "db", "clock", "metrics", "secret", "sync", "text",
         ],
     ),
     (
         "api",
-        &["identity", "settings", "metrics", "secret", "sync"],
+        &["identity", "settings", "metrics", "secret", "sync", "text"],
     ),
     ("telemetry", &["settings"]),
     ("cli", &["settings"]),
@@ -32,14 +33,14 @@ const RULES: &[(&str, &[&str])] = &[
         "web",
         &[
             "identity", "api", "cache", "activity", "db", "settings", "clock", "metrics",
-            "process", "secret", "sync",
+            "process", "secret", "sync", "text",
         ],
     ),
     (
         "worker",
         &[
             "identity", "api", "cache", "activity", "db", "settings", "clock", "metrics",
-            "process", "secret", "sync",
+            "process", "secret", "sync", "text",
         ],
     ),
     ("commands", &["*"]),

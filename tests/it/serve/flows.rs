@@ -353,6 +353,35 @@ async fn cookies_are_http_only_same_site_lax_and_secure_when_configured() {
         .is_none());
 }
 
+/// Sign-in cookies planted by the thousand get a bounded answer: `/signin` looks at a few and
+/// clears those (the browser's next request sends fewer), never one removal per cookie.
+#[tokio::test]
+async fn planted_sign_in_cookies_get_a_bounded_answer() {
+    let app = super::spawn_app("serve::planted_cookies", Backend::Sqlite, |_| {})
+        .await
+        .unwrap();
+    let planted: Vec<String> = (0..4_000).map(|n| format!("tb_signin.x{n}=junk")).collect();
+    let start = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(app.url("/signin"))
+        .header("cookie", planted.join("; "))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(start.status(), 302);
+    let set = start.headers().get_all("set-cookie").iter().count();
+    assert!(
+        set <= 17,
+        "{set} Set-Cookie headers for 4,000 planted cookies"
+    );
+    assert!(
+        set >= 2,
+        "some planted cookies are cleared, and the new one set"
+    );
+}
+
 /// Cookie safety follows `public_url`: over https, cookies are Secure and `__Host-` prefixed
 /// (Path=/, no Domain), responses carry HSTS; whatever the scheme, a response that sets or
 /// clears a cookie is `Cache-Control: no-store`.

@@ -59,6 +59,21 @@ async fn log_lines_cannot_be_forged_from_a_request() {
             .unwrap();
         assert!(response.status().is_client_error(), "{query}");
     }
+    // Nothing from outside makes a line long: a 30,000-character error, a long path, a
+    // made-up method.
+    let huge = "x".repeat(30_000);
+    for (method, url) in [
+        (
+            "GET",
+            format!("{base}/signin-oidc?error={huge}&error_description={huge}"),
+        ),
+        ("GET", format!("{base}/{}", "y".repeat(6_000))),
+        (&*"Z".repeat(6_000), format!("{base}/")),
+    ] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = client.request(method, url).send().await.unwrap();
+        assert!(response.status().is_client_error(), "{}", response.status());
+    }
     tokio::time::sleep(Duration::from_millis(200)).await;
     let _ = child.kill();
     let _ = child.wait();
@@ -70,6 +85,15 @@ async fn log_lines_cannot_be_forged_from_a_request() {
     assert!(!text.contains('\r'), "{text:?}");
     for line in text.lines() {
         assert!(!line.starts_with(forged), "a forged line: {text}");
+        assert!(
+            line.len() < 2_000,
+            "a line of {} bytes: {line:.300}",
+            line.len()
+        );
+        assert!(
+            !line.contains("ZZZZ"),
+            "a made-up method logged: {line:.300}"
+        );
         if line.contains("path=/signin-oidc") || line.contains("sign-in response") {
             assert!(
                 line.contains("request_id="),
@@ -85,5 +109,9 @@ async fn log_lines_cannot_be_forged_from_a_request() {
     assert!(
         text.contains("\\n2026-11-27T00:00:00.000000Z ERROR forged"),
         "{text}"
+    );
+    assert!(
+        text.contains("[cut 29744 bytes]"),
+        "long values are cut, with a marker"
     );
 }

@@ -32,6 +32,15 @@ async fn metrics_are_served_on_their_own_listener() {
     assert_eq!(app.get("/no/such/page").await.status(), 404);
     // Not on the app's own address.
     assert_eq!(app.get("/metrics").await.status(), 404);
+    // Methods a client makes up (twenty, and one of 8,000 characters) add no label sets.
+    let made_up = (0..20)
+        .map(|n| format!("MADEUP{n}"))
+        .chain(["M".repeat(8_000)]);
+    for method in made_up {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = app.browser.request(method, app.url("/")).send().await;
+        assert!(response.is_ok_and(|r| r.status().is_client_error()));
+    }
 
     let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
         .await
@@ -53,4 +62,12 @@ async fn metrics_are_served_on_their_own_listener() {
         assert!(text.contains(expected), "{expected} in:\n{text}");
     }
     assert!(!text.contains("no/such/page"), "routes, never raw paths");
+    assert!(!text.contains("MADEUP") && !text.contains("MMMM"), "{text}");
+    assert!(text.contains("method=\"other\""), "{text}");
+    let methods: std::collections::BTreeSet<&str> = text
+        .split("method=\"")
+        .skip(1)
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert!(methods.len() <= 3, "a fixed set of methods: {methods:?}");
 }

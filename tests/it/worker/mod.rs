@@ -2,6 +2,7 @@
 //! real web app, on every backend.
 
 mod faults;
+mod hostile;
 mod keys;
 mod passes;
 mod processes;

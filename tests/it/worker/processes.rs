@@ -18,7 +18,7 @@ e2e_tests!(four_worker_processes_share_a_pass_and_do_each_account_once);
 
 /// `tokenbridge worker ARGS` against the app's database and provider, with an empty settings
 /// file and the environment a deployment would set.
-fn worker(app: &TestApp, config: &std::path::Path, args: &[&str]) -> Command {
+pub(super) fn worker(app: &TestApp, config: &std::path::Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenbridge"));
     cmd.args(["--config", &config.display().to_string(), "worker"])
         .args(args)

@@ -1,0 +1,143 @@
+//! Files tokenbridge writes are its owner's alone, whatever the umask; files it reads secrets
+//! from, and its database, are reported at start when others can read them.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+/// `tokenbridge ARGS` in `dir` under `umask 000`, with only `env` for settings.
+fn permissive(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Command {
+    let mut command = Command::new("sh");
+    command
+        .current_dir(dir)
+        .arg("-c")
+        .arg("umask 000; exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_tokenbridge"))
+        .args(args)
+        .env_clear()
+        .envs(std::env::var("PATH").map(|p| ("PATH".to_owned(), p)))
+        .envs(env.iter().copied());
+    command
+}
+
+#[test]
+fn the_database_and_its_journal_files_are_owner_only_under_a_permissive_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let migrated = permissive(dir.path(), &["migrate"], &[]).output().unwrap();
+    assert!(
+        migrated.status.success(),
+        "{}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    let db = dir.path().join("tokenbridge.db");
+    assert_eq!(mode(&db), 0o600, "the database file");
+
+    // A running serve writes (the cache key's check value): SQLite's -wal and -shm files
+    // appear beside the database, with its mode.
+    let key = format!("k1={}", crate::fixtures::KEY);
+    let mut serve = permissive(
+        dir.path(),
+        &["serve"],
+        &[
+            ("TOKENBRIDGE_IDENTITY__INSTANCE", "http://127.0.0.1:9"),
+            (
+                "TOKENBRIDGE_IDENTITY__TENANT_ID",
+                "5c8f6d1e-7a4b-4c1a-9f3e-2b6d8e0a4f11",
+            ),
+            ("TOKENBRIDGE_IDENTITY__CLIENT_ID", "app"),
+            ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "s3cret"),
+            ("TOKENBRIDGE_WEB__LISTEN", "127.0.0.1:0"),
+            ("TOKENBRIDGE_WEB__METRICS_LISTEN", "off"),
+            ("TOKENBRIDGE_CACHE__KEYS", &key),
+        ],
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let (wal, shm) = (
+        dir.path().join("tokenbridge.db-wal"),
+        dir.path().join("tokenbridge.db-shm"),
+    );
+    let started = Instant::now();
+    while !(wal.exists() && shm.exists()) {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no -wal and -shm files"
+        );
+        assert!(serve.try_wait().unwrap().is_none(), "serve exited");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let modes = (mode(&wal), mode(&shm));
+    let _ = serve.kill();
+    let _ = serve.wait();
+    assert_eq!(modes, (0o600, 0o600), "the -wal and -shm files");
+}
+
+#[test]
+fn files_others_can_read_are_reported_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys");
+    std::fs::write(&keys, format!("k1={}", crate::fixtures::KEY)).unwrap();
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let migrated = permissive(dir.path(), &["migrate"], &[]).output().unwrap();
+    assert!(migrated.status.success());
+    let db = dir.path().join("tokenbridge.db");
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let keys_file = keys.display().to_string();
+    let out = permissive(
+        dir.path(),
+        &["worker", "--dry-run"],
+        &[
+            ("TOKENBRIDGE_IDENTITY__INSTANCE", "http://127.0.0.1:9"),
+            (
+                "TOKENBRIDGE_IDENTITY__TENANT_ID",
+                "5c8f6d1e-7a4b-4c1a-9f3e-2b6d8e0a4f11",
+            ),
+            ("TOKENBRIDGE_IDENTITY__CLIENT_ID", "app"),
+            ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "s3cret"),
+            ("TOKENBRIDGE_CACHE__KEYS_FILE", &keys_file),
+        ],
+    )
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for (file, key) in [
+        (&keys_file, "cache.keys_file"),
+        (&"tokenbridge.db".to_owned(), "database.url"),
+    ] {
+        assert!(
+            stderr.lines().any(|l| l.contains("WARN")
+                && l.contains(&format!("{file} ({key}) can be read by other users"))
+                && l.contains("0644")),
+            "{file}: {stderr}"
+        );
+    }
+    assert!(!stderr.contains(crate::fixtures::KEY));
+    // Owner-only files are not reported.
+    std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let out = permissive(
+        dir.path(),
+        &["worker", "--dry-run"],
+        &[
+            ("TOKENBRIDGE_IDENTITY__INSTANCE", "http://127.0.0.1:9"),
+            (
+                "TOKENBRIDGE_IDENTITY__TENANT_ID",
+                "5c8f6d1e-7a4b-4c1a-9f3e-2b6d8e0a4f11",
+            ),
+            ("TOKENBRIDGE_IDENTITY__CLIENT_ID", "app"),
+            ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "s3cret"),
+            ("TOKENBRIDGE_CACHE__KEYS_FILE", &keys_file),
+        ],
+    )
+    .output()
+    .unwrap();
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("can be read by other users"));
+}
