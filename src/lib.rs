@@ -79,9 +79,9 @@ pub fn exit_code(error: &anyhow::Error) -> u8 {
 /// Loads settings, sets up logging and runs the chosen subcommand.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let (path, named) = cli.settings_file();
-    // Each command validates the settings it uses: migrate needs the database only, so a
-    // deploy step with only the database URL (and no secrets) can run it; a worker needs no
-    // session key; serve ignores `[worker]`.
+    // Each command validates the settings it uses: migrate needs the database (and the cache
+    // keys only when given), so a deploy step with only the database URL can run it; a worker
+    // needs no session key; serve ignores `[worker]`.
     let sections = match cli.command {
         Command::Migrate(_) => Sections::MIGRATE,
         Command::Serve => Sections::SERVE,

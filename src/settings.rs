@@ -74,6 +74,9 @@ pub struct CacheSettings {
     pub redis: Option<RedisSettings>,
     pub sliding_expiration: Duration,
     pub keys: Option<SealKeys>,
+    /// `cache.keys_file` when it does not exist yet, for `migrate` only: it creates the file
+    /// with a new key when the database holds no token caches (the quick start's first run).
+    pub create_keys_file: Option<PathBuf>,
     pub read_plaintext: bool,
     pub sweep_batch: u32,
     /// Documents each process keeps in memory (least recently used go first); 0 turns it off.
@@ -363,7 +366,7 @@ impl Settings {
             .map_err(|e| SettingsError::Parse(with_choices(e.to_string())))?;
         raw.keep_only(sections);
         raw.resolve_paths(base_dir);
-        raw.validate()
+        raw.validate(sections)
             .map_err(|e| naming_the_source(e, env, file_name))
     }
 }
@@ -756,7 +759,15 @@ impl RawSettings {
         }
     }
 
-    fn validate(self) -> Result<Settings, SettingsError> {
+    fn validate(mut self, sections: Sections) -> Result<Settings, SettingsError> {
+        // `migrate` makes the key file the settings name when it is absent (a new database).
+        let keys_file_absent = self.cache.keys.is_none()
+            && self.cache.keys_file.as_deref().is_some_and(|p| !p.exists());
+        let create_keys_file = if keys_file_absent && sections == Sections::MIGRATE {
+            self.cache.keys_file.take()
+        } else {
+            None
+        };
         let secret_files = [
             ("cache.keys_file", &self.cache.keys_file),
             ("cache.url_file", &self.cache.url_file),
@@ -796,7 +807,19 @@ impl RawSettings {
                  (they live for 90 days)",
             ));
         }
-        let keys = secret_from("cache.keys", self.cache.keys, self.cache.keys_file)?
+        let keys = secret_from("cache.keys", self.cache.keys, self.cache.keys_file)
+            .map_err(|e| match e {
+                SettingsError::Invalid { key, message } if keys_file_absent => {
+                    SettingsError::Invalid {
+                        key,
+                        message: format!(
+                            "{message}; `tokenbridge migrate` creates it with a new key for a new \
+                         database"
+                        ),
+                    }
+                }
+                e => e,
+            })?
             .map(|secret| SealKeys::parse(&secret))
             .transpose()
             .map_err(|e| invalid("cache.keys", e.to_string()))?;
@@ -832,6 +855,7 @@ impl RawSettings {
                 redis,
                 sliding_expiration,
                 keys,
+                create_keys_file,
                 read_plaintext: self.cache.read_plaintext,
                 sweep_batch: self.cache.sweep_batch,
                 memory_entries: self.cache.memory_entries,

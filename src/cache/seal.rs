@@ -144,6 +144,16 @@ fn check_value(key: &[u8]) -> Option<String> {
     Some(base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes()))
 }
 
+/// A new key entry `id=BASE64` (32 random bytes from the operating system), as
+/// `TOKENBRIDGE_CACHE__KEYS` and key files hold them.
+pub fn new_key_entry(id: &str) -> Secret {
+    let key = Aes256Gcm::generate_key(&mut OsRng);
+    Secret::new(format!(
+        "{id}={}",
+        base64::engine::general_purpose::STANDARD.encode(key)
+    ))
+}
+
 fn decode_base64(text: &str) -> Option<Vec<u8>> {
     use base64::engine::general_purpose::{STANDARD, URL_SAFE, URL_SAFE_NO_PAD};
     STANDARD
@@ -529,6 +539,14 @@ mod tests {
         assert!(sealed.starts_with(&sealed_prefix("new").unwrap()));
         assert_eq!(sealed_with(b"{}"), None);
         assert_eq!(sealed_with(&sealed[..5]), None);
+    }
+
+    #[test]
+    fn new_keys_are_random_and_parse() {
+        let (a, b) = (new_key_entry("k1"), new_key_entry("k1"));
+        assert_ne!(a.expose(), b.expose());
+        let keys = SealKeys::parse(&a).unwrap();
+        assert_eq!(keys.ids().collect::<Vec<_>>(), ["k1"]);
     }
 
     #[test]

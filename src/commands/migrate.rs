@@ -1,14 +1,17 @@
 //! `tokenbridge migrate [--status]`.
 
 use crate::cache::redis::RedisCacheStore;
-use crate::cache::seal::Sealer;
+use crate::cache::seal::{new_key_entry, SealKeys, Sealer};
 use crate::cache::store::{CacheStoreError, TokenCacheStore};
 use crate::cli::MigrateArgs;
+use crate::db::schema::token_cache::dsl::token_cache;
 use crate::db::{migrate, DbConnection};
 use crate::settings::Settings;
 use crate::Failure;
 use anyhow::Context;
+use diesel::prelude::*;
 use std::io::Write;
+use std::path::Path;
 
 pub fn run(settings: &Settings, args: &MigrateArgs, out: &mut dyn Write) -> anyhow::Result<()> {
     // No cache warnings here: migrate writes no token caches.
@@ -54,7 +57,68 @@ pub fn run(settings: &Settings, args: &MigrateArgs, out: &mut dyn Write) -> anyh
     for name in &applied {
         writeln!(out, "{url}: applied {name}")?;
     }
+    let created;
+    let settings = match &settings.cache.create_keys_file {
+        None => settings,
+        Some(path) => {
+            created = with_new_keys_file(settings, path, &mut conn, out)?;
+            &created
+        }
+    };
     check_cache_keys(settings, &mut conn, out)
+}
+
+/// `cache.keys_file` names a file that does not exist: for a database without token caches
+/// (the quick start's first run), a new key is written there, owner-only, so tokens are sealed
+/// from the first sign-in; `settings` with that key.
+fn with_new_keys_file(
+    settings: &Settings,
+    path: &Path,
+    conn: &mut DbConnection,
+    out: &mut dyn Write,
+) -> anyhow::Result<Settings> {
+    let refuse = |why: &str| -> anyhow::Error {
+        Failure::configuration(format!(
+            "cache.keys_file {} does not exist, and {why}: give the keys the stored token \
+             caches are sealed with (or, for plain rows, create a key and set \
+             cache.read_plaintext = true until every row is rewritten)",
+            path.display()
+        ))
+        .into()
+    };
+    if settings.cache.redis.is_some() {
+        return Err(refuse(
+            "the token caches are in Redis, which migrate does not look into",
+        ));
+    }
+    let rows: i64 = token_cache
+        .count()
+        .get_result(conn)
+        .context("cannot count the token caches")?;
+    if rows > 0 {
+        return Err(refuse("the database already holds token caches"));
+    }
+    let entry = new_key_entry("k1");
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot create cache.keys_file {}", path.display()))?;
+    writeln!(file, "{}", entry.expose())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write cache.keys_file {}", path.display()))?;
+    writeln!(
+        out,
+        "cache keys: created {} with a new key `k1` (readable by its owner only); back it up: \
+         without it the stored tokens cannot be opened",
+        path.display()
+    )?;
+    let mut settings = settings.clone();
+    settings.cache.keys = Some(SealKeys::parse(&entry)?);
+    settings.cache.create_keys_file = None;
+    Ok(settings)
 }
 
 /// With cache keys given, compares them with the check values the token cache store holds for

@@ -35,22 +35,43 @@ fn an_empty_file_means_defaults() {
 
 #[test]
 fn the_shipped_settings_file_is_valid_and_shows_the_defaults() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let shipped = Settings::from_sources_in(
-        include_str!("../../settings.toml"),
-        "settings.toml",
-        dir,
-        &env(&[]),
-    )
-    .unwrap();
-    let defaults = Settings::from_sources_in("", "settings.toml", dir, &env(&[])).unwrap();
+    // In a directory of its own, with the key file `migrate` makes for the quick start.
+    let dir = std::env::temp_dir().join(format!("tb-shipped-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("dev")).unwrap();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("dev/dev-idp-client-secret");
+    std::fs::copy(fixture, dir.join("dev/dev-idp-client-secret")).unwrap();
+    let shipped = include_str!("../../settings.toml");
+    let before_migrate =
+        Settings::build(shipped, "settings.toml", &dir, &env(&[]), Sections::ALL).unwrap_err();
+    assert!(
+        before_migrate
+            .to_string()
+            .contains("`tokenbridge migrate` creates it"),
+        "{before_migrate}"
+    );
+    let migrate =
+        Settings::build(shipped, "settings.toml", &dir, &env(&[]), Sections::MIGRATE).unwrap();
+    let key_file = dir.join("tokenbridge.cache-keys");
+    assert_eq!(migrate.cache.create_keys_file.as_deref(), Some(&*key_file));
+    std::fs::write(&key_file, crate::cache::seal::new_key_entry("k1").expose()).unwrap();
+    let shipped = Settings::from_sources_in(shipped, "settings.toml", &dir, &env(&[])).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        shipped.cache.keys.is_some(),
+        "tokens are sealed from the first sign-in"
+    );
+    let defaults = Settings::from_sources_in("", "settings.toml", &dir, &env(&[])).unwrap();
+    let shipped_cache = CacheSettings {
+        keys: None,
+        ..shipped.cache.clone()
+    };
     for (a, b) in [
         (
             format!("{:?}", shipped.database),
             format!("{:?}", defaults.database),
         ),
         (
-            format!("{:?}", shipped.cache),
+            format!("{:?}", shipped_cache),
             format!("{:?}", defaults.cache),
         ),
         (format!("{:?}", shipped.log), format!("{:?}", defaults.log)),
@@ -657,9 +678,14 @@ fn migrate_knows_where_the_caches_are_and_reads_the_cache_keys_when_given() {
         "redis://127.0.0.1:6379/0"
     );
     assert!(s.cache.keys.is_none(), "no keys: nothing to compare");
-    // Keys given are read (migrate compares them with the store's check values).
-    let err = build("[cache]\nkeys_file = \"/nonexistent/keys\"\n").unwrap_err();
-    assert!(err.to_string().contains("cache.keys"), "{err}");
+    // Keys given are read (migrate compares them with the store's check values); a key file
+    // that does not exist is one for migrate to create.
+    let s = build("[cache]\nkeys_file = \"/nonexistent/keys\"\n").unwrap();
+    assert!(s.cache.keys.is_none());
+    assert_eq!(
+        s.cache.create_keys_file.as_deref(),
+        Some(Path::new("/nonexistent/keys"))
+    );
 }
 
 #[test]

@@ -141,3 +141,77 @@ fn files_others_can_read_are_reported_at_start() {
     .unwrap();
     assert!(!String::from_utf8_lossy(&out.stderr).contains("can be read by other users"));
 }
+
+/// The quick start's settings name a key file beside them: the first `migrate` of a new
+/// database creates it (one new key, owner-only) so tokens are sealed from the first sign-in;
+/// later runs use it; where token caches exist already it is never made up.
+#[test]
+fn migrate_creates_the_named_key_file_for_a_new_database_only() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("settings.toml"),
+        "[cache]\nkeys_file = \"tokenbridge.cache-keys\"\n",
+    )
+    .unwrap();
+    let keys = dir.path().join("tokenbridge.cache-keys");
+    let before = permissive(dir.path(), &["serve"], &[]).output().unwrap();
+    assert!(!before.status.success());
+    let stderr = String::from_utf8_lossy(&before.stderr);
+    assert!(
+        stderr.contains("`tokenbridge migrate` creates it"),
+        "{stderr}"
+    );
+
+    let first = permissive(dir.path(), &["migrate"], &[]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&first.stdout);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert!(
+        stdout.contains("created") && stdout.contains("`k1`"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("cache keys k1: match"), "{stdout}");
+    assert_eq!(mode(&keys), 0o600, "the key file");
+    let key = std::fs::read_to_string(&keys).unwrap();
+    assert!(!stdout.contains(key.trim()), "the key is never printed");
+    tokenbridge::cache::seal::SealKeys::parse(&tokenbridge::secret::Secret::new(key.trim()))
+        .unwrap();
+
+    let again = permissive(dir.path(), &["migrate"], &[]).output().unwrap();
+    assert!(again.status.success());
+    assert!(!String::from_utf8_lossy(&again.stdout).contains("created"));
+    assert_eq!(std::fs::read_to_string(&keys).unwrap(), key, "kept");
+
+    // A database with token caches and no key file: nothing is made up.
+    {
+        use diesel::prelude::*;
+        use tokenbridge::db::schema::token_cache::dsl as tc;
+        let url = tokenbridge::db::DatabaseUrl::parse(&format!(
+            "sqlite://{}",
+            dir.path().join("tokenbridge.db").display()
+        ))
+        .unwrap();
+        let mut conn = tokenbridge::db::DbConnection::open(&url, Duration::from_secs(5)).unwrap();
+        let now = tokenbridge::clock::to_db(time::OffsetDateTime::now_utc());
+        diesel::insert_into(tc::token_cache)
+            .values((
+                tc::id.eq("someone"),
+                tc::value.eq(b"{}".to_vec()),
+                tc::version.eq(1_i64),
+                tc::expires_at.eq(now),
+                tc::updated_at.eq(now),
+                tc::session_epoch.eq(1_i64),
+            ))
+            .execute(&mut conn)
+            .unwrap();
+    }
+    std::fs::remove_file(&keys).unwrap();
+    let refused = permissive(dir.path(), &["migrate"], &[]).output().unwrap();
+    assert_eq!(refused.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(stderr.contains("already holds token caches"), "{stderr}");
+    assert!(!keys.exists());
+}
