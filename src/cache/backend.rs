@@ -218,7 +218,8 @@ impl CacheBackend {
     ) -> Result<i64, CacheStoreError> {
         self.keys_ready(now).await;
         match self {
-            Self::Sql { db, store } => {
+            Self::Sql { db, store } => noted_sql(
+                db,
                 on_sql(db, store, id, move |store, conn, id| {
                     store.save_refreshed(
                         conn,
@@ -230,12 +231,15 @@ impl CacheBackend {
                         now,
                     )
                 })
-                .await
-            }
-            Self::Redis { store, .. } => Ok(store
-                .save(id, &document, Some(expected), ending_lease.as_deref())
-                .await?
-                .version),
+                .await,
+            ),
+            Self::Redis { store, .. } => Ok(noted_redis(
+                store,
+                store
+                    .save(id, &document, Some(expected), ending_lease.as_deref())
+                    .await,
+            )?
+            .version),
         }
     }
 
@@ -254,7 +258,7 @@ impl CacheBackend {
         self.keys_ready(now).await;
         match self {
             Self::Sql { db, store } => {
-                on_sql(db, store, id, move |store, conn, id| {
+                let saved = on_sql(db, store, id, move |store, conn, id| {
                     conn.transaction(|conn| {
                         let ending = ending_lease.as_deref();
                         let version = match expected {
@@ -287,13 +291,19 @@ impl CacheBackend {
                         })
                     })
                 })
-                .await
+                .await;
+                noted_sql(db, saved)
             }
             Self::Redis { db, store } => {
-                let saved = store
-                    .save(id, &document, expected, ending_lease.as_deref())
-                    .await?;
-                db.run(move |conn| companion(conn)).await?;
+                let saved = noted_redis(
+                    store,
+                    store
+                        .save(id, &document, expected, ending_lease.as_deref())
+                        .await,
+                )?;
+                let companion = db.run(move |conn| companion(conn)).await;
+                db.note_write(&companion);
+                companion?;
                 Ok(saved)
             }
         }
@@ -468,6 +478,30 @@ impl CacheBackend {
             Self::Redis { .. } => Ok(0),
         }
     }
+}
+
+/// Notes a real SQL write's outcome for `/readyz` (see `db::health`): a conflict or a pool
+/// that timed out says nothing about whether the database takes writes.
+fn noted_sql<T>(db: &Database, result: Result<T, CacheStoreError>) -> Result<T, CacheStoreError> {
+    match &result {
+        Ok(_) => db.writes().succeeded(),
+        Err(CacheStoreError::Db(DbError::Query(e))) => db.writes().failed(e.to_string()),
+        Err(_) => {}
+    }
+    result
+}
+
+/// The same for a write to Redis.
+fn noted_redis<T>(
+    store: &RedisCacheStore,
+    result: Result<T, CacheStoreError>,
+) -> Result<T, CacheStoreError> {
+    match &result {
+        Ok(_) => store.writes().succeeded(),
+        Err(CacheStoreError::Redis { reason, .. }) => store.writes().failed(reason.clone()),
+        Err(_) => {}
+    }
+    result
 }
 
 /// Keeps trying a companion write the database did not answer: 1 s doubling to a minute, for an

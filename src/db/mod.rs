@@ -3,6 +3,7 @@
 //! ever held across an `.await`.
 
 mod connection;
+pub mod health;
 pub mod migrate;
 pub mod prepared;
 pub mod schema;
@@ -76,6 +77,8 @@ fn missing_table(message: &str) -> Option<&'static str> {
 pub struct Database {
     pool: Pool,
     backend: Backend,
+    /// The outcomes of real writes, for `/readyz`.
+    writes: health::WriteHealth,
 }
 
 impl std::fmt::Debug for Database {
@@ -112,6 +115,7 @@ impl Database {
         Ok(Self {
             pool,
             backend: url.backend(),
+            writes: health::WriteHealth::default(),
         })
     }
 
@@ -137,6 +141,21 @@ impl Database {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// The outcomes of this process's real writes (shared by clones).
+    pub fn writes(&self) -> &health::WriteHealth {
+        &self.writes
+    }
+
+    /// Records a real write's outcome: a failure that is the database's (not a conflict, not
+    /// a connection pool that timed out) keeps `/readyz` failing for a while.
+    pub fn note_write<T>(&self, result: &Result<T, DbError>) {
+        match result {
+            Ok(_) => self.writes.succeeded(),
+            Err(DbError::Query(e)) => self.writes.failed(e.to_string()),
+            Err(_) => {}
+        }
     }
 
     /// The pool's connections now, for the metrics.

@@ -53,9 +53,18 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    readiness_heartbeat (id) {
+        id -> Integer,
+        beat_at -> Timestamp,
+        beats -> BigInt,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     token_cache,
     account_activities,
     sign_ins,
-    cache_key_checks
+    cache_key_checks,
+    readiness_heartbeat
 );

@@ -16,6 +16,10 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/users/{name}/revoke", web::post().to(revoke))
         .route("/admin/users/{name}/disable", web::post().to(disable))
         .route("/admin/users/{name}/enable", web::post().to(enable))
+        .route(
+            "/admin/users/{name}/declined-scopes",
+            web::put().to(decline),
+        )
         .route("/admin/keys/rotate", web::post().to(rotate_keys))
         .route("/admin/refresh-tokens", web::post().to(mint_refresh_tokens));
 }
@@ -146,6 +150,26 @@ async fn disable(p: web::Data<Provider>, name: web::Path<String>) -> HttpRespons
 
 async fn enable(p: web::Data<Provider>, name: web::Path<String>) -> HttpResponse {
     with_user(&name, |user| p.state().set_disabled(user, false))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Declined {
+    scopes: Vec<String>,
+}
+
+/// The user withdraws consent for these scopes: later refreshes answer without them.
+async fn decline(
+    p: web::Data<Provider>,
+    name: web::Path<String>,
+    body: web::Json<Declined>,
+) -> HttpResponse {
+    let scopes = body.into_inner().scopes;
+    if scopes.len() > 32 || scopes.iter().any(|s| s.len() > 256) {
+        return HttpResponse::BadRequest()
+            .json(serde_json::json!({ "error": "at most 32 scopes of 256 characters" }));
+    }
+    with_user(&name, |user| p.state().set_declined(user, scopes))
 }
 
 /// Users `{prefix}{n:07}` for n in 0..count, each given a refresh token as if they had signed

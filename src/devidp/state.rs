@@ -59,6 +59,9 @@ struct RefreshRecord {
 #[derive(Debug, Clone, Default)]
 struct UserState {
     disabled: bool,
+    /// Scopes the user withdrew consent for: refreshes answer without them, as providers
+    /// that let users decline scopes do.
+    declined: Vec<String>,
     /// Tokens issued under an older generation are revoked.
     generation: u64,
 }
@@ -155,6 +158,17 @@ impl State {
 
     pub fn set_disabled(&mut self, username: &str, disabled: bool) {
         self.users.entry(username.to_owned()).or_default().disabled = disabled;
+    }
+
+    /// The user withdraws consent for `scopes` (an empty list restores it).
+    pub fn set_declined(&mut self, username: &str, scopes: Vec<String>) {
+        self.users.entry(username.to_owned()).or_default().declined = scopes;
+    }
+
+    fn declined(&self, username: &str) -> &[String] {
+        self.users
+            .get(username)
+            .map_or(&[][..], |u| u.declined.as_slice())
     }
 
     /// Revokes every refresh token the user holds.
@@ -391,6 +405,12 @@ impl State {
             }
             None => record.scopes.clone(),
         };
+        // Consent the user withdrew: the answer grants less than was asked for.
+        let declined = self.declined(&record.username);
+        let scopes: Vec<String> = scopes
+            .into_iter()
+            .filter(|s| !declined.contains(s))
+            .collect();
         self.counters.refreshes += 1;
         self.counters.user(&record.username).refreshes += 1;
         let refresh_token = match rotation {

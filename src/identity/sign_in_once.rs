@@ -87,43 +87,17 @@ fn outcome(conn: &mut DbConnection, hash: &str) -> Result<Option<Row>, DbError> 
         .optional()?)
 }
 
-/// Writes a claim and rolls it back: whether this database takes writes now (a read-only file
-/// or a full disk fails here, where a `SELECT 1` would pass).
-fn probe_write(conn: &mut DbConnection, now: OffsetDateTime) -> Result<(), DbError> {
-    use diesel::Connection;
-    let probed = conn.transaction::<(), DieselError, _>(|conn| {
-        diesel::insert_into(si::table)
-            .values((
-                dsl::state_hash.eq("readyz-write-probe"),
-                dsl::started_at.eq(to_db(now)),
-                dsl::outcome.eq(FAILED),
-            ))
-            .execute(conn)?;
-        Err(DieselError::RollbackTransaction)
-    });
-    match probed {
-        Ok(()) | Err(DieselError::RollbackTransaction) => Ok(()),
-        Err(e) => Err(e.into()),
-    }
-}
-
 impl TokenAcquirer {
-    /// Whether the database takes a write now (for `/readyz`): one insert, rolled back.
-    pub async fn check_writable(&self) -> Result<(), AcquireError> {
-        let now = self.core.now();
-        Ok(self.core.db.run(move |conn| probe_write(conn, now)).await?)
-    }
-
     /// Completes a sign-in callback once: the first callback for `state` redeems the code
     /// ([`TokenAcquirer::redeem_sign_in`]); a repeated one waits for that outcome and shares it.
     pub async fn sign_in(&self, code: &str, state: &SignInState) -> Result<SignedIn, AcquireError> {
         let (hash, now) = (state_hash(&state.state), self.core.now());
         let first = {
             let hash = hash.clone();
-            self.core
-                .db
-                .run(move |conn| claim(conn, &hash, now))
-                .await?
+            let claimed = self.core.db.run(move |conn| claim(conn, &hash, now)).await;
+            // A sign-in's first write: whether the database takes writes, for `/readyz`.
+            self.core.db.note_write(&claimed);
+            claimed?
         };
         if !first {
             tracing::info!("a repeated sign-in callback: waiting for the first one's outcome");

@@ -1,5 +1,6 @@
-//! `GET /healthz` (the process answers) and `GET /readyz`: the database answers and takes a
-//! write, Redis answers when the token caches are there, the provider's metadata is loaded and
+//! `GET /healthz` (the process answers) and `GET /readyz`: the database answers and takes
+//! writes that commit (the last real write's outcome, else a committed heartbeat: see
+//! `db::health`), Redis answers when the token caches are there, the provider's metadata is loaded and
 //! it does not refuse this client's configuration, and this process's cache keys are the ones
 //! the store's check values name and open the stored token caches. Each probe is bounded by [`PROBE_TIMEOUT`], so `/readyz` answers within
 //! seconds during an outage, and the storage probes' answer is kept for [`CACHE_FOR`], so
@@ -7,6 +8,7 @@
 
 use super::AppState;
 use crate::cache::backend::CacheBackend;
+use crate::db::health::{self, Recent};
 use crate::sync::lock;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
@@ -138,10 +140,45 @@ async fn database(state: &AppState) -> &'static str {
     if !matches!(tokio::time::timeout(PROBE_TIMEOUT, read).await, Ok(Ok(()))) {
         return "unavailable";
     }
-    match tokio::time::timeout(PROBE_TIMEOUT, state.acquirer.check_writable()).await {
+    let writes = state.db.writes();
+    match writes.recent() {
+        Recent::Failed(reason) => {
+            tracing::error!(%reason, "not ready: the database refused a write lately");
+            return "not_writable";
+        }
+        Recent::Succeeded => return "ok",
+        Recent::Unknown => {}
+    }
+    let now = crate::clock::to_db(state.clock.now());
+    let beat = state.db.run(move |conn| health::heartbeat(conn, now));
+    // A heartbeat's success is not a real write's: the next probe beats again.
+    match tokio::time::timeout(PROBE_TIMEOUT, beat).await {
         Ok(Ok(())) => "ok",
         Ok(Err(e)) => {
             tracing::error!(error = %e, "not ready: the database refuses writes");
+            "not_writable"
+        }
+        Err(_) => "unavailable",
+    }
+}
+
+/// Whether Redis takes writes: the last real write's outcome, else a committed heartbeat.
+async fn redis_writes(caches: &CacheBackend) -> &'static str {
+    let CacheBackend::Redis { store, .. } = caches else {
+        return "ok";
+    };
+    match store.writes().recent() {
+        Recent::Failed(reason) => {
+            tracing::error!(%reason, "not ready: Redis refused a write lately");
+            return "not_writable";
+        }
+        Recent::Succeeded => return "ok",
+        Recent::Unknown => {}
+    }
+    match tokio::time::timeout(PROBE_TIMEOUT, store.heartbeat()).await {
+        Ok(Ok(())) => "ok",
+        Ok(Err(e)) => {
+            tracing::error!(error = %e, "not ready: Redis refuses writes");
             "not_writable"
         }
         Err(_) => "unavailable",
@@ -154,7 +191,7 @@ async fn redis(caches: &CacheBackend) -> Option<&'static str> {
         return None;
     }
     match tokio::time::timeout(PROBE_TIMEOUT, caches.ping()).await {
-        Ok(Ok(())) => Some("ok"),
+        Ok(Ok(())) => Some(redis_writes(caches).await),
         Ok(Err(e)) => {
             tracing::error!(error = %e, "not ready: the token cache store does not answer");
             Some("unavailable")

@@ -8,7 +8,8 @@ use diesel::{Column, QueryableByName, RunQueryDsl};
 use tokenbridge::activity::store as activities;
 use tokenbridge::cache::store::CacheStoreError;
 use tokenbridge::db::schema::{
-    account_activities as aa, cache_key_checks as ck, sign_ins as si, token_cache as tc,
+    account_activities as aa, cache_key_checks as ck, readiness_heartbeat as hb, sign_ins as si,
+    token_cache as tc,
 };
 use tokenbridge::db::{migrate, Backend, DbError};
 
@@ -19,13 +20,14 @@ backend_tests!(with_fresh:
     the_binary_migrates_every_backend,
 );
 
-const NAMES: [&str; 6] = [
+const NAMES: [&str; 7] = [
     "2026-11-25-000001_create_token_cache",
     "2026-11-25-000002_create_account_activities",
     "2026-11-27-000003_add_last_attempt_at",
     "2026-11-27-000004_add_session_epoch",
     "2026-11-27-000005_create_sign_ins",
     "2026-12-07-000006_create_cache_key_checks",
+    "2026-12-07-000007_create_readiness_heartbeat",
 ];
 
 fn migrate_up_down_and_up_again(db: &TestDb) {
@@ -152,6 +154,11 @@ fn schemas_agree_with_schema_rs(db: &TestDb) {
         (ck::check_value::NAME, Text, false),
         (ck::created_at::NAME, Timestamp, false),
     ];
+    let readiness_heartbeat = [
+        (hb::id::NAME, Integer, false),
+        (hb::beat_at::NAME, Timestamp, false),
+        (hb::beats::NAME, BigInt, false),
+    ];
     let expect = |cols: &[(&str, Kind, bool)]| -> Vec<(String, Kind, bool)> {
         cols.iter()
             .map(|(n, k, null)| (n.to_string(), *k, *null))
@@ -181,6 +188,22 @@ fn schemas_agree_with_schema_rs(db: &TestDb) {
         "cache_key_checks on {}",
         db.backend()
     );
+    assert_eq!(
+        columns(db, "readiness_heartbeat"),
+        expect(&readiness_heartbeat),
+        "readiness_heartbeat on {}",
+        db.backend()
+    );
+    // The heartbeat's one row is there and takes its committed write.
+    tokenbridge::db::health::heartbeat(&mut db.conn(), tokenbridge::clock::to_db(T0)).unwrap();
+    let beats: i64 = {
+        use diesel::prelude::*;
+        hb::table
+            .select(hb::beats)
+            .get_result(&mut *db.conn())
+            .unwrap()
+    };
+    assert_eq!(beats, 1);
     // Every column reads back through Diesel's types (a full row, nulls and all).
     let (doc, home) = document("u", "at", T0.unix_timestamp());
     plain_store()

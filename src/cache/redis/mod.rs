@@ -19,6 +19,7 @@ use super::document::CacheDocument;
 use super::seal::Sealer;
 use super::store::{new_session_epoch, open_document, seal_document, CacheStoreError, LoadedCache};
 use super::store::{LeaseAttempt, Saved};
+use crate::db::health::WriteHealth;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::AsyncCommands;
 use std::sync::Arc;
@@ -35,6 +36,8 @@ pub struct RedisCacheStore {
     sliding: Duration,
     /// Every command's bound, reconnection included: an outage is an error within this long.
     timeout: Duration,
+    /// The outcomes of real writes, for `/readyz`.
+    writes: WriteHealth,
 }
 
 impl std::fmt::Debug for RedisCacheStore {
@@ -75,6 +78,7 @@ impl RedisCacheStore {
             sealer,
             sliding: sliding_expiration,
             timeout,
+            writes: WriteHealth::default(),
         })
     }
 
@@ -84,6 +88,29 @@ impl RedisCacheStore {
 
     pub fn sealer(&self) -> &Sealer {
         &self.sealer
+    }
+
+    /// The outcomes of this process's real writes to Redis (shared by clones).
+    pub fn writes(&self) -> &WriteHealth {
+        &self.writes
+    }
+
+    /// One committed write (`/readyz`, when no real write told lately): a Redis that refuses
+    /// writes (out of memory under `noeviction`, a failed snapshot with
+    /// `stop-writes-on-bgsave-error`) answers `PING` but fails here.
+    pub async fn heartbeat(&self) -> Result<(), CacheStoreError> {
+        let key = format!("{}:heartbeat", self.prefix);
+        let now = OffsetDateTime::now_utc().unix_timestamp();
+        self.call(|mut c| async move {
+            redis::cmd("SET")
+                .arg(key)
+                .arg(now)
+                .arg("PX")
+                .arg(60_000)
+                .query_async::<()>(&mut c)
+                .await
+        })
+        .await
     }
 
     fn cache_key(&self, id: &str) -> String {

@@ -184,9 +184,29 @@ fn just_redeemed(
     document
         .find_access_token(&write.context, &write.id, scopes, now, 0)
         .map(|hit| AccessToken::from(hit.entry))
-        .ok_or_else(|| {
-            AcquireError::Configuration(
-                "the refreshed access token does not cover the scopes asked for".into(),
-            )
-        })
+        .ok_or_else(|| not_granted(write.tokens.scope.as_deref(), scopes))
+}
+
+/// A refresh answer without a scope asked for: the user declined it or withdrew consent (as
+/// providers let users do). That is this user's to fix by signing in and consenting again,
+/// not the provider's configuration, which works for everyone else.
+fn not_granted(granted: Option<&str>, asked: &[&str]) -> AcquireError {
+    let granted: Vec<&str> = granted.unwrap_or_default().split_whitespace().collect();
+    let missing: Vec<&str> = asked
+        .iter()
+        .copied()
+        .filter(|s| !granted.iter().any(|g| g.eq_ignore_ascii_case(s)))
+        .collect();
+    let reason = if missing.is_empty() {
+        "the provider's access token does not cover the scopes asked for".to_owned()
+    } else {
+        format!(
+            "the provider did not grant {} for this user (consent declined or withdrawn): \
+             sign in and consent again",
+            missing.join(" ")
+        )
+    };
+    AcquireError::InteractionRequired {
+        reason: crate::text::bound(reason, crate::text::REASON),
+    }
 }

@@ -6,6 +6,7 @@ mod flows;
 mod logs;
 mod metrics;
 mod processes;
+mod readiness;
 mod redis_outage;
 mod refresh;
 mod security;

@@ -244,3 +244,58 @@ async fn serve_warns_about_a_redis_that_evicts_keys() {
         "{logged}"
     );
 }
+
+/// A Redis that answers `PING` but refuses writes (out of memory under `noeviction`) is
+/// `not_writable` on `/readyz`, found by a committed heartbeat, and ready again when it takes
+/// writes.
+#[tokio::test]
+async fn a_redis_that_refuses_writes_is_not_ready() {
+    let test = "serve::redis_refuses_writes";
+    if !redis_server_installed() {
+        skip(test, "redis-server (Debian package redis-server)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _redis = OwnRedis::start_with(port, dir.path(), &["--maxmemory-policy", "noeviction"]);
+    let url = RedisUrl::parse(&format!("redis://127.0.0.1:{port}/0")).unwrap();
+    let Some(app) = spawn_app_with(
+        test,
+        Backend::Sqlite,
+        |_| {},
+        |s| {
+            s.cache.redis = Some(RedisSettings {
+                url: url.clone(),
+                key_prefix: "full".into(),
+            });
+            s.database.connect_timeout = Duration::from_secs(1);
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    assert_eq!(app.get("/readyz").await.status(), 200);
+    let mut conn = redis::Client::open(format!("redis://127.0.0.1:{port}/0"))
+        .and_then(|c| c.get_connection())
+        .unwrap();
+    let _: String = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("1")
+        .query(&mut conn)
+        .unwrap();
+    tokio::time::sleep(READINESS_KEPT).await;
+    let readyz = app.get("/readyz").await;
+    assert_eq!(readyz.status(), 503);
+    let body: serde_json::Value = readyz.json().await.unwrap();
+    assert_eq!(body["redis"], "not_writable", "{body}");
+    let _: String = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("0")
+        .query(&mut conn)
+        .unwrap();
+    tokio::time::sleep(READINESS_KEPT).await;
+    assert_eq!(app.get("/readyz").await.status(), 200);
+}

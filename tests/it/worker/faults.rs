@@ -154,3 +154,38 @@ async fn the_database_going_away_mid_pass_stops_it() {
         .result;
     assert!(matches!(result, Err(PassError::Storage(_))), "{result:?}");
 }
+
+/// A refresh answer without a scope asked for (the user withdrew consent at the provider) is
+/// that user's problem: the page sends them to sign in, the worker marks them naming the
+/// scope, and the provider is not taken for misconfigured: others are served, `/readyz` stays
+/// ready.
+#[tokio::test]
+async fn a_declined_scope_affects_only_its_user() {
+    let app = app("worker::declined_scope", Rotation::Rotate, &["grace"]).await;
+    app.sign_in("ada").await;
+    app.clock.advance(Duration::hours(2));
+    app.idp
+        .admin(
+            reqwest::Method::PUT,
+            "users/ada/declined-scopes",
+            Some(serde_json::json!({ "scopes": ["User.Read"] })),
+        )
+        .await;
+    let page = app.get("/").await;
+    assert_eq!(
+        page.status(),
+        302,
+        "ada is sent to sign in, not shown a 500"
+    );
+    assert!(crate::serve::location(&page).starts_with("/signin"));
+    let readyz = app.get("/readyz").await;
+    assert_eq!(readyz.status(), 200, "{:?}", readyz.text().await);
+    let run = pass(&app, |o| o.older_than = StdDuration::ZERO).await;
+    assert_eq!(
+        run.outcomes(),
+        outcomes(&[("ada", "interaction_required"), ("grace", "ok")])
+    );
+    let reason = run.line("ada")["reason"].as_str().unwrap().to_owned();
+    assert!(reason.contains("did not grant User.Read"), "{reason}");
+    assert_eq!(app.get("/readyz").await.status(), 200);
+}
