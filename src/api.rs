@@ -11,6 +11,10 @@ pub enum ApiError {
     /// The API refused the token (401/403): its `WWW-Authenticate` says why.
     #[error("the API refused the access token: {0}")]
     Refused(String),
+    /// 401 with `error="invalid_token"` (RFC 6750): the token expired on the way, was revoked,
+    /// or the clocks disagree. A token refreshed past the cached one may well be accepted.
+    #[error("the API refused the access token as invalid: {0}")]
+    InvalidToken(String),
     /// The API or the network failed; try again later.
     #[error("the API is unavailable: {0}")]
     Unavailable(String),
@@ -65,8 +69,13 @@ impl ApiClient {
                 .get(reqwest::header::WWW_AUTHENTICATE)
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("no WWW-Authenticate");
-            let challenge = bounded(challenge, REASON);
-            return Err(ApiError::Refused(format!("HTTP {status}: {challenge}")));
+            let invalid = status.as_u16() == 401 && challenge.contains("invalid_token");
+            let challenge = format!("HTTP {status}: {}", bounded(challenge, REASON));
+            return Err(if invalid {
+                ApiError::InvalidToken(challenge)
+            } else {
+                ApiError::Refused(challenge)
+            });
         }
         if status.is_server_error() || status.as_u16() == 429 {
             return Err(ApiError::Unavailable(format!("HTTP {status}")));
@@ -140,6 +149,7 @@ mod tests {
             path: "/me".into(),
             timeout: Duration::from_secs(5),
             max_response_size: 1 << 20,
+            allow_insecure_http: false,
         };
         let client = ApiClient::new(&settings).unwrap();
         let token = AccessToken {

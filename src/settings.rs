@@ -413,6 +413,18 @@ impl Settings {
                     .to_owned(),
             );
         }
+        for (key, address) in [
+            ("web.metrics_listen", self.web.metrics_listen),
+            ("worker.metrics_listen", self.worker.metrics_listen),
+        ] {
+            if let Some(address) = address.filter(|a| !is_loopback(a.ip())) {
+                warnings.push(format!(
+                    "{key} = {address} is not a loopback address: anyone who can reach it reads \
+                     the metrics (request and acquisition counts, pool state); keep it on \
+                     127.0.0.1 or behind a firewall"
+                ));
+            }
+        }
         let database = self.database.url.sqlite_path().map(|p| ("database.url", p));
         for (key, path) in self.secret_files.iter().cloned().chain(database) {
             if let Some(mode) = readable_by_others(&path) {
@@ -670,6 +682,48 @@ pub(crate) fn parse_size(key: &'static str, value: &str) -> Result<usize, Settin
                 "expected a size from 1KiB to 1024MiB, such as \"1MiB\" or \"512KiB\"",
             )
         })
+}
+
+/// Why `url` may not carry secrets (client secrets, codes, tokens), if it may not: plain http
+/// to another machine, unless the operator allowed it with `allowed`. https, and http to this
+/// machine's loopback (the development provider), are fine.
+pub fn insecure_transport(url: &url::Url, allowed: bool) -> Option<String> {
+    let fine = match url.scheme() {
+        "https" => true,
+        "http" => allowed || is_loopback_url(url),
+        _ => false,
+    };
+    if fine {
+        return None;
+    }
+    Some(if url.scheme() == "http" {
+        format!(
+            "{} is plain http to another machine: client secrets, codes and tokens would cross \
+             the network in clear; use https (or set allow_insecure_http = true where the \
+             network itself is trusted)",
+            url_without_credentials(url)
+        )
+    } else {
+        format!("{} is not an https URL", url_without_credentials(url))
+    })
+}
+
+/// A URL whose host is 127.0.0.0/8, ::1 or `localhost`.
+pub fn is_loopback_url(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => is_loopback(ip.into()),
+        Some(url::Host::Ipv6(ip)) => is_loopback(ip.into()),
+        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
+fn url_without_credentials(url: &url::Url) -> String {
+    let mut shown = url.clone();
+    let _ = shown.set_username("");
+    let _ = shown.set_password(None);
+    shown.set_query(None);
+    shown.to_string()
 }
 
 /// A duration longer than zero.

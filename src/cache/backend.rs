@@ -401,7 +401,7 @@ impl CacheBackend {
     ) -> Result<Option<Option<CacheDocument>>, CacheStoreError> {
         match self {
             Self::Sql { db, store } => {
-                on_sql(db, store, id, move |store, conn, id| {
+                let removed = on_sql(db, store, id, move |store, conn, id| {
                     conn.transaction(|conn| {
                         match store.version_and_epoch(conn, id, now)? {
                             Some((_, epoch)) if epoch == session_epoch => {}
@@ -414,10 +414,12 @@ impl CacheBackend {
                         Ok(Some(document.map(|loaded| loaded.document)))
                     })
                 })
-                .await
+                .await;
+                noted_sql(db, removed)
             }
             Self::Redis { db, store } => {
-                let Some(document) = store.delete_session(id, session_epoch).await? else {
+                let deleted = noted_redis(store, store.delete_session(id, session_epoch).await);
+                let Some(document) = deleted? else {
                     return Ok(None);
                 };
                 let again = companion.clone();

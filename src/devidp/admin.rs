@@ -11,6 +11,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/admin/counters", web::get().to(counters))
         .route("/admin/faults", web::post().to(add_fault))
         .route("/admin/faults", web::delete().to(clear_faults))
+        .route("/admin/api-refusals", web::post().to(refuse_api_calls))
         .route("/admin/behaviour", web::get().to(get_behaviour))
         .route("/admin/behaviour", web::patch().to(patch_behaviour))
         .route("/admin/users/{name}/revoke", web::post().to(revoke))
@@ -39,6 +40,22 @@ struct FaultRequest {
     retry_after: u32,
     #[serde(default)]
     delay_ms: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Refusals {
+    count: u32,
+}
+
+/// The next `count` calls to the API answer 401 `invalid_token`, whatever the token.
+async fn refuse_api_calls(p: web::Data<Provider>, body: web::Json<Refusals>) -> HttpResponse {
+    if body.count > 10_000 {
+        return HttpResponse::BadRequest()
+            .json(serde_json::json!({ "error": "count is at most 10000" }));
+    }
+    p.state().refuse_api_calls(body.count);
+    HttpResponse::NoContent().finish()
 }
 
 fn one() -> u32 {

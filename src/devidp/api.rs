@@ -94,11 +94,17 @@ pub async fn me(req: HttpRequest, p: web::Data<Provider>) -> HttpResponse {
         .strip_suffix(&format!("@{}", super::users::DOMAIN))
         .unwrap_or(&claims.upn)
         .to_owned();
-    let disabled = {
+    let (disabled, refused) = {
         let mut state = p.state();
         state.count_api_call(&username);
-        state.is_disabled(&username)
+        (state.is_disabled(&username), state.api_refusal())
     };
+    if refused {
+        return challenge(
+            StatusCode::UNAUTHORIZED,
+            Some(("invalid_token", "the access token has been revoked")),
+        );
+    }
     if disabled {
         return challenge(
             StatusCode::UNAUTHORIZED,

@@ -148,6 +148,9 @@ pub struct State {
     sessions: HashMap<String, String>,
     users: HashMap<String, UserState>,
     faults: VecDeque<(Fault, u32)>,
+    /// The next API calls that answer 401 `invalid_token` whatever the token (as an API does
+    /// for a token revoked, or expired by its clock).
+    api_refusals: u32,
     pub counters: Counters,
 }
 
@@ -459,6 +462,17 @@ impl State {
         }
         self.counters.faults_injected += 1;
         Some(fault)
+    }
+
+    pub fn refuse_api_calls(&mut self, count: u32) {
+        self.api_refusals = count;
+    }
+
+    /// Whether this API call is one to refuse (see `refuse_api_calls`).
+    pub fn api_refusal(&mut self) -> bool {
+        let refuse = self.api_refusals > 0;
+        self.api_refusals = self.api_refusals.saturating_sub(1);
+        refuse
     }
 
     pub fn count_api_call(&mut self, username: &str) {

@@ -11,6 +11,7 @@ pub mod provider;
 mod sign_in;
 mod sign_in_once;
 mod sign_out;
+mod transport;
 
 pub use error::AcquireError;
 pub use provider::{OidcProvider, ResponseIssuer, SignInState};

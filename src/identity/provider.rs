@@ -58,6 +58,7 @@ pub struct OidcProvider {
     redirect: RedirectUrl,
     api_scopes: Vec<String>,
     refresh_every: Duration,
+    allow_insecure_http: bool,
     http: ProviderHttp,
     loaded: tokio::sync::RwLock<Option<Arc<Loaded>>>,
     reload: tokio::sync::Mutex<()>,
@@ -99,6 +100,7 @@ impl OidcProvider {
             redirect: RedirectUrl::new(redirect_uri.to_owned()).map_err(config)?,
             api_scopes: identity.scopes.clone(),
             refresh_every: identity.metadata_refresh,
+            allow_insecure_http: identity.allow_insecure_http,
             http: ProviderHttp::new(identity.http_timeout, identity.max_response_size)
                 .map_err(config)?,
             loaded: tokio::sync::RwLock::new(None),
@@ -176,6 +178,26 @@ impl OidcProvider {
             .cloned()
             .ok_or_else(|| config("the provider's metadata has no token endpoint"))?;
         let extra = metadata.additional_metadata();
+        super::transport::check_endpoints(
+            [
+                ("token", token_url.as_str()),
+                ("JWKS", metadata.jwks_uri().as_str()),
+            ]
+            .into_iter()
+            .chain(
+                extra
+                    .revocation_endpoint
+                    .as_deref()
+                    .map(|u| ("revocation", u)),
+            )
+            .chain(
+                extra
+                    .end_session_endpoint
+                    .as_deref()
+                    .map(|u| ("end-session", u)),
+            ),
+            self.allow_insecure_http,
+        )?;
         let end_session = extra
             .end_session_endpoint
             .as_deref()

@@ -20,6 +20,9 @@ impl TokenAcquirer {
         state: &SignInState,
     ) -> Result<SignedIn, AcquireError> {
         let core = &self.core;
+        // Lifetimes count from before the request was sent: the provider started them no
+        // earlier, so a token is never taken for valid longer than it is.
+        let sent_at = core.now();
         let response = core.provider.redeem_code(code, state).await?;
         let context = core.provider.metadata().await?.context.clone();
         let claims = response
@@ -60,7 +63,7 @@ impl TokenAcquirer {
                     &scope_refs,
                     Grant::AuthorizationCode,
                     None,
-                    now.unix_timestamp(),
+                    sent_at.unix_timestamp(),
                 )
                 .map_err(|e| AcquireError::Configuration(e.to_string()))?;
             let problem = document

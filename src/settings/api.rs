@@ -1,6 +1,6 @@
 //! `[api]`: the downstream API the profile page and the worker call.
 
-use super::{invalid, parse_size, parse_url, positive, SettingsError};
+use super::{insecure_transport, invalid, parse_size, parse_url, positive, SettingsError};
 use serde::Deserialize;
 use std::time::Duration;
 use url::Url;
@@ -14,6 +14,8 @@ pub struct ApiSettings {
     /// The largest answer read from the API: a larger one is a transient error for that call,
     /// read no further.
     pub max_response_size: usize,
+    /// Plain http to an API on another machine is refused unless this is set.
+    pub allow_insecure_http: bool,
 }
 
 impl ApiSettings {
@@ -34,6 +36,7 @@ pub(super) struct RawApi {
     path: String,
     timeout: String,
     max_response_size: String,
+    allow_insecure_http: bool,
 }
 
 impl Default for RawApi {
@@ -43,6 +46,7 @@ impl Default for RawApi {
             path: "/me".into(),
             timeout: "10s".into(),
             max_response_size: "1MiB".into(),
+            allow_insecure_http: false,
         }
     }
 }
@@ -56,11 +60,16 @@ impl RawApi {
                 "expected a path on the API such as \"/me\"",
             ));
         }
+        let base_url = parse_url("api.base_url", &self.base_url)?;
+        if let Some(problem) = insecure_transport(&base_url, self.allow_insecure_http) {
+            return Err(invalid("api.base_url", problem));
+        }
         Ok(ApiSettings {
-            base_url: parse_url("api.base_url", &self.base_url)?,
+            base_url,
             path: path.to_owned(),
             timeout: positive("api.timeout", &self.timeout)?,
             max_response_size: parse_size("api.max_response_size", &self.max_response_size)?,
+            allow_insecure_http: self.allow_insecure_http,
         })
     }
 }

@@ -2,7 +2,10 @@
 //! Shape is checked when settings load; that the required keys are set is checked by the
 //! commands that use them.
 
-use super::{invalid, parse_duration, parse_size, parse_url, positive, secret_from, SettingsError};
+use super::{
+    insecure_transport, invalid, parse_duration, parse_size, parse_url, positive, secret_from,
+    SettingsError,
+};
 use crate::secret::Secret;
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -75,6 +78,9 @@ pub struct IdentitySettings {
     pub max_response_size: usize,
     /// An access token with less than this left is refreshed (at most half its lifetime).
     pub refresh_margin: Duration,
+    /// Plain http to a provider on another machine (and to the endpoints its metadata names)
+    /// is refused unless this is set.
+    pub allow_insecure_http: bool,
 }
 
 impl IdentitySettings {
@@ -132,6 +138,7 @@ pub(super) struct RawIdentity {
     http_timeout: String,
     max_response_size: String,
     refresh_margin: String,
+    allow_insecure_http: bool,
 }
 
 impl Default for RawIdentity {
@@ -152,6 +159,7 @@ impl Default for RawIdentity {
             http_timeout: "10s".into(),
             max_response_size: "1MiB".into(),
             refresh_margin: "5m".into(),
+            allow_insecure_http: false,
         }
     }
 }
@@ -204,14 +212,28 @@ impl RawIdentity {
                 "expected a list of scopes such as [\"User.Read\"]",
             ));
         }
+        let secure = |key: &'static str, url: &Url| match insecure_transport(
+            url,
+            self.allow_insecure_http,
+        ) {
+            Some(problem) => Err(invalid(key, problem)),
+            None => Ok(()),
+        };
+        let instance = parse_url("identity.instance", &self.instance)?;
+        if self.provider == ProviderKind::Entra {
+            secure("identity.instance", &instance)?;
+        }
         Ok(IdentitySettings {
             provider: self.provider,
-            instance: parse_url("identity.instance", &self.instance)?,
+            instance,
             tenant_id: self.tenant_id,
             issuer: match self.issuer.trim() {
                 "" => None,
                 issuer => {
-                    parse_url("identity.issuer", issuer)?;
+                    let url = parse_url("identity.issuer", issuer)?;
+                    if self.provider == ProviderKind::Oidc {
+                        secure("identity.issuer", &url)?;
+                    }
                     Some(issuer.to_owned())
                 }
             },
@@ -229,6 +251,7 @@ impl RawIdentity {
             http_timeout: positive("identity.http_timeout", &self.http_timeout)?,
             max_response_size: parse_size("identity.max_response_size", &self.max_response_size)?,
             refresh_margin: parse_duration("identity.refresh_margin", &self.refresh_margin)?,
+            allow_insecure_http: self.allow_insecure_http,
         })
     }
 }

@@ -706,3 +706,62 @@ fn response_size_limits_take_sizes_and_name_the_key() {
         assert!(msg.contains("api.max_response_size"), "{bad}: {msg}");
     }
 }
+
+#[test]
+fn plain_http_to_another_machine_is_refused_unless_allowed() {
+    let entra =
+        |instance: &str, more: &str| format!("[identity]\ninstance = \"{instance}\"\n{more}");
+    let msg = error(&entra("http://login.example.com", ""), &[]);
+    assert!(
+        msg.contains("identity.instance") && msg.contains("in clear"),
+        "{msg}"
+    );
+    for loopback in [
+        "http://127.0.0.1:5556",
+        "http://localhost:5556",
+        "http://[::1]:5556",
+    ] {
+        Settings::from_sources(&entra(loopback, ""), "t", &env(&[])).unwrap();
+    }
+    let allowed = entra("http://idp.internal", "allow_insecure_http = true\n");
+    assert!(
+        Settings::from_sources(&allowed, "t", &env(&[]))
+            .unwrap()
+            .identity
+            .allow_insecure_http
+    );
+    let oidc = "[identity]\nprovider = \"oidc\"\nissuer = \"http://id.example.com/realms/x\"\n";
+    let msg = error(oidc, &[]);
+    assert!(msg.contains("identity.issuer"), "{msg}");
+    let msg = error("[api]\nbase_url = \"http://api.example.com/v1\"\n", &[]);
+    assert!(
+        msg.contains("api.base_url") && msg.contains("allow_insecure_http"),
+        "{msg}"
+    );
+    Settings::from_sources(
+        "[api]\nbase_url = \"http://api.internal/v1\"\nallow_insecure_http = true\n",
+        "t",
+        &env(&[]),
+    )
+    .unwrap();
+}
+
+#[test]
+fn metrics_on_a_non_loopback_address_are_warned_about() {
+    let s = Settings::from_sources("[web]\nmetrics_listen = \"0.0.0.0:9464\"\n", "t", &env(&[]))
+        .unwrap();
+    let warnings = s.warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("web.metrics_listen = 0.0.0.0:9464")),
+        "{warnings:?}"
+    );
+    let quiet = Settings::from_sources("", "t", &env(&[]))
+        .unwrap()
+        .warnings();
+    assert!(
+        !quiet.iter().any(|w| w.contains("metrics_listen")),
+        "{quiet:?}"
+    );
+}

@@ -142,7 +142,7 @@ impl WebError {
                 "The API that holds your profile is not answering right now. Please try again in a moment.",
                 request_id,
             ),
-            ApiError::Refused(_) | ApiError::Unexpected(_) => Self::new(
+            ApiError::Refused(_) | ApiError::InvalidToken(_) | ApiError::Unexpected(_) => Self::new(
                 StatusCode::BAD_GATEWAY,
                 "API error",
                 "The API that holds your profile refused the request.",

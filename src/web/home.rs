@@ -4,7 +4,8 @@ use super::error::WebError;
 use super::request_id::RequestId;
 use super::session::TypedSession;
 use super::{html, pages, AppState};
-use crate::api::ApiClient;
+use crate::api::{ApiClient, ApiError};
+use crate::identity::acquire::Caller;
 use crate::identity::AcquireError;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
@@ -41,10 +42,21 @@ pub async fn home(
         }
         Err(e) => return Err(WebError::acquire(&e, &rid).signed_in(&user.csrf)),
     };
-    let profile = api
-        .me(&token)
-        .await
-        .map_err(|e| WebError::api(&e, &rid).signed_in(&user.csrf))?;
+    let profile = match api.me(&token).await {
+        // A token we believed valid, refused as invalid (expired on the way, revoked): one
+        // refresh past it, one call more.
+        Err(ApiError::InvalidToken(why)) => {
+            tracing::info!(request_id = %rid, account = %user.home_account_id, %why, "the API refused the access token as invalid; refreshing once and calling again");
+            let fresh = state
+                .acquirer
+                .acquire_after_rejection(&user.home_account_id, &scopes, Caller::Web, &token)
+                .await
+                .map_err(|e| WebError::acquire(&e, &rid).signed_in(&user.csrf))?;
+            api.me(&fresh).await
+        }
+        called => called,
+    }
+    .map_err(|e| WebError::api(&e, &rid).signed_in(&user.csrf))?;
     Ok(html(
         StatusCode::OK,
         pages::profile(&user.name, &user.csrf, &profile),

@@ -116,7 +116,7 @@ impl From<ApiError> for Failure {
                 reason: bound(e.to_string(), REASON),
                 retry_after: None,
             },
-            ApiError::Refused(_) | ApiError::Unexpected(_) => {
+            ApiError::Refused(_) | ApiError::InvalidToken(_) | ApiError::Unexpected(_) => {
                 Failure::Api(bound(e.to_string(), REASON))
             }
         }
@@ -212,7 +212,23 @@ impl Worker {
                     .acquirer
                     .acquire_silent(key, &scopes, Caller::Worker)
                     .await?;
-                self.api.me(&token).await?;
+                let token = match self.api.me(&token).await {
+                    // A token we believed valid, refused as invalid: one refresh past it, one
+                    // call more, before anything is recorded.
+                    Err(ApiError::InvalidToken(why)) => {
+                        tracing::info!(account = %key, %why, "the API refused the access token as invalid; refreshing once and calling again");
+                        let fresh = self
+                            .acquirer
+                            .acquire_after_rejection(key, &scopes, Caller::Worker, &token)
+                            .await?;
+                        self.api.me(&fresh).await?;
+                        fresh
+                    }
+                    called => {
+                        called?;
+                        token
+                    }
+                };
                 Ok::<_, Failure>(token.expires_on)
             };
             let (reason, retry_after) = match attempt.await {

@@ -17,6 +17,29 @@ pub struct Answer {
     pub body_size: u64,
 }
 
+/// A server that answers every request with `json` (200), its `{base}` replaced by its own
+/// address: a provider's discovery document, say; `/keys` gets an empty JWKS.
+pub fn serve_json(json: &str) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let body = json.replace("{base}", &base);
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut request = [0u8; 16 * 1024];
+            let n = stream.read(&mut request).unwrap_or(0);
+            let keys = String::from_utf8_lossy(&request[..n]).contains("/keys ");
+            let body = if keys { r#"{"keys":[]}"# } else { &body };
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    base
+}
+
 pub struct Hostile {
     pub base: String,
     sent: Arc<AtomicU64>,
@@ -114,4 +137,40 @@ async fn provider_answers_are_read_no_further_than_the_cap() {
         "{} bytes sent: the client went on reading",
         huge.body_bytes_sent()
     );
+}
+
+/// A provider whose metadata names a token endpoint in plain http on another machine is
+/// refused as a configuration error before any secret is sent there; likewise an end-session
+/// endpoint that is not http(s), which would be sent to browsers as a `Location`.
+#[tokio::test]
+async fn metadata_naming_insecure_endpoints_is_refused() {
+    use tokenbridge::identity::{AcquireError, OidcProvider};
+    for (token, end_session) in [
+        ("http://login.example.com/token", "{base}/logout"),
+        ("{base}/token", "javascript:alert(document.cookie)"),
+    ] {
+        let json = format!(
+            r#"{{"issuer":"{{base}}","authorization_endpoint":"{{base}}/authorize",
+            "token_endpoint":"{token}","jwks_uri":"{{base}}/keys",
+            "end_session_endpoint":"{end_session}","response_types_supported":["code"],
+            "subject_types_supported":["public"],
+            "id_token_signing_alg_values_supported":["RS256"]}}"#
+        );
+        let base = serve_json(&json);
+        let mut settings =
+            tokenbridge::settings::Settings::from_sources("", "t", &Default::default()).unwrap();
+        settings.identity.provider = tokenbridge::settings::ProviderKind::Oidc;
+        settings.identity.issuer = Some(base.clone());
+        settings.identity.client_id = "app".into();
+        settings.identity.client_secret = Some(tokenbridge::secret::Secret::new("s3cret"));
+        let provider =
+            OidcProvider::new(&settings.identity, "http://127.0.0.1:8080/signin-oidc").unwrap();
+        let Err(err) = provider.metadata().await else {
+            panic!("{token} {end_session}: metadata accepted");
+        };
+        assert!(
+            matches!(&err, AcquireError::Configuration(m) if m.contains("endpoint that is refused")),
+            "{token} {end_session}: {err:?}"
+        );
+    }
 }

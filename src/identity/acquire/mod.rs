@@ -397,7 +397,21 @@ impl TokenAcquirer {
         scopes: &[&str],
         caller: Caller,
     ) -> Result<AccessToken, AcquireError> {
-        self.acquire(id, None, scopes, caller).await
+        self.acquire(id, None, scopes, caller, None).await
+    }
+
+    /// After the API refused `rejected` as invalid although it had time left (it expired on
+    /// the way, was revoked, or the clocks disagree): a token other than that one, from a
+    /// refresh unless the cache holds another already. Callers ask once per refusal.
+    pub async fn acquire_after_rejection(
+        &self,
+        id: &str,
+        scopes: &[&str],
+        caller: Caller,
+        rejected: &AccessToken,
+    ) -> Result<AccessToken, AcquireError> {
+        self.acquire(id, None, scopes, caller, Some(&rejected.secret))
+            .await
     }
 
     /// [`Self::acquire_silent`] for a signed-in page: the session must belong to the row's
@@ -409,7 +423,7 @@ impl TokenAcquirer {
         session_epoch: i64,
         scopes: &[&str],
     ) -> Result<AccessToken, AcquireError> {
-        self.acquire(id, Some(session_epoch), scopes, Caller::Web)
+        self.acquire(id, Some(session_epoch), scopes, Caller::Web, None)
             .await
     }
 
@@ -419,6 +433,7 @@ impl TokenAcquirer {
         session_epoch: Option<i64>,
         scopes: &[&str],
         caller: Caller,
+        rejected: Option<&Secret>,
     ) -> Result<AccessToken, AcquireError> {
         let loaded = self.core.provider.metadata().await?;
         let current = match self.core.read(id).await? {
@@ -437,7 +452,8 @@ impl TokenAcquirer {
         }
         let cached = self
             .core
-            .usable(&loaded.context, &current.document, id, scopes);
+            .usable(&loaded.context, &current.document, id, scopes)
+            .filter(|u| rejected.is_none_or(|r| r.expose() != u.token.secret.expose()));
         if let Some(Usable {
             token,
             refresh_due: false,
@@ -446,14 +462,18 @@ impl TokenAcquirer {
             metrics().acquisition(Acquisition::CacheHit);
             return Ok(token);
         }
-        let key = format!("{id}\n{}", scopes.join(" "));
+        // A refresh past a rejected token is a flight of its own: an ordinary one may end with
+        // the very token the API refused.
+        let past = if rejected.is_some() { "\nrejected" } else { "" };
+        let key = format!("{id}\n{}{past}", scopes.join(" "));
         let refreshed = self
             .flights
             .join(&key, || {
                 let scopes = scopes.iter().map(|s| (*s).to_owned()).collect();
                 let (core, id) = (self.core.clone(), id.to_owned());
+                let rejected = rejected.cloned();
                 // A refresh started now starts from the row just read.
-                refresh::refresh(core, loaded, id, scopes, caller, Some(current))
+                refresh::refresh(core, loaded, id, scopes, caller, Some(current), rejected)
             })
             .await;
         let (outcome, counted) = match (refreshed, cached) {

@@ -31,8 +31,10 @@ pub(super) struct Write {
     pub tokens: TokenResponse,
     pub scopes: Vec<String>,
     pub caller: Caller,
-    /// When the provider answered (Unix seconds): a refresh token in the row written after
-    /// this is newer than ours and is kept.
+    /// When the refresh request was sent (Unix seconds, rounded down): the answer's lifetimes
+    /// count from here, never from its arrival (a slow answer would otherwise make a token
+    /// look valid for longer than it is), and a refresh token in the row written after this
+    /// is newer than ours and is kept.
     pub redeemed_at: i64,
     /// The row (version and the sign-in's session epoch) and document the refresh token was
     /// taken from.

@@ -10,6 +10,7 @@ use super::{no_cache, AccessToken, Caller, Core, Current};
 use crate::cache::backend::Expected;
 use crate::identity::provider::Loaded;
 use crate::identity::AcquireError;
+use crate::secret::Secret;
 use std::sync::Arc;
 use tokio::time::Instant;
 
@@ -22,6 +23,7 @@ pub(super) async fn refresh(
     scopes: Vec<String>,
     caller: Caller,
     mut read: Option<Current>,
+    rejected: Option<Secret>,
 ) -> Result<AccessToken, AcquireError> {
     let scope_refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
     let context = &loaded.context;
@@ -36,9 +38,13 @@ pub(super) async fn refresh(
                 "this user's last refreshed tokens are still being written".into(),
             ));
         }
-        // Another process may have refreshed while this one waited.
+        // Another process may have refreshed while this one waited (a token the API refused
+        // does not count).
         if let Some(hit) = core.usable(context, &current.document, &id, &scope_refs) {
-            if !hit.refresh_due {
+            let refused = rejected
+                .as_ref()
+                .is_some_and(|r| r.expose() == hit.token.secret.expose());
+            if !hit.refresh_due && !refused {
                 return Ok(hit.token);
             }
         }
@@ -78,6 +84,8 @@ pub(super) async fn refresh(
             return Err(e);
         }
     }
+    // Lifetimes count from before the request was sent (see `Write::redeemed_at`).
+    let sent_at = core.now().unix_timestamp();
     let redeemed = match core
         .provider
         .redeem_refresh_token(&loaded, &refresh_token, &scope_refs)
@@ -104,7 +112,7 @@ pub(super) async fn refresh(
         tokens: redeemed.tokens(id_token),
         scopes: scopes.clone(),
         caller,
-        redeemed_at: core.now().unix_timestamp(),
+        redeemed_at: sent_at,
         base: (expected, document),
     };
     // The write ends the lease, unless the ID token is still to be validated and stored.

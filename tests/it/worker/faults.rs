@@ -189,3 +189,57 @@ async fn a_declined_scope_affects_only_its_user() {
     assert!(reason.contains("did not grant User.Read"), "{reason}");
     assert_eq!(app.get("/readyz").await.status(), 200);
 }
+
+/// A token the API refuses as `invalid_token` although it had time left (revoked, expired on
+/// the way): one refresh past it and one call more, on the page and in the worker, before
+/// anything is recorded; an API that keeps refusing costs one refresh and is recorded.
+#[tokio::test]
+async fn an_access_token_the_api_refuses_is_refreshed_once_and_the_call_made_again() {
+    let app = spawn_app_with("worker::api_refuses", Backend::Sqlite, |_| {}, |_| {})
+        .await
+        .unwrap();
+    app.sign_in("ada").await;
+    let app = &app;
+    let counter =
+        |name: &'static str| async move { app.idp.counters().await[name].as_u64().unwrap() };
+    let refuse = |count: u32| async move {
+        app.idp
+            .admin(
+                reqwest::Method::POST,
+                "api-refusals",
+                Some(serde_json::json!({ "count": count })),
+            )
+            .await;
+    };
+    // The page: refused once, then served with a refreshed token.
+    let refreshes = counter("refreshes").await;
+    refuse(1).await;
+    assert_eq!(app.home_html().await.0, 200);
+    assert_eq!(counter("refreshes").await, refreshes + 1);
+
+    // The worker: refused once, then ok.
+    refuse(1).await;
+    let (refreshes, calls) = (counter("refreshes").await, counter("api_calls").await);
+    let run = pass(app, |o| o.older_than = StdDuration::ZERO).await;
+    assert_eq!(run.outcomes(), outcomes(&[("ada", "ok")]));
+    assert_eq!(counter("refreshes").await, refreshes + 1, "one refresh");
+    assert_eq!(counter("api_calls").await, calls + 2, "one call more");
+    assert_eq!(activity(app, "ada").consecutive_failures, 0);
+
+    // Always refused: one refresh only, then recorded.
+    refuse(100).await;
+    let (refreshes, calls) = (counter("refreshes").await, counter("api_calls").await);
+    let run = pass(app, |o| o.older_than = StdDuration::ZERO).await;
+    assert_eq!(run.outcomes(), outcomes(&[("ada", "api_error")]));
+    assert!(run.line("ada")["reason"]
+        .as_str()
+        .unwrap()
+        .contains("invalid_token"));
+    assert_eq!(
+        counter("refreshes").await,
+        refreshes + 1,
+        "one refresh only"
+    );
+    assert_eq!(counter("api_calls").await, calls + 2);
+    refuse(0).await;
+}
