@@ -298,6 +298,22 @@ pub fn claim_due(
     })
 }
 
+/// How many accounts other workers' live claims hold at `now`, and until when at the latest.
+pub fn held_by_others(
+    conn: &mut DbConnection,
+    owner: &str,
+    now: OffsetDateTime,
+) -> QueryResult<(i64, Option<OffsetDateTime>)> {
+    let held = aa::table
+        .filter(dsl::lease_until.gt(to_db(now)))
+        .filter(dsl::lease_owner.ne(owner));
+    let count = held.count().get_result(conn)?;
+    let until: Option<PrimitiveDateTime> = held
+        .select(diesel::dsl::max(dsl::lease_until))
+        .get_result(conn)?;
+    Ok((count, until.map(from_db)))
+}
+
 /// Claims one account by key for `owner` until `lease_until`, whatever its due state, unless
 /// another worker's claim on it is live at `now`. Returns it when claimed.
 pub fn claim_key(

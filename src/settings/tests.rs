@@ -765,3 +765,13 @@ fn metrics_on_a_non_loopback_address_are_warned_about() {
         "{quiet:?}"
     );
 }
+
+#[test]
+fn worker_claims_last_as_configured() {
+    let s = Settings::from_sources("", "t", &env(&[])).unwrap();
+    assert_eq!(s.worker.claim_for, None, "the longest an account may take");
+    let s = Settings::from_sources("[worker]\nclaim_for = \"3m\"\n", "t", &env(&[])).unwrap();
+    assert_eq!(s.worker.claim_for, Some(Duration::from_secs(180)));
+    let msg = error("[worker]\nclaim_for = \"10s\"\n", &[]);
+    assert!(msg.contains("worker.claim_for"), "{msg}");
+}

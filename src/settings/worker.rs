@@ -35,6 +35,9 @@ pub struct WorkerSettings {
     pub retries: u32,
     /// Where a worker running `--every` serves `GET /metrics`; None: not at all.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// How long a claim on an account lasts (what a worker that dies leaves behind); None:
+    /// the longest an account may take (see `Worker::build`).
+    pub claim_for: Option<Duration>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -50,6 +53,7 @@ pub(super) struct RawWorker {
     dry_run: bool,
     format: ReportFormat,
     retries: u32,
+    claim_for: String,
 }
 
 impl Default for RawWorker {
@@ -65,6 +69,7 @@ impl Default for RawWorker {
             dry_run: false,
             format: ReportFormat::Text,
             retries: 3,
+            claim_for: String::new(),
         }
     }
 }
@@ -90,7 +95,21 @@ impl RawWorker {
         if self.retries > 10 {
             return Err(invalid("worker.retries", "expected a number from 0 to 10"));
         }
+        let claim_for = match self.claim_for.trim() {
+            "" => None,
+            claim_for => {
+                let d = parse_duration("worker.claim_for", claim_for)?;
+                if d < Duration::from_secs(60) {
+                    return Err(invalid(
+                        "worker.claim_for",
+                        "must be at least 1m (or \"\" for the longest an account may take)",
+                    ));
+                }
+                Some(d)
+            }
+        };
         Ok(WorkerSettings {
+            claim_for,
             older_than: parse_duration("worker.older_than", &self.older_than)?,
             every,
             concurrency: self.concurrency,

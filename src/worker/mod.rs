@@ -104,8 +104,19 @@ impl Worker {
             })?;
         let api =
             ApiClient::new(&settings.api).map_err(|e| PassError::Configuration(e.to_string()))?;
-        let one_try = settings.identity.http_timeout * 2 + settings.api.timeout;
+        // The longest one try takes: a redemption (and a metadata fetch), the API call, and,
+        // when the API refuses the token as invalid, one more redemption and call.
+        let one_try = settings.identity.http_timeout * 3 + settings.api.timeout * 2;
         let one_account = one_try * (options.retries + 1) + Duration::from_secs(60);
+        let claim_for = options.claim_for.unwrap_or(one_account * 2);
+        if claim_for < one_account {
+            tracing::warn!(
+                "worker.claim_for ({}) is shorter than one account may take ({}): another \
+                 worker may take over an account still in flight",
+                humantime::format_duration(claim_for),
+                humantime::format_duration(one_account)
+            );
+        }
         Ok(Self {
             db,
             acquirer,
@@ -115,7 +126,7 @@ impl Worker {
             owner: format!("worker-{process}"),
             options,
             sweep_batch: settings.cache.sweep_batch,
-            claim_for: one_account * 2,
+            claim_for,
             last_sweep: Mutex::new(None),
         })
     }

@@ -30,10 +30,37 @@ impl Worker {
         let outcome = if self.options.dry_run {
             self.dry_run(reporter, &mut summary).await
         } else {
+            self.log_claims_of_others().await?;
             self.claimed(reporter, &mut summary, stop).await
         };
         summary.duration = started.elapsed();
         outcome.map(|()| summary)
+    }
+
+    /// Says how many accounts other workers hold: running, or dead and leaving claims that
+    /// expire (`worker.claim_for`) before those accounts are due again.
+    async fn log_claims_of_others(&self) -> Result<(), PassError> {
+        let (owner, now) = (self.owner.clone(), self.clock.now());
+        let (held, until) = self
+            .db
+            .run(move |conn| activities::held_by_others(conn, &owner, now).map_err(DbError::from))
+            .await
+            .map_err(database)?;
+        if held > 0 {
+            let until = until
+                .and_then(|u| {
+                    u.format(&time::format_description::well_known::Rfc3339)
+                        .ok()
+                })
+                .unwrap_or_default();
+            tracing::info!(
+                held,
+                %until,
+                "{held} account(s) are held by other workers' claims (until {until} at the \
+                 latest): a worker that is running, or one that died, whose claims expire"
+            );
+        }
+        Ok(())
     }
 
     fn due_filter(&self) -> DueFilter {

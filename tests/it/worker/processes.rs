@@ -460,3 +460,82 @@ async fn a_worker_running_every_interval_serves_metrics() {
         "{text}"
     );
 }
+
+/// A worker killed mid-pass (`kill -9`) gives nothing back: its claims hold those accounts
+/// from other workers until they expire (`worker.claim_for`), and the next pass says so.
+#[tokio::test]
+async fn claims_of_a_killed_worker_are_counted_and_left_alone_until_they_expire() {
+    let app = spawn_app_with(
+        "worker::killed",
+        Backend::Sqlite,
+        |s| s.api_latency = Duration::from_millis(500),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let accounts = seed(&app, 20).await;
+    let config = tempfile::NamedTempFile::new().unwrap();
+    let mut killed = worker(
+        &app,
+        config.path(),
+        &["--format", "json", "--concurrency", "2"],
+    )
+    .env("TOKENBRIDGE_WORKER__CLAIM_FOR", "2m")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let started = Instant::now();
+    while app.idp.counters().await["api_calls"].as_u64().unwrap() < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the pass never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    let held: HashSet<String> = accounts
+        .iter()
+        .filter(|a| {
+            let row = activities::get(&mut app.db.conn(), a).unwrap().unwrap();
+            if let Some(until) = row.lease_until {
+                // worker.claim_for = 2m: the claim ends within two minutes of now.
+                let left = tokenbridge::clock::from_db(until) - time::OffsetDateTime::now_utc();
+                assert!(left <= time::Duration::seconds(120), "{left}");
+            }
+            row.lease_owner.is_some()
+        })
+        .cloned()
+        .collect();
+    assert!(
+        !held.is_empty(),
+        "the killed worker's claims hold some accounts"
+    );
+
+    let next = worker(
+        &app,
+        config.path(),
+        &["--format", "json", "--concurrency", "8"],
+    )
+    .env("TOKENBRIDGE_LOG__LEVEL", "info")
+    .output()
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&next.stderr);
+    assert!(next.status.success(), "{stderr}");
+    assert!(
+        stderr.contains(&format!(
+            "{} account(s) are held by other workers' claims",
+            held.len()
+        )),
+        "{stderr}"
+    );
+    let lines = json_lines(&next);
+    for line in &lines[..lines.len() - 1] {
+        let account = line["account"].as_str().unwrap();
+        assert!(
+            !held.contains(account),
+            "{account} was claimed by the killed worker"
+        );
+    }
+}
