@@ -40,7 +40,15 @@ fn eight_workers_claim_a_thousand_accounts_exactly_once(db: &TestDb) {
                 let mut mine = Vec::new();
                 let mut conn = database.get().unwrap();
                 barrier.wait();
+                // Broken claims (the same rows handed out again) must fail this test, not
+                // loop for ever: a deadline, and never more rows than there are.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
                 loop {
+                    assert!(
+                        std::time::Instant::now() < deadline && mine.len() <= total,
+                        "{owner} is still claiming after {} rows",
+                        mine.len()
+                    );
                     let page = activities::claim_due(
                         &mut conn,
                         filter,

@@ -13,6 +13,7 @@ use tokenbridge::settings::Rotation;
 
 e2e_tests!(
     a_write_by_someone_else_during_a_refresh_is_merged_not_redeemed_again,
+    a_newer_refresh_token_in_the_row_survives_the_merge,
     a_failing_save_after_redemption_is_retried_and_loses_nothing,
     an_id_token_that_fails_validation_after_redemption_keeps_the_tokens,
     a_sign_out_and_a_new_sign_in_during_a_refresh_keep_the_new_sign_in_s_tokens,
@@ -71,6 +72,37 @@ async fn a_write_by_someone_else_during_a_refresh_is_merged_not_redeemed_again(b
     assert_eq!(rig.counter("reuse_detections").await, 0);
     assert_eq!(rig.row(&id).1, 3, "merged into the interloper's version");
     assert_ne!(rig.refresh_token(&id), old);
+    next_refresh_works(&rig, &acquirer, &id).await;
+}
+
+/// The row someone wrote while our refresh was on its way holds a refresh token newer than the
+/// one the provider is sending us (the user signed in again elsewhere): the merge keeps theirs.
+async fn a_newer_refresh_token_in_the_row_survives_the_merge(backend: Backend) {
+    let Some(rig) = strict_rig("acquire::newer_in_row", backend).await else {
+        return;
+    };
+    let acquirer = rig.acquirer(&rig.clock);
+    let id = rig.sign_in(&acquirer, "ada").await;
+    let old = rig.refresh_token(&id);
+    rig.clock.advance(Duration::hours(2));
+    late_answer(&rig, 800).await;
+    let refresh = acquire(&acquirer, &id);
+    let interloper = async {
+        rig.until_refreshes(1).await;
+        rig.clock.advance(Duration::seconds(1));
+        let elsewhere = rig.acquirer(&rig.clock);
+        assert_eq!(rig.sign_in(&elsewhere, "ada").await, id);
+        rig.refresh_token(&id)
+    };
+    let (token, theirs) = futures_util::future::join(refresh, interloper).await;
+    assert!(token.is_ok(), "{token:?}");
+    assert_ne!(theirs, old);
+    assert_eq!(
+        rig.refresh_token(&id),
+        theirs,
+        "the newer refresh token is kept"
+    );
+    assert_eq!(rig.counter("refreshes").await, 1);
     next_refresh_works(&rig, &acquirer, &id).await;
 }
 

@@ -282,6 +282,59 @@ async fn sign_out_needs_the_csrf_token() {
     assert_eq!(app.home_html().await.0, 200);
 }
 
+/// The CSRF token is unpredictable and differs per session: two sign-ins of one user in two
+/// browsers get tokens that share nothing, each long enough not to be guessed, and one
+/// session's token does not sign the other out.
+#[tokio::test]
+async fn csrf_tokens_are_random_and_per_session() {
+    let app = app("serve::security::csrf_random").await;
+    app.sign_in("ada").await;
+    let first = TestApp::csrf(&app.home_html().await.1);
+    let other = app.sign_in_elsewhere("ada").await;
+    let html = other
+        .get(app.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let second = TestApp::csrf(&html);
+    assert_ne!(first, second);
+    assert!(first.len() >= 22 && second.len() >= 22, "{first} {second}");
+    let shared = first
+        .as_bytes()
+        .windows(8)
+        .any(|w| second.as_bytes().windows(8).any(|v| v == w));
+    assert!(!shared, "{first} {second}");
+    let crossed = other
+        .post(app.url("/signout"))
+        .form(&[("csrf", first.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(crossed.status(), 400, "another session's token");
+}
+
+/// A sign-in left pending longer than its lifetime (10 minutes) is refused at the callback,
+/// its code never redeemed.
+#[tokio::test]
+async fn a_pending_sign_in_older_than_its_lifetime_is_refused() {
+    let app = app("serve::security::pending_ttl").await;
+    let callback = app.callback_url(&app.browser, "/signin", "ada").await;
+    app.clock.advance(time::Duration::seconds(601));
+    let codes = app.idp.counters().await["codes_redeemed"].as_u64().unwrap();
+    let response = app.browser.get(callback).send().await.unwrap();
+    assert_eq!(response.status(), 400);
+    assert!(response.text().await.unwrap().contains("sign in again"));
+    assert_eq!(app.count("token_cache"), 0);
+    assert_eq!(
+        app.idp.counters().await["codes_redeemed"].as_u64().unwrap(),
+        codes,
+        "the code was never redeemed"
+    );
+}
+
 #[tokio::test]
 async fn a_tampered_session_cookie_is_a_signed_out_visitor() {
     let app = app("serve::security::tampered_session").await;
