@@ -104,6 +104,12 @@ pub struct AcquirerOptions {
     pub refresh_margin: Duration,
     /// Documents kept in memory; 0 turns the in-process copy off (the worker's choice).
     pub memory_entries: u64,
+    /// How long a caller waits for the write after a redemption: past it, the caller gets its
+    /// token from this process's memory and the write goes on in the background.
+    pub save_budget: Duration,
+    /// Fault injection for tests: a pause between taking a refresh lease and confirming it, as
+    /// a process the operating system stalls would make. Zero outside tests.
+    pub pause_before_redeem: Duration,
 }
 
 impl AcquirerOptions {
@@ -120,6 +126,8 @@ impl AcquirerOptions {
             lease_for: identity.http_timeout * 3 + Duration::from_secs(5),
             refresh_margin: identity.refresh_margin,
             memory_entries: cache.memory_entries,
+            save_budget: persist::IN_REQUEST_BUDGET,
+            pause_before_redeem: Duration::ZERO,
         }
     }
 }

@@ -68,6 +68,9 @@ pub(super) async fn refresh(
             reason: "no refresh token in the cache".into(),
         });
     };
+    if !core.options.pause_before_redeem.is_zero() {
+        tokio::time::sleep(core.options.pause_before_redeem).await;
+    }
     // The last moment to find out that the lease expired: after this, the token is spent.
     match lease.confirm().await {
         Ok(true) => {}
@@ -121,7 +124,7 @@ pub(super) async fn refresh(
         write.clone(),
         Some(&lease),
         !unchecked,
-        Some(Instant::now() + persist::IN_REQUEST_BUDGET),
+        Some(Instant::now() + core.options.save_budget),
     )
     .await;
     let (version, document) = match saved {

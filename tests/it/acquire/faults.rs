@@ -14,6 +14,7 @@ use tokenbridge::settings::Rotation;
 e2e_tests!(
     a_write_by_someone_else_during_a_refresh_is_merged_not_redeemed_again,
     a_newer_refresh_token_in_the_row_survives_the_merge,
+    a_save_failing_past_the_budget_keeps_the_tokens_in_memory_and_writes_them_later,
     a_failing_save_after_redemption_is_retried_and_loses_nothing,
     an_id_token_that_fails_validation_after_redemption_keeps_the_tokens,
     a_sign_out_and_a_new_sign_in_during_a_refresh_keep_the_new_sign_in_s_tokens,
@@ -126,6 +127,48 @@ async fn a_failing_save_after_redemption_is_retried_and_loses_nothing(backend: B
     held.join().unwrap();
     assert!(token.is_ok(), "{token:?}");
     assert_eq!(rig.row(&id).1, 2, "written once the lock was gone");
+    assert_ne!(rig.refresh_token(&id), old);
+    assert_eq!(rig.counter("refreshes").await, 1);
+    next_refresh_works(&rig, &acquirer, &id).await;
+}
+
+/// The write after a redemption fails for longer than the caller waits (`save_budget`): the
+/// caller gets its token from this process's memory, and so does the next caller (no second
+/// redemption); the write goes on in the background and lands once the database takes writes.
+async fn a_save_failing_past_the_budget_keeps_the_tokens_in_memory_and_writes_them_later(
+    backend: Backend,
+) {
+    let Some(rig) = strict_rig("acquire::pending_write", backend).await else {
+        return;
+    };
+    let acquirer = rig.acquirer_tuned(
+        &rig.clock,
+        |_| {},
+        |o| o.save_budget = StdDuration::from_millis(300),
+    );
+    let id = rig.sign_in(&acquirer, "ada").await;
+    let old = rig.refresh_token(&id);
+    rig.clock.advance(Duration::hours(2));
+    late_answer(&rig, 800).await;
+    let refresh = acquire(&acquirer, &id);
+    let locker = async {
+        rig.until_refreshes(1).await;
+        crate::support::lock_token_cache(&rig.db, StdDuration::from_millis(4000))
+    };
+    let (token, held) = futures_util::future::join(refresh, locker).await;
+    assert!(token.is_ok(), "{token:?}");
+    let again = acquire(&acquirer, &id).await;
+    assert!(again.is_ok(), "{again:?}");
+    assert_eq!(rig.counter("refreshes").await, 1, "served from memory");
+    held.join().unwrap();
+    let started = std::time::Instant::now();
+    while rig.row(&id).1 < 2 {
+        assert!(
+            started.elapsed() < StdDuration::from_secs(30),
+            "the background write never landed"
+        );
+        tokio::time::sleep(StdDuration::from_millis(100)).await;
+    }
     assert_ne!(rig.refresh_token(&id), old);
     assert_eq!(rig.counter("refreshes").await, 1);
     next_refresh_works(&rig, &acquirer, &id).await;

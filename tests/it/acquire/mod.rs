@@ -63,20 +63,26 @@ impl Rig {
         clock: &ManualClock,
         change: impl FnOnce(&mut Settings),
     ) -> TokenAcquirer {
+        self.acquirer_tuned(clock, change, |_| {})
+    }
+
+    /// An acquirer with the rig's settings changed by `change` and its options by `tune`.
+    pub fn acquirer_tuned(
+        &self,
+        clock: &ManualClock,
+        change: impl FnOnce(&mut Settings),
+        tune: impl FnOnce(&mut AcquirerOptions),
+    ) -> TokenAcquirer {
         let mut settings = self.settings.clone();
         change(&mut settings);
         let db = Database::connect(&settings.database).unwrap();
-        TokenAcquirer::from_settings(
-            db,
-            &settings,
-            Arc::new(clock.clone()),
-            AcquirerOptions::from_settings(
-                &settings.identity,
-                &settings.cache,
-                tokenbridge::process::owner_id(),
-            ),
-        )
-        .unwrap()
+        let mut options = AcquirerOptions::from_settings(
+            &settings.identity,
+            &settings.cache,
+            tokenbridge::process::owner_id(),
+        );
+        tune(&mut options);
+        TokenAcquirer::from_settings(db, &settings, Arc::new(clock.clone()), options).unwrap()
     }
 
     /// Signs `user` in at the provider through `acquirer`; returns the home account id.

@@ -16,6 +16,7 @@ e2e_tests!(
     lease_times_are_the_databases_clock_not_each_hosts,
     a_caller_that_goes_away_does_not_cause_a_second_redemption,
     waiters_share_the_outcome_of_a_failed_refresh,
+    a_lease_lost_before_the_redemption_redeems_nothing,
 );
 
 fn strict_and_slow(s: &mut tokenbridge::settings::DevIdpSettings) {
@@ -133,4 +134,44 @@ async fn waiters_share_the_outcome_of_a_failed_refresh(backend: Backend) {
     rig.idp.admin(reqwest::Method::DELETE, "faults", None).await;
     assert!(acquire(&acquirer, &id).await.is_ok());
     assert_eq!(rig.counter("reuse_detections").await, 0);
+}
+
+/// A process that took the refresh lease and then stalled (injected: a pause between taking
+/// the lease and redeeming) finds, when it wakes, that the lease expired and another process
+/// took it over and refreshed: it confirms the lease before redeeming, so it redeems nothing.
+/// Strict rotation would take a second redemption of the same token as theft.
+async fn a_lease_lost_before_the_redemption_redeems_nothing(backend: Backend) {
+    let Some(rig) = Rig::new("acquire::lease_lost", backend, |s| {
+        s.rotation = Rotation::Strict
+    })
+    .await
+    else {
+        return;
+    };
+    let stalled = rig.acquirer_tuned(
+        &rig.clock,
+        |_| {},
+        |o| {
+            o.lease_for = StdDuration::from_secs(2);
+            o.pause_before_redeem = StdDuration::from_millis(3000);
+        },
+    );
+    let other = rig.acquirer(&rig.clock);
+    let id = rig.sign_in(&other, "ada").await;
+    rig.clock.advance(Duration::hours(2));
+    let first = acquire(&stalled, &id);
+    let second = async {
+        // After the stalled process took its lease.
+        tokio::time::sleep(StdDuration::from_millis(300)).await;
+        acquire(&other, &id).await
+    };
+    let (first, second) = futures_util::future::join(first, second).await;
+    assert!(second.is_ok(), "{second:?}");
+    assert!(
+        matches!(&first, Err(AcquireError::Transient { reason, .. }) if reason.contains("nothing was redeemed")),
+        "{first:?}"
+    );
+    assert_eq!(rig.counter("refreshes").await, 1, "one redemption");
+    assert_eq!(rig.counter("reuse_detections").await, 0);
+    assert!(acquire(&other, &id).await.is_ok(), "ada is still signed in");
 }
