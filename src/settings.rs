@@ -63,6 +63,9 @@ pub struct Settings {
     /// The files secrets were read from, by setting (`cache.keys_file`, ...): checked at start
     /// for modes that let other users read them.
     pub secret_files: Vec<(&'static str, PathBuf)>,
+    /// The settings file looked for and not found (all defaults then), to say so when a
+    /// required setting is missing.
+    pub missing_file: Option<PathBuf>,
 }
 
 /// The `[database]` section is the database layer's own options, built here.
@@ -263,9 +266,9 @@ impl Settings {
         sections: Sections,
         env: &HashMap<String, String>,
     ) -> Result<Self, SettingsError> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(text) => text,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => String::new(),
+        let (text, missing) = match std::fs::read_to_string(path) {
+            Ok(text) => (text, false),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => (String::new(), true),
             Err(error) => {
                 return Err(SettingsError::File {
                     path: path.to_owned(),
@@ -274,7 +277,26 @@ impl Settings {
             }
         };
         let base_dir = path.parent().unwrap_or(Path::new(""));
-        Self::build(&text, &path.display().to_string(), base_dir, env, sections)
+        let mut settings =
+            Self::build(&text, &path.display().to_string(), base_dir, env, sections)?;
+        if missing {
+            let looked = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
+            settings.missing_file = Some(looked);
+        }
+        Ok(settings)
+    }
+
+    /// For a missing required setting: where the settings file was looked for, when none was
+    /// found (every setting then comes from the environment).
+    pub fn file_hint(&self) -> String {
+        match &self.missing_file {
+            None => String::new(),
+            Some(path) => format!(
+                " (no settings file was found at {}: run from the directory that holds \
+                 settings.toml, or name one with --config FILE or TOKENBRIDGE_CONFIG)",
+                path.display()
+            ),
+        }
     }
 
     /// Builds settings from the file's text and an environment.
@@ -424,6 +446,17 @@ impl Settings {
                      127.0.0.1 or behind a firewall"
                 ));
             }
+        }
+        // On this machine, the URL people open must reach the port serve listens on.
+        let public = &self.web.public_url;
+        let listen = self.web.listen.port();
+        if is_loopback_url(public) && listen != 0 && public.port_or_known_default() != Some(listen)
+        {
+            warnings.push(format!(
+                "web.public_url {public} is not where serve listens (web.listen {}): sign-in \
+                 sends browsers to the URL; set web.public_url = \"http://127.0.0.1:{listen}\"",
+                self.web.listen
+            ));
         }
         let database = self.database.url.sqlite_path().map(|p| ("database.url", p));
         for (key, path) in self.secret_files.iter().cloned().chain(database) {
@@ -782,7 +815,12 @@ impl RawSettings {
         }
         reset(sections.identity, &mut self.identity);
         reset(sections.api, &mut self.api);
-        reset(sections.web, &mut self.web);
+        if !sections.web {
+            // Where the app is reached still counts: `dev-idp` registers its redirect URIs.
+            let public_url = std::mem::take(&mut self.web.public_url);
+            self.web = web::RawWeb::default();
+            self.web.public_url = public_url;
+        }
         reset(sections.worker, &mut self.worker);
         reset(sections.dev_idp, &mut self.dev_idp);
     }
@@ -924,7 +962,27 @@ impl RawSettings {
             worker: self.worker.validate()?,
             dev_idp: self.dev_idp.validate()?,
             secret_files,
-        })
+            missing_file: None,
+        }
+        .with_app_registered())
+    }
+}
+
+impl Settings {
+    /// The development provider's first client (the app as `serve` runs it) accepts the
+    /// redirect URIs of `web.public_url`, so moving the app to another port takes one setting.
+    fn with_app_registered(mut self) -> Self {
+        let (signed_in, signed_out) =
+            (self.web.redirect_uri(), self.web.post_logout_redirect_uri());
+        if let Some(client) = self.dev_idp.clients.first_mut() {
+            if !client.redirect_uris.contains(&signed_in) {
+                client.redirect_uris.push(signed_in);
+            }
+            if !client.post_logout_redirect_uris.contains(&signed_out) {
+                client.post_logout_redirect_uris.push(signed_out);
+            }
+        }
+        self
     }
 }
 

@@ -182,6 +182,34 @@ pub fn find_by_upn(conn: &mut DbConnection, upn: &str) -> QueryResult<Vec<Activi
         .load(conn)
 }
 
+/// Up to `limit` user principal names (or, without one, account keys) that contain `text`,
+/// compared without case: suggestions for a name that matched nothing.
+pub fn similar(conn: &mut DbConnection, text: &str, limit: i64) -> QueryResult<Vec<String>> {
+    let needle: String = text
+        .chars()
+        .filter(|c| !matches!(c, '%' | '_' | '\\'))
+        .flat_map(char::to_lowercase)
+        .collect();
+    if needle.is_empty() {
+        return Ok(Vec::new());
+    }
+    let pattern = format!("%{needle}%");
+    let rows: Vec<(String, Option<String>)> = aa::table
+        .filter(
+            lower(dsl::user_principal_name)
+                .like(Some(pattern.clone()))
+                .or(dsl::account_cache_key.like(pattern)),
+        )
+        .select((dsl::account_cache_key, dsl::user_principal_name))
+        .order(dsl::account_cache_key)
+        .limit(limit)
+        .load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(key, upn)| upn.unwrap_or(key))
+        .collect())
+}
+
 /// Which accounts are due: idle since `cutoff` or longer, not acted for by a worker since
 /// `cutoff` either (so workers sharing a pass never do an account twice), not marked
 /// "interaction required" (unless `include_failed`), backoff elapsed at `now`. A signed-out

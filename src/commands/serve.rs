@@ -9,7 +9,7 @@ pub fn run(settings: &Settings) -> anyhow::Result<()> {
     settings
         .identity
         .require_client()
-        .context("cannot sign users in")?;
+        .with_context(|| format!("cannot sign users in{}", settings.file_hint()))?;
     actix_web::rt::System::new().block_on(async move {
         let app = Application::build(settings).await?;
         let url = settings.web.public_url.as_str().trim_end_matches('/');

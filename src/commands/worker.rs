@@ -39,10 +39,9 @@ pub fn options(settings: &WorkerSettings, args: &WorkerArgs) -> WorkerSettings {
 
 pub fn run(settings: &Settings, args: &WorkerArgs) -> anyhow::Result<()> {
     crate::warn_about_settings(settings);
-    settings
-        .identity
-        .require_client()
-        .map_err(|e| Failure::configuration(format!("cannot act for users: {e}")))?;
+    settings.identity.require_client().map_err(|e| {
+        Failure::configuration(format!("cannot act for users: {e}{}", settings.file_hint()))
+    })?;
     let options = options(&settings.worker, args);
     // Database work runs on blocking threads, one per pooled connection at a time: more would
     // only wait in the pool, each a parked thread with its own stack and allocator arena.

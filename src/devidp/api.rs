@@ -13,6 +13,8 @@ struct Claims {
     #[serde(default)]
     scp: String,
     upn: String,
+    #[serde(default)]
+    gen: u64,
 }
 
 fn challenge(status: StatusCode, error: Option<(&str, &str)>) -> HttpResponse {
@@ -97,7 +99,10 @@ pub async fn me(req: HttpRequest, p: web::Data<Provider>) -> HttpResponse {
     let (disabled, refused) = {
         let mut state = p.state();
         state.count_api_call(&username);
-        (state.is_disabled(&username), state.api_refusal())
+        // A token from before the user's tokens were revoked is refused at once, as Graph
+        // does for revoked sessions: a worker finds out on its next call, not in an hour.
+        let revoked = claims.gen < state.generation(&username);
+        (state.is_disabled(&username), state.api_refusal() || revoked)
     };
     if refused {
         return challenge(

@@ -30,6 +30,9 @@ pub struct Grant {
     pub scopes: Vec<String>,
     pub nonce: Option<String>,
     pub refresh_token: Option<String>,
+    /// The user's revocation generation when granted: the API refuses access tokens of an
+    /// older one, as resources that honour revocation at once do.
+    pub generation: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -182,7 +185,7 @@ impl State {
             .generation += 1;
     }
 
-    fn generation(&self, username: &str) -> u64 {
+    pub fn generation(&self, username: &str) -> u64 {
         self.users.get(username).map_or(0, |u| u.generation)
     }
 
@@ -299,6 +302,7 @@ impl State {
             )
         });
         Ok(Grant {
+            generation: self.generation(&entry.username),
             username: entry.username,
             scopes: entry.scopes,
             nonce: entry.nonce,
@@ -435,6 +439,7 @@ impl State {
             }
         };
         Ok(Grant {
+            generation: self.generation(&record.username),
             username: record.username,
             scopes,
             nonce: None,

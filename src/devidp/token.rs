@@ -335,6 +335,9 @@ struct AccessTokenClaims<'a> {
     name: &'a str,
     upn: &'a str,
     uti: String,
+    /// The user's revocation generation (see `Grant::generation`); a development-provider
+    /// claim only its own API reads.
+    gen: u64,
 }
 
 /// Entra ID gives each client its own `sub` for a user (pairwise subject).
@@ -375,6 +378,7 @@ fn mint(
         name: &profile.display_name,
         upn: &profile.user_principal_name,
         uti: random_token(),
+        gen: grant.generation,
     };
     let access_token = match p.keys.sign_access_token(&access_claims) {
         Ok(token) => token,

@@ -775,3 +775,31 @@ fn worker_claims_last_as_configured() {
     let msg = error("[worker]\nclaim_for = \"10s\"\n", &[]);
     assert!(msg.contains("worker.claim_for"), "{msg}");
 }
+
+#[test]
+fn moving_the_app_takes_public_url_and_the_development_provider_follows() {
+    let moved = env(&[
+        ("TOKENBRIDGE_WEB__LISTEN", "127.0.0.1:9090"),
+        ("TOKENBRIDGE_WEB__PUBLIC_URL", "http://127.0.0.1:9090"),
+    ]);
+    let s = Settings::build("", "t", Path::new(""), &moved, Sections::DEV_IDP).unwrap();
+    let client = &s.dev_idp.clients[0];
+    assert!(client
+        .redirect_uris
+        .contains(&"http://127.0.0.1:9090/signin-oidc".to_owned()));
+    assert!(client
+        .post_logout_redirect_uris
+        .contains(&"http://127.0.0.1:9090/signout-callback-oidc".to_owned()));
+    let serve = Settings::build("", "t", Path::new(""), &moved, Sections::SERVE).unwrap();
+    assert!(!serve.warnings().iter().any(|w| w.contains("public_url")));
+    // Only the listener moved: the app says where sign-in will send browsers.
+    let half = env(&[("TOKENBRIDGE_WEB__LISTEN", "127.0.0.1:9090")]);
+    let serve = Settings::build("", "t", Path::new(""), &half, Sections::SERVE).unwrap();
+    let warnings = serve.warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.contains("web.public_url = \"http://127.0.0.1:9090\"")),
+        "{warnings:?}"
+    );
+}

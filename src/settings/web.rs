@@ -79,7 +79,7 @@ impl WebSettings {
 pub(super) struct RawWeb {
     listen: String,
     metrics_listen: String,
-    public_url: String,
+    pub(super) public_url: String,
     session_key: Option<Secret>,
     pub(super) session_key_file: Option<PathBuf>,
     secure_cookies: Option<bool>,

@@ -162,18 +162,38 @@ impl Worker {
     }
 
     /// The accounts `--user` names: by home account id, else by user principal name.
+    /// The account `--user` names (a user principal name or a home account id); none is an
+    /// error that suggests the names that come close (`ada` for `ada@contoso.com`).
     async fn find_user(&self, user: &str) -> Result<Vec<Activity>, PassError> {
-        let user = user.to_owned();
-        self.db
+        let wanted = user.to_owned();
+        let (found, close) = self
+            .db
             .run(move |conn| {
-                let by_key = activities::get(conn, &user)?;
-                Ok::<_, DbError>(match by_key {
+                let found = match activities::get(conn, &wanted)? {
                     Some(activity) => vec![activity],
-                    None => activities::find_by_upn(conn, &user)?,
-                })
+                    None => activities::find_by_upn(conn, &wanted)?,
+                };
+                let close = if found.is_empty() {
+                    activities::similar(conn, &wanted, 5)?
+                } else {
+                    Vec::new()
+                };
+                Ok::<_, DbError>((found, close))
             })
             .await
-            .map_err(database)
+            .map_err(database)?;
+        if !found.is_empty() {
+            return Ok(found);
+        }
+        let user = crate::text::bounded(user, crate::text::LOG_FIELD);
+        Err(PassError::Configuration(if close.is_empty() {
+            format!("--user {user} matches no account (a user principal name or a home account id)")
+        } else {
+            format!(
+                "--user {user} matches no account; did you mean {}?",
+                close.join(", ")
+            )
+        }))
     }
 
     async fn claimed<W: Write>(

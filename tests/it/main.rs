@@ -19,6 +19,7 @@ mod hostile;
 mod interop;
 mod layers;
 mod migrations;
+mod newcomer;
 mod oidc_provider;
 mod serve;
 mod test_command;

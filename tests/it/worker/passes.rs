@@ -5,6 +5,7 @@ use crate::serve::{e2e_tests, spawn_app, TestApp};
 use time::Duration;
 use tokenbridge::clock::Clock;
 use tokenbridge::db::Backend;
+use tokenbridge::worker::PassError;
 
 e2e_tests!(and_redis:
     one_pass_refreshes_each_idle_user_and_calls_the_api_once_each,
@@ -14,6 +15,7 @@ e2e_tests!(and_redis:
     a_dry_run_lists_the_due_accounts_and_changes_nothing,
     one_user_can_be_processed_alone,
     the_web_app_and_a_worker_refreshing_one_user_never_trip_strict_rotation,
+    the_readme_scenario_holds_as_written,
 );
 
 async fn app_with(test: &str, backend: Backend, users: &[&str]) -> Option<TestApp> {
@@ -219,8 +221,22 @@ async fn one_user_can_be_processed_alone(backend: Backend) {
     let by_id = pass(&app, |o| o.user = Some(id.clone())).await;
     assert_eq!(by_id.outcomes(), outcomes(&[("ada", "ok")]));
     assert!(activity(&app, "ada").last_success_at.is_some());
+    // A name that matches nothing says so (exit 2 for the binary), suggesting close ones: the
+    // name typed at sign-in finds its user principal name.
+    let typed = pass(&app, |o| o.user = Some("ada".into())).await;
+    let Err(PassError::Configuration(message)) = &typed.result else {
+        panic!("{:?}", typed.result);
+    };
+    assert!(
+        message.contains("--user ada matches no account; did you mean ada@tokenbridge.dev?"),
+        "{message}"
+    );
     let nobody = pass(&app, |o| o.user = Some("nobody@tokenbridge.dev".into())).await;
-    assert_eq!(nobody.summary().accounts, 0);
+    assert!(
+        matches!(&nobody.result, Err(PassError::Configuration(m)) if m.contains("matches no account")),
+        "{:?}",
+        nobody.result
+    );
     let counters = app.idp.counters().await;
     assert_eq!(counters["users"]["grace"]["api_calls"], 1, "{counters}");
     assert_eq!(counters["users"]["ada"]["api_calls"], 1, "{counters}");
@@ -281,4 +297,37 @@ async fn the_web_app_and_a_worker_refreshing_one_user_never_trip_strict_rotation
         "the worker ran passes meanwhile: {report}"
     );
     assert!(accounts.iter().all(|l| l["outcome"] == "ok"), "{report}");
+}
+
+/// README's end-to-end scenario as written, with the shipped one-hour tokens and no time
+/// passing: ada signs in and out, grace signs in; a pass shows ada signed out and grace ok;
+/// after grace's tokens are revoked at the provider, the next pass shows her as
+/// `interaction required` (the API refuses her revoked token, the refresh is refused), until
+/// she signs in again.
+async fn the_readme_scenario_holds_as_written(backend: Backend) {
+    let Some(app) = spawn_app("worker::readme_scenario", backend, |_| {}).await else {
+        return;
+    };
+    app.sign_in("ada").await;
+    let (_, html) = app.home_html().await;
+    assert_eq!(app.sign_out_from(&html).await.status(), 303);
+    app.sign_in_elsewhere("grace").await;
+    let now =
+        |o: &mut tokenbridge::settings::WorkerSettings| o.older_than = std::time::Duration::ZERO;
+    let run = pass(&app, now).await;
+    assert_eq!(
+        run.outcomes(),
+        outcomes(&[("ada", "signed_out"), ("grace", "ok")])
+    );
+    app.idp
+        .admin(reqwest::Method::POST, "users/grace/revoke", None)
+        .await;
+    let run = pass(&app, now).await;
+    assert_eq!(
+        run.outcomes(),
+        outcomes(&[("grace", "interaction_required")])
+    );
+    app.sign_in_elsewhere("grace").await;
+    let run = pass(&app, now).await;
+    assert_eq!(run.outcomes(), outcomes(&[("grace", "ok")]));
 }
