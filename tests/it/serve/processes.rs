@@ -141,3 +141,109 @@ async fn two_serve_processes_refresh_a_user_once(backend: Backend) {
     assert_eq!(counters["refreshes"], 1, "{counters}");
     assert_eq!(counters["reuse_detections"], 0, "{counters}");
 }
+
+/// Nothing the API sends grows the server: two replicas share a sign-in, one calls the real
+/// API and one an API whose answers are 200 MB; after the same page loads, the second's peak
+/// memory is within a few MiB of the first's (its pages say the API is unavailable).
+#[tokio::test]
+async fn a_huge_api_answer_does_not_grow_the_server() {
+    let Some(db) = support::migrated(Backend::Sqlite) else {
+        return;
+    };
+    let huge = crate::hostile::serve(crate::hostile::Answer {
+        status: "200 OK",
+        headers: Vec::new(),
+        body_size: 200 << 20,
+    });
+    let bases: Vec<String> = (0..2)
+        .map(|_| format!("http://127.0.0.1:{}", free_port()))
+        .collect();
+    let idp = spawn_idp_with(|s| {
+        for base in &bases {
+            s.clients[0]
+                .redirect_uris
+                .push(format!("{base}/signin-oidc"));
+        }
+    })
+    .await;
+    let config = tempfile::NamedTempFile::new().unwrap();
+    let servers: Vec<Serve> = bases
+        .iter()
+        .enumerate()
+        .map(|(n, base)| {
+            let mut command = super::serve_process(&db, &idp, base, config.path());
+            command.envs([
+                (
+                    "TOKENBRIDGE_WEB__SESSION_KEY",
+                    "a-shared-session-key-for-both-replicas-0123456789abcdefghijklmnop".into(),
+                ),
+                (
+                    "TOKENBRIDGE_CACHE__KEYS",
+                    format!("k1={}", crate::fixtures::KEY),
+                ),
+                ("TOKENBRIDGE_LOG__LEVEL", "error".into()),
+            ]);
+            if n == 1 {
+                command.env("TOKENBRIDGE_API__BASE_URL", &huge.base);
+            }
+            Serve(
+                command
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let browser = reqwest::Client::builder()
+        .cookie_store(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    for base in &bases {
+        while browser
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .map_or(true, |r| !r.status().is_success())
+        {
+            assert!(started.elapsed() < Duration::from_secs(30), "{base}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let start = browser
+        .get(format!("{}/signin", bases[0]))
+        .send()
+        .await
+        .unwrap();
+    let provider_url = Url::parse(&super::location(&start)).unwrap();
+    let mut form: Vec<(String, String)> = provider_url.query_pairs().into_owned().collect();
+    form.push(("username".into(), "ada".into()));
+    let action = format!(
+        "{}://{}{}",
+        provider_url.scheme(),
+        provider_url.authority(),
+        provider_url.path()
+    );
+    let back = browser.post(action).form(&form).send().await.unwrap();
+    let callback = browser.get(super::location(&back)).send().await.unwrap();
+    assert_eq!(callback.status(), 303);
+    for (base, expected) in bases.iter().zip([200, 503]) {
+        for _ in 0..4 {
+            let page = browser.get(format!("{base}/")).send().await.unwrap();
+            assert_eq!(page.status(), expected, "{base}");
+        }
+    }
+    let peaks: Vec<u64> = servers
+        .iter()
+        .map(|s| crate::hostile::peak_rss_kib(s.0.id()))
+        .collect();
+    assert!(
+        peaks[1] < peaks[0] + 8 * 1024,
+        "peak {} KiB against {} KiB for the same pages with a normal API",
+        peaks[1],
+        peaks[0]
+    );
+    assert!(huge.body_bytes_sent() < 200 << 20);
+}

@@ -222,6 +222,27 @@ async fn exit_status_says_whether_the_pass_ran() {
         "the report is on stdout"
     );
 
+    // A user revoked at the provider: one WARN line for that account, with the provider's
+    // error code and description, so an operator can tell revocation from reuse detection.
+    app.idp
+        .admin(reqwest::Method::POST, "users/alan/revoke", None)
+        .await;
+    let revoked = worker(&app, config.path(), &["--older-than", "0s"])
+        .output()
+        .unwrap();
+    assert_eq!(revoked.status.code(), Some(0));
+    let stderr = String::from_utf8_lossy(&revoked.stderr);
+    let warned: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("WARN") && l.contains("interaction required"))
+        .collect();
+    assert_eq!(warned.len(), 1, "{stderr}");
+    assert!(
+        warned[0].contains("alan@tokenbridge.dev") && warned[0].contains("invalid_grant"),
+        "{}",
+        warned[0]
+    );
+
     let unreachable = worker(&app, config.path(), &[])
         .env(
             "TOKENBRIDGE_DATABASE__URL",
@@ -538,4 +559,65 @@ async fn claims_of_a_killed_worker_are_counted_and_left_alone_until_they_expire(
             "{account} was claimed by the killed worker"
         );
     }
+}
+
+/// A token's lifetime counts from when its request was sent, never from the answer's
+/// arrival: with an answer that arrives 1.5 s after the provider issued the token, the expiry
+/// kept is no later than the token's own `exp`. (Real time: a worker process.)
+#[tokio::test]
+async fn a_slow_answer_never_makes_a_token_look_valid_longer() {
+    let app = spawn_app_with(
+        "worker::token_expiry",
+        Backend::Sqlite,
+        |s| s.access_token_ttl = Duration::from_secs(4),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    app.sign_in_elsewhere("ada").await;
+    // Past half its life: the worker refreshes.
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let late = serde_json::json!({ "kind": "late_answer", "delay_ms": 1500 });
+    app.idp
+        .admin(reqwest::Method::POST, "faults", Some(late))
+        .await;
+    let config = tempfile::NamedTempFile::new().unwrap();
+    let out = worker(&app, config.path(), &["--older-than", "0s"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(app.idp.counters().await["refreshes"], 1);
+    let id = activities::find_by_upn(&mut app.db.conn(), "ada@tokenbridge.dev").unwrap()[0]
+        .account_cache_key
+        .clone();
+    let document = {
+        let mut conn = app.db.conn();
+        crate::acquire::store(&app.settings, &mut conn)
+            .load(&mut conn, &id, time::OffsetDateTime::now_utc())
+            .unwrap()
+            .unwrap()
+            .document
+    };
+    let json: Value = serde_json::from_slice(&document.to_json()).unwrap();
+    let entry = json["AccessToken"]
+        .as_object()
+        .unwrap()
+        .values()
+        .next()
+        .unwrap();
+    let kept: i64 = entry["expires_on"].as_str().unwrap().parse().unwrap();
+    let secret = entry["secret"].as_str().unwrap();
+    let payload = secret.split('.').nth(1).unwrap();
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(payload)
+            .unwrap(),
+    )
+    .unwrap();
+    let exp = claims["exp"].as_i64().unwrap();
+    assert!(kept <= exp, "kept until {kept}, the token says {exp}");
 }
