@@ -3,28 +3,36 @@
 //! the settings file itself: they come from the environment or from a `*_file` path.
 
 mod api;
+mod cache;
 mod dev_idp;
 mod identity;
+mod log;
+mod values;
+mod warnings;
 mod web;
 mod worker;
 
 pub use api::ApiSettings;
+pub use cache::{CacheSettings, RedisSettings};
 pub use dev_idp::{
     is_loopback, loopback_addr, DevClient, DevIdpSettings, Rotation, DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
 };
 pub use identity::{ClientAuth, IdentitySettings, OfflineAccess, Prompt, ProviderKind};
+pub use log::{LogFormat, LogSettings};
+pub use values::{insecure_transport, is_loopback_url};
 pub use web::WebSettings;
 pub use worker::{ReportFormat, WorkerSettings};
 
+pub(crate) use values::{
+    check_key_prefix, parse_duration, parse_size, parse_url, positive, secret_from,
+};
+
 use crate::cache::redis::RedisUrl;
-use crate::cache::seal::SealKeys;
 use crate::db::DatabaseUrl;
-use crate::secret::Secret;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 pub const ENV_PREFIX: &str = "TOKENBRIDGE";
 
@@ -71,50 +79,14 @@ pub struct Settings {
 /// The `[database]` section is the database layer's own options, built here.
 pub type DatabaseSettings = crate::db::DbOptions;
 
-#[derive(Debug, Clone)]
-pub struct CacheSettings {
-    /// Where the token caches live when not in the SQL database (`cache.url`).
-    pub redis: Option<RedisSettings>,
-    pub sliding_expiration: Duration,
-    pub keys: Option<SealKeys>,
-    /// `cache.keys_file` when it does not exist yet, for `migrate` only: it creates the file
-    /// with a new key when the database holds no token caches (the quick start's first run).
-    pub create_keys_file: Option<PathBuf>,
-    pub read_plaintext: bool,
-    pub sweep_batch: u32,
-    /// Documents each process keeps in memory (least recently used go first); 0 turns it off.
-    pub memory_entries: u64,
-}
-
-/// Token caches in Redis; account activity stays in the SQL database.
-#[derive(Debug, Clone)]
-pub struct RedisSettings {
-    pub url: RedisUrl,
-    /// Every key starts with this and a colon, so deployments can share a Redis database.
-    pub key_prefix: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct LogSettings {
-    pub level: String,
-    pub format: LogFormat,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Text,
-    Json,
-}
-
 // ---- the raw shape of the file and environment -------------------------------------------
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 struct RawSettings {
     database: RawDatabase,
-    cache: RawCache,
-    log: RawLog,
+    cache: cache::RawCache,
+    log: log::RawLog,
     identity: identity::RawIdentity,
     api: api::RawApi,
     web: web::RawWeb,
@@ -138,52 +110,6 @@ impl Default for RawDatabase {
             pool_size: 8,
             connect_timeout: "5s".into(),
             busy_timeout: "5s".into(),
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawCache {
-    url: Option<Secret>,
-    url_file: Option<PathBuf>,
-    key_prefix: String,
-    sliding_expiration: String,
-    keys: Option<Secret>,
-    keys_file: Option<PathBuf>,
-    read_plaintext: bool,
-    sweep_batch: u32,
-    memory_entries: u64,
-}
-
-impl Default for RawCache {
-    fn default() -> Self {
-        Self {
-            url: None,
-            url_file: None,
-            key_prefix: "tokenbridge".into(),
-            sliding_expiration: "90d".into(),
-            keys: None,
-            keys_file: None,
-            read_plaintext: false,
-            sweep_batch: 500,
-            memory_entries: 10_000,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawLog {
-    level: String,
-    format: LogFormat,
-}
-
-impl Default for RawLog {
-    fn default() -> Self {
-        Self {
-            level: "info".into(),
-            format: LogFormat::Text,
         }
     }
 }
@@ -419,75 +345,6 @@ fn naming_the_source(
     }
 }
 
-impl Settings {
-    /// Things that work but that an operator should hear about, logged at start.
-    pub fn warnings(&self) -> Vec<String> {
-        let mut warnings = Vec::new();
-        if self.cache.keys.is_none() {
-            warnings.push(format!(
-                "token caches are stored UNENCRYPTED: set {} (or cache.keys_file) to seal them",
-                env_var_for("cache.keys")
-            ));
-        } else if self.cache.read_plaintext {
-            warnings.push(
-                "cache.read_plaintext is on: unencrypted cache rows are accepted; turn it off once \
-                 every row has been rewritten"
-                    .to_owned(),
-            );
-        }
-        for (key, address) in [
-            ("web.metrics_listen", self.web.metrics_listen),
-            ("worker.metrics_listen", self.worker.metrics_listen),
-        ] {
-            if let Some(address) = address.filter(|a| !is_loopback(a.ip())) {
-                warnings.push(format!(
-                    "{key} = {address} is not a loopback address: anyone who can reach it reads \
-                     the metrics (request and acquisition counts, pool state); keep it on \
-                     127.0.0.1 or behind a firewall"
-                ));
-            }
-        }
-        // On this machine, the URL people open must reach the port serve listens on.
-        let public = &self.web.public_url;
-        let listen = self.web.listen.port();
-        if is_loopback_url(public) && listen != 0 && public.port_or_known_default() != Some(listen)
-        {
-            warnings.push(format!(
-                "web.public_url {public} is not where serve listens (web.listen {}): sign-in \
-                 sends browsers to the URL; set web.public_url = \"http://127.0.0.1:{listen}\"",
-                self.web.listen
-            ));
-        }
-        let database = self.database.url.sqlite_path().map(|p| ("database.url", p));
-        for (key, path) in self.secret_files.iter().cloned().chain(database) {
-            if let Some(mode) = readable_by_others(&path) {
-                warnings.push(format!(
-                    "{} ({key}) can be read by other users of this machine (mode {mode:04o}): \
-                     `chmod 600 {}`",
-                    path.display(),
-                    path.display()
-                ));
-            }
-        }
-        warnings
-    }
-}
-
-/// The file's permission bits when group or others may read or write it.
-fn readable_by_others(path: &Path) -> Option<u32> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
-        (mode & 0o066 != 0).then_some(mode)
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = path;
-        None
-    }
-}
-
 /// A TOML syntax error by position and kind only: the offending line may hold a password (a
 /// database URL), so it is never quoted.
 fn syntax_error(file_name: &str, text: &str, error: &toml::de::Error) -> String {
@@ -501,62 +358,6 @@ fn syntax_error(file_name: &str, text: &str, error: &toml::de::Error) -> String 
         "{file_name}: TOML syntax error{position}: {}",
         error.message().trim()
     )
-}
-
-const LEVELS: &[&str] = &["off", "error", "warn", "info", "debug", "trace"];
-/// Crates whose log lines are worth filtering; a filter naming anything else is a typo.
-const LOG_TARGETS: &[&str] = &[
-    "tokenbridge",
-    "actix_web",
-    "actix_server",
-    "actix_http",
-    "actix_session",
-    "diesel",
-    "r2d2",
-    "reqwest",
-    "hyper",
-    "hyper_util",
-    "h2",
-    "rustls",
-    "openidconnect",
-    "oauth2",
-    "tokio",
-    "mio",
-];
-
-/// A level, or `tracing` filter directives (`info,tokenbridge=debug`) whose targets are crates
-/// this program uses: `verbose` must not quietly become a filter for a target named "verbose"
-/// (which would switch logging off).
-fn check_log_level(value: &str) -> Result<(), SettingsError> {
-    let wrong = |what: String| {
-        invalid(
-            "log.level",
-            format!(
-                "{what}: expected a level ({}) or filters such as \"info,tokenbridge=debug\" \
-                 naming crates this program uses ({})",
-                LEVELS.join(", "),
-                LOG_TARGETS.join(", ")
-            ),
-        )
-    };
-    tracing_subscriber::EnvFilter::try_new(value)
-        .map_err(|e| wrong(format!("{:?} is not a filter ({e})", value)))?;
-    for directive in value.split(',').map(str::trim).filter(|d| !d.is_empty()) {
-        let (target, level) = match directive.split_once('=') {
-            Some((target, level)) => (Some(target), level),
-            None => (None, directive),
-        };
-        if let Some(target) = target {
-            let krate = target.split([':', '[']).next().unwrap_or_default();
-            if !LOG_TARGETS.contains(&krate) {
-                return Err(wrong(format!("{krate:?} is not a crate this program uses")));
-            }
-        }
-        if !LEVELS.contains(&level.to_ascii_lowercase().as_str()) {
-            return Err(wrong(format!("{level:?} is not a level")));
-        }
-    }
-    Ok(())
 }
 
 /// The values each settings enum takes, for error messages.
@@ -654,146 +455,6 @@ fn env_var_for(key: &str) -> String {
     format!("{ENV_PREFIX}_{}", key.replace('.', "__").to_uppercase())
 }
 
-pub(crate) fn parse_duration(key: &'static str, value: &str) -> Result<Duration, SettingsError> {
-    humantime::parse_duration(value).map_err(|e| {
-        invalid(
-            key,
-            format!("expected a duration such as \"5s\" or \"90d\" ({e})"),
-        )
-    })
-}
-
-/// `cache.key_prefix`: printable, no spaces, no braces (the store puts the user id between
-/// braces after it).
-fn check_key_prefix(prefix: String) -> Result<String, SettingsError> {
-    let prefix = prefix.trim().to_owned();
-    let fine = (1..=64).contains(&prefix.len())
-        && prefix
-            .chars()
-            .all(|c| c.is_ascii_graphic() && !matches!(c, '{' | '}'));
-    if fine {
-        Ok(prefix)
-    } else {
-        Err(invalid(
-            "cache.key_prefix",
-            "expected 1 to 64 printable characters without spaces or braces, such as \"tokenbridge\"",
-        ))
-    }
-}
-
-/// An absolute http(s) URL.
-pub(crate) fn parse_url(key: &'static str, value: &str) -> Result<url::Url, SettingsError> {
-    let url = url::Url::parse(value)
-        .map_err(|e| invalid(key, format!("expected an absolute URL ({e})")))?;
-    if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid(key, "expected an http:// or https:// URL"));
-    }
-    Ok(url)
-}
-
-/// A size in bytes: a number, or one with `KiB` or `MiB` ("1MiB"), from 1 KiB to 1 GiB.
-pub(crate) fn parse_size(key: &'static str, value: &str) -> Result<usize, SettingsError> {
-    let value = value.trim();
-    let (number, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
-        Some(at) => value.split_at(at),
-        None => (value, ""),
-    };
-    let unit = match unit.trim() {
-        "" | "B" => 1,
-        "KiB" => 1 << 10,
-        "MiB" => 1 << 20,
-        _ => 0,
-    };
-    number
-        .parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_mul(unit))
-        .filter(|n| (1 << 10..=1 << 30).contains(n))
-        .ok_or_else(|| {
-            invalid(
-                key,
-                "expected a size from 1KiB to 1024MiB, such as \"1MiB\" or \"512KiB\"",
-            )
-        })
-}
-
-/// Why `url` may not carry secrets (client secrets, codes, tokens), if it may not: plain http
-/// to another machine, unless the operator allowed it with `allowed`. https, and http to this
-/// machine's loopback (the development provider), are fine.
-pub fn insecure_transport(url: &url::Url, allowed: bool) -> Option<String> {
-    let fine = match url.scheme() {
-        "https" => true,
-        "http" => allowed || is_loopback_url(url),
-        _ => false,
-    };
-    if fine {
-        return None;
-    }
-    Some(if url.scheme() == "http" {
-        format!(
-            "{} is plain http to another machine: client secrets, codes and tokens would cross \
-             the network in clear; use https (or set allow_insecure_http = true where the \
-             network itself is trusted)",
-            url_without_credentials(url)
-        )
-    } else {
-        format!("{} is not an https URL", url_without_credentials(url))
-    })
-}
-
-/// A URL whose host is 127.0.0.0/8, ::1 or `localhost`.
-pub fn is_loopback_url(url: &url::Url) -> bool {
-    match url.host() {
-        Some(url::Host::Ipv4(ip)) => is_loopback(ip.into()),
-        Some(url::Host::Ipv6(ip)) => is_loopback(ip.into()),
-        Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
-        None => false,
-    }
-}
-
-fn url_without_credentials(url: &url::Url) -> String {
-    let mut shown = url.clone();
-    let _ = shown.set_username("");
-    let _ = shown.set_password(None);
-    shown.set_query(None);
-    shown.to_string()
-}
-
-/// A duration longer than zero.
-pub(crate) fn positive(key: &'static str, value: &str) -> Result<Duration, SettingsError> {
-    let d = parse_duration(key, value)?;
-    if d.is_zero() {
-        return Err(invalid(key, "must be longer than 0s"));
-    }
-    Ok(d)
-}
-
-/// Reads a secret from the environment-provided value or from a file, never both.
-pub(crate) fn secret_from(
-    key: &'static str,
-    value: Option<Secret>,
-    file: Option<PathBuf>,
-) -> Result<Option<Secret>, SettingsError> {
-    match (value, file) {
-        (Some(_), Some(_)) => Err(invalid(
-            key,
-            format!("set either {} or `{key}_file`, not both", env_var_for(key)),
-        )),
-        (Some(value), None) if value.expose().trim().is_empty() => Ok(None),
-        (Some(value), None) => Ok(Some(value)),
-        (None, Some(path)) => {
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                invalid(
-                    key,
-                    format!("cannot read `{key}_file` {}: {e}", path.display()),
-                )
-            })?;
-            Ok(Some(Secret::new(text.trim().to_owned())))
-        }
-        (None, None) => Ok(None),
-    }
-}
-
 impl RawSettings {
     /// Every section the command does not use back to its defaults: parsed (a mistyped key
     /// was already an error), not validated, no secret read.
@@ -806,12 +467,10 @@ impl RawSettings {
         if !sections.cache {
             // Where the caches live still counts: `migrate` says it has nothing to do in Redis.
             let cache = std::mem::take(&mut self.cache);
-            self.cache = RawCache {
-                url: cache.url,
-                url_file: cache.url_file,
-                key_prefix: cache.key_prefix,
-                ..RawCache::default()
-            };
+            self.cache = cache::RawCache::default();
+            self.cache.url = cache.url;
+            self.cache.url_file = cache.url_file;
+            self.cache.key_prefix = cache.key_prefix;
         }
         reset(sections.identity, &mut self.identity);
         reset(sections.api, &mut self.api);
@@ -851,15 +510,7 @@ impl RawSettings {
         }
     }
 
-    fn validate(mut self, sections: Sections) -> Result<Settings, SettingsError> {
-        // `migrate` makes the key file the settings name when it is absent (a new database).
-        let keys_file_absent = self.cache.keys.is_none()
-            && self.cache.keys_file.as_deref().is_some_and(|p| !p.exists());
-        let create_keys_file = if keys_file_absent && sections == Sections::MIGRATE {
-            self.cache.keys_file.take()
-        } else {
-            None
-        };
+    fn validate(self, sections: Sections) -> Result<Settings, SettingsError> {
         let secret_files = [
             ("cache.keys_file", &self.cache.keys_file),
             ("cache.url_file", &self.cache.url_file),
@@ -890,52 +541,7 @@ impl RawSettings {
         }
         let busy_timeout = parse_duration("database.busy_timeout", &self.database.busy_timeout)?;
 
-        let sliding_expiration =
-            parse_duration("cache.sliding_expiration", &self.cache.sliding_expiration)?;
-        if sliding_expiration < Duration::from_secs(24 * 3600) {
-            return Err(invalid(
-                "cache.sliding_expiration",
-                "must be at least 1d: a shorter expiry drops users' refresh tokens \
-                 (they live for 90 days)",
-            ));
-        }
-        let keys = secret_from("cache.keys", self.cache.keys, self.cache.keys_file)
-            .map_err(|e| match e {
-                SettingsError::Invalid { key, message } if keys_file_absent => {
-                    SettingsError::Invalid {
-                        key,
-                        message: format!(
-                            "{message}; `tokenbridge migrate` creates it with a new key for a new \
-                         database"
-                        ),
-                    }
-                }
-                e => e,
-            })?
-            .map(|secret| SealKeys::parse(&secret))
-            .transpose()
-            .map_err(|e| invalid("cache.keys", e.to_string()))?;
-        let redis = match secret_from("cache.url", self.cache.url, self.cache.url_file)? {
-            None => None,
-            Some(url) => Some(RedisSettings {
-                url: RedisUrl::parse(url.expose())
-                    .map_err(|e| invalid("cache.url", e.to_string()))?,
-                key_prefix: check_key_prefix(self.cache.key_prefix)?,
-            }),
-        };
-        if self.cache.memory_entries > 10_000_000 {
-            return Err(invalid(
-                "cache.memory_entries",
-                "expected a number of documents from 0 (off) to 10000000",
-            ));
-        }
-        if !(1..=10_000).contains(&self.cache.sweep_batch) {
-            return Err(invalid(
-                "cache.sweep_batch",
-                "expected a number from 1 to 10000",
-            ));
-        }
-        check_log_level(&self.log.level)?;
+        let cache = self.cache.validate(sections)?;
         Ok(Settings {
             database: DatabaseSettings {
                 url,
@@ -943,19 +549,8 @@ impl RawSettings {
                 connect_timeout,
                 busy_timeout,
             },
-            cache: CacheSettings {
-                redis,
-                sliding_expiration,
-                keys,
-                create_keys_file,
-                read_plaintext: self.cache.read_plaintext,
-                sweep_batch: self.cache.sweep_batch,
-                memory_entries: self.cache.memory_entries,
-            },
-            log: LogSettings {
-                level: self.log.level,
-                format: self.log.format,
-            },
+            cache,
+            log: self.log.validate()?,
             identity: self.identity.validate()?,
             api: self.api.validate()?,
             web: self.web.validate()?,
@@ -965,24 +560,6 @@ impl RawSettings {
             missing_file: None,
         }
         .with_app_registered())
-    }
-}
-
-impl Settings {
-    /// The development provider's first client (the app as `serve` runs it) accepts the
-    /// redirect URIs of `web.public_url`, so moving the app to another port takes one setting.
-    fn with_app_registered(mut self) -> Self {
-        let (signed_in, signed_out) =
-            (self.web.redirect_uri(), self.web.post_logout_redirect_uri());
-        if let Some(client) = self.dev_idp.clients.first_mut() {
-            if !client.redirect_uris.contains(&signed_in) {
-                client.redirect_uris.push(signed_in);
-            }
-            if !client.post_logout_redirect_uris.contains(&signed_out) {
-                client.post_logout_redirect_uris.push(signed_out);
-            }
-        }
-        self
     }
 }
 

@@ -19,7 +19,7 @@ fn text(bytes: &[u8]) -> String {
 
 /// `serve`'s environment: a client at a provider that does not answer (loopback port 9), a free
 /// port, and `more`.
-fn serve_env<'a>(more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
+pub(crate) fn serve_env<'a>(more: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
     let client = [
         ("TOKENBRIDGE_IDENTITY__INSTANCE", "http://127.0.0.1:9"),
         (

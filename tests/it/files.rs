@@ -40,26 +40,15 @@ fn the_database_and_its_journal_files_are_owner_only_under_a_permissive_umask() 
     // A running serve writes (the cache key's check value): SQLite's -wal and -shm files
     // appear beside the database, with its mode.
     let key = format!("k1={}", crate::fixtures::KEY);
-    let mut serve = permissive(
-        dir.path(),
-        &["serve"],
-        &[
-            ("TOKENBRIDGE_IDENTITY__INSTANCE", "http://127.0.0.1:9"),
-            (
-                "TOKENBRIDGE_IDENTITY__TENANT_ID",
-                "5c8f6d1e-7a4b-4c1a-9f3e-2b6d8e0a4f11",
-            ),
-            ("TOKENBRIDGE_IDENTITY__CLIENT_ID", "app"),
-            ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "s3cret"),
-            ("TOKENBRIDGE_WEB__LISTEN", "127.0.0.1:0"),
-            ("TOKENBRIDGE_WEB__METRICS_LISTEN", "off"),
-            ("TOKENBRIDGE_CACHE__KEYS", &key),
-        ],
-    )
-    .stdout(Stdio::null())
-    .stderr(Stdio::null())
-    .spawn()
-    .unwrap();
+    let env = crate::cli::serve_env(&[
+        ("TOKENBRIDGE_WEB__METRICS_LISTEN", "off"),
+        ("TOKENBRIDGE_CACHE__KEYS", &key),
+    ]);
+    let mut serve = permissive(dir.path(), &["serve"], &env)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let (wal, shm) = (
         dir.path().join("tokenbridge.db-wal"),
         dir.path().join("tokenbridge.db-shm"),
@@ -90,22 +79,13 @@ fn files_others_can_read_are_reported_at_start() {
     let db = dir.path().join("tokenbridge.db");
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o644)).unwrap();
     let keys_file = keys.display().to_string();
-    let out = permissive(
-        dir.path(),
-        &["worker", "--dry-run"],
-        &[
-            ("TOKENBRIDGE_IDENTITY__INSTANCE", "http://127.0.0.1:9"),
-            (
-                "TOKENBRIDGE_IDENTITY__TENANT_ID",
-                "5c8f6d1e-7a4b-4c1a-9f3e-2b6d8e0a4f11",
-            ),
-            ("TOKENBRIDGE_IDENTITY__CLIENT_ID", "app"),
-            ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "s3cret"),
-            ("TOKENBRIDGE_CACHE__KEYS_FILE", &keys_file),
-        ],
-    )
-    .output()
-    .unwrap();
+    let worker = || {
+        let env = crate::cli::serve_env(&[("TOKENBRIDGE_CACHE__KEYS_FILE", &keys_file)]);
+        permissive(dir.path(), &["worker", "--dry-run"], &env)
+            .output()
+            .unwrap()
+    };
+    let out = worker();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     for (file, key) in [
@@ -123,22 +103,7 @@ fn files_others_can_read_are_reported_at_start() {
     // Owner-only files are not reported.
     std::fs::set_permissions(&keys, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::set_permissions(&db, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let out = permissive(
-        dir.path(),
-        &["worker", "--dry-run"],
-        &[
-            ("TOKENBRIDGE_IDENTITY__INSTANCE", "http://127.0.0.1:9"),
-            (
-                "TOKENBRIDGE_IDENTITY__TENANT_ID",
-                "5c8f6d1e-7a4b-4c1a-9f3e-2b6d8e0a4f11",
-            ),
-            ("TOKENBRIDGE_IDENTITY__CLIENT_ID", "app"),
-            ("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "s3cret"),
-            ("TOKENBRIDGE_CACHE__KEYS_FILE", &keys_file),
-        ],
-    )
-    .output()
-    .unwrap();
+    let out = worker();
     assert!(!String::from_utf8_lossy(&out.stderr).contains("can be read by other users"));
 }
 

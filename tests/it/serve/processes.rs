@@ -59,18 +59,8 @@ async fn two_serve_processes_refresh_a_user_once(backend: Backend) {
     let mut servers: Vec<Serve> = bases
         .iter()
         .map(|base| {
-            let child = super::serve_process(&db, &idp, base, config.path())
-                .envs([
-                    (
-                        "TOKENBRIDGE_WEB__SESSION_KEY",
-                        "a-shared-session-key-for-both-replicas-0123456789abcdefghijklmnop".into(),
-                    ),
-                    (
-                        "TOKENBRIDGE_CACHE__KEYS",
-                        format!("k1={}", crate::fixtures::KEY),
-                    ),
-                    ("TOKENBRIDGE_LOG__LEVEL", "warn".into()),
-                ])
+            let child = replica(&db, &idp, base, config.path())
+                .env("TOKENBRIDGE_LOG__LEVEL", "warn")
                 .stdout(Stdio::null())
                 .stderr(Stdio::inherit())
                 .spawn()
@@ -84,43 +74,10 @@ async fn two_serve_processes_refresh_a_user_once(backend: Backend) {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let started = Instant::now();
-    for (base, server) in bases.iter().zip(&mut servers) {
-        while browser
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .map_or(true, |r| !r.status().is_success())
-        {
-            assert!(
-                started.elapsed() < Duration::from_secs(30),
-                "{base} never started"
-            );
-            if let Some(status) = server.0.try_wait().unwrap() {
-                panic!("serve on {base} exited with {status}");
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
+    until_healthy(&browser, &bases, &mut servers).await;
 
     // Sign in through the first replica.
-    let start = browser
-        .get(format!("{}/signin", bases[0]))
-        .send()
-        .await
-        .unwrap();
-    let provider_url = Url::parse(&super::location(&start)).unwrap();
-    let mut form: Vec<(String, String)> = provider_url.query_pairs().into_owned().collect();
-    form.push(("username".into(), "ada".into()));
-    let action = format!(
-        "{}://{}{}",
-        provider_url.scheme(),
-        provider_url.authority(),
-        provider_url.path()
-    );
-    let back = browser.post(action).form(&form).send().await.unwrap();
-    let callback = browser.get(super::location(&back)).send().await.unwrap();
-    assert_eq!(callback.status(), 303);
+    sign_in_through(&browser, &bases[0], "ada").await;
     let signed_in = Instant::now();
     for base in &bases {
         let page = browser.get(format!("{base}/")).send().await.unwrap();
@@ -167,22 +124,12 @@ async fn a_huge_api_answer_does_not_grow_the_server() {
     })
     .await;
     let config = tempfile::NamedTempFile::new().unwrap();
-    let servers: Vec<Serve> = bases
+    let mut servers: Vec<Serve> = bases
         .iter()
         .enumerate()
         .map(|(n, base)| {
-            let mut command = super::serve_process(&db, &idp, base, config.path());
-            command.envs([
-                (
-                    "TOKENBRIDGE_WEB__SESSION_KEY",
-                    "a-shared-session-key-for-both-replicas-0123456789abcdefghijklmnop".into(),
-                ),
-                (
-                    "TOKENBRIDGE_CACHE__KEYS",
-                    format!("k1={}", crate::fixtures::KEY),
-                ),
-                ("TOKENBRIDGE_LOG__LEVEL", "error".into()),
-            ]);
+            let mut command = replica(&db, &idp, base, config.path());
+            command.env("TOKENBRIDGE_LOG__LEVEL", "error");
             if n == 1 {
                 command.env("TOKENBRIDGE_API__BASE_URL", &huge.base);
             }
@@ -200,35 +147,8 @@ async fn a_huge_api_answer_does_not_grow_the_server() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let started = Instant::now();
-    for base in &bases {
-        while browser
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .map_or(true, |r| !r.status().is_success())
-        {
-            assert!(started.elapsed() < Duration::from_secs(30), "{base}");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-    let start = browser
-        .get(format!("{}/signin", bases[0]))
-        .send()
-        .await
-        .unwrap();
-    let provider_url = Url::parse(&super::location(&start)).unwrap();
-    let mut form: Vec<(String, String)> = provider_url.query_pairs().into_owned().collect();
-    form.push(("username".into(), "ada".into()));
-    let action = format!(
-        "{}://{}{}",
-        provider_url.scheme(),
-        provider_url.authority(),
-        provider_url.path()
-    );
-    let back = browser.post(action).form(&form).send().await.unwrap();
-    let callback = browser.get(super::location(&back)).send().await.unwrap();
-    assert_eq!(callback.status(), 303);
+    until_healthy(&browser, &bases, &mut servers).await;
+    sign_in_through(&browser, &bases[0], "ada").await;
     for (base, expected) in bases.iter().zip([200, 503]) {
         for _ in 0..4 {
             let page = browser.get(format!("{base}/")).send().await.unwrap();
@@ -246,4 +166,65 @@ async fn a_huge_api_answer_does_not_grow_the_server() {
         peaks[0]
     );
     assert!(huge.body_bytes_sent() < 200 << 20);
+}
+
+/// A `serve` replica on `base`: the shared session key and cache key, as replicas behind a load
+/// balancer have.
+fn replica(
+    db: &support::TestDb,
+    idp: &crate::dev_idp::TestIdp,
+    base: &str,
+    config: &std::path::Path,
+) -> std::process::Command {
+    let mut command = super::serve_process(db, idp, base, config);
+    command.envs([
+        (
+            "TOKENBRIDGE_WEB__SESSION_KEY",
+            "a-shared-session-key-for-both-replicas-0123456789abcdefghijklmnop".to_owned(),
+        ),
+        (
+            "TOKENBRIDGE_CACHE__KEYS",
+            format!("k1={}", crate::fixtures::KEY),
+        ),
+    ]);
+    command
+}
+
+/// Until every replica answers `/healthz` (a replica that exits fails the test).
+async fn until_healthy(browser: &reqwest::Client, bases: &[String], servers: &mut [Serve]) {
+    let started = Instant::now();
+    for (base, server) in bases.iter().zip(servers) {
+        while browser
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .map_or(true, |r| !r.status().is_success())
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{base} never started"
+            );
+            if let Some(status) = server.0.try_wait().unwrap() {
+                panic!("serve on {base} exited with {status}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Signs `user` in through the replica at `base`, in `browser`.
+async fn sign_in_through(browser: &reqwest::Client, base: &str, user: &str) {
+    let start = browser.get(format!("{base}/signin")).send().await.unwrap();
+    let provider_url = Url::parse(&super::location(&start)).unwrap();
+    let mut form: Vec<(String, String)> = provider_url.query_pairs().into_owned().collect();
+    form.push(("username".into(), user.into()));
+    let action = format!(
+        "{}://{}{}",
+        provider_url.scheme(),
+        provider_url.authority(),
+        provider_url.path()
+    );
+    let back = browser.post(action).form(&form).send().await.unwrap();
+    let callback = browser.get(super::location(&back)).send().await.unwrap();
+    assert_eq!(callback.status(), 303);
 }

@@ -307,15 +307,7 @@ async fn a_worker_s_threads_do_not_grow_with_its_concurrency() {
 
 #[tokio::test]
 async fn sigterm_finishes_the_accounts_in_flight_and_gives_back_the_rest() {
-    let app = spawn_app_with(
-        "worker::sigterm",
-        Backend::Sqlite,
-        |s| s.api_latency = Duration::from_millis(500),
-        |_| {},
-    )
-    .await
-    .unwrap();
-    let accounts = seed(&app, 20).await;
+    let (app, accounts) = slow_api_with_twenty_accounts("worker::sigterm").await;
     let config = tempfile::NamedTempFile::new().unwrap();
     let child = worker(
         &app,
@@ -327,14 +319,7 @@ async fn sigterm_finishes_the_accounts_in_flight_and_gives_back_the_rest() {
     .spawn()
     .unwrap();
     // Two accounts take about half a second; stop it a little after the first ones started.
-    let started = Instant::now();
-    while app.idp.counters().await["api_calls"].as_u64().unwrap() < 1 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the pass never started"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_the_first_api_call(&app).await;
     let pid = child.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])
@@ -486,15 +471,7 @@ async fn a_worker_running_every_interval_serves_metrics() {
 /// from other workers until they expire (`worker.claim_for`), and the next pass says so.
 #[tokio::test]
 async fn claims_of_a_killed_worker_are_counted_and_left_alone_until_they_expire() {
-    let app = spawn_app_with(
-        "worker::killed",
-        Backend::Sqlite,
-        |s| s.api_latency = Duration::from_millis(500),
-        |_| {},
-    )
-    .await
-    .unwrap();
-    let accounts = seed(&app, 20).await;
+    let (app, accounts) = slow_api_with_twenty_accounts("worker::killed").await;
     let config = tempfile::NamedTempFile::new().unwrap();
     let mut killed = worker(
         &app,
@@ -506,14 +483,7 @@ async fn claims_of_a_killed_worker_are_counted_and_left_alone_until_they_expire(
     .stderr(Stdio::null())
     .spawn()
     .unwrap();
-    let started = Instant::now();
-    while app.idp.counters().await["api_calls"].as_u64().unwrap() < 1 {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "the pass never started"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_the_first_api_call(&app).await;
     killed.kill().unwrap();
     killed.wait().unwrap();
     let held: HashSet<String> = accounts
@@ -575,8 +545,8 @@ async fn a_slow_answer_never_makes_a_token_look_valid_longer() {
     .await
     .unwrap();
     app.sign_in_elsewhere("ada").await;
-    // Past half its life: the worker refreshes.
-    tokio::time::sleep(Duration::from_millis(2100)).await;
+    // Expired by the real clock the worker reads: it must refresh.
+    tokio::time::sleep(Duration::from_millis(4200)).await;
     let late = serde_json::json!({ "kind": "late_answer", "delay_ms": 1500 });
     app.idp
         .admin(reqwest::Method::POST, "faults", Some(late))
@@ -590,7 +560,12 @@ async fn a_slow_answer_never_makes_a_token_look_valid_longer() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(app.idp.counters().await["refreshes"], 1);
+    assert_eq!(
+        app.idp.counters().await["refreshes"],
+        1,
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let id = activities::find_by_upn(&mut app.db.conn(), "ada@tokenbridge.dev").unwrap()[0]
         .account_cache_key
         .clone();
@@ -620,4 +595,30 @@ async fn a_slow_answer_never_makes_a_token_look_valid_longer() {
     .unwrap();
     let exp = claims["exp"].as_i64().unwrap();
     assert!(kept <= exp, "kept until {kept}, the token says {exp}");
+}
+
+/// An app whose API takes half a second, and twenty due accounts.
+async fn slow_api_with_twenty_accounts(test: &str) -> (TestApp, Vec<String>) {
+    let app = spawn_app_with(
+        test,
+        Backend::Sqlite,
+        |s| s.api_latency = Duration::from_millis(500),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let accounts = seed(&app, 20).await;
+    (app, accounts)
+}
+
+/// Until the provider's API has seen its first call (a pass has started).
+async fn until_the_first_api_call(app: &TestApp) {
+    let started = Instant::now();
+    while app.idp.counters().await["api_calls"].as_u64().unwrap() < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the pass never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
