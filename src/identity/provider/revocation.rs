@@ -1,0 +1,96 @@
+//! Ending a user's tokens at the provider: RFC 7009 revocation and the RP-initiated logout
+//! (end-session) URL.
+
+use super::*;
+
+impl OidcProvider {
+    /// RFC 7009: asks the provider to revoke a refresh token. `Ok(false)` when the provider
+    /// has no revocation endpoint (Entra ID has none). The request is made here rather than by
+    /// the OAuth library, which refuses any endpoint but https, loopback included.
+    pub async fn revoke_refresh_token(&self, refresh_token: &Secret) -> Result<bool, AcquireError> {
+        let loaded = self.metadata().await?;
+        let Some(url) = loaded.revocation.clone() else {
+            return Ok(false);
+        };
+        let (body, authorization) = self.revocation_body(refresh_token);
+        let mut request = openidconnect::http::Request::builder()
+            .method(openidconnect::http::Method::POST)
+            .uri(url.as_str())
+            .header(
+                openidconnect::http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .header(openidconnect::http::header::ACCEPT, "application/json");
+        if let Some(authorization) = authorization {
+            request = request.header(openidconnect::http::header::AUTHORIZATION, authorization);
+        }
+        let request = request.body(body).map_err(config)?;
+        let response = self
+            .http
+            .send(request)
+            .await
+            .map_err(|e| AcquireError::Transient {
+                reason: format!("the provider did not revoke the refresh token: {e}"),
+                retry_after: e.retry_after(),
+            })?;
+        if response.status().is_success() {
+            return Ok(true);
+        }
+        #[derive(Deserialize)]
+        struct ErrorBody {
+            error: Option<String>,
+        }
+        let code = serde_json::from_slice::<ErrorBody>(response.body())
+            .ok()
+            .and_then(|b| b.error)
+            .unwrap_or_default();
+        Err(config(format!(
+            "the provider refused to revoke the refresh token: HTTP {} {}",
+            response.status().as_u16(),
+            code.chars()
+                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .take(40)
+                .collect::<String>()
+        )))
+    }
+
+    /// An RFC 7009 request's form body, and its `Authorization` header for client_secret_basic
+    /// (each part form-encoded before Basic encoding, RFC 6749 section 2.3.1).
+    fn revocation_body(&self, refresh_token: &Secret) -> (Vec<u8>, Option<String>) {
+        use base64::Engine as _;
+        let encode =
+            |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        let mut form = url::form_urlencoded::Serializer::new(String::new());
+        form.append_pair("token", refresh_token.expose())
+            .append_pair("token_type_hint", "refresh_token");
+        let authorization = match self.auth {
+            ClientAuth::ClientSecretBasic => {
+                let pair = format!(
+                    "{}:{}",
+                    encode(self.client_id.as_str()),
+                    encode(self.secret.expose())
+                );
+                Some(format!(
+                    "Basic {}",
+                    base64::engine::general_purpose::STANDARD.encode(pair)
+                ))
+            }
+            ClientAuth::ClientSecretPost => {
+                form.append_pair("client_id", self.client_id.as_str())
+                    .append_pair("client_secret", self.secret.expose());
+                None
+            }
+        };
+        (form.finish().into_bytes(), authorization)
+    }
+
+    /// The provider's end-session URL with our post-logout redirect, if it has one.
+    pub async fn end_session_url(&self, post_logout_redirect_uri: &str) -> Option<Url> {
+        let loaded = self.metadata().await.ok()?;
+        let mut url = loaded.end_session.clone()?;
+        url.query_pairs_mut()
+            .append_pair("post_logout_redirect_uri", post_logout_redirect_uri)
+            .append_pair("client_id", self.client_id.as_str());
+        Some(url)
+    }
+}
