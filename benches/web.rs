@@ -264,7 +264,11 @@ fn main() {
          redirect_uris = [{}]\n",
         redirects.join(", ")
     ));
+    // An empty settings file, as serve gets: the checkout's settings.toml is not the bench's.
+    let no_settings = tempfile::NamedTempFile::new().unwrap();
     let migrated = Command::new(env!("CARGO_BIN_EXE_tokenbridge"))
+        .arg("--config")
+        .arg(no_settings.path())
         .arg("migrate")
         .env_clear()
         .env("TOKENBRIDGE_DATABASE__URL", &database)

@@ -60,6 +60,18 @@ pub fn run(settings: &Settings, args: &MigrateArgs, out: &mut dyn Write) -> anyh
     let created;
     let settings = match &settings.cache.create_keys_file {
         None => settings,
+        // Only the embedded default makes its own key: a database server is a deployment,
+        // whose keys come from its operator (a key made up here would become the reference
+        // for `k1` and refuse the real one).
+        Some(path) if url.backend() != crate::db::Backend::Sqlite => {
+            writeln!(
+                out,
+                "cache keys: cache.keys_file {} does not exist; not created for a database \
+                 server: give serve and worker the keys (TOKENBRIDGE_CACHE__KEYS or the file)",
+                path.display()
+            )?;
+            settings
+        }
         Some(path) => {
             created = with_new_keys_file(settings, path, &mut conn, out)?;
             &created

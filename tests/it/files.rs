@@ -180,3 +180,40 @@ fn migrate_creates_the_named_key_file_for_a_new_database_only() {
     assert!(stderr.contains("already holds token caches"), "{stderr}");
     assert!(!keys.exists());
 }
+
+/// The quick start's key file is made for its own SQLite database only: `migrate` run against a
+/// database server with the same settings makes up no key (one would become the reference for
+/// `k1` and refuse the operator's real key); it says so and goes on.
+#[test]
+fn migrate_makes_no_key_for_a_database_server() {
+    let test = "files::no_key_for_a_server";
+    let Some(db) = crate::support::fresh(tokenbridge::db::Backend::Postgres) else {
+        crate::support::skipped(test, tokenbridge::db::Backend::Postgres);
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("settings.toml"),
+        "[cache]\nkeys_file = \"tokenbridge.cache-keys\"\n",
+    )
+    .unwrap();
+    let url = db.settings.url.full_url();
+    let out = permissive(
+        dir.path(),
+        &["migrate"],
+        &[("TOKENBRIDGE_DATABASE__URL", url.as_str())],
+    )
+    .output()
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("not created for a database server"),
+        "{stdout}"
+    );
+    assert!(!dir.path().join("tokenbridge.cache-keys").exists());
+}
