@@ -54,7 +54,7 @@ pub async fn middleware(
     let method_label = crate::metrics::method_label(req.method().as_str());
     let path = crate::text::bounded(req.path(), crate::text::LOG_FIELD);
     let span =
-        tracing::info_span!("request", request_id = %id, method = method_label, path = %path);
+        tracing::info_span!("request", request_id = %id, method = %method_label, path = %path);
     let started = Instant::now();
     let method = req.method().clone();
     // The route's pattern, never the raw path: one series per route, not per URL.

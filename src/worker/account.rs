@@ -239,7 +239,7 @@ impl Worker {
                 Err(Failure::Interaction(reason)) => {
                     // One line per account that must sign in again, with the provider's words:
                     // how an operator tells a revocation from reuse detection.
-                    tracing::warn!(account = %key, user = ?activity.user_principal_name, %reason, "interaction required: the user must sign in to the web app again");
+                    tracing::warn!(account = %key, user = activity.user_principal_name.as_deref().unwrap_or(""), %reason, "interaction required: the user must sign in to the web app again");
                     report.outcome = Kind::InteractionRequired;
                     report.reason = Some(reason.clone());
                     return Ok(Outcome::InteractionRequired { reason });
