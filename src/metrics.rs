@@ -18,7 +18,7 @@ use std::time::Duration;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: String,
-    method: String,
+    method: &'static str,
     status: String,
 }
 
@@ -164,7 +164,7 @@ impl Metrics {
         self.requests
             .get_or_create(&RequestLabels {
                 route: route.to_owned(),
-                method: method_label(method).to_owned(),
+                method: method_label(method),
                 status: status.to_string(),
             })
             .inc();

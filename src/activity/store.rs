@@ -332,12 +332,13 @@ pub fn held_by_others(
     owner: &str,
     now: OffsetDateTime,
 ) -> QueryResult<(i64, Option<OffsetDateTime>)> {
-    let held = aa::table
+    let (count, until): (i64, Option<PrimitiveDateTime>) = aa::table
         .filter(dsl::lease_until.gt(to_db(now)))
-        .filter(dsl::lease_owner.ne(owner));
-    let count = held.count().get_result(conn)?;
-    let until: Option<PrimitiveDateTime> = held
-        .select(diesel::dsl::max(dsl::lease_until))
+        .filter(dsl::lease_owner.ne(owner))
+        .select((
+            diesel::dsl::count_star(),
+            diesel::dsl::max(dsl::lease_until),
+        ))
         .get_result(conn)?;
     Ok((count, until.map(from_db)))
 }

@@ -8,7 +8,7 @@
 
 use super::document::CacheDocument;
 use super::redis::RedisCacheStore;
-use super::seal::{SealError, Sealer};
+use super::seal::Sealer;
 use super::store::{CacheStoreError, LeaseAttempt, LoadedCache, Saved, TokenCacheStore};
 use crate::db::{Database, DbConnection, DbError};
 use diesel::Connection;
@@ -111,10 +111,9 @@ impl CacheBackend {
 
     /// Keys not compared yet (the store did not answer at start) are compared before a row is
     /// read or written; a store that fails here fails the operation that follows anyway. A key
-    /// known to differ stays refused (`/readyz` compares again).
+    /// known to differ stays refused until compared again (`/readyz` does).
     async fn keys_ready(&self, now: OffsetDateTime) {
-        let sealer = self.sealer();
-        if matches!(sealer.key_problem(), Some(SealError::KeyUnchecked(_))) {
+        if self.sealer().keys_unchecked() {
             if let Err(e) = self.verify_keys(now).await {
                 tracing::debug!(error = %e, "cache keys not compared with the store");
             }

@@ -249,6 +249,13 @@ impl Sealer {
         Some(KeyState::from_u8(self.states[n].load(Ordering::Acquire)))
     }
 
+    /// Some key has not been compared with the store's check value yet.
+    pub fn keys_unchecked(&self) -> bool {
+        self.states
+            .iter()
+            .any(|s| s.load(Ordering::Acquire) == KeyState::Unchecked as u8)
+    }
+
     /// Every key matches the store's check value (true without keys).
     pub fn keys_checked(&self) -> bool {
         self.states

@@ -2,7 +2,7 @@
 
 use crate::cache::redis::RedisCacheStore;
 use crate::cache::seal::{new_key_entry, SealKeys, Sealer};
-use crate::cache::store::{CacheStoreError, TokenCacheStore};
+use crate::cache::store::TokenCacheStore;
 use crate::cli::MigrateArgs;
 use crate::db::schema::token_cache::dsl::token_cache;
 use crate::db::{migrate, DbConnection};
@@ -171,13 +171,12 @@ fn check_cache_keys(
         }
         Err(e) => Err(match e.key_problem() {
             Some(problem) => Failure::configuration(format!("cache.keys: {problem}")).into(),
-            None => Failure::infrastructure(cannot_check(&e)).into(),
+            None => Failure::infrastructure(format!(
+                "cannot compare the cache keys with the token cache store: {e}"
+            ))
+            .into(),
         }),
     }
-}
-
-fn cannot_check(e: &CacheStoreError) -> String {
-    format!("cannot compare the cache keys with the token cache store: {e}")
 }
 
 /// `--status` with migrations to apply: exit status 3.

@@ -28,7 +28,7 @@ pub struct WriteHealth(Arc<Mutex<Outcomes>>);
 /// What the real writes say, if anything.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recent {
-    /// The last real write failed, this long ago, for this reason.
+    /// The last real write failed (within [`FAILURE_COUNTS_FOR`]), for this reason.
     Failed(String),
     /// A real write succeeded lately and none failed since.
     Succeeded,

@@ -116,16 +116,17 @@ impl ProviderHttp {
             });
         }
         let headers = response.headers().clone();
-        // The endpoint without its query (a code or token is never in one, but no need to log it).
-        let url = format!(
-            "{}{}",
-            uri.authority().map_or("", |a| a.as_str()),
-            uri.path()
-        );
         let body = match read_capped(response, self.max_response_size).await {
             Ok(body) => body,
             Err(BodyError::Read(e)) => return Err(classify(e)),
             Err(BodyError::TooLarge { limit }) => {
+                // The endpoint without its query (no code or token is ever in one, but no
+                // need to log it either).
+                let url = format!(
+                    "{}{}",
+                    uri.authority().map_or("", |a| a.as_str()),
+                    uri.path()
+                );
                 crate::metrics::metrics().oversized_answer("provider");
                 tracing::warn!(%url, limit, "the provider's answer is larger than identity.max_response_size: refused");
                 return Err(HttpError::TooLarge { limit });

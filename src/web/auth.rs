@@ -208,7 +208,6 @@ fn short(code: &str) -> String {
         .collect()
 }
 
-/// At most `max` characters of text from outside, for a log line.
 #[derive(Deserialize)]
 pub struct SignOutForm {
     csrf: Option<String>,

@@ -1,14 +1,15 @@
 //! `GET /healthz` (the process answers) and `GET /readyz`: the database answers and takes
 //! writes that commit (the last real write's outcome, else a committed heartbeat: see
-//! `db::health`), Redis answers when the token caches are there, the provider's metadata is loaded and
-//! it does not refuse this client's configuration, and this process's cache keys are the ones
-//! the store's check values name and open the stored token caches. Each probe is bounded by [`PROBE_TIMEOUT`], so `/readyz` answers within
-//! seconds during an outage, and the storage probes' answer is kept for [`CACHE_FOR`], so
-//! probes cannot overload them.
+//! `db::health`), Redis answers and takes writes when the token caches are there, the
+//! provider's metadata is loaded and it does not refuse this client's configuration, and this
+//! process's cache keys are the ones the store's check values name and open the stored token
+//! caches. Each probe is bounded by [`PROBE_TIMEOUT`], so `/readyz` answers within seconds
+//! during an outage, and the storage probes' answer is kept for [`CACHE_FOR`], so probes
+//! cannot overload them.
 
 use super::AppState;
 use crate::cache::backend::CacheBackend;
-use crate::db::health::{self, Recent};
+use crate::db::health::{self, Recent, WriteHealth};
 use crate::sync::lock;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
@@ -140,49 +141,43 @@ async fn database(state: &AppState) -> &'static str {
     if !matches!(tokio::time::timeout(PROBE_TIMEOUT, read).await, Ok(Ok(()))) {
         return "unavailable";
     }
-    let writes = state.db.writes();
+    let now = crate::clock::to_db(state.clock.now());
+    let beat = state.db.run(move |conn| health::heartbeat(conn, now));
+    takes_writes("the database", state.db.writes(), beat).await
+}
+
+/// Whether a store takes writes that commit: a real write that failed lately says no; one that
+/// succeeded lately says yes; else the committed heartbeat `beat` is asked (and its success,
+/// not a real write's, is not remembered: the next probe beats again).
+async fn takes_writes<E: std::fmt::Display>(
+    store: &str,
+    writes: &WriteHealth,
+    beat: impl std::future::Future<Output = Result<(), E>>,
+) -> &'static str {
     match writes.recent() {
         Recent::Failed(reason) => {
-            tracing::error!(%reason, "not ready: the database refused a write lately");
+            tracing::error!(%reason, "not ready: {store} refused a write lately");
             return "not_writable";
         }
         Recent::Succeeded => return "ok",
         Recent::Unknown => {}
     }
-    let now = crate::clock::to_db(state.clock.now());
-    let beat = state.db.run(move |conn| health::heartbeat(conn, now));
-    // A heartbeat's success is not a real write's: the next probe beats again.
     match tokio::time::timeout(PROBE_TIMEOUT, beat).await {
         Ok(Ok(())) => "ok",
         Ok(Err(e)) => {
-            tracing::error!(error = %e, "not ready: the database refuses writes");
+            tracing::error!(error = %e, "not ready: {store} refuses writes");
             "not_writable"
         }
         Err(_) => "unavailable",
     }
 }
 
-/// Whether Redis takes writes: the last real write's outcome, else a committed heartbeat.
+/// Whether Redis takes writes (see [`takes_writes`]).
 async fn redis_writes(caches: &CacheBackend) -> &'static str {
     let CacheBackend::Redis { store, .. } = caches else {
         return "ok";
     };
-    match store.writes().recent() {
-        Recent::Failed(reason) => {
-            tracing::error!(%reason, "not ready: Redis refused a write lately");
-            return "not_writable";
-        }
-        Recent::Succeeded => return "ok",
-        Recent::Unknown => {}
-    }
-    match tokio::time::timeout(PROBE_TIMEOUT, store.heartbeat()).await {
-        Ok(Ok(())) => "ok",
-        Ok(Err(e)) => {
-            tracing::error!(error = %e, "not ready: Redis refuses writes");
-            "not_writable"
-        }
-        Err(_) => "unavailable",
-    }
+    takes_writes("Redis", store.writes(), store.heartbeat()).await
 }
 
 /// `None` when the token caches are in the database.

@@ -14,6 +14,7 @@ store_tests!(
     the_first_user_of_a_key_writes_its_check_value_and_another_value_is_refused,
     a_wrong_key_cannot_become_the_reference_for_rows_sealed_before_check_values,
     a_new_first_key_is_checked_then_seals_and_the_old_one_still_opens,
+    two_processes_with_different_values_for_a_new_key_at_once_one_wins,
 );
 
 fn store_with(rig: &Rig, spec: &str) -> CacheBackend {
@@ -104,4 +105,20 @@ async fn a_new_first_key_is_checked_then_seals_and_the_old_one_still_opens(rig: 
             .await,
         "k2",
     );
+}
+
+/// Two processes given different values for a new key id compare them with the store at the
+/// same moment (independent stores, each on its own connection): exactly one value becomes
+/// the reference, and the other process is refused, never both accepted.
+async fn two_processes_with_different_values_for_a_new_key_at_once_one_wins(rig: Rig) {
+    for n in 0..10 {
+        let id = format!("race{n}");
+        let one = store_with(&rig, &format!("{id}={KEY}"));
+        let other = store_with(&rig, &format!("{id}={OTHER_KEY}"));
+        let (a, b) =
+            futures_util::future::join(one.verify_keys(now()), other.verify_keys(now())).await;
+        assert!(a.is_ok() != b.is_ok(), "round {n}: {a:?} {b:?}");
+        let refused = if a.is_ok() { b } else { a };
+        names_the_key(refused, &id);
+    }
 }

@@ -8,6 +8,7 @@ use crate::serve::e2e_tests;
 use std::time::Duration as StdDuration;
 use time::Duration;
 use tokenbridge::db::Backend;
+use tokenbridge::identity::acquire::{AcquirerOptions, TokenAcquirer};
 use tokenbridge::identity::AcquireError;
 use tokenbridge::settings::Rotation;
 
@@ -31,12 +32,26 @@ async fn late_answer(rig: &Rig, delay_ms: u64) {
         .await;
 }
 
+/// ada signed in under strict rotation, her access token expired, and the provider's answer to
+/// her next refresh held back `delay_ms`: the rig, her acquirer (options changed by `tune`), her
+/// account id and refresh token.
+async fn due_refresh(
+    test: &str,
+    backend: Backend,
+    delay_ms: u64,
+    tune: impl FnOnce(&mut AcquirerOptions),
+) -> Option<(Rig, TokenAcquirer, String, String)> {
+    let rig = strict_rig(test, backend).await?;
+    let acquirer = rig.acquirer_tuned(&rig.clock, |_| {}, tune);
+    let id = rig.sign_in(&acquirer, "ada").await;
+    let old = rig.refresh_token(&id);
+    rig.clock.advance(Duration::hours(2));
+    late_answer(&rig, delay_ms).await;
+    Some((rig, acquirer, id, old))
+}
+
 /// The user's next refresh works: the token saved is the one the provider rotated to.
-async fn next_refresh_works(
-    rig: &Rig,
-    acquirer: &tokenbridge::identity::acquire::TokenAcquirer,
-    id: &str,
-) {
+async fn next_refresh_works(rig: &Rig, acquirer: &TokenAcquirer, id: &str) {
     let before = rig.counter("refreshes").await;
     rig.clock.advance(Duration::hours(2));
     let token = acquire(acquirer, id).await;
@@ -46,14 +61,11 @@ async fn next_refresh_works(
 }
 
 async fn a_write_by_someone_else_during_a_refresh_is_merged_not_redeemed_again(backend: Backend) {
-    let Some(rig) = strict_rig("acquire::write_during_refresh", backend).await else {
+    let Some((rig, acquirer, id, old)) =
+        due_refresh("acquire::write_during_refresh", backend, 500, |_| {}).await
+    else {
         return;
     };
-    let acquirer = rig.acquirer(&rig.clock);
-    let id = rig.sign_in(&acquirer, "ada").await;
-    let old = rig.refresh_token(&id);
-    rig.clock.advance(Duration::hours(2));
-    late_answer(&rig, 500).await;
     let refresh = acquire(&acquirer, &id);
     let interloper = async {
         // While the provider's answer is on its way, another program rewrites the row (same
@@ -79,14 +91,11 @@ async fn a_write_by_someone_else_during_a_refresh_is_merged_not_redeemed_again(b
 /// The row someone wrote while our refresh was on its way holds a refresh token newer than the
 /// one the provider is sending us (the user signed in again elsewhere): the merge keeps theirs.
 async fn a_newer_refresh_token_in_the_row_survives_the_merge(backend: Backend) {
-    let Some(rig) = strict_rig("acquire::newer_in_row", backend).await else {
+    let Some((rig, acquirer, id, old)) =
+        due_refresh("acquire::newer_in_row", backend, 800, |_| {}).await
+    else {
         return;
     };
-    let acquirer = rig.acquirer(&rig.clock);
-    let id = rig.sign_in(&acquirer, "ada").await;
-    let old = rig.refresh_token(&id);
-    rig.clock.advance(Duration::hours(2));
-    late_answer(&rig, 800).await;
     let refresh = acquire(&acquirer, &id);
     let interloper = async {
         rig.until_refreshes(1).await;
@@ -108,14 +117,11 @@ async fn a_newer_refresh_token_in_the_row_survives_the_merge(backend: Backend) {
 }
 
 async fn a_failing_save_after_redemption_is_retried_and_loses_nothing(backend: Backend) {
-    let Some(rig) = strict_rig("acquire::failing_save", backend).await else {
+    let Some((rig, acquirer, id, old)) =
+        due_refresh("acquire::failing_save", backend, 800, |_| {}).await
+    else {
         return;
     };
-    let acquirer = rig.acquirer(&rig.clock);
-    let id = rig.sign_in(&acquirer, "ada").await;
-    let old = rig.refresh_token(&id);
-    rig.clock.advance(Duration::hours(2));
-    late_answer(&rig, 800).await;
     let refresh = acquire(&acquirer, &id);
     let locker = async {
         // Once the provider has rotated the token, the table is locked for longer than the
@@ -138,18 +144,12 @@ async fn a_failing_save_after_redemption_is_retried_and_loses_nothing(backend: B
 async fn a_save_failing_past_the_budget_keeps_the_tokens_in_memory_and_writes_them_later(
     backend: Backend,
 ) {
-    let Some(rig) = strict_rig("acquire::pending_write", backend).await else {
+    let tune = |o: &mut AcquirerOptions| o.save_budget = StdDuration::from_millis(300);
+    let Some((rig, acquirer, id, old)) =
+        due_refresh("acquire::pending_write", backend, 800, tune).await
+    else {
         return;
     };
-    let acquirer = rig.acquirer_tuned(
-        &rig.clock,
-        |_| {},
-        |o| o.save_budget = StdDuration::from_millis(300),
-    );
-    let id = rig.sign_in(&acquirer, "ada").await;
-    let old = rig.refresh_token(&id);
-    rig.clock.advance(Duration::hours(2));
-    late_answer(&rig, 800).await;
     let refresh = acquire(&acquirer, &id);
     let locker = async {
         rig.until_refreshes(1).await;

@@ -100,6 +100,25 @@ fn redis_server_installed() -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// The app with its token caches in the Redis on `port` under `prefix`, Redis commands and
+/// connections bounded by one second.
+async fn app_on_redis(test: &str, port: u16, prefix: &str) -> Option<super::TestApp> {
+    let url = RedisUrl::parse(&format!("redis://127.0.0.1:{port}/0")).unwrap();
+    spawn_app_with(
+        test,
+        Backend::Sqlite,
+        |_| {},
+        |s| {
+            s.cache.redis = Some(RedisSettings {
+                url,
+                key_prefix: prefix.into(),
+            });
+            s.database.connect_timeout = Duration::from_secs(1);
+        },
+    )
+    .await
+}
+
 #[tokio::test]
 async fn a_redis_outage_is_reported_loses_nothing_and_ends_without_a_restart() {
     let test = "serve::redis_outage";
@@ -110,22 +129,7 @@ async fn a_redis_outage_is_reported_loses_nothing_and_ends_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let redis = OwnRedis::start(port, dir.path());
-    let url = RedisUrl::parse(&format!("redis://127.0.0.1:{port}/0")).unwrap();
-    let Some(app) = spawn_app_with(
-        test,
-        Backend::Sqlite,
-        |_| {},
-        |s| {
-            s.cache.redis = Some(RedisSettings {
-                url: url.clone(),
-                key_prefix: "outage".into(),
-            });
-            // Redis commands and connections are bounded by this.
-            s.database.connect_timeout = Duration::from_secs(1);
-        },
-    )
-    .await
-    else {
+    let Some(app) = app_on_redis(test, port, "outage").await else {
         return;
     };
     app.sign_in("ada").await;
@@ -258,21 +262,7 @@ async fn a_redis_that_refuses_writes_is_not_ready() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let _redis = OwnRedis::start_with(port, dir.path(), &["--maxmemory-policy", "noeviction"]);
-    let url = RedisUrl::parse(&format!("redis://127.0.0.1:{port}/0")).unwrap();
-    let Some(app) = spawn_app_with(
-        test,
-        Backend::Sqlite,
-        |_| {},
-        |s| {
-            s.cache.redis = Some(RedisSettings {
-                url: url.clone(),
-                key_prefix: "full".into(),
-            });
-            s.database.connect_timeout = Duration::from_secs(1);
-        },
-    )
-    .await
-    else {
+    let Some(app) = app_on_redis(test, port, "full").await else {
         return;
     };
     assert_eq!(app.get("/readyz").await.status(), 200);
