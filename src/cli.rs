@@ -97,6 +97,9 @@ pub struct WorkerArgs {
     /// Run a pass every DURATION until SIGINT/SIGTERM, e.g. 1m (default: one pass).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub every: Option<Duration>,
+    /// Skip accounts a worker acted for less than DURATION ago, whatever --older-than says.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub min_interval: Option<Duration>,
     /// Accounts in flight at once.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: Option<u16>,

@@ -1,3 +1,4 @@
 //! Account activity: who signed in, when, and whether background work can act for them.
 
+pub mod passes;
 pub mod store;

@@ -211,7 +211,8 @@ pub fn similar(conn: &mut DbConnection, text: &str, limit: i64) -> QueryResult<V
 }
 
 /// Which accounts are due: idle since `cutoff` or longer, not acted for by a worker since
-/// `cutoff` either (so workers sharing a pass never do an account twice), not marked
+/// `cutoff` either, nor at or after `acted_before` (the earliest start of the passes running,
+/// see `activity::passes`: workers sharing a pass never do an account twice), not marked
 /// "interaction required" (unless `include_failed`), backoff elapsed at `now`. A signed-out
 /// account, and one marked at sign-in (no refresh token), is due until a worker has reported
 /// it once, so it shows in one report.
@@ -220,6 +221,19 @@ pub struct DueFilter {
     pub cutoff: OffsetDateTime,
     pub now: OffsetDateTime,
     pub include_failed: bool,
+    pub acted_before: OffsetDateTime,
+}
+
+impl DueFilter {
+    /// Idle since `cutoff`, not acted for since `cutoff` (`acted_before` is `now`).
+    pub fn idle_since(cutoff: OffsetDateTime, now: OffsetDateTime, include_failed: bool) -> Self {
+        Self {
+            cutoff,
+            now,
+            include_failed,
+            acted_before: now,
+        }
+    }
 }
 
 // A macro, not a function: the query type depends on the backend it is loaded on, and the
@@ -231,9 +245,9 @@ macro_rules! due_keys {
             .select(dsl::account_cache_key)
             .filter(dsl::last_activity.le(to_db($filter.cutoff)))
             .filter(
-                dsl::last_attempt_at
-                    .is_null()
-                    .or(dsl::last_attempt_at.le(to_db($filter.cutoff))),
+                dsl::last_attempt_at.is_null().or(dsl::last_attempt_at
+                    .le(to_db($filter.cutoff))
+                    .and(dsl::last_attempt_at.lt(to_db($filter.acted_before)))),
             )
             .filter(
                 dsl::failed_to_acquire_token

@@ -20,6 +20,9 @@ pub fn options(settings: &WorkerSettings, args: &WorkerArgs) -> WorkerSettings {
     if args.every.is_some() {
         options.every = args.every;
     }
+    if let Some(min_interval) = args.min_interval {
+        options.min_interval = min_interval;
+    }
     if let Some(concurrency) = args.concurrency {
         options.concurrency = usize::from(concurrency);
     }
@@ -142,6 +145,7 @@ mod tests {
         let args = WorkerArgs {
             older_than: Some(Duration::from_secs(300)),
             every: Some(Duration::from_secs(60)),
+            min_interval: Some(Duration::from_secs(3600)),
             concurrency: Some(32),
             limit: Some(5),
             user: Some("ada".into()),
@@ -152,6 +156,7 @@ mod tests {
         let merged = options(&settings, &args);
         assert_eq!(merged.older_than, Duration::from_secs(300));
         assert_eq!(merged.every, Some(Duration::from_secs(60)));
+        assert_eq!(merged.min_interval, Duration::from_secs(3600));
         assert_eq!(merged.concurrency, 32);
         assert_eq!(merged.limit, Some(5));
         assert_eq!(merged.user.as_deref(), Some("ada"));

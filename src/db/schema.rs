@@ -61,10 +61,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    worker_passes (pass_id) {
+        pass_id -> Varchar,
+        started_at -> Timestamp,
+        alive_until -> Timestamp,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     token_cache,
     account_activities,
     sign_ins,
     cache_key_checks,
-    readiness_heartbeat
+    readiness_heartbeat,
+    worker_passes
 );

@@ -38,6 +38,9 @@ pub struct WorkerSettings {
     /// How long a claim on an account lasts (what a worker that dies leaves behind); None:
     /// the longest an account may take (see `Worker::build`).
     pub claim_for: Option<Duration>,
+    /// An account a worker acted for less than this long ago is not due, whatever
+    /// `older_than` says: the least time between two jobs for one user.
+    pub min_interval: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -54,6 +57,7 @@ pub(super) struct RawWorker {
     format: ReportFormat,
     retries: u32,
     claim_for: String,
+    min_interval: String,
 }
 
 impl Default for RawWorker {
@@ -70,6 +74,7 @@ impl Default for RawWorker {
             format: ReportFormat::Text,
             retries: 3,
             claim_for: String::new(),
+            min_interval: "0s".into(),
         }
     }
 }
@@ -110,6 +115,7 @@ impl RawWorker {
         };
         Ok(WorkerSettings {
             claim_for,
+            min_interval: parse_duration("worker.min_interval", &self.min_interval)?,
             older_than: parse_duration("worker.older_than", &self.older_than)?,
             every,
             concurrency: self.concurrency,

@@ -54,6 +54,8 @@ pub struct Worker {
     /// at most one account's time.
     claim_for: Duration,
     last_sweep: Mutex<Option<Instant>>,
+    /// Passes begun, to name each one.
+    passes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Worker {
@@ -128,6 +130,7 @@ impl Worker {
             sweep_batch: settings.cache.sweep_batch,
             claim_for,
             last_sweep: Mutex::new(None),
+            passes: std::sync::atomic::AtomicU64::new(0),
         })
     }
 

@@ -6,12 +6,14 @@
 use super::account::{AccountReport, Kind};
 use super::report::{Reporter, Summary};
 use super::{PassError, Worker};
+use crate::activity::passes;
 use crate::activity::store::{self as activities, Activity, DueFilter};
 use crate::db::DbError;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use std::collections::{HashSet, VecDeque};
 use std::io::Write;
 use std::time::Instant;
+use time::OffsetDateTime;
 use tokio::sync::watch;
 
 impl Worker {
@@ -31,7 +33,10 @@ impl Worker {
             self.dry_run(reporter, &mut summary).await
         } else {
             self.log_claims_of_others().await?;
-            self.claimed(reporter, &mut summary, stop).await
+            let pass = self.begin().await?;
+            let outcome = self.claimed(reporter, &mut summary, stop, &pass).await;
+            self.end(&pass).await;
+            outcome
         };
         summary.duration = started.elapsed();
         outcome.map(|()| summary)
@@ -63,12 +68,43 @@ impl Worker {
         Ok(())
     }
 
-    fn due_filter(&self) -> DueFilter {
+    /// Registers this pass among the passes running (see `activity::passes`).
+    async fn begin(&self) -> Result<Pass, PassError> {
+        let n = self
+            .passes
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{}-{n}", self.owner);
         let now = self.clock.now();
+        let until = now + crate::clock::duration(self.claim_for);
+        let pass_id = id.clone();
+        let since = self
+            .db
+            .run(move |conn| passes::begin(conn, &pass_id, now, until).map_err(DbError::from))
+            .await
+            .map_err(database)?;
+        Ok(Pass { id, since })
+    }
+
+    async fn end(&self, pass: &Pass) {
+        let (id, now) = (pass.id.clone(), self.clock.now());
+        let ended = self
+            .db
+            .run(move |conn| passes::end(conn, &id, now).map_err(DbError::from))
+            .await;
+        if let Err(e) = ended {
+            tracing::warn!(error = %e, "could not end this pass's row; it expires on its own");
+        }
+    }
+
+    /// Due now: idle for `older_than`, and not acted for since `since` (the earliest pass
+    /// running when this one began) nor within `min_interval`.
+    fn due_filter(&self, now: OffsetDateTime, since: OffsetDateTime) -> DueFilter {
+        let ago = |d| now - crate::clock::duration(d);
         DueFilter {
-            cutoff: now - crate::clock::duration(self.options.older_than),
+            cutoff: ago(self.options.older_than),
             now,
             include_failed: self.options.include_failed,
+            acted_before: since.min(ago(self.options.min_interval)),
         }
     }
 
@@ -88,7 +124,15 @@ impl Worker {
                 Some(user) if after.is_none() => self.find_user(user).await?,
                 Some(_) => Vec::new(),
                 None => {
-                    let (filter, from) = (self.due_filter(), after.clone());
+                    let now = self.clock.now();
+                    // As a pass beginning now would see it.
+                    let since = self
+                        .db
+                        .run(move |conn| passes::earliest_running(conn, now).map_err(DbError::from))
+                        .await
+                        .map_err(database)?
+                        .unwrap_or(now);
+                    let (filter, from) = (self.due_filter(now, since), after.clone());
                     let size = self.page_size(summary.accounts);
                     self.db
                         .run(move |conn| {
@@ -123,7 +167,12 @@ impl Worker {
     }
 
     /// The next claimed accounts: a page of due ones after `after`, or the one `--user` names.
-    async fn claim(&self, after: Option<&str>, started: u64) -> Result<Vec<Activity>, PassError> {
+    async fn claim(
+        &self,
+        pass: &Pass,
+        after: Option<&str>,
+        started: u64,
+    ) -> Result<Vec<Activity>, PassError> {
         let now = self.clock.now();
         let (owner, until) = (
             self.owner.clone(),
@@ -148,12 +197,15 @@ impl Worker {
             return Ok(claimed);
         }
         let (filter, from, size) = (
-            self.due_filter(),
+            self.due_filter(now, pass.since),
             after.map(str::to_owned),
             self.page_size(started),
         );
+        let pass_id = pass.id.clone();
         self.db
             .run(move |conn| {
+                // Alive while it claims: a pass beginning now sees this one.
+                passes::renew(conn, &pass_id, until)?;
                 activities::claim_due(conn, filter, from.as_deref(), size, &owner, until)
                     .map_err(DbError::from)
             })
@@ -201,6 +253,7 @@ impl Worker {
         reporter: &mut Reporter<W>,
         summary: &mut Summary,
         stop: &mut watch::Receiver<bool>,
+        pass: &Pass,
     ) -> Result<(), PassError> {
         let mut queue: VecDeque<Activity> = VecDeque::new();
         let mut unfinished: HashSet<String> = HashSet::new();
@@ -220,7 +273,7 @@ impl Worker {
                     if exhausted {
                         break;
                     }
-                    match self.claim(after.as_deref(), started).await {
+                    match self.claim(pass, after.as_deref(), started).await {
                         Ok(page) if page.is_empty() => exhausted = true,
                         Ok(page) => {
                             after = page.last().map(|a| a.account_cache_key.clone());
@@ -291,6 +344,13 @@ impl Worker {
             tracing::warn!(error = %e, "could not release claimed accounts; their claims expire on their own");
         }
     }
+}
+
+/// A pass running: its row in `worker_passes`, and the earliest start of the passes that were
+/// running when it began.
+struct Pass {
+    id: String,
+    since: OffsetDateTime,
 }
 
 fn database(e: DbError) -> PassError {

@@ -5,6 +5,7 @@ use crate::fixtures::activity;
 use crate::support::{TestDb, T0};
 use std::collections::BTreeSet;
 use time::Duration;
+use tokenbridge::activity::passes;
 use tokenbridge::activity::store::{self as activities, DueFilter, Outcome};
 use tokenbridge::clock::to_db;
 use tokenbridge::db::DbConnection;
@@ -18,6 +19,7 @@ backend_tests!(with_migrated:
     signed_out_accounts_are_skipped_until_the_next_sign_in,
     one_account_is_claimed_by_key_unless_another_worker_holds_it,
     find_by_upn_ignores_case,
+    a_pass_leaves_what_the_passes_running_when_it_began_have_done,
 );
 
 fn sign_in(conn: &mut DbConnection, key: &str, at: time::OffsetDateTime) {
@@ -30,11 +32,7 @@ fn keys(rows: &[activities::Activity]) -> Vec<String> {
 }
 
 fn due(at: time::OffsetDateTime) -> DueFilter {
-    DueFilter {
-        cutoff: at - Duration::minutes(5),
-        now: at,
-        include_failed: false,
-    }
+    DueFilter::idle_since(at - Duration::minutes(5), at, false)
 }
 
 fn upsert_inserts_then_refreshes_one_row(db: &TestDb) {
@@ -344,5 +342,58 @@ fn one_account_is_claimed_by_key_unless_another_worker_holds_it(db: &TestDb) {
     assert_eq!(
         taken.unwrap().unwrap().lease_owner.as_deref(),
         Some("worker-b")
+    );
+}
+
+/// With no idle time asked for (`older_than` 0), an account one pass has done is not done
+/// again by a pass that began while the first was running, even after the first has ended;
+/// a pass that begins after the first has ended does it again, and a pass whose worker died
+/// stops counting once its row has expired.
+fn a_pass_leaves_what_the_passes_running_when_it_began_have_done(db: &TestDb) {
+    let c = &mut db.conn();
+    sign_in(c, "a", T0);
+    sign_in(c, "b", T0);
+    let due_since = |now, since| DueFilter {
+        acted_before: since,
+        ..DueFilter::idle_since(now, now, false)
+    };
+    let ms = Duration::milliseconds;
+    let lease = T0 + Duration::hours(1);
+    let first = passes::begin(c, "first", T0 + ms(10), lease).unwrap();
+    assert_eq!(first, T0 + ms(10));
+    let claimed = activities::claim_due(c, due_since(T0 + ms(10), first), None, 1, "w1", lease);
+    assert_eq!(keys(&claimed.unwrap()), ["a"]);
+    assert!(activities::record_outcome(c, "a", "w1", &Outcome::Success, T0 + ms(20)).unwrap());
+
+    // Begun while the first runs: "a" is the first pass's, even once it has ended.
+    let second = passes::begin(c, "second", T0 + ms(30), lease).unwrap();
+    assert_eq!(second, T0 + ms(10), "the earliest pass running");
+    passes::end(c, "first", T0 + ms(40)).unwrap();
+    let claimed = activities::claim_due(c, due_since(T0 + ms(50), second), None, 10, "w2", lease);
+    assert_eq!(keys(&claimed.unwrap()), ["b"]);
+    assert!(activities::record_outcome(c, "b", "w2", &Outcome::Success, T0 + ms(60)).unwrap());
+    passes::end(c, "second", T0 + ms(70)).unwrap();
+
+    // Begun after both ended: a new pass, which does both again.
+    let third = passes::begin(c, "third", T0 + ms(80), T0 + ms(90)).unwrap();
+    assert_eq!(third, T0 + ms(80));
+    let claimed = activities::claim_due(c, due_since(T0 + ms(80), third), None, 10, "w3", lease);
+    assert_eq!(keys(&claimed.unwrap()), ["a", "b"]);
+    for key in ["a", "b"] {
+        activities::record_outcome(c, key, "w3", &Outcome::Success, T0 + ms(85)).unwrap();
+    }
+    // Its worker died (no end, no renewal): once its row expires it holds nothing back.
+    assert!(passes::renew(c, "third", T0 + ms(90)).unwrap());
+    let fourth = passes::begin(c, "fourth", T0 + ms(100), lease).unwrap();
+    assert_eq!(fourth, T0 + ms(100));
+    assert_eq!(
+        passes::earliest_running(c, T0 + ms(100)).unwrap(),
+        Some(T0 + ms(100))
+    );
+    passes::end(c, "fourth", T0 + ms(110)).unwrap();
+    assert_eq!(
+        passes::earliest_running(c, T0 + ms(110)).unwrap(),
+        None,
+        "dead rows swept"
     );
 }

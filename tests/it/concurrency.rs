@@ -26,11 +26,7 @@ fn eight_workers_claim_a_thousand_accounts_exactly_once(db: &TestDb) {
         })
         .unwrap();
     let now = T0 + Duration::hours(1);
-    let filter = DueFilter {
-        cutoff: now - Duration::minutes(5),
-        now,
-        include_failed: false,
-    };
+    let filter = DueFilter::idle_since(now - Duration::minutes(5), now, false);
     let barrier = Arc::new(Barrier::new(8));
     let claims: Vec<Vec<String>> = (0..8)
         .map(|w| {

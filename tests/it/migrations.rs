@@ -9,7 +9,7 @@ use tokenbridge::activity::store as activities;
 use tokenbridge::cache::store::CacheStoreError;
 use tokenbridge::db::schema::{
     account_activities as aa, cache_key_checks as ck, readiness_heartbeat as hb, sign_ins as si,
-    token_cache as tc,
+    token_cache as tc, worker_passes as wp,
 };
 use tokenbridge::db::{migrate, Backend, DbError};
 
@@ -20,7 +20,7 @@ backend_tests!(with_fresh:
     the_binary_migrates_every_backend,
 );
 
-const NAMES: [&str; 7] = [
+const NAMES: [&str; 8] = [
     "2026-11-25-000001_create_token_cache",
     "2026-11-25-000002_create_account_activities",
     "2026-11-27-000003_add_last_attempt_at",
@@ -28,6 +28,7 @@ const NAMES: [&str; 7] = [
     "2026-11-27-000005_create_sign_ins",
     "2026-12-07-000006_create_cache_key_checks",
     "2026-12-07-000007_create_readiness_heartbeat",
+    "2026-12-07-000008_create_worker_passes",
 ];
 
 fn migrate_up_down_and_up_again(db: &TestDb) {
@@ -159,6 +160,11 @@ fn schemas_agree_with_schema_rs(db: &TestDb) {
         (hb::beat_at::NAME, Timestamp, false),
         (hb::beats::NAME, BigInt, false),
     ];
+    let worker_passes = [
+        (wp::pass_id::NAME, Text, false),
+        (wp::started_at::NAME, Timestamp, false),
+        (wp::alive_until::NAME, Timestamp, false),
+    ];
     let expect = |cols: &[(&str, Kind, bool)]| -> Vec<(String, Kind, bool)> {
         cols.iter()
             .map(|(n, k, null)| (n.to_string(), *k, *null))
@@ -192,6 +198,12 @@ fn schemas_agree_with_schema_rs(db: &TestDb) {
         columns(db, "readiness_heartbeat"),
         expect(&readiness_heartbeat),
         "readiness_heartbeat on {}",
+        db.backend()
+    );
+    assert_eq!(
+        columns(db, "worker_passes"),
+        expect(&worker_passes),
+        "worker_passes on {}",
         db.backend()
     );
     // The heartbeat's one row is there and takes its committed write.

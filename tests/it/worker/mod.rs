@@ -59,6 +59,9 @@ pub fn outcomes(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 /// One pass of a worker built from the app's settings (and clock), options changed by `change`.
 pub async fn pass(app: &TestApp, change: impl FnOnce(&mut WorkerSettings)) -> Pass {
+    // Time passes between two passes, as it does outside tests: an account done at the very
+    // instant a pass begins belongs to the pass before (see `activity::passes`).
+    app.clock.advance(time::Duration::milliseconds(1));
     let mut options = app.settings.worker.clone();
     change(&mut options);
     let worker = Worker::build(&app.settings, options, Arc::new(app.clock.clone()))

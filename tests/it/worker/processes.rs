@@ -14,7 +14,10 @@ use tokenbridge::cache::document::{CacheDocument, ClientContext, Grant, TokenRes
 use tokenbridge::db::Backend;
 use tokenbridge::secret::Secret;
 
-e2e_tests!(four_worker_processes_share_a_pass_and_do_each_account_once);
+e2e_tests!(
+    four_worker_processes_share_a_pass_and_do_each_account_once,
+    four_workers_started_together_with_no_idle_time_do_each_account_once
+);
 
 /// `tokenbridge worker ARGS` against the app's database and provider, with an empty settings
 /// file and the environment a deployment would set.
@@ -110,23 +113,33 @@ pub(super) async fn seed(app: &TestApp, count: usize) -> Vec<String> {
 }
 
 async fn four_worker_processes_share_a_pass_and_do_each_account_once(backend: Backend) {
-    let Some(app) = spawn_app("worker::four_processes", backend, |_| {}).await else {
+    four_workers_do_each_account_once("worker::four_processes", backend, &[]).await;
+}
+
+/// With `--older-than 0s` an account one worker has just done is idle long enough for a pass
+/// that starts a moment later: only the passes still running keep it from being done again.
+async fn four_workers_started_together_with_no_idle_time_do_each_account_once(backend: Backend) {
+    four_workers_do_each_account_once("worker::four_now", backend, &["--older-than", "0s"]).await;
+}
+
+/// Four worker processes started together over 2,000 due accounts: each account done once,
+/// by one of them, with one API call.
+async fn four_workers_do_each_account_once(test: &str, backend: Backend, args: &[&str]) {
+    let Some(app) = spawn_app(test, backend, |_| {}).await else {
         return;
     };
     let accounts = seed(&app, 2000).await;
     let before = app.idp.counters().await["api_calls"].as_u64().unwrap();
     let config = tempfile::NamedTempFile::new().unwrap();
+    let mut args = args.to_vec();
+    args.extend(["--format", "json", "--concurrency", "8"]);
     let children: Vec<_> = (0..4)
         .map(|_| {
-            worker(
-                &app,
-                config.path(),
-                &["--format", "json", "--concurrency", "8"],
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap()
+            worker(&app, config.path(), &args)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
         })
         .collect();
     let mut seen = HashSet::new();
