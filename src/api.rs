@@ -145,6 +145,8 @@ mod tests {
     async fn a_get_is_sent_again_when_the_connection_fails_before_an_answer() {
         let base = flaky_server();
         let settings = ApiSettings {
+            name: "default".into(),
+            scopes: Vec::new(),
             base_url: url::Url::parse(&base).unwrap(),
             path: "/me".into(),
             timeout: Duration::from_secs(5),

@@ -12,7 +12,7 @@ mod warnings;
 mod web;
 mod worker;
 
-pub use api::ApiSettings;
+pub use api::{valid_api_name, ApiSettings, DEFAULT_API};
 pub use cache::{CacheSettings, RedisSettings};
 pub use dev_idp::{
     is_loopback, loopback_addr, DevClient, DevIdpSettings, Rotation, DEFAULT_CLIENT_ID,
@@ -47,12 +47,18 @@ pub enum SettingsError {
     #[error("settings: {0}")]
     Parse(String),
     #[error("settings key `{key}`: {message}")]
-    Invalid { key: &'static str, message: String },
+    Invalid {
+        key: std::borrow::Cow<'static, str>,
+        message: String,
+    },
 }
 
-pub(crate) fn invalid(key: &'static str, message: impl Into<String>) -> SettingsError {
+pub(crate) fn invalid(
+    key: impl Into<std::borrow::Cow<'static, str>>,
+    message: impl Into<String>,
+) -> SettingsError {
     SettingsError::Invalid {
-        key,
+        key: key.into(),
         message: message.into(),
     }
 }
@@ -64,7 +70,10 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub log: LogSettings,
     pub identity: IdentitySettings,
+    /// `[api]`: the API named `default`.
     pub api: ApiSettings,
+    /// `[apis.NAME]`: the other APIs, by name (see [`Settings::apis`] for all of them).
+    pub named_apis: std::collections::BTreeMap<String, ApiSettings>,
     pub web: WebSettings,
     pub worker: WorkerSettings,
     pub dev_idp: DevIdpSettings,
@@ -89,6 +98,7 @@ struct RawSettings {
     log: log::RawLog,
     identity: identity::RawIdentity,
     api: api::RawApi,
+    apis: std::collections::BTreeMap<String, api::RawApi>,
     web: web::RawWeb,
     worker: worker::RawWorker,
     dev_idp: dev_idp::RawDevIdp,
@@ -279,11 +289,11 @@ impl Settings {
                 )));
             }
         }
-        let list_vars: Vec<String> = LIST_KEYS.iter().map(|k| env_var_for(k)).collect();
+        let list_vars = list_vars(env);
         let overrides: config::Map<String, String> = env
             .iter()
             .filter(|(name, _)| name.starts_with(&format!("{ENV_PREFIX}_")) && name.contains("__"))
-            .filter(|(name, _)| !list_vars.contains(name))
+            .filter(|(name, _)| !list_vars.iter().any(|(var, _)| var == *name))
             .map(|(name, value)| (name.clone(), value.clone()))
             .collect();
         let mut builder = config::Config::builder().add_source(file).add_source(
@@ -293,8 +303,8 @@ impl Settings {
                 .source(Some(overrides)),
         );
         // A list from the environment is comma-separated: TOKENBRIDGE_IDENTITY__SCOPES=a,b.
-        for key in LIST_KEYS {
-            if let Some(value) = env.get(&env_var_for(key)) {
+        for (var, key) in &list_vars {
+            if let Some(value) = env.get(var) {
                 let items: Vec<String> = value
                     .split(',')
                     .map(str::trim)
@@ -302,7 +312,7 @@ impl Settings {
                     .map(str::to_owned)
                     .collect();
                 builder = builder
-                    .set_override(*key, items)
+                    .set_override(key.as_str(), items)
                     .map_err(|e| SettingsError::Parse(e.to_string()))?;
             }
         }
@@ -329,7 +339,7 @@ fn naming_the_source(
     match error {
         SettingsError::Invalid { key, message } => {
             // A secret comes from its own variable or from `<key>_file`'s.
-            let var = [env_var_for(key), env_var_for(&format!("{key}_file"))]
+            let var = [env_var_for(&key), env_var_for(&format!("{key}_file"))]
                 .into_iter()
                 .find(|var| env.contains_key(var));
             let from = match var {
@@ -396,11 +406,29 @@ fn with_choices(message: String) -> String {
 }
 
 /// Keys holding lists, which the environment gives comma-separated.
-const LIST_KEYS: &[&str] = &["identity.scopes", "dev_idp.users"];
+const LIST_KEYS: &[&str] = &["identity.scopes", "api.scopes", "dev_idp.users"];
+
+/// The list keys in the environment: [`LIST_KEYS`], and each named API's scopes
+/// (`TOKENBRIDGE_APIS__TASKS__SCOPES`), with their settings keys.
+fn list_vars(env: &HashMap<String, String>) -> Vec<(String, String)> {
+    let named = env.keys().filter_map(|var| {
+        let rest = var.strip_prefix(&format!("{ENV_PREFIX}_APIS__"))?;
+        let name = rest.strip_suffix("__SCOPES")?;
+        Some((
+            var.clone(),
+            format!("apis.{}.scopes", name.to_ascii_lowercase()),
+        ))
+    });
+    LIST_KEYS
+        .iter()
+        .map(|key| (env_var_for(key), (*key).to_owned()))
+        .chain(named)
+        .collect()
+}
 
 /// The settings file's sections, for telling a mistyped variable's intended key.
 const SECTIONS: &[&str] = &[
-    "database", "cache", "log", "identity", "api", "web", "worker", "dev_idp",
+    "database", "cache", "log", "identity", "api", "apis", "web", "worker", "dev_idp",
 ];
 
 /// `TOKENBRIDGE_` variables that are not settings: the settings file's name, and the test
@@ -474,6 +502,7 @@ impl RawSettings {
         }
         reset(sections.identity, &mut self.identity);
         reset(sections.api, &mut self.api);
+        reset(sections.api, &mut self.apis);
         if !sections.web {
             // Where the app is reached still counts: `dev-idp` registers its redirect URIs.
             let public_url = std::mem::take(&mut self.web.public_url);
@@ -542,6 +571,21 @@ impl RawSettings {
         let busy_timeout = parse_duration("database.busy_timeout", &self.database.busy_timeout)?;
 
         let cache = self.cache.validate(sections)?;
+        let named_apis = api::validate_named(self.apis)?;
+        let web = self.web.validate()?;
+        if sections.web
+            && web.profile_api != DEFAULT_API
+            && !named_apis.contains_key(&web.profile_api)
+        {
+            return Err(invalid(
+                "web.profile_api",
+                format!(
+                    "names no API: expected \"default\" ([api]) or one of the [apis.NAME] \
+                     sections ({})",
+                    named_apis.keys().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
         Ok(Settings {
             database: DatabaseSettings {
                 url,
@@ -552,8 +596,9 @@ impl RawSettings {
             cache,
             log: self.log.validate()?,
             identity: self.identity.validate()?,
-            api: self.api.validate()?,
-            web: self.web.validate()?,
+            api: self.api.validate(DEFAULT_API)?,
+            named_apis,
+            web,
             worker: self.worker.validate()?,
             dev_idp: self.dev_idp.validate()?,
             secret_files,

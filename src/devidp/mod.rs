@@ -8,6 +8,7 @@ mod guard;
 pub mod keys;
 mod pages;
 mod params;
+mod resources;
 pub mod state;
 mod token;
 pub mod users;
@@ -23,10 +24,6 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-/// Microsoft Graph's application id: the audience of the access tokens, as Entra ID issues them.
-pub const API_AUDIENCE: &str = "00000003-0000-0000-c000-000000000000";
-/// The scope `/v1.0/me` requires.
-pub const API_SCOPE: &str = "User.Read";
 /// Scopes that are about the sign-in, not the API.
 pub const OIDC_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
 
@@ -224,6 +221,8 @@ fn routes(cfg: &mut web::ServiceConfig) {
             web::post().to(authorize::logout),
         )
         .route("/v1.0/me", web::get().to(api::me))
+        .route("/tasks/v1.0/me/tasks", web::get().to(api::tasks))
+        .route("/tasks/v1.0/me/tasks", web::post().to(api::add_task))
         .configure(admin::routes);
 }
 
@@ -259,7 +258,14 @@ async fn discovery(tenant: web::Path<String>, p: web::Data<Provider>) -> HttpRes
         "id_token_signing_alg_values_supported": ["RS256"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
         "code_challenge_methods_supported": ["S256"],
-        "scopes_supported": ["openid", "profile", "email", "offline_access", API_SCOPE],
+        "scopes_supported": [
+            "openid",
+            "profile",
+            "email",
+            "offline_access",
+            resources::GRAPH.scope,
+            format!("{}{}", resources::TASKS.prefix, resources::TASKS.scope),
+        ],
         "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "nonce", "at_hash",
             "oid", "tid", "name", "preferred_username", "ver"],
         "tenant_region_scope": "NA",

@@ -16,6 +16,18 @@ pub struct GrantError {
     pub description: String,
 }
 
+/// Entra ID's answer for an API scope the user never consented to.
+pub fn not_consented(scope: &str) -> GrantError {
+    grant_error(
+        "invalid_grant",
+        format!(
+            "AADSTS65001: The user or administrator has not consented to use the application \
+             with scope {scope}. Send an interactive authorization request for this user and \
+             resource."
+        ),
+    )
+}
+
 fn grant_error(error: &'static str, description: impl Into<String>) -> GrantError {
     GrantError {
         error,
@@ -109,6 +121,7 @@ pub struct UserCounters {
     pub rotations: u64,
     pub reuse_detections: u64,
     pub api_calls: u64,
+    pub tasks_api_calls: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -119,6 +132,9 @@ pub struct Counters {
     pub rotations: u64,
     pub reuse_detections: u64,
     pub api_calls: u64,
+    /// Calls to the second API (`/tasks/v1.0/...`), and tasks it was asked to add.
+    pub tasks_api_calls: u64,
+    pub tasks_added: u64,
     pub faults_injected: u64,
     pub users: BTreeMap<String, UserCounters>,
 }
@@ -403,6 +419,9 @@ impl State {
         let scopes = match requested {
             Some(requested) => {
                 if let Some(extra) = requested.iter().find(|s| !record.scopes.contains(s)) {
+                    if super::resources::resource_of(extra).is_some() {
+                        return Err(not_consented(extra));
+                    }
                     return Err(grant_error(
                         "invalid_scope",
                         format!("scope {extra} was not granted"),
@@ -480,9 +499,15 @@ impl State {
         refuse
     }
 
-    pub fn count_api_call(&mut self, username: &str) {
-        self.counters.api_calls += 1;
-        self.counters.user(username).api_calls += 1;
+    /// A call to Graph's `/me`, or (`tasks`) to the second API.
+    pub fn count_api_call(&mut self, username: &str, tasks: bool) {
+        if tasks {
+            self.counters.tasks_api_calls += 1;
+            self.counters.user(username).tasks_api_calls += 1;
+        } else {
+            self.counters.api_calls += 1;
+            self.counters.user(username).api_calls += 1;
+        }
     }
 }
 

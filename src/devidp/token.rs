@@ -3,9 +3,10 @@
 
 use super::keys::{at_hash, random_token};
 use super::params::{scopes, Params};
-use super::state::{FaultKind, Grant, GrantError};
+use super::resources::{one_resource, resource_of, ForOne};
+use super::state::{not_consented, FaultKind, Grant, GrantError};
 use super::users::Profile;
-use super::{now, unknown_tenant, Provider, API_AUDIENCE, OIDC_SCOPES};
+use super::{now, unknown_tenant, Provider};
 use crate::settings::DevClient;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -256,7 +257,7 @@ fn respond(req: &HttpRequest, body: &[u8], p: &Provider, wrong_audience: bool) -
                     "code, redirect_uri and code_verifier are required",
                 );
             };
-            p.state().redeem_code(
+            let granted = p.state().redeem_code(
                 &client.client_id,
                 code,
                 redirect_uri,
@@ -264,21 +265,27 @@ fn respond(req: &HttpRequest, body: &[u8], p: &Provider, wrong_audience: bool) -
                 behaviour.offline_access == super::OfflineAccess::Always,
                 refresh_ttl,
                 now,
-            )
+            );
+            // A `scope` here (MSAL sends one) names the token's resource among those the
+            // sign-in consented to; without one, Entra ID issues the first resource's.
+            let asked = params.get("scope").map(scopes);
+            granted.and_then(|grant| for_code(grant, asked.as_deref()))
         }
         Some("refresh_token") => {
             let Some(token) = params.get("refresh_token") else {
                 return bad_request("invalid_request", "refresh_token is required");
             };
             let requested = params.get("scope").map(scopes);
-            p.state().redeem_refresh_token(
-                &client.client_id,
-                token,
-                requested.as_deref(),
-                behaviour.rotation,
-                refresh_ttl,
-                now,
-            )
+            p.state()
+                .redeem_refresh_token(
+                    &client.client_id,
+                    token,
+                    requested.as_deref(),
+                    behaviour.rotation,
+                    refresh_ttl,
+                    now,
+                )
+                .map(|grant| (grant, None))
         }
         Some(other) => {
             return bad_request(
@@ -288,17 +295,44 @@ fn respond(req: &HttpRequest, body: &[u8], p: &Provider, wrong_audience: bool) -
         }
         None => return bad_request("invalid_request", "grant_type is required"),
     };
+    // A refresh without `scope` (RFC 6749: the scopes granted) gets the first resource's.
+    let first_wins = params.get("scope").is_none();
+    let result = result.and_then(|(grant, asked)| {
+        let for_one = one_resource(asked.as_deref().unwrap_or(&grant.scopes), first_wins).map_err(
+            |description| GrantError {
+                error: "invalid_scope",
+                description,
+            },
+        )?;
+        Ok((grant, for_one))
+    });
     match result {
-        Ok(grant) => mint(
+        Ok((grant, for_one)) => mint(
             p,
             client,
             &grant,
+            &for_one,
             params.get("client_info") == Some("1"),
             wrong_audience,
             now,
         ),
         Err(GrantError { error, description }) => bad_request(error, &description),
     }
+}
+
+/// The answer's `scope`: the token's resource's scopes, with the sign-in's own (openid, ...)
+/// for Graph, as Entra ID answers.
+fn answered_scope(grant: &Grant, for_one: &ForOne) -> String {
+    if for_one.resource.full_scope_names {
+        return for_one.scopes.join(" ");
+    }
+    grant
+        .scopes
+        .iter()
+        .filter(|s| resource_of(s).is_none() || for_one.scopes.contains(s))
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 #[derive(Serialize)]
@@ -345,10 +379,34 @@ fn pairwise_sub(oid: &str, client_id: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(format!("{oid}:{client_id}").as_bytes()))
 }
 
+/// A code's grant, and the scopes its token is asked for (`scope` in the redemption): each of
+/// them consented to at sign-in, or the answer is Entra ID's "not consented".
+fn for_code(
+    grant: Grant,
+    asked: Option<&[String]>,
+) -> Result<(Grant, Option<Vec<String>>), GrantError> {
+    let Some(asked) = asked else {
+        return Ok((grant, None));
+    };
+    if let Some(missing) = asked
+        .iter()
+        .find(|s| resource_of(s).is_some() && !grant.scopes.contains(s))
+    {
+        return Err(not_consented(missing));
+    }
+    let asked = asked
+        .iter()
+        .filter(|s| resource_of(s).is_some() || grant.scopes.contains(s))
+        .cloned()
+        .collect();
+    Ok((grant, Some(asked)))
+}
+
 fn mint(
     p: &Provider,
     client: &DevClient,
     grant: &Grant,
+    for_one: &ForOne,
     client_info: bool,
     wrong_audience: bool,
     now: i64,
@@ -356,22 +414,16 @@ fn mint(
     let profile = Profile::of(&grant.username);
     let behaviour = p.behaviour();
     let ttl = i64::try_from(behaviour.access_token_ttl_secs).unwrap_or(i64::MAX / 2);
-    let api_scopes: Vec<&str> = grant
-        .scopes
-        .iter()
-        .map(String::as_str)
-        .filter(|s| !OIDC_SCOPES.contains(s))
-        .collect();
     let sub = pairwise_sub(&profile.id, &client.client_id);
     let access_claims = AccessTokenClaims {
         ver: "2.0",
         iss: p.issuer(),
-        aud: API_AUDIENCE,
+        aud: for_one.resource.audience,
         sub: sub.clone(),
         exp: now + ttl,
         iat: now,
         nbf: now,
-        scp: api_scopes.join(" "),
+        scp: for_one.scp(),
         oid: &profile.id,
         tid: &p.tenant_id,
         appid: &client.client_id,
@@ -392,7 +444,7 @@ fn mint(
     };
     let mut body = serde_json::json!({
         "token_type": "Bearer",
-        "scope": grant.scopes.join(" "),
+        "scope": answered_scope(grant, for_one),
         "expires_in": ttl,
         "ext_expires_in": ttl,
         "access_token": access_token,

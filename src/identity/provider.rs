@@ -18,7 +18,9 @@ use super::http::ProviderHttp;
 use super::oidc_types::{ClientWith, IdTokenClaimsOf, Metadata, OidcClient, ProviderTokenResponse};
 use crate::cache::document::{self, ClientContext, IdToken, IdTokenClaims};
 use crate::secret::Secret;
-use crate::settings::{ClientAuth, IdentitySettings, OfflineAccess, Prompt, ProviderKind};
+use crate::settings::{
+    ClientAuth, IdentitySettings, OfflineAccess, Prompt, ProviderKind, Settings,
+};
 use openidconnect::core::{CoreAuthPrompt, CoreAuthenticationFlow};
 use openidconnect::{
     AccessTokenHash, AuthType, AuthorizationCode, ClaimsVerificationError, ClientId, ClientSecret,
@@ -67,7 +69,10 @@ pub struct OidcProvider {
     prompt: Prompt,
     offline_access: OfflineAccess,
     redirect: RedirectUrl,
-    api_scopes: Vec<String>,
+    /// The scopes a sign-in asks for, beyond openid, profile and offline_access.
+    sign_in_scopes: Vec<String>,
+    /// The scopes of the sign-in's own access token: the profile page's API's.
+    first_token_scopes: Vec<String>,
     refresh_every: Duration,
     allow_insecure_http: bool,
     http: ProviderHttp,
@@ -91,6 +96,11 @@ fn config(e: impl std::fmt::Display) -> AcquireError {
 impl OidcProvider {
     pub fn new(identity: &IdentitySettings, redirect_uri: &str) -> Result<Self, AcquireError> {
         let (issuer, secret) = identity.require_client().map_err(config)?;
+        // Without named APIs' settings: `identity.scopes`, else Graph's profile.
+        let scopes = match identity.scopes.as_slice() {
+            [] => vec!["User.Read".to_owned()],
+            scopes => scopes.to_vec(),
+        };
         Ok(Self {
             kind: identity.provider,
             tenant_id: identity.tenant_id.clone(),
@@ -101,7 +111,8 @@ impl OidcProvider {
             prompt: identity.prompt,
             offline_access: identity.offline_access,
             redirect: RedirectUrl::new(redirect_uri.to_owned()).map_err(config)?,
-            api_scopes: identity.scopes.clone(),
+            sign_in_scopes: scopes.clone(),
+            first_token_scopes: scopes,
             refresh_every: identity.metadata_refresh,
             allow_insecure_http: identity.allow_insecure_http,
             http: ProviderHttp::new(identity.http_timeout, identity.max_response_size)
@@ -119,9 +130,31 @@ impl OidcProvider {
         self.kind
     }
 
-    /// The scopes tokenbridge asks for: the API's, plus what MSAL always adds.
-    pub fn scopes(&self) -> Vec<&str> {
-        self.api_scopes.iter().map(String::as_str).collect()
+    /// The client `settings` describe, a sign-in asking for every API's scopes (or
+    /// `identity.scopes`) and its access token for the profile page's API.
+    pub fn from_settings(settings: &Settings) -> Result<Self, AcquireError> {
+        let mut provider = Self::new(&settings.identity, &settings.web.redirect_uri())?;
+        provider.sign_in_scopes = settings.sign_in_scopes();
+        provider.first_token_scopes = settings.scopes_of(settings.profile_api());
+        Ok(provider)
+    }
+
+    /// The scopes a sign-in asks for, beyond what every sign-in asks for (openid, profile,
+    /// offline_access).
+    pub fn sign_in_scopes(&self) -> Vec<&str> {
+        self.sign_in_scopes.iter().map(String::as_str).collect()
+    }
+
+    /// The scopes of the access token a sign-in's code is redeemed for.
+    pub fn first_token_scopes(&self) -> Vec<&str> {
+        self.first_token_scopes.iter().map(String::as_str).collect()
+    }
+
+    /// Whether `scopes` are what a sign-in asks for (in any order or case).
+    fn are_sign_in_scopes(&self, scopes: &[&str]) -> bool {
+        let has = |set: &[&str], s: &str| set.iter().any(|t| t.eq_ignore_ascii_case(s));
+        let sign_in = self.sign_in_scopes();
+        scopes.iter().all(|s| has(&sign_in, s)) && sign_in.iter().all(|s| has(scopes, s))
     }
 
     /// Current metadata, fetched when missing or older than `metadata_refresh`. A failed

@@ -45,7 +45,7 @@ impl TokenAcquirer {
         };
         let scopes: Vec<String> = core
             .provider
-            .scopes()
+            .first_token_scopes()
             .into_iter()
             .map(str::to_owned)
             .collect();

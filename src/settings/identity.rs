@@ -154,7 +154,7 @@ impl Default for RawIdentity {
             client_auth: ClientAuth::ClientSecretBasic,
             prompt: Prompt::None,
             offline_access: OfflineAccess::Scope,
-            scopes: vec!["User.Read".into()],
+            scopes: Vec::new(),
             metadata_refresh: "1h".into(),
             http_timeout: "10s".into(),
             max_response_size: "1MiB".into(),

@@ -804,3 +804,98 @@ fn moving_the_app_takes_public_url_and_the_development_provider_follows() {
         "{warnings:?}"
     );
 }
+
+#[test]
+fn named_apis_have_their_own_scopes_and_a_sign_in_asks_for_all_of_them() {
+    let s = load(
+        "[api]\nscopes = [\"User.Read\"]\n\
+         [apis.tasks]\nbase_url = \"https://tasks.contoso.com/v1\"\npath = \"/me/tasks\"\n\
+         scopes = [\"api://contoso-tasks/Tasks.Read\"]\ntimeout = \"3s\"\n",
+        &[],
+    )
+    .unwrap();
+    let names: Vec<&str> = s.apis().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["default", "tasks"]);
+    let tasks = s.api_named("tasks").unwrap();
+    assert_eq!(tasks.me_url(), "https://tasks.contoso.com/v1/me/tasks");
+    assert_eq!(tasks.timeout, std::time::Duration::from_secs(3));
+    assert_eq!(s.scopes_of(tasks), ["api://contoso-tasks/Tasks.Read"]);
+    assert_eq!(
+        s.sign_in_scopes(),
+        ["User.Read", "api://contoso-tasks/Tasks.Read"]
+    );
+    assert!(s.scopes_not_asked_for().is_empty());
+    assert_eq!(s.profile_api().name, "default");
+
+    // From the environment, a named API and its comma-separated scopes.
+    let s = load(
+        "",
+        &[
+            (
+                "TOKENBRIDGE_APIS__MAIL__BASE_URL",
+                "https://graph.microsoft.com/v1.0",
+            ),
+            ("TOKENBRIDGE_APIS__MAIL__SCOPES", "Mail.Read, Mail.Send"),
+            ("TOKENBRIDGE_WEB__PROFILE_API", "mail"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(
+        s.scopes_of(s.api_named("mail").unwrap()),
+        ["Mail.Read", "Mail.Send"]
+    );
+    assert_eq!(s.profile_api().name, "mail");
+    assert_eq!(s.sign_in_scopes(), ["User.Read", "Mail.Read", "Mail.Send"]);
+}
+
+#[test]
+fn settings_from_before_named_apis_keep_their_meaning() {
+    // identity.scopes alone: the default API's scopes and the sign-in's.
+    let s = load("[identity]\nscopes = [\"api.read\"]\n", &[]).unwrap();
+    assert_eq!(s.scopes_of(&s.api), ["api.read"]);
+    assert_eq!(s.sign_in_scopes(), ["api.read"]);
+    // Nothing at all: Graph's profile.
+    let s = load("", &[]).unwrap();
+    assert_eq!(s.scopes_of(&s.api), ["User.Read"]);
+    assert_eq!(s.sign_in_scopes(), ["User.Read"]);
+    // identity.scopes narrower than the APIs need: said at start, by API and scope.
+    let s = load(
+        "[identity]\nscopes = [\"User.Read\"]\n[apis.tasks]\nscopes = [\"Tasks.Read\"]\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(s.sign_in_scopes(), ["User.Read"]);
+    assert_eq!(
+        s.scopes_not_asked_for(),
+        [("tasks", vec!["Tasks.Read".to_owned()])]
+    );
+    assert!(s
+        .warnings()
+        .iter()
+        .any(|w| w.contains("API tasks needs Tasks.Read")));
+}
+
+#[test]
+fn named_apis_are_checked() {
+    for (text, expected) in [
+        (
+            "[apis.tasks]\nbase_url = \"https://t.example\"\n",
+            "apis.tasks.scopes",
+        ),
+        ("[apis.default]\nscopes = [\"a\"]\n", "[api] section"),
+        ("[apis.Tasks]\nscopes = [\"a\"]\n", "lowercase letter"),
+        ("[apis.tasks]\nscopes = [\"a b\"]\n", "apis.tasks.scopes"),
+        (
+            "[apis.tasks]\nscopes = [\"a\"]\nbase_url = \"http://api.example\"\n",
+            "apis.tasks.base_url",
+        ),
+        (
+            "[apis.tasks]\nscopes = [\"a\"]\nmethod = \"GET\"\n",
+            "method",
+        ),
+        ("[web]\nprofile_api = \"nope\"\n", "web.profile_api"),
+    ] {
+        let e = load(text, &[]).unwrap_err().to_string();
+        assert!(e.contains(expected), "{text}: {e}");
+    }
+}

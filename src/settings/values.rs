@@ -6,10 +6,10 @@ use crate::secret::Secret;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub(crate) fn parse_duration(key: &'static str, value: &str) -> Result<Duration, SettingsError> {
+pub(crate) fn parse_duration(key: &str, value: &str) -> Result<Duration, SettingsError> {
     humantime::parse_duration(value).map_err(|e| {
         invalid(
-            key,
+            key.to_owned(),
             format!("expected a duration such as \"5s\" or \"90d\" ({e})"),
         )
     })
@@ -34,17 +34,20 @@ pub(crate) fn check_key_prefix(prefix: String) -> Result<String, SettingsError> 
 }
 
 /// An absolute http(s) URL.
-pub(crate) fn parse_url(key: &'static str, value: &str) -> Result<url::Url, SettingsError> {
+pub(crate) fn parse_url(key: &str, value: &str) -> Result<url::Url, SettingsError> {
     let url = url::Url::parse(value)
-        .map_err(|e| invalid(key, format!("expected an absolute URL ({e})")))?;
+        .map_err(|e| invalid(key.to_owned(), format!("expected an absolute URL ({e})")))?;
     if !matches!(url.scheme(), "http" | "https") {
-        return Err(invalid(key, "expected an http:// or https:// URL"));
+        return Err(invalid(
+            key.to_owned(),
+            "expected an http:// or https:// URL",
+        ));
     }
     Ok(url)
 }
 
 /// A size in bytes: a number, or one with `KiB` or `MiB` ("1MiB"), from 1 KiB to 1 GiB.
-pub(crate) fn parse_size(key: &'static str, value: &str) -> Result<usize, SettingsError> {
+pub(crate) fn parse_size(key: &str, value: &str) -> Result<usize, SettingsError> {
     let value = value.trim();
     let (number, unit) = match value.find(|c: char| !c.is_ascii_digit()) {
         Some(at) => value.split_at(at),
@@ -63,7 +66,7 @@ pub(crate) fn parse_size(key: &'static str, value: &str) -> Result<usize, Settin
         .filter(|n| (1 << 10..=1 << 30).contains(n))
         .ok_or_else(|| {
             invalid(
-                key,
+                key.to_owned(),
                 "expected a size from 1KiB to 1024MiB, such as \"1MiB\" or \"512KiB\"",
             )
         })
@@ -112,23 +115,23 @@ fn url_without_credentials(url: &url::Url) -> String {
 }
 
 /// A duration longer than zero.
-pub(crate) fn positive(key: &'static str, value: &str) -> Result<Duration, SettingsError> {
+pub(crate) fn positive(key: &str, value: &str) -> Result<Duration, SettingsError> {
     let d = parse_duration(key, value)?;
     if d.is_zero() {
-        return Err(invalid(key, "must be longer than 0s"));
+        return Err(invalid(key.to_owned(), "must be longer than 0s"));
     }
     Ok(d)
 }
 
 /// Reads a secret from the environment-provided value or from a file, never both.
 pub(crate) fn secret_from(
-    key: &'static str,
+    key: &str,
     value: Option<Secret>,
     file: Option<PathBuf>,
 ) -> Result<Option<Secret>, SettingsError> {
     match (value, file) {
         (Some(_), Some(_)) => Err(invalid(
-            key,
+            key.to_owned(),
             format!("set either {} or `{key}_file`, not both", env_var_for(key)),
         )),
         (Some(value), None) if value.expose().trim().is_empty() => Ok(None),
@@ -136,7 +139,7 @@ pub(crate) fn secret_from(
         (None, Some(path)) => {
             let text = std::fs::read_to_string(&path).map_err(|e| {
                 invalid(
-                    key,
+                    key.to_owned(),
                     format!("cannot read `{key}_file` {}: {e}", path.display()),
                 )
             })?;

@@ -44,6 +44,14 @@ impl Settings {
                 self.web.listen
             ));
         }
+        for (api, missing) in self.scopes_not_asked_for() {
+            warnings.push(format!(
+                "API {api} needs {} which a sign-in does not ask for (identity.scopes): users \
+                 who never consented to them get \"interaction required\" for it; add them to \
+                 identity.scopes or leave it unset to ask for every API's",
+                missing.join(" ")
+            ));
+        }
         let database = self.database.url.sqlite_path().map(|p| ("database.url", p));
         for (key, path) in self.secret_files.iter().cloned().chain(database) {
             if let Some(mode) = readable_by_others(&path) {

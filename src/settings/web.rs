@@ -24,6 +24,8 @@ pub struct WebSettings {
     pub max_requests_per_client: usize,
     /// How long a request body may take to arrive once its headers have.
     pub body_timeout: Duration,
+    /// The API whose `path` the profile page shows (`default`: `[api]`).
+    pub profile_api: String,
 }
 
 impl WebSettings {
@@ -87,6 +89,7 @@ pub(super) struct RawWeb {
     session_absolute: String,
     max_requests_per_client: usize,
     body_timeout: String,
+    profile_api: String,
 }
 
 impl Default for RawWeb {
@@ -102,6 +105,7 @@ impl Default for RawWeb {
             session_absolute: "7d".into(),
             max_requests_per_client: 128,
             body_timeout: "15s".into(),
+            profile_api: super::api::DEFAULT_API.into(),
         }
     }
 }
@@ -158,6 +162,7 @@ impl RawWeb {
             session_absolute,
             max_requests_per_client: self.max_requests_per_client,
             body_timeout: positive("web.body_timeout", &self.body_timeout)?,
+            profile_api: self.profile_api.trim().to_owned(),
         })
     }
 }

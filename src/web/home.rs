@@ -19,7 +19,7 @@ pub async fn home(
     let Some(user) = state.user(&session) else {
         return Ok(html(StatusCode::OK, pages::signed_out("Welcome")));
     };
-    let scopes = state.acquirer.provider().scopes();
+    let scopes: Vec<&str> = state.profile_scopes.iter().map(String::as_str).collect();
     let token = match state
         .acquirer
         .acquire_for_session(&user.home_account_id, user.session_epoch, &scopes)

@@ -41,6 +41,8 @@ pub struct AppState {
     pub web: WebSettings,
     pub db: Database,
     pub clock: Arc<dyn Clock>,
+    /// The scopes of the profile page's API (`web.profile_api`).
+    pub profile_scopes: Vec<String>,
     cookie_key: Key,
     readiness: health::Readiness,
 }
@@ -134,7 +136,7 @@ impl Application {
         // another and back (two wake-ups per page).
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let api_clients = (0..workers)
-            .map(|_| ApiClient::new(&settings.api))
+            .map(|_| ApiClient::new(settings.profile_api()))
             .collect::<Result<Vec<_>, _>>()?;
         let next_client = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let key = cookie_key(&web_settings);
@@ -146,6 +148,7 @@ impl Application {
             web: web_settings.clone(),
             db,
             clock,
+            profile_scopes: settings.scopes_of(settings.profile_api()),
             cookie_key: key.clone(),
             readiness: health::Readiness::default(),
         });

@@ -204,7 +204,7 @@ impl Worker {
         report: &mut AccountReport,
     ) -> Result<Outcome, PassError> {
         let key = &activity.account_cache_key;
-        let scopes = self.acquirer.provider().scopes();
+        let scopes: Vec<&str> = self.scopes.iter().map(String::as_str).collect();
         loop {
             report.attempts += 1;
             let attempt = async {

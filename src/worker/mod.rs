@@ -45,6 +45,8 @@ pub struct Worker {
     db: Database,
     acquirer: TokenAcquirer,
     api: ApiClient,
+    /// The scopes of the API the worker calls.
+    scopes: Vec<String>,
     caches: CacheBackend,
     clock: Arc<dyn Clock>,
     owner: String,
@@ -123,6 +125,7 @@ impl Worker {
             db,
             acquirer,
             api,
+            scopes: settings.scopes_of(&settings.api),
             caches,
             clock,
             owner: format!("worker-{process}"),

@@ -312,7 +312,7 @@ impl TokenAcquirer {
         clock: Arc<dyn Clock>,
         options: AcquirerOptions,
     ) -> Result<Self, AcquireError> {
-        let provider = OidcProvider::new(&settings.identity, &settings.web.redirect_uri())?;
+        let provider = OidcProvider::from_settings(settings)?;
         let sealer = Sealer::new(settings.cache.keys.clone(), settings.cache.read_plaintext);
         let sliding = settings.cache.sliding_expiration;
         let caches = match &settings.cache.redis {

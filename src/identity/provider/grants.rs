@@ -24,7 +24,7 @@ impl OidcProvider {
             OfflineAccess::Scope => request.add_scope(Scope::new("offline_access".into())),
             OfflineAccess::AccessType => request.add_extra_param("access_type", "offline"),
         };
-        for scope in &self.api_scopes {
+        for scope in &self.sign_in_scopes {
             request = request.add_scope(Scope::new(scope.clone()));
         }
         // The answer comes back in the query: a form_post answer is a cross-site POST, which
@@ -64,6 +64,13 @@ impl OidcProvider {
             .set_pkce_verifier(PkceCodeVerifier::new(sign_in.verifier.clone()));
         if self.kind == ProviderKind::Entra {
             request = request.add_extra_param("client_info", "1");
+            // MSAL's request: one resource's scopes (a sign-in may have asked for several
+            // resources' to have them consented; Entra ID issues a token for one at a time).
+            let scopes: Vec<&str> = ["openid", "profile", "offline_access"]
+                .into_iter()
+                .chain(self.first_token_scopes())
+                .collect();
+            request = request.add_extra_param("scope", scopes.join(" "));
         }
         let response = request.request_async(&self.http).await.map_err(classify)?;
         let nonce = Nonce::new(sign_in.nonce.clone());
@@ -105,10 +112,15 @@ impl OidcProvider {
                 request = request.add_scope(Scope::new(scope.to_owned()));
             }
             request = request.add_extra_param("client_info", "1");
+        } else if !self.are_sign_in_scopes(scopes) {
+            // One API's scopes only: a token no broader than that API needs. For the sign-in's
+            // own scopes no `scope`, which RFC 6749 section 6 defines as "the scopes the
+            // refresh token was granted" (asking for offline_access again fails with
+            // invalid_scope at a provider that granted the token without it).
+            for scope in scopes {
+                request = request.add_scope(Scope::new((*scope).to_owned()));
+            }
         }
-        // Other providers: no `scope`, which RFC 6749 section 6 defines as "the scopes the
-        // refresh token was granted". Asking for offline_access again fails with invalid_scope
-        // at a provider that granted the token without it.
         let response = request.request_async(&self.http).await.map_err(classify)?;
         Ok(Redeemed {
             response,

@@ -1,6 +1,7 @@
 //! Silent acquisition against the development provider on every backend. Each acquirer has its
 //! own pool, owner and clock, as separate processes do; several share one database.
 
+pub mod apis;
 mod basics;
 mod faults;
 mod keys;
@@ -178,6 +179,6 @@ pub fn store(settings: &Settings, conn: &mut DbConnection) -> TokenCacheStore {
 }
 
 pub async fn acquire(acquirer: &TokenAcquirer, id: &str) -> Result<AccessToken, AcquireError> {
-    let scopes = acquirer.provider().scopes();
+    let scopes = acquirer.provider().first_token_scopes();
     acquirer.acquire_silent(id, &scopes, Caller::Web).await
 }

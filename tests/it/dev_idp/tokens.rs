@@ -380,7 +380,21 @@ async fn refresh_may_narrow_scopes_but_not_widen_them() {
             ("scope", "Mail.Read"),
         ])
         .await;
-    assert_eq!(error_of(widened).await, (400, "invalid_scope".into()));
+    // An API scope never consented to: Entra ID's AADSTS65001, the user's to fix.
+    let body: serde_json::Value = widened.json().await.unwrap();
+    assert_eq!(body["error"], "invalid_grant", "{body}");
+    assert!(body["error_description"]
+        .as_str()
+        .unwrap()
+        .contains("AADSTS65001"));
+    let sign_in_scope = idp
+        .token_request(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt),
+            ("scope", "email"),
+        ])
+        .await;
+    assert_eq!(error_of(sign_in_scope).await, (400, "invalid_scope".into()));
 }
 
 #[tokio::test]
