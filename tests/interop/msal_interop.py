@@ -1,7 +1,8 @@
 """The other side of tokenbridge's MSAL cache interoperability test (tests/it/interop.rs).
 
   read CACHE_FILE CLIENT_ID AUTHORITY SCOPE   load a cache tokenbridge wrote; print what MSAL finds
-  write CLIENT_ID AUTHORITY UID UTID NOW      print a cache MSAL Python itself wrote
+  write CLIENT_ID AUTHORITY UID UTID NOW      print a cache MSAL Python itself wrote, with a
+                                              token for Graph and one for a second API
 
 MSAL never reaches a network here: its HTTP client is a stub that answers OpenID discovery for
 the authority from memory and fails on anything else, so a silent acquisition can only succeed
@@ -45,6 +46,9 @@ class OfflineHttp:
 
     def close(self):
         pass
+
+
+SECOND_API_SCOPE = "api://tokenbridge-tasks/Tasks.Read"
 
 
 def b64(data):
@@ -101,6 +105,23 @@ def write(client_id, authority, uid, utid, now):
             "client_info": b64({"uid": uid, "utid": utid}),
         },
     }, now=now)
+    # A minute later, the same account's refresh token redeemed for a second API's scope, as
+    # MSAL does: MSAL Python keeps that refresh token in an entry of its own (keyed by scope).
+    cache.add({
+        "client_id": client_id,
+        "scope": [SECOND_API_SCOPE],
+        "token_endpoint": authority + "/oauth2/v2.0/token",
+        "environment": host,
+        "grant_type": "refresh_token",
+        "response": {
+            "token_type": "Bearer",
+            "access_token": "python-second-api-token",
+            "refresh_token": "python-refresh-token-2",
+            "expires_in": 3600,
+            "scope": SECOND_API_SCOPE,
+            "client_info": b64({"uid": uid, "utid": utid}),
+        },
+    }, now=now + 60)
     print(cache.serialize())
 
 

@@ -49,13 +49,33 @@ fn msal(python: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// A second API's scope: its token lives beside Graph's in one document.
+const SECOND_API_SCOPE: &str = "api://tokenbridge-tasks/Tasks.Read";
+
 fn msal_reads(python: &str, path: &Path) -> serde_json::Value {
+    msal_reads_for(python, path, "User.Read")
+}
+
+fn msal_reads_for(python: &str, path: &Path, scope: &str) -> serde_json::Value {
     let path = path.to_str().unwrap();
-    let out = msal(
-        python,
-        &["read", path, &ctx().client_id, AUTHORITY, "User.Read"],
-    );
+    let out = msal(python, &["read", path, &ctx().client_id, AUTHORITY, scope]);
     serde_json::from_str(&out).unwrap()
+}
+
+/// A refresh answer for the second API's scope, for `home`.
+fn second_api_answer(access_token: &str, refresh_token: &str) -> TokenResponse {
+    TokenResponse {
+        access_token: Secret::new(access_token),
+        token_type: None,
+        expires_in: Some(3600),
+        ext_expires_in: None,
+        refresh_in: None,
+        refresh_token: Some(Secret::new(refresh_token)),
+        id_token: None,
+        scope: Some(SECOND_API_SCOPE.into()),
+        client_info: None,
+        family_id: None,
+    }
 }
 
 #[test]
@@ -65,7 +85,16 @@ fn msal_python_reads_a_cache_tokenbridge_wrote_and_acquires_silently_from_it() {
     ) else {
         return;
     };
-    let (doc, home) = document("oid-7", "tokenbridge-access-token", now());
+    let (mut doc, home) = document("oid-7", "tokenbridge-access-token", now());
+    doc.add_token_response(
+        &ctx(),
+        &second_api_answer("tokenbridge-second-api-token", "rt-for-oid-7"),
+        &[SECOND_API_SCOPE],
+        Grant::RefreshToken,
+        Some(&home),
+        now(),
+    )
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cache.json");
     std::fs::write(&path, doc.to_json()).unwrap();
@@ -81,6 +110,14 @@ fn msal_python_reads_a_cache_tokenbridge_wrote_and_acquires_silently_from_it() {
     assert_eq!(seen["accounts"][0]["local_account_id"], "oid-7");
     assert_eq!(seen["silent"], "tokenbridge-access-token");
     assert_eq!(seen["silent_source"], "cache");
+    // The second API's token, beside it: MSAL finds it by its scope.
+    let second = msal_reads_for(python, &path, SECOND_API_SCOPE);
+    assert_eq!(
+        second["access_tokens"],
+        serde_json::json!(["tokenbridge-second-api-token"])
+    );
+    assert_eq!(second["silent"], "tokenbridge-second-api-token");
+    assert_eq!(second["silent_source"], "cache");
 }
 
 #[test]
@@ -104,18 +141,22 @@ fn tokenbridge_reads_a_cache_msal_python_wrote_and_msal_reads_it_back_after_a_ro
         .find_access_token(&ctx(), home, &["User.Read"], t, 300)
         .unwrap();
     assert_eq!(at.entry.secret.expose(), "python-access-token");
+    let second = doc
+        .find_access_token(&ctx(), home, &[SECOND_API_SCOPE], t, 300)
+        .unwrap();
+    assert_eq!(second.entry.secret.expose(), "python-second-api-token");
     assert_eq!(
         doc.find_refresh_token(&ctx(), home)
             .unwrap()
             .secret
             .expose(),
-        "python-refresh-token"
+        "python-refresh-token-2"
     );
+    // MSAL Python rewrote the account on the refresh without an ID token, its
+    // local_account_id as null: read as empty, not as a corrupt cache.
     let (_, account) = doc.accounts().next().unwrap();
-    assert_eq!(
-        (account.username.as_str(), account.local_account_id.as_str()),
-        ("python@contoso.com", "py-uid")
-    );
+    assert_eq!(account.home_account_id, home);
+    assert_eq!(account.local_account_id, "");
 
     // tokenbridge refreshes (a rotated refresh token, no ID token) and writes the cache back.
     let refreshed = TokenResponse {
@@ -144,9 +185,11 @@ fn tokenbridge_reads_a_cache_msal_python_wrote_and_msal_reads_it_back_after_a_ro
     std::fs::write(&path, doc.to_json()).unwrap();
 
     let seen = msal_reads(python, &path);
+    // MSAL Python's two entries (one per scope set) both hold the rotated token: no stale copy
+    // for MSAL to redeem (which strict rotation would take for reuse).
     assert_eq!(
         seen["refresh_tokens"],
-        serde_json::json!(["rotated-refresh-token"]),
+        serde_json::json!(["rotated-refresh-token", "rotated-refresh-token"]),
         "rotated in place, no stale copy"
     );
     assert_eq!(seen["accounts"][0]["home_account_id"], home);
@@ -154,4 +197,6 @@ fn tokenbridge_reads_a_cache_msal_python_wrote_and_msal_reads_it_back_after_a_ro
         seen["silent"], "rotated-access-token",
         "the longest-lived token is chosen"
     );
+    let second = msal_reads_for(python, &path, SECOND_API_SCOPE);
+    assert_eq!(second["silent"], "python-second-api-token", "kept beside");
 }

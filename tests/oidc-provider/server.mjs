@@ -42,7 +42,7 @@ const provider = new Provider(issuer, {
   jwks: { keys: [signingKey] },
   cookies: { keys: ['tokenbridge-test-cookie-key'] },
   pkce: { required: () => true },
-  scopes: ['openid', 'offline_access', 'profile', 'email', 'api.read'],
+  scopes: ['openid', 'offline_access', 'profile', 'email', 'api.read', 'tasks.read'],
   claims: { openid: ['sub'], profile: ['name', 'preferred_username'], email: ['email'] },
   conformIdTokenClaims: false,
   rotateRefreshToken: true,
@@ -73,7 +73,9 @@ const provider = new Provider(issuer, {
       defaultResource: () => api,
       useGrantedResource: () => true,
       getResourceServerInfo: () => ({
-        scope: 'api.read',
+        // Two APIs with disjoint scopes share the audience, as one authorization server's
+        // APIs do at Auth0, Okta or Keycloak: a token narrowed to one scope serves one API.
+        scope: 'api.read tasks.read',
         audience: api,
         accessTokenFormat: 'jwt',
         accessTokenTTL: 3600,
@@ -112,25 +114,42 @@ const keys = jose.createLocalJWKSet({
   keys: [{ ...(await jose.exportJWK(publicKey)), kid: 'test-key', alg: 'RS256', use: 'sig' }],
 });
 
-// The API: GET /api/v1.0/me with a bearer token the provider issued for it.
-async function me(req, res) {
+// A bearer token the provider issued for the APIs, with `scope`: its payload, or the refusal
+// already answered.
+async function bearer(req, res, scope) {
   const [scheme, token] = (req.headers.authorization ?? '').split(' ');
   if (scheme !== 'Bearer' || !token) return json(res, 401, { error: 'invalid_token' });
+  let payload;
   try {
-    const { payload } = await jose.jwtVerify(token, keys, { issuer, audience: api });
-    if (!String(payload.scope ?? '').split(' ').includes('api.read')) {
-      return json(res, 403, { error: 'insufficient_scope' });
-    }
-    const name = payload.sub.charAt(0).toUpperCase() + payload.sub.slice(1);
-    return json(res, 200, {
-      id: payload.sub,
-      displayName: name,
-      userPrincipalName: `${payload.sub}@example.test`,
-      mail: `${payload.sub}@example.test`,
-    });
+    ({ payload } = await jose.jwtVerify(token, keys, { issuer, audience: api }));
   } catch (e) {
     return json(res, 401, { error: 'invalid_token', error_description: e.code ?? 'invalid' });
   }
+  if (!String(payload.scope ?? '').split(' ').includes(scope)) {
+    res.setHeader('www-authenticate', `Bearer error="insufficient_scope", scope="${scope}"`);
+    return json(res, 403, { error: 'insufficient_scope' });
+  }
+  return payload;
+}
+
+// The second API: GET /tasks/v1.0/me/tasks, for tokens with tasks.read.
+async function tasks(req, res) {
+  const payload = await bearer(req, res, 'tasks.read');
+  if (payload === undefined) return undefined;
+  return json(res, 200, { owner: `${payload.sub}@example.test`, value: [{ id: '1', title: 'Write tests' }] });
+}
+
+// The API: GET /api/v1.0/me with a bearer token the provider issued for it.
+async function me(req, res) {
+  const payload = await bearer(req, res, 'api.read');
+  if (payload === undefined) return undefined;
+  const name = payload.sub.charAt(0).toUpperCase() + payload.sub.slice(1);
+  return json(res, 200, {
+    id: payload.sub,
+    displayName: name,
+    userPrincipalName: `${payload.sub}@example.test`,
+    mail: `${payload.sub}@example.test`,
+  });
 }
 
 // Interactions without a form: `?user=NAME` signs NAME in and consents to what was asked;
@@ -172,6 +191,7 @@ server.on('request', async (req, res) => {
   const url = new URL(req.url, issuer);
   try {
     if (url.pathname === '/api/v1.0/me' && req.method === 'GET') return await me(req, res);
+    if (url.pathname === '/tasks/v1.0/me/tasks' && req.method === 'GET') return await tasks(req, res);
     if (url.pathname.startsWith('/interaction/') && req.method === 'GET') return await interaction(req, res, url);
     if (url.pathname.startsWith('/test/')) return await admin(req, res, url);
     return callback(req, res);

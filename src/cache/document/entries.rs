@@ -1,6 +1,7 @@
 //! The five entry kinds. Every field is a JSON string; fields we do not know are kept in
 //! `extra` and written back unchanged. Missing fields read as empty (such an entry simply never
-//! matches), so one odd entry does not make a user's whole cache unreadable.
+//! matches), and so do fields written as `null`, so one odd entry does not make a user's whole
+//! cache unreadable.
 
 use crate::secret::Secret;
 use serde::{Deserialize, Deserializer, Serialize};
@@ -11,13 +12,20 @@ pub type Extra = Map<String, Value>;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AccessTokenEntry {
+    #[serde(deserialize_with = "nullable")]
     pub credential_type: String,
     pub secret: Secret,
+    #[serde(deserialize_with = "nullable")]
     pub home_account_id: String,
+    #[serde(deserialize_with = "nullable")]
     pub environment: String,
+    #[serde(deserialize_with = "nullable")]
     pub client_id: String,
+    #[serde(deserialize_with = "nullable")]
     pub realm: String,
+    #[serde(deserialize_with = "nullable")]
     pub target: String,
+    #[serde(deserialize_with = "nullable")]
     pub token_type: String,
     #[serde(deserialize_with = "string_or_number")]
     pub cached_at: String,
@@ -59,10 +67,14 @@ impl AccessTokenEntry {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct RefreshTokenEntry {
+    #[serde(deserialize_with = "nullable")]
     pub credential_type: String,
     pub secret: Secret,
+    #[serde(deserialize_with = "nullable")]
     pub home_account_id: String,
+    #[serde(deserialize_with = "nullable")]
     pub environment: String,
+    #[serde(deserialize_with = "nullable")]
     pub client_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub family_id: Option<String>,
@@ -78,11 +90,16 @@ pub struct RefreshTokenEntry {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct IdTokenEntry {
+    #[serde(deserialize_with = "nullable")]
     pub credential_type: String,
     pub secret: Secret,
+    #[serde(deserialize_with = "nullable")]
     pub home_account_id: String,
+    #[serde(deserialize_with = "nullable")]
     pub environment: String,
+    #[serde(deserialize_with = "nullable")]
     pub realm: String,
+    #[serde(deserialize_with = "nullable")]
     pub client_id: String,
     #[serde(flatten)]
     pub extra: Extra,
@@ -91,11 +108,17 @@ pub struct IdTokenEntry {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AccountEntry {
+    #[serde(deserialize_with = "nullable")]
     pub home_account_id: String,
+    #[serde(deserialize_with = "nullable")]
     pub environment: String,
+    #[serde(deserialize_with = "nullable")]
     pub realm: String,
+    #[serde(deserialize_with = "nullable")]
     pub local_account_id: String,
+    #[serde(deserialize_with = "nullable")]
     pub username: String,
+    #[serde(deserialize_with = "nullable")]
     pub authority_type: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account_source: Option<String>,
@@ -108,12 +131,20 @@ pub struct AccountEntry {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct AppMetadataEntry {
+    #[serde(deserialize_with = "nullable")]
     pub client_id: String,
+    #[serde(deserialize_with = "nullable")]
     pub environment: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub family_id: Option<String>,
     #[serde(flatten)]
     pub extra: Extra,
+}
+
+/// A string field written as `null` reads as empty: MSAL Python writes an account's
+/// `local_account_id` as null after a refresh that brought no ID token.
+fn nullable<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Timestamps are strings in the schema; some writers emit numbers. Read both, write strings.

@@ -228,29 +228,41 @@ impl CacheDocument {
     }
 
     /// The refresh token for an account: matched by environment, home account id and client id,
-    /// not by realm or scope (refresh tokens are cross-tenant).
+    /// not by realm or scope (refresh tokens are cross-tenant). MSAL Python may keep one entry
+    /// per scope set it redeemed for; the one written last is the current one.
     pub fn find_refresh_token(
         &self,
         ctx: &ClientContext,
         home_account_id: &str,
     ) -> Option<&RefreshTokenEntry> {
-        self.find_refresh_token_key(ctx, home_account_id)
-            .and_then(|key| self.refresh_tokens.get(&key))
+        let exact = keys::refresh_token(home_account_id, &ctx.environment, &ctx.client_id);
+        self.refresh_tokens_of(ctx, home_account_id)
+            .into_iter()
+            .max_by_key(|(key, rt)| {
+                let written: i64 = rt
+                    .last_modification_time
+                    .as_deref()
+                    .and_then(|t| t.trim().parse().ok())
+                    .unwrap_or(i64::MIN);
+                (written, **key == exact)
+            })
+            .map(|(_, rt)| rt)
     }
 
-    fn find_refresh_token_key(&self, ctx: &ClientContext, home_account_id: &str) -> Option<String> {
-        let exact = keys::refresh_token(home_account_id, &ctx.environment, &ctx.client_id);
-        if self.refresh_tokens.contains_key(&exact) {
-            return Some(exact);
-        }
+    /// Every refresh-token entry of an account (usually one).
+    fn refresh_tokens_of<'s>(
+        &'s self,
+        ctx: &ClientContext,
+        home_account_id: &str,
+    ) -> Vec<(&'s String, &'s RefreshTokenEntry)> {
         self.refresh_tokens
             .iter()
-            .find(|(_, rt)| {
+            .filter(|(_, rt)| {
                 rt.home_account_id == home_account_id
                     && rt.client_id == ctx.client_id
                     && keys::same_environment(&rt.environment, &ctx.environment)
             })
-            .map(|(key, _)| key.clone())
+            .collect()
     }
 
     /// Removes access tokens that expired before `now`; returns how many.
@@ -360,6 +372,8 @@ impl CacheDocument {
         self.access_tokens.insert(key, entry);
     }
 
+    /// Stores a new refresh token: in place of every entry the account's refresh token is in
+    /// (rotation leaves no stale copy for another MSAL reader to pick), or as a new entry.
     fn put_refresh_token(
         &mut self,
         ctx: &ClientContext,
@@ -368,21 +382,28 @@ impl CacheDocument {
         family_id: Option<&str>,
         now: i64,
     ) {
-        let key = self
-            .find_refresh_token_key(ctx, home)
-            .unwrap_or_else(|| keys::refresh_token(home, &ctx.environment, &ctx.client_id));
-        let entry = self.refresh_tokens.entry(key).or_default();
-        entry.credential_type = "RefreshToken".into();
-        entry.secret = secret.clone();
-        if entry.home_account_id.is_empty() {
-            entry.home_account_id = home.to_owned();
-            entry.environment.clone_from(&ctx.environment);
-            entry.client_id.clone_from(&ctx.client_id);
+        let mut keys: Vec<String> = self
+            .refresh_tokens_of(ctx, home)
+            .into_iter()
+            .map(|(key, _)| key.clone())
+            .collect();
+        if keys.is_empty() {
+            keys.push(keys::refresh_token(home, &ctx.environment, &ctx.client_id));
         }
-        if let Some(family) = family_id {
-            entry.family_id = Some(family.to_owned());
+        for key in keys {
+            let entry = self.refresh_tokens.entry(key).or_default();
+            entry.credential_type = "RefreshToken".into();
+            entry.secret = secret.clone();
+            if entry.home_account_id.is_empty() {
+                entry.home_account_id = home.to_owned();
+                entry.environment.clone_from(&ctx.environment);
+                entry.client_id.clone_from(&ctx.client_id);
+            }
+            if let Some(family) = family_id {
+                entry.family_id = Some(family.to_owned());
+            }
+            entry.last_modification_time = Some(now.to_string());
         }
-        entry.last_modification_time = Some(now.to_string());
     }
 
     fn put_account(

@@ -439,3 +439,59 @@ fn debug_output_has_no_token_secrets() {
         assert!(!debug.contains(secret), "{secret} in {debug}");
     }
 }
+
+#[test]
+fn a_field_written_as_null_reads_as_empty() {
+    // What MSAL Python writes for an account after a refresh that brought no ID token.
+    let json = br#"{"Account":{"h-login.microsoftonline.com-r":{"home_account_id":"h",
+        "environment":"login.microsoftonline.com","realm":"r","local_account_id":null,
+        "username":"","authority_type":"MSSTS"}}}"#;
+    let doc = CacheDocument::parse(json).unwrap();
+    let (_, account) = doc.accounts().next().unwrap();
+    assert_eq!(account.local_account_id, "");
+    assert_eq!(account.home_account_id, "h");
+}
+
+#[test]
+fn of_several_refresh_token_entries_the_latest_is_used_and_rotation_rewrites_them_all() {
+    let (mut doc, home) = signed_in();
+    // MSAL Python's second entry, keyed by the scope it redeemed for, written a minute later.
+    let mut second = doc.find_refresh_token(&ctx(), &home).unwrap().clone();
+    second.secret = Secret::new("rt-2");
+    second.last_modification_time = Some((NOW + 60).to_string());
+    let key = format!(
+        "{}-refreshtoken-{}--api://tasks/tasks.read",
+        home.to_lowercase(),
+        ctx().client_id
+    )
+    .replacen(
+        "-refreshtoken",
+        &format!("-{}-refreshtoken", ctx().environment),
+        1,
+    );
+    doc.refresh_tokens.insert(key, second);
+    assert_eq!(
+        doc.find_refresh_token(&ctx(), &home)
+            .unwrap()
+            .secret
+            .expose(),
+        "rt-2"
+    );
+    let mut refreshed = sign_in_response();
+    refreshed.refresh_token = Some(Secret::new("rt-3"));
+    refreshed.id_token = None;
+    doc.add_token_response(
+        &ctx(),
+        &refreshed,
+        &["User.Read"],
+        Grant::RefreshToken,
+        Some(&home),
+        NOW + 120,
+    )
+    .unwrap();
+    let secrets: Vec<&str> = doc
+        .refresh_tokens()
+        .map(|(_, rt)| rt.secret.expose())
+        .collect();
+    assert_eq!(secrets, ["rt-3", "rt-3"], "no stale copy");
+}

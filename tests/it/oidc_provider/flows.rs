@@ -5,6 +5,8 @@ use crate::serve::location;
 use serde_json::json;
 use std::time::Duration as StdDuration;
 use time::Duration;
+use tokenbridge::api::{ApiClient, ApiError};
+use tokenbridge::identity::acquire::Caller;
 use tokenbridge::settings::Prompt;
 
 fn consent(s: &mut tokenbridge::settings::Settings) {
@@ -298,4 +300,85 @@ async fn the_worker_acts_for_users_who_granted_offline_access() {
                 .starts_with("no refresh token"));
         }
     }
+}
+
+/// Two APIs with disjoint scopes at a generic provider: the sign-in asks for both and its token
+/// serves both; once it has lapsed, each API gets a refresh narrowed to its own scope (RFC 6749
+/// section 6), the tokens live side by side, and each API refuses the other's.
+#[tokio::test]
+async fn two_apis_get_tokens_narrowed_to_their_own_scopes() {
+    let Some(app) = spawn("oidc_provider::two_apis", Refresh::Offline, |s| {
+        consent(s);
+        s.identity.scopes = Vec::new();
+        s.api.scopes = vec!["api.read".into()];
+        let mut tasks = s.api.clone();
+        tasks.name = "tasks".into();
+        tasks.base_url = s.api.base_url.join("/tasks/v1.0").unwrap();
+        tasks.path = "/me/tasks".into();
+        tasks.scopes = vec!["tasks.read".into()];
+        s.named_apis.insert("tasks".into(), tasks);
+    })
+    .await
+    else {
+        return;
+    };
+    assert_eq!(app.sign_in("ada").await.status(), 303);
+    let db = tokenbridge::db::Database::connect(&app.settings.database).unwrap();
+    let options = tokenbridge::identity::acquire::AcquirerOptions::from_settings(
+        &app.settings.identity,
+        &app.settings.cache,
+        "two-apis".into(),
+    );
+    let acquirer = tokenbridge::identity::acquire::TokenAcquirer::from_settings(
+        db,
+        &app.settings,
+        std::sync::Arc::new(app.clock.clone()),
+        options,
+    )
+    .unwrap();
+    let id = app.activity().account_cache_key;
+    let main_api = ApiClient::new(&app.settings.api).unwrap();
+    let tasks_api = ApiClient::new(app.settings.api_named("tasks").unwrap()).unwrap();
+    let get = |scope: &'static str| {
+        let (acquirer, id) = (&acquirer, &id);
+        async move {
+            acquirer
+                .acquire_silent(id, &[scope], Caller::Worker)
+                .await
+                .unwrap()
+        }
+    };
+    // The sign-in's token has both scopes: both APIs take it, no refresh.
+    let both = get("api.read").await;
+    assert_eq!(
+        get("tasks.read").await.secret.expose(),
+        both.secret.expose()
+    );
+    assert!(main_api.me(&both).await.is_ok());
+    assert!(tasks_api.me(&both).await.is_ok());
+    assert_eq!(app.op.counters().await["refreshes"], 0);
+
+    app.clock.advance(Duration::hours(2));
+    let main = get("api.read").await;
+    let tasks = get("tasks.read").await;
+    assert_eq!(app.op.counters().await["refreshes"], 2);
+    assert_eq!(app.op.counters().await["refresh_errors"], 0);
+    assert!(main_api.me(&main).await.is_ok());
+    assert_eq!(
+        tasks_api.me(&tasks).await.unwrap()["owner"],
+        "ada@example.test"
+    );
+    for refused in [main_api.me(&tasks).await, tasks_api.me(&main).await] {
+        assert!(
+            matches!(&refused, Err(ApiError::Refused(why)) if why.contains("insufficient_scope")),
+            "{refused:?}"
+        );
+    }
+    // Cached side by side: no more refreshes.
+    assert_eq!(get("api.read").await.secret.expose(), main.secret.expose());
+    assert_eq!(
+        get("tasks.read").await.secret.expose(),
+        tasks.secret.expose()
+    );
+    assert_eq!(app.op.counters().await["refreshes"], 2);
 }
