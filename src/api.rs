@@ -25,8 +25,7 @@ pub enum ApiError {
 #[derive(Debug, Clone)]
 pub struct ApiClient {
     http: reqwest::Client,
-    me_url: String,
-    max_response_size: usize,
+    settings: ApiSettings,
 }
 
 impl ApiClient {
@@ -39,23 +38,59 @@ impl ApiClient {
             .map_err(|e| ApiError::Unexpected(e.to_string()))?;
         Ok(Self {
             http,
-            me_url: settings.me_url(),
-            max_response_size: settings.max_response_size,
+            settings: settings.clone(),
         })
     }
 
-    /// `GET /me`: the signed-in user's profile properties. A GET is idempotent: when the
-    /// connection fails before any answer (a pooled keep-alive connection the server had
-    /// already closed), it is sent once more on a new one.
+    /// The API's name (`default` for `[api]`).
+    pub fn name(&self) -> &str {
+        &self.settings.name
+    }
+
+    /// `GET {path}`: the signed-in user's profile properties.
     pub async fn me(&self, token: &AccessToken) -> Result<Map<String, Value>, ApiError> {
+        let url = self.settings.me_url();
+        let body = self.send(reqwest::Method::GET, &url, token).await?.1;
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(map)) => Ok(map),
+            Ok(_) => Err(ApiError::Unexpected(
+                "the profile is not a JSON object".into(),
+            )),
+            Err(e) => Err(ApiError::Unexpected(format!(
+                "the profile is not JSON: {e}"
+            ))),
+        }
+    }
+
+    /// `METHOD {path}` on this API, no body sent: its status when 2xx (the answer is read, up
+    /// to `max_response_size`, and dropped).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &AccessToken,
+    ) -> Result<u16, ApiError> {
+        let url = self.settings.url_of(path);
+        Ok(self.send(method, &url, token).await?.0)
+    }
+
+    /// Sends one request with the token. An idempotent request whose connection fails before
+    /// any answer (a pooled keep-alive connection the server had already closed) is sent once
+    /// more on a new one.
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        url: &str,
+        token: &AccessToken,
+    ) -> Result<(u16, Vec<u8>), ApiError> {
         let send = || {
             self.http
-                .get(&self.me_url)
+                .request(method.clone(), url)
                 .bearer_auth(token.secret.expose())
                 .send()
         };
         let response = match send().await {
-            Err(e) if !e.is_timeout() && (e.is_connect() || e.is_request()) => {
+            Err(e) if is_idempotent(&method) && !e.is_timeout() && (e.is_connect() || e.is_request()) => {
                 tracing::debug!(error = %e.without_url(), "the API connection failed before an answer; sending again");
                 send().await
             }
@@ -83,7 +118,7 @@ impl ApiClient {
         if !status.is_success() {
             return Err(ApiError::Unexpected(format!("HTTP {status}")));
         }
-        let body = match read_capped(response, self.max_response_size).await {
+        let body = match read_capped(response, self.settings.max_response_size).await {
             Ok(body) => body,
             Err(BodyError::Read(e)) => {
                 return Err(ApiError::Unavailable(e.without_url().to_string()))
@@ -92,23 +127,29 @@ impl ApiClient {
                 crate::metrics::metrics().oversized_answer("api");
                 tracing::warn!(
                     limit,
-                    "the API's answer is larger than api.max_response_size: refused"
+                    api = %self.settings.name,
+                    "the API's answer is larger than its max_response_size: refused"
                 );
                 return Err(ApiError::Unavailable(format!(
-                    "the answer is larger than {limit} bytes (api.max_response_size)"
+                    "the answer is larger than {limit} bytes (max_response_size)"
                 )));
             }
         };
-        match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(map)) => Ok(map),
-            Ok(_) => Err(ApiError::Unexpected(
-                "the profile is not a JSON object".into(),
-            )),
-            Err(e) => Err(ApiError::Unexpected(format!(
-                "the profile is not JSON: {e}"
-            ))),
-        }
+        Ok((status.as_u16(), body))
     }
+}
+
+/// Methods a repeat cannot do twice (RFC 9110 section 9.2.2): only these are sent again.
+pub fn is_idempotent(method: &reqwest::Method) -> bool {
+    use reqwest::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::PUT,
+        Method::DELETE,
+        Method::OPTIONS,
+    ]
+    .contains(method)
 }
 
 #[cfg(test)]

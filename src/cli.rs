@@ -1,6 +1,6 @@
 //! The command line.
 
-use crate::settings::{ReportFormat, Rotation};
+use crate::settings::{CallSpec, ReportFormat, Rotation};
 use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -118,6 +118,10 @@ pub struct WorkerArgs {
     /// Report format.
     #[arg(long, value_enum, value_name = "FORMAT")]
     pub format: Option<ReportFormat>,
+    /// The job: call METHOD /path on the API called NAME (`default` is [api]) with the user's
+    /// token; repeat for several calls, made in order (default: GET {api.path} on default).
+    #[arg(long = "call", value_name = "NAME:METHOD:/PATH")]
+    pub calls: Vec<CallSpec>,
 }
 
 #[derive(Debug, Args)]

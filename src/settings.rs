@@ -22,7 +22,7 @@ pub use identity::{ClientAuth, IdentitySettings, OfflineAccess, Prompt, Provider
 pub use log::{LogFormat, LogSettings};
 pub use values::{insecure_transport, is_loopback_url};
 pub use web::WebSettings;
-pub use worker::{ReportFormat, WorkerSettings};
+pub use worker::{CallSpec, ReportFormat, WorkerSettings};
 
 pub(crate) use values::{
     check_key_prefix, parse_duration, parse_size, parse_url, positive, secret_from,
@@ -406,7 +406,12 @@ fn with_choices(message: String) -> String {
 }
 
 /// Keys holding lists, which the environment gives comma-separated.
-const LIST_KEYS: &[&str] = &["identity.scopes", "api.scopes", "dev_idp.users"];
+const LIST_KEYS: &[&str] = &[
+    "identity.scopes",
+    "api.scopes",
+    "worker.calls",
+    "dev_idp.users",
+];
 
 /// The list keys in the environment: [`LIST_KEYS`], and each named API's scopes
 /// (`TOKENBRIDGE_APIS__TASKS__SCOPES`), with their settings keys.

@@ -37,6 +37,9 @@ pub fn options(settings: &WorkerSettings, args: &WorkerArgs) -> WorkerSettings {
     if let Some(format) = args.format {
         options.format = format;
     }
+    if !args.calls.is_empty() {
+        options.calls.clone_from(&args.calls);
+    }
     options
 }
 
@@ -152,6 +155,7 @@ mod tests {
             include_failed: true,
             dry_run: true,
             format: Some(ReportFormat::Text),
+            calls: vec!["tasks:POST:/me/tasks".parse().unwrap()],
         };
         let merged = options(&settings, &args);
         assert_eq!(merged.older_than, Duration::from_secs(300));
@@ -162,5 +166,6 @@ mod tests {
         assert_eq!(merged.user.as_deref(), Some("ada"));
         assert!(merged.include_failed && merged.dry_run);
         assert_eq!(merged.format, ReportFormat::Text);
+        assert_eq!(merged.calls[0].to_string(), "tasks:POST:/me/tasks");
     }
 }

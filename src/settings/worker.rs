@@ -14,6 +14,55 @@ pub enum ReportFormat {
     Json,
 }
 
+/// One call of the worker's job: `NAME:METHOD:/path` on a named API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallSpec {
+    pub api: String,
+    pub method: reqwest::Method,
+    pub path: String,
+}
+
+/// The methods a call may use: it sends no body.
+const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"];
+
+impl std::str::FromStr for CallSpec {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let usage = || {
+            format!(
+                "expected NAME:METHOD:/path such as default:GET:/me (METHOD one of {}), not {:?}",
+                METHODS.join(", "),
+                text.chars().take(200).collect::<String>()
+            )
+        };
+        let mut parts = text.trim().splitn(3, ':');
+        let (Some(api), Some(method), Some(path)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(usage());
+        };
+        let method = method.to_ascii_uppercase();
+        if !super::valid_api_name(api)
+            || !METHODS.contains(&method.as_str())
+            || !path.starts_with('/')
+            || path.contains(char::is_whitespace)
+        {
+            return Err(usage());
+        }
+        Ok(Self {
+            api: api.to_owned(),
+            method: method.parse().map_err(|_| usage())?,
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for CallSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}:{}", self.api, self.method, self.path)
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct WorkerSettings {
     /// Accounts whose last activity in the web app is at least this old are processed.
@@ -41,6 +90,8 @@ pub struct WorkerSettings {
     /// An account a worker acted for less than this long ago is not due, whatever
     /// `older_than` says: the least time between two jobs for one user.
     pub min_interval: Duration,
+    /// The job: these calls, in order (empty: `GET {api.path}` on the default API).
+    pub calls: Vec<CallSpec>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -58,6 +109,7 @@ pub(super) struct RawWorker {
     retries: u32,
     claim_for: String,
     min_interval: String,
+    calls: Vec<String>,
 }
 
 impl Default for RawWorker {
@@ -75,6 +127,7 @@ impl Default for RawWorker {
             retries: 3,
             claim_for: String::new(),
             min_interval: "0s".into(),
+            calls: Vec::new(),
         }
     }
 }
@@ -113,7 +166,13 @@ impl RawWorker {
                 Some(d)
             }
         };
+        let calls = self
+            .calls
+            .iter()
+            .map(|call| call.parse().map_err(|e| invalid("worker.calls", e)))
+            .collect::<Result<_, _>>()?;
         Ok(WorkerSettings {
+            calls,
             claim_for,
             min_interval: parse_duration("worker.min_interval", &self.min_interval)?,
             older_than: parse_duration("worker.older_than", &self.older_than)?,

@@ -2,11 +2,13 @@
 //! retrying transient failures within the pass (exponential backoff with jitter, honouring
 //! `Retry-After`), and record it on the activity row.
 
+use super::job::{Api, Call};
 use super::{PassError, Worker};
 use crate::activity::store::{self as activities, Activity, Outcome};
 use crate::api::ApiError;
-use crate::identity::acquire::Caller;
+use crate::identity::acquire::{AccessToken, Caller};
 use crate::identity::AcquireError;
+use crate::settings::DEFAULT_API;
 use crate::text::{bound, REASON};
 use serde::Serialize;
 use std::time::{Duration, Instant};
@@ -56,6 +58,17 @@ pub struct AccountReport {
     pub token_expires_on: Option<i64>,
     pub attempts: u32,
     pub elapsed_ms: u64,
+    /// Each call of the job that was made, with its status (None: it failed, see `reason`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub calls: Vec<CallReport>,
+}
+
+/// One call of the job, as reported.
+#[derive(Debug, Clone, Serialize)]
+pub struct CallReport {
+    /// `NAME:METHOD:/path`.
+    pub call: String,
+    pub status: Option<u16>,
 }
 
 impl AccountReport {
@@ -68,6 +81,7 @@ impl AccountReport {
             token_expires_on: None,
             attempts: 0,
             elapsed_ms: 0,
+            calls: Vec::new(),
         }
     }
 }
@@ -78,6 +92,9 @@ enum Failure {
     Transient {
         reason: String,
         retry_after: Option<Duration>,
+        /// The request reached the API, or may have: a call that is not idempotent is not
+        /// sent again.
+        sent: bool,
     },
     Api(String),
     Fatal(PassError),
@@ -98,6 +115,7 @@ impl From<AcquireError> for Failure {
             } => Failure::Transient {
                 reason: cut(reason),
                 retry_after,
+                sent: false,
             },
             e @ (AcquireError::Configuration(_)
             | AcquireError::CacheKeys(_)
@@ -115,6 +133,7 @@ impl From<ApiError> for Failure {
             ApiError::Unavailable(_) => Failure::Transient {
                 reason: bound(e.to_string(), REASON),
                 retry_after: None,
+                sent: true,
             },
             ApiError::Refused(_) | ApiError::InvalidToken(_) | ApiError::Unexpected(_) => {
                 Failure::Api(bound(e.to_string(), REASON))
@@ -198,74 +217,122 @@ impl Worker {
         Ok(report)
     }
 
+    /// The job's calls in order; the first that fails ends the job with its outcome.
     async fn try_account(
         &self,
         activity: &Activity,
         report: &mut AccountReport,
     ) -> Result<Outcome, PassError> {
+        for call in &self.calls {
+            if let Some(failed) = self.try_call(activity, call, report).await? {
+                return Ok(failed);
+            }
+        }
+        Ok(Outcome::Success)
+    }
+
+    /// An access token for `api` from the shared cache; "interaction required" for an API
+    /// other than the default says which API and scopes.
+    async fn token_for(&self, key: &str, api: &Api) -> Result<AccessToken, Failure> {
+        let scopes = api.scopes();
+        self.acquirer
+            .acquire_silent(key, &scopes, Caller::Worker)
+            .await
+            .map_err(|e| Failure::from(naming(e, api)))
+    }
+
+    /// One call, retried within the pass while it fails transiently (a call that is not
+    /// idempotent only while it has not reached the API). None when it succeeded.
+    async fn try_call(
+        &self,
+        activity: &Activity,
+        call: &Call,
+        report: &mut AccountReport,
+    ) -> Result<Option<Outcome>, PassError> {
         let key = &activity.account_cache_key;
-        let scopes: Vec<&str> = self.scopes.iter().map(String::as_str).collect();
+        let (api, spec) = (&call.api, &call.spec);
+        let mut tries = 0;
         loop {
+            tries += 1;
             report.attempts += 1;
             let attempt = async {
-                let token = self
-                    .acquirer
-                    .acquire_silent(key, &scopes, Caller::Worker)
-                    .await?;
-                let token = match self.api.me(&token).await {
+                let token = self.token_for(key, api).await?;
+                let method = spec.method.clone();
+                let (status, token) = match api.client.call(method, &spec.path, &token).await {
                     // A token we believed valid, refused as invalid: one refresh past it, one
                     // call more, before anything is recorded.
                     Err(ApiError::InvalidToken(why)) => {
-                        tracing::info!(account = %key, %why, "the API refused the access token as invalid; refreshing once and calling again");
+                        tracing::info!(account = %key, api = api.name(), %why, "the API refused the access token as invalid; refreshing once and calling again");
                         let fresh = self
                             .acquirer
-                            .acquire_after_rejection(key, &scopes, Caller::Worker, &token)
-                            .await?;
-                        self.api.me(&fresh).await?;
-                        fresh
+                            .acquire_after_rejection(key, &api.scopes(), Caller::Worker, &token)
+                            .await
+                            .map_err(|e| Failure::from(naming(e, api)))?;
+                        let method = spec.method.clone();
+                        (api.client.call(method, &spec.path, &fresh).await?, fresh)
                     }
-                    called => {
-                        called?;
-                        token
-                    }
+                    called => (called?, token),
                 };
-                Ok::<_, Failure>(token.expires_on)
+                Ok::<_, Failure>((status, token.expires_on))
             };
-            let (reason, retry_after) = match attempt.await {
-                Ok(expires_on) => {
-                    report.token_expires_on = Some(expires_on);
-                    return Ok(Outcome::Success);
+            let done = |status| CallReport {
+                call: spec.to_string(),
+                status,
+            };
+            let (reason, retry_after, sent) = match attempt.await {
+                Ok((status, expires_on)) => {
+                    report.token_expires_on.get_or_insert(expires_on);
+                    report.calls.push(done(Some(status)));
+                    return Ok(None);
                 }
                 Err(Failure::Interaction(reason)) => {
                     // One line per account that must sign in again, with the provider's words:
                     // how an operator tells a revocation from reuse detection.
                     tracing::warn!(account = %key, user = activity.user_principal_name.as_deref().unwrap_or(""), %reason, "interaction required: the user must sign in to the web app again");
+                    report.calls.push(done(None));
                     report.outcome = Kind::InteractionRequired;
                     report.reason = Some(reason.clone());
-                    return Ok(Outcome::InteractionRequired { reason });
+                    return Ok(Some(Outcome::InteractionRequired { reason }));
                 }
                 Err(Failure::Api(error)) => {
+                    report.calls.push(done(None));
                     report.outcome = Kind::ApiError;
                     report.reason = Some(error.clone());
-                    return Ok(Outcome::ApiFailed { error });
+                    return Ok(Some(Outcome::ApiFailed { error }));
                 }
                 Err(Failure::Fatal(e)) => return Err(e),
                 Err(Failure::Transient {
                     reason,
                     retry_after,
-                }) => (reason, retry_after),
+                    sent,
+                }) => (reason, retry_after, sent),
             };
-            if report.attempts > self.options.retries {
+            let may_repeat = !sent || crate::api::is_idempotent(&spec.method);
+            if tries > self.options.retries || !may_repeat {
+                report.calls.push(done(None));
                 report.outcome = Kind::Transient;
                 report.reason = Some(reason.clone());
-                return Ok(Outcome::Transient {
+                return Ok(Some(Outcome::Transient {
                     error: reason,
                     next_attempt_at: next_attempt(self.clock.now(), activity.consecutive_failures),
-                });
+                }));
             }
-            tracing::info!(account = %key, attempt = report.attempts, %reason, "transient failure; trying again");
-            tokio::time::sleep(pause(report.attempts - 1, retry_after)).await;
+            tracing::info!(account = %key, attempt = tries, %reason, "transient failure; trying again");
+            tokio::time::sleep(pause(tries - 1, retry_after)).await;
         }
+    }
+}
+
+/// An "interaction required" for an API other than the default names the API and its scopes:
+/// the user consented to the others.
+fn naming(e: AcquireError, api: &Api) -> AcquireError {
+    match e {
+        AcquireError::InteractionRequired { reason } if api.name() != DEFAULT_API => {
+            AcquireError::InteractionRequired {
+                reason: format!("API {} ({}): {reason}", api.name(), api.scopes.join(" ")),
+            }
+        }
+        other => other,
     }
 }
 

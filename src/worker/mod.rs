@@ -8,13 +8,13 @@
 //! - `report`: what stdout shows.
 
 mod account;
+mod job;
 mod pass;
 mod report;
 
 pub use account::{AccountReport, Kind};
 pub use report::{Reporter, Summary};
 
-use crate::api::ApiClient;
 use crate::cache::backend::CacheBackend;
 use crate::clock::Clock;
 use crate::db::Database;
@@ -44,9 +44,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 pub struct Worker {
     db: Database,
     acquirer: TokenAcquirer,
-    api: ApiClient,
-    /// The scopes of the API the worker calls.
-    scopes: Vec<String>,
+    /// The job: the calls made for each account.
+    calls: Vec<job::Call>,
     caches: CacheBackend,
     clock: Arc<dyn Clock>,
     owner: String,
@@ -106,11 +105,8 @@ impl Worker {
                 Some(problem) => PassError::Configuration(format!("cache.keys: {problem}")),
                 None => PassError::Storage(e.to_string()),
             })?;
-        let api =
-            ApiClient::new(&settings.api).map_err(|e| PassError::Configuration(e.to_string()))?;
-        // The longest one try takes: a redemption (and a metadata fetch), the API call, and,
-        // when the API refuses the token as invalid, one more redemption and call.
-        let one_try = settings.identity.http_timeout * 3 + settings.api.timeout * 2;
+        let calls = job::calls(settings, &options.calls)?;
+        let one_try = job::one_try(settings.identity.http_timeout, &calls);
         let one_account = one_try * (options.retries + 1) + Duration::from_secs(60);
         let claim_for = options.claim_for.unwrap_or(one_account * 2);
         if claim_for < one_account {
@@ -124,8 +120,7 @@ impl Worker {
         Ok(Self {
             db,
             acquirer,
-            api,
-            scopes: settings.scopes_of(&settings.api),
+            calls,
             caches,
             clock,
             owner: format!("worker-{process}"),

@@ -122,6 +122,17 @@ impl<W: Write> Reporter<W> {
                 if report.outcome != Kind::WouldProcess {
                     line.push_str(&format!(" {:>6} ms", report.elapsed_ms));
                 }
+                if report.calls.len() > 1 {
+                    let calls: Vec<String> = report
+                        .calls
+                        .iter()
+                        .map(|c| match c.status {
+                            Some(status) => format!("{} {status}", c.call),
+                            None => format!("{} failed", c.call),
+                        })
+                        .collect();
+                    line.push_str(&format!("  [{}]", calls.join(", ")));
+                }
                 if let Some(reason) = &report.reason {
                     line.push_str(&format!("  {reason}"));
                 }

@@ -1,6 +1,7 @@
 //! `tokenbridge worker` against the development provider, with users signed in through the
 //! real web app, on every backend.
 
+mod calls;
 mod faults;
 mod hostile;
 mod keys;
