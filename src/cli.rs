@@ -55,6 +55,16 @@ pub enum Command {
     /// failed, 2 on a configuration error. The report goes to stdout, logs to stderr.
     Worker(WorkerArgs),
 
+    /// Print a fresh access token for one account from the shared cache.
+    ///
+    /// The same silent acquisition as the web app and the worker (the cache row's lease: one
+    /// redemption per user across processes); never the refresh token. Text: the bare token
+    /// and a newline, so `TOKEN=$(tokenbridge token --user ada)` works; JSON adds the expiry,
+    /// scopes and account. Whoever can run it holds the client secret and cache keys already.
+    /// Exit status: 0 printed; 1 storage; 2 configuration; 3 transient (try again later);
+    /// 4 interaction required (the user must sign in again; the reason on stderr).
+    Token(TokenArgs),
+
     /// Run a local development identity provider and Graph-like API (loopback only).
     ///
     /// An OpenID provider shaped like Microsoft Entra ID v2.0 that signs in any user name, for
@@ -122,6 +132,29 @@ pub struct WorkerArgs {
     /// token; repeat for several calls, made in order (default: GET {api.path} on default).
     #[arg(long = "call", value_name = "NAME:METHOD:/PATH")]
     pub calls: Vec<CallSpec>,
+}
+
+/// Flags of `token`.
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// The account: a user principal name or a home account id.
+    #[arg(long, value_name = "UPN_OR_ID")]
+    pub user: String,
+    /// The API whose token to print: `default` ([api]) or a NAME of [apis.NAME].
+    #[arg(long, value_name = "NAME", default_value = "default")]
+    pub api: String,
+    /// What is printed.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
+    pub format: TokenFormat,
+}
+
+/// How `token` prints the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TokenFormat {
+    /// The bare access token and a newline.
+    Text,
+    /// One JSON object: the token, its expiry, scopes, API and account.
+    Json,
 }
 
 #[derive(Debug, Args)]

@@ -60,6 +60,14 @@ impl Failure {
         }
     }
 
+    /// A failure with its own exit status (see each command's documentation).
+    pub fn with_code(exit_code: u8, message: impl Into<String>) -> Self {
+        Self {
+            exit_code,
+            message: message.into(),
+        }
+    }
+
     /// A service the command depends on failed (the database): exit status 1.
     pub fn infrastructure(message: impl Into<String>) -> Self {
         Self {
@@ -85,14 +93,14 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let sections = match cli.command {
         Command::Migrate(_) => Sections::MIGRATE,
         Command::Serve => Sections::SERVE,
-        Command::Worker(_) => Sections::WORKER,
+        Command::Worker(_) | Command::Token(_) => Sections::WORKER,
         Command::DevIdp(_) => Sections::DEV_IDP,
     };
     let settings = match Settings::load(&path, named, sections) {
         Ok(settings) => settings,
-        // The worker's contract: a configuration error exits 2.
+        // The worker's and token's contract: a configuration error exits 2.
         // Each message says where the value came from (the file or an environment variable).
-        Err(e) if matches!(cli.command, Command::Worker(_)) => {
+        Err(e) if matches!(cli.command, Command::Worker(_) | Command::Token(_)) => {
             return Err(Failure::configuration(format!("invalid settings: {e}")).into())
         }
         Err(e) => return Err(e).context("invalid settings"),
@@ -103,5 +111,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::DevIdp(args) => commands::dev_idp::run(settings, &args),
         Command::Serve => commands::serve::run(&settings),
         Command::Worker(args) => commands::worker::run(&settings, &args),
+        Command::Token(args) => commands::token::run(&settings, &args, &mut std::io::stdout()),
     }
 }

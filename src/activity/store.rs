@@ -182,6 +182,21 @@ pub fn find_by_upn(conn: &mut DbConnection, upn: &str) -> QueryResult<Vec<Activi
         .load(conn)
 }
 
+/// The accounts `user` names: the one whose home account id it is, else those whose user
+/// principal name it is (without case); when none, up to five names that come close.
+pub fn lookup(conn: &mut DbConnection, user: &str) -> QueryResult<(Vec<Activity>, Vec<String>)> {
+    let found = match get(conn, user)? {
+        Some(activity) => vec![activity],
+        None => find_by_upn(conn, user)?,
+    };
+    let close = if found.is_empty() {
+        similar(conn, user, 5)?
+    } else {
+        Vec::new()
+    };
+    Ok((found, close))
+}
+
 /// Up to `limit` user principal names (or, without one, account keys) that contain `text`,
 /// compared without case: suggestions for a name that matched nothing.
 pub fn similar(conn: &mut DbConnection, text: &str, limit: i64) -> QueryResult<Vec<String>> {

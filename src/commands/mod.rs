@@ -3,4 +3,5 @@
 pub mod dev_idp;
 pub mod migrate;
 pub mod serve;
+pub mod token;
 pub mod worker;

@@ -220,18 +220,7 @@ impl Worker {
         let wanted = user.to_owned();
         let (found, close) = self
             .db
-            .run(move |conn| {
-                let found = match activities::get(conn, &wanted)? {
-                    Some(activity) => vec![activity],
-                    None => activities::find_by_upn(conn, &wanted)?,
-                };
-                let close = if found.is_empty() {
-                    activities::similar(conn, &wanted, 5)?
-                } else {
-                    Vec::new()
-                };
-                Ok::<_, DbError>((found, close))
-            })
+            .run(move |conn| activities::lookup(conn, &wanted).map_err(DbError::from))
             .await
             .map_err(database)?;
         if !found.is_empty() {

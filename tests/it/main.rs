@@ -23,4 +23,5 @@ mod newcomer;
 mod oidc_provider;
 mod serve;
 mod test_command;
+mod token;
 mod worker;

@@ -29,7 +29,7 @@ pub fn with_tasks_api(s: &mut Settings) {
 }
 
 /// An acquirer of its own (as a worker process has) on the app's database and caches.
-fn acquirer(app: &TestApp) -> TokenAcquirer {
+pub fn acquirer(app: &TestApp) -> TokenAcquirer {
     let db = Database::connect(&app.settings.database).unwrap();
     let options = AcquirerOptions::from_settings(
         &app.settings.identity,

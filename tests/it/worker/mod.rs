@@ -6,7 +6,7 @@ mod faults;
 mod hostile;
 mod keys;
 mod passes;
-mod processes;
+pub mod processes;
 
 use crate::serve::TestApp;
 use serde_json::Value;

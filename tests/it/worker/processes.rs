@@ -22,8 +22,20 @@ e2e_tests!(
 /// `tokenbridge worker ARGS` against the app's database and provider, with an empty settings
 /// file and the environment a deployment would set.
 pub(super) fn worker(app: &TestApp, config: &std::path::Path, args: &[&str]) -> Command {
+    tokenbridge(app, config, "worker", args)
+}
+
+/// `tokenbridge COMMAND ARGS` against the app's database (and Redis, when its caches are
+/// there) and provider, with an empty settings file and the environment a deployment would
+/// set: the app's second API too, when it has one.
+pub fn tokenbridge(
+    app: &TestApp,
+    config: &std::path::Path,
+    command: &str,
+    args: &[&str],
+) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tokenbridge"));
-    cmd.args(["--config", &config.display().to_string(), "worker"])
+    cmd.args(["--config", &config.display().to_string(), command])
         .args(args)
         .env_clear()
         .envs(std::env::var("PATH").map(|p| ("PATH".to_owned(), p)))
@@ -43,6 +55,15 @@ pub(super) fn worker(app: &TestApp, config: &std::path::Path, args: &[&str]) -> 
             ),
             ("TOKENBRIDGE_LOG__LEVEL", "warn".into()),
         ]);
+    if let Some(redis) = &app.redis {
+        cmd.env("TOKENBRIDGE_CACHE__URL", redis.url.expose())
+            .env("TOKENBRIDGE_CACHE__KEY_PREFIX", &redis.prefix);
+    }
+    if let Some(tasks) = app.settings.api_named("tasks") {
+        cmd.env("TOKENBRIDGE_APIS__TASKS__BASE_URL", tasks.base_url.as_str())
+            .env("TOKENBRIDGE_APIS__TASKS__PATH", &tasks.path)
+            .env("TOKENBRIDGE_APIS__TASKS__SCOPES", tasks.scopes.join(","));
+    }
     cmd
 }
 
