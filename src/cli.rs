@@ -130,8 +130,35 @@ pub struct WorkerArgs {
     pub format: Option<ReportFormat>,
     /// The job: call METHOD /path on the API called NAME (`default` is [api]) with the user's
     /// token; repeat for several calls, made in order (default: GET {api.path} on default).
-    #[arg(long = "call", value_name = "NAME:METHOD:/PATH")]
+    #[arg(
+        long = "call",
+        value_name = "NAME:METHOD:/PATH",
+        conflicts_with = "exec"
+    )]
     pub calls: Vec<CallSpec>,
+    /// The job: run COMMAND for each account, with the account and a fresh access token in
+    /// its environment (TOKENBRIDGE_ACCESS_TOKEN, ...), never on its command line. Split as a
+    /// shell would, run without one (write `sh -c '...'` for one). Exit 0: ok; 77: the API
+    /// refused the token (refreshed once and run again once); another: the job failed.
+    #[arg(long, value_name = "COMMAND", value_parser = parse_command)]
+    pub exec: Option<CommandLine>,
+    /// An API whose token the --exec job gets, as TOKENBRIDGE_ACCESS_TOKEN_<NAME> (the first
+    /// also as TOKENBRIDGE_ACCESS_TOKEN); repeat for several (default: default).
+    #[arg(long = "api", value_name = "NAME", requires = "exec")]
+    pub exec_apis: Vec<String>,
+    /// Kill an --exec job (its whole process group) still running after DURATION (default 5m).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, requires = "exec")]
+    pub exec_timeout: Option<Duration>,
+}
+
+/// A command line split into its words (see [`crate::settings::split_command`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandLine(pub Vec<String>);
+
+fn parse_command(line: &str) -> Result<CommandLine, String> {
+    crate::settings::split_command(line)
+        .map(CommandLine)
+        .map_err(|e| format!("the command {e}"))
 }
 
 /// Flags of `token`.

@@ -65,6 +65,7 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     request_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
     acquisitions: Family<OutcomeLabels, Counter>,
+    worker_accounts: Family<OutcomeLabels, Counter>,
     oversized: Family<SourceLabels, Counter>,
     provider_seconds: Histogram,
     pool_wait_seconds: Histogram,
@@ -114,6 +115,13 @@ impl Metrics {
              transient, error)",
             acquisitions.clone(),
         );
+        let worker_accounts = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "worker_accounts",
+            "Accounts a worker acted for, by outcome (ok, interaction_required, signed_out, \
+             transient, api_error, job_failed)",
+            worker_accounts.clone(),
+        );
         let oversized = Family::<SourceLabels, Counter>::default();
         registry.register(
             "oversized_answers",
@@ -150,6 +158,7 @@ impl Metrics {
             requests,
             request_seconds,
             acquisitions,
+            worker_accounts,
             oversized,
             provider_seconds,
             pool_wait_seconds,
@@ -184,6 +193,13 @@ impl Metrics {
             Acquisition::Error => "error",
         };
         self.acquisitions
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// An account a worker acted for; `outcome` as the report names it (`job_failed`, ...).
+    pub fn worker_account(&self, outcome: &'static str) {
+        self.worker_accounts
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
     }

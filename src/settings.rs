@@ -22,7 +22,7 @@ pub use identity::{ClientAuth, IdentitySettings, OfflineAccess, Prompt, Provider
 pub use log::{LogFormat, LogSettings};
 pub use values::{insecure_transport, is_loopback_url};
 pub use web::WebSettings;
-pub use worker::{CallSpec, ReportFormat, WorkerSettings};
+pub use worker::{split_command, CallSpec, ReportFormat, WorkerSettings};
 
 pub(crate) use values::{
     check_key_prefix, parse_duration, parse_size, parse_url, positive, secret_from,
@@ -410,6 +410,7 @@ const LIST_KEYS: &[&str] = &[
     "identity.scopes",
     "api.scopes",
     "worker.calls",
+    "worker.exec_apis",
     "dev_idp.users",
 ];
 

@@ -91,6 +91,11 @@ pub enum Outcome {
     },
     /// The tokens are fine but the API refused the call: recorded, the account is not marked.
     ApiFailed { error: String },
+    /// The job (an `--exec` command) failed: recorded, tried again at `next_attempt_at`.
+    JobFailed {
+        error: String,
+        next_attempt_at: OffsetDateTime,
+    },
 }
 
 #[derive(Insertable, AsChangeset)]
@@ -444,6 +449,10 @@ pub fn record_outcome(
         )
         .execute(conn)?,
         Outcome::Transient {
+            error,
+            next_attempt_at,
+        }
+        | Outcome::JobFailed {
             error,
             next_attempt_at,
         } => update(

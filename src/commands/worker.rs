@@ -39,6 +39,17 @@ pub fn options(settings: &WorkerSettings, args: &WorkerArgs) -> WorkerSettings {
     }
     if !args.calls.is_empty() {
         options.calls.clone_from(&args.calls);
+        options.exec = None;
+    }
+    if let Some(command) = &args.exec {
+        options.exec = Some(command.0.clone());
+        options.calls.clear();
+    }
+    if !args.exec_apis.is_empty() {
+        options.exec_apis.clone_from(&args.exec_apis);
+    }
+    if let Some(timeout) = args.exec_timeout {
+        options.exec_timeout = timeout;
     }
     options
 }
@@ -156,6 +167,9 @@ mod tests {
             dry_run: true,
             format: Some(ReportFormat::Text),
             calls: vec!["tasks:POST:/me/tasks".parse().unwrap()],
+            exec: None,
+            exec_apis: Vec::new(),
+            exec_timeout: Some(Duration::from_secs(7)),
         };
         let merged = options(&settings, &args);
         assert_eq!(merged.older_than, Duration::from_secs(300));
@@ -167,5 +181,15 @@ mod tests {
         assert!(merged.include_failed && merged.dry_run);
         assert_eq!(merged.format, ReportFormat::Text);
         assert_eq!(merged.calls[0].to_string(), "tasks:POST:/me/tasks");
+        assert_eq!(merged.exec_timeout, Duration::from_secs(7));
+        // --exec replaces the settings' calls, and --call the settings' command.
+        let exec = WorkerArgs {
+            exec: Some(crate::cli::CommandLine(vec!["job.sh".into()])),
+            exec_apis: vec!["tasks".into()],
+            ..WorkerArgs::default()
+        };
+        let merged = options(&merged, &exec);
+        assert!(merged.calls.is_empty());
+        assert_eq!(merged.exec_apis, ["tasks"]);
     }
 }

@@ -92,6 +92,24 @@ pub struct WorkerSettings {
     pub min_interval: Duration,
     /// The job: these calls, in order (empty: `GET {api.path}` on the default API).
     pub calls: Vec<CallSpec>,
+    /// The job as a command run for each account instead (its argv; no shell).
+    pub exec: Option<Vec<String>>,
+    /// The APIs whose tokens an exec job gets (the first is `TOKENBRIDGE_ACCESS_TOKEN`).
+    pub exec_apis: Vec<String>,
+    /// An exec job still running after this long is killed (its whole process group).
+    pub exec_timeout: Duration,
+    /// How long an exec job has to end after the worker is stopped and passes SIGTERM on.
+    pub exec_grace: Duration,
+}
+
+/// A command line split into its words as a shell would (quotes, backslashes), without a
+/// shell: no variables, globs or pipes unless the command is itself `sh -c '...'`.
+pub fn split_command(line: &str) -> Result<Vec<String>, String> {
+    match shlex::split(line) {
+        Some(words) if !words.is_empty() => Ok(words),
+        Some(_) => Err("is empty".into()),
+        None => Err("has an unmatched quote or a trailing backslash".into()),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -110,6 +128,10 @@ pub(super) struct RawWorker {
     claim_for: String,
     min_interval: String,
     calls: Vec<String>,
+    exec: String,
+    exec_apis: Vec<String>,
+    exec_timeout: String,
+    exec_grace: String,
 }
 
 impl Default for RawWorker {
@@ -128,6 +150,10 @@ impl Default for RawWorker {
             claim_for: String::new(),
             min_interval: "0s".into(),
             calls: Vec::new(),
+            exec: String::new(),
+            exec_apis: vec![super::DEFAULT_API.to_owned()],
+            exec_timeout: "5m".into(),
+            exec_grace: "10s".into(),
         }
     }
 }
@@ -171,8 +197,34 @@ impl RawWorker {
             .iter()
             .map(|call| call.parse().map_err(|e| invalid("worker.calls", e)))
             .collect::<Result<_, _>>()?;
+        let exec = match self.exec.trim() {
+            "" => None,
+            line => Some(split_command(line).map_err(|e| invalid("worker.exec", e))?),
+        };
+        if exec.is_some() && !self.calls.is_empty() {
+            return Err(invalid(
+                "worker.exec",
+                "a job is either calls or a command: set worker.calls or worker.exec, not both",
+            ));
+        }
+        if let Some(wrong) = self.exec_apis.iter().find(|a| !super::valid_api_name(a)) {
+            return Err(invalid(
+                "worker.exec_apis",
+                format!("{wrong:?} is not an API's name"),
+            ));
+        }
+        if self.exec_apis.is_empty() {
+            return Err(invalid(
+                "worker.exec_apis",
+                "names no API: an exec job gets at least one token",
+            ));
+        }
         Ok(WorkerSettings {
             calls,
+            exec,
+            exec_apis: self.exec_apis,
+            exec_timeout: super::positive("worker.exec_timeout", &self.exec_timeout)?,
+            exec_grace: parse_duration("worker.exec_grace", &self.exec_grace)?,
             claim_for,
             min_interval: parse_duration("worker.min_interval", &self.min_interval)?,
             older_than: parse_duration("worker.older_than", &self.older_than)?,

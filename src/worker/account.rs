@@ -2,7 +2,7 @@
 //! retrying transient failures within the pass (exponential backoff with jitter, honouring
 //! `Retry-After`), and record it on the activity row.
 
-use super::job::{Api, Call};
+use super::job::{Api, Job};
 use super::{PassError, Worker};
 use crate::activity::store::{self as activities, Activity, Outcome};
 use crate::api::ApiError;
@@ -13,6 +13,7 @@ use crate::text::{bound, REASON};
 use serde::Serialize;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
+use tokio::sync::watch;
 
 /// What happened to an account, as reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -28,11 +29,26 @@ pub enum Kind {
     Transient,
     /// The token was fine but the API refused the call.
     ApiError,
+    /// The `--exec` command failed (another exit status than 0 or 77, a timeout, a stop).
+    JobFailed,
     /// `--dry-run`: this account would be processed.
     WouldProcess,
 }
 
 impl Kind {
+    /// As JSON reports and metrics name it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Ok => "ok",
+            Kind::InteractionRequired => "interaction_required",
+            Kind::SignedOut => "signed_out",
+            Kind::Transient => "transient",
+            Kind::ApiError => "api_error",
+            Kind::JobFailed => "job_failed",
+            Kind::WouldProcess => "would_process",
+        }
+    }
+
     pub fn label(self) -> &'static str {
         match self {
             Kind::Ok => "ok",
@@ -40,6 +56,7 @@ impl Kind {
             Kind::SignedOut => "signed out",
             Kind::Transient => "transient",
             Kind::ApiError => "API error",
+            Kind::JobFailed => "job failed",
             Kind::WouldProcess => "would process",
         }
     }
@@ -58,6 +75,9 @@ pub struct AccountReport {
     pub token_expires_on: Option<i64>,
     pub attempts: u32,
     pub elapsed_ms: u64,
+    /// The `--exec` command's last exit status.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
     /// Each call of the job that was made, with its status (None: it failed, see `reason`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub calls: Vec<CallReport>,
@@ -71,6 +91,15 @@ pub struct CallReport {
     pub status: Option<u16>,
 }
 
+impl CallReport {
+    pub(super) fn of(spec: &crate::settings::CallSpec, status: Option<u16>) -> Self {
+        Self {
+            call: spec.to_string(),
+            status,
+        }
+    }
+}
+
 impl AccountReport {
     pub fn new(activity: &Activity, outcome: Kind) -> Self {
         Self {
@@ -81,13 +110,14 @@ impl AccountReport {
             token_expires_on: None,
             attempts: 0,
             elapsed_ms: 0,
+            exit_code: None,
             calls: Vec::new(),
         }
     }
 }
 
 /// Why one attempt failed.
-enum Failure {
+pub(super) enum Failure {
     Interaction(String),
     Transient {
         reason: String,
@@ -179,7 +209,11 @@ fn marked_at_sign_in(activity: &Activity) -> Option<String> {
 
 impl Worker {
     /// Works one claimed account and records the outcome (releasing the claim).
-    pub(super) async fn work(&self, activity: Activity) -> Result<AccountReport, PassError> {
+    pub(super) async fn work(
+        &self,
+        activity: Activity,
+        mut stop: watch::Receiver<bool>,
+    ) -> Result<AccountReport, PassError> {
         let started = Instant::now();
         let mut report = AccountReport::new(&activity, Kind::Ok);
         let outcome = if activity.signed_out_at.is_some() {
@@ -195,9 +229,10 @@ impl Worker {
             report.reason = Some(reason.clone());
             Outcome::InteractionRequired { reason }
         } else {
-            self.try_account(&activity, &mut report).await?
+            self.try_account(&activity, &mut report, &mut stop).await?
         };
         report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        crate::metrics::metrics().worker_account(report.outcome.name());
         let (key, owner, now) = (
             activity.account_cache_key.clone(),
             self.owner.clone(),
@@ -217,23 +252,29 @@ impl Worker {
         Ok(report)
     }
 
-    /// The job's calls in order; the first that fails ends the job with its outcome.
+    /// The job: its calls in order (the first that fails ends it), or its command.
     async fn try_account(
         &self,
         activity: &Activity,
         report: &mut AccountReport,
+        stop: &mut watch::Receiver<bool>,
     ) -> Result<Outcome, PassError> {
-        for call in &self.calls {
-            if let Some(failed) = self.try_call(activity, call, report).await? {
-                return Ok(failed);
+        match &self.job {
+            Job::Calls(calls) => {
+                for call in calls {
+                    if let Some(failed) = self.try_call(activity, call, report).await? {
+                        return Ok(failed);
+                    }
+                }
+                Ok(Outcome::Success)
             }
+            Job::Exec(exec) => self.try_exec(activity, exec, report, stop).await,
         }
-        Ok(Outcome::Success)
     }
 
     /// An access token for `api` from the shared cache; "interaction required" for an API
     /// other than the default says which API and scopes.
-    async fn token_for(&self, key: &str, api: &Api) -> Result<AccessToken, Failure> {
+    pub(super) async fn token_for(&self, key: &str, api: &Api) -> Result<AccessToken, Failure> {
         let scopes = api.scopes();
         self.acquirer
             .acquire_silent(key, &scopes, Caller::Worker)
@@ -241,86 +282,78 @@ impl Worker {
             .map_err(|e| Failure::from(naming(e, api)))
     }
 
-    /// One call, retried within the pass while it fails transiently (a call that is not
-    /// idempotent only while it has not reached the API). None when it succeeded.
-    async fn try_call(
+    /// A token other than `rejected`, which `api` refused as invalid.
+    pub(super) async fn token_past(
         &self,
+        key: &str,
+        api: &Api,
+        rejected: &AccessToken,
+    ) -> Result<AccessToken, Failure> {
+        self.acquirer
+            .acquire_after_rejection(key, &api.scopes(), Caller::Worker, rejected)
+            .await
+            .map_err(|e| Failure::from(naming(e, api)))
+    }
+
+    /// What a failed try comes to: an outcome to record now (set on `report`), another try
+    /// (a transient failure), or the end of the pass.
+    pub(super) fn after_failure(
+        &self,
+        failure: Failure,
         activity: &Activity,
-        call: &Call,
         report: &mut AccountReport,
-    ) -> Result<Option<Outcome>, PassError> {
-        let key = &activity.account_cache_key;
-        let (api, spec) = (&call.api, &call.spec);
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            report.attempts += 1;
-            let attempt = async {
-                let token = self.token_for(key, api).await?;
-                let method = spec.method.clone();
-                let (status, token) = match api.client.call(method, &spec.path, &token).await {
-                    // A token we believed valid, refused as invalid: one refresh past it, one
-                    // call more, before anything is recorded.
-                    Err(ApiError::InvalidToken(why)) => {
-                        tracing::info!(account = %key, api = api.name(), %why, "the API refused the access token as invalid; refreshing once and calling again");
-                        let fresh = self
-                            .acquirer
-                            .acquire_after_rejection(key, &api.scopes(), Caller::Worker, &token)
-                            .await
-                            .map_err(|e| Failure::from(naming(e, api)))?;
-                        let method = spec.method.clone();
-                        (api.client.call(method, &spec.path, &fresh).await?, fresh)
-                    }
-                    called => (called?, token),
-                };
-                Ok::<_, Failure>((status, token.expires_on))
-            };
-            let done = |status| CallReport {
-                call: spec.to_string(),
-                status,
-            };
-            let (reason, retry_after, sent) = match attempt.await {
-                Ok((status, expires_on)) => {
-                    report.token_expires_on.get_or_insert(expires_on);
-                    report.calls.push(done(Some(status)));
-                    return Ok(None);
-                }
-                Err(Failure::Interaction(reason)) => {
-                    // One line per account that must sign in again, with the provider's words:
-                    // how an operator tells a revocation from reuse detection.
-                    tracing::warn!(account = %key, user = activity.user_principal_name.as_deref().unwrap_or(""), %reason, "interaction required: the user must sign in to the web app again");
-                    report.calls.push(done(None));
-                    report.outcome = Kind::InteractionRequired;
-                    report.reason = Some(reason.clone());
-                    return Ok(Some(Outcome::InteractionRequired { reason }));
-                }
-                Err(Failure::Api(error)) => {
-                    report.calls.push(done(None));
-                    report.outcome = Kind::ApiError;
-                    report.reason = Some(error.clone());
-                    return Ok(Some(Outcome::ApiFailed { error }));
-                }
-                Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Transient {
-                    reason,
-                    retry_after,
-                    sent,
-                }) => (reason, retry_after, sent),
-            };
-            let may_repeat = !sent || crate::api::is_idempotent(&spec.method);
-            if tries > self.options.retries || !may_repeat {
-                report.calls.push(done(None));
-                report.outcome = Kind::Transient;
+    ) -> Result<Next, PassError> {
+        match failure {
+            Failure::Interaction(reason) => {
+                // One line per account that must sign in again, with the provider's words:
+                // how an operator tells a revocation from reuse detection.
+                tracing::warn!(account = %activity.account_cache_key, user = activity.user_principal_name.as_deref().unwrap_or(""), %reason, "interaction required: the user must sign in to the web app again");
+                report.outcome = Kind::InteractionRequired;
                 report.reason = Some(reason.clone());
-                return Ok(Some(Outcome::Transient {
-                    error: reason,
-                    next_attempt_at: next_attempt(self.clock.now(), activity.consecutive_failures),
-                }));
+                Ok(Next::Record(Outcome::InteractionRequired { reason }))
             }
-            tracing::info!(account = %key, attempt = tries, %reason, "transient failure; trying again");
-            tokio::time::sleep(pause(tries - 1, retry_after)).await;
+            Failure::Api(error) => {
+                report.outcome = Kind::ApiError;
+                report.reason = Some(error.clone());
+                Ok(Next::Record(Outcome::ApiFailed { error }))
+            }
+            Failure::Fatal(e) => Err(e),
+            Failure::Transient {
+                reason,
+                retry_after,
+                sent,
+            } => Ok(Next::Retry {
+                reason,
+                retry_after,
+                sent,
+            }),
         }
     }
+
+    /// The outcome of a transient failure that is not tried again in this pass.
+    pub(super) fn transient(
+        &self,
+        reason: String,
+        activity: &Activity,
+        report: &mut AccountReport,
+    ) -> Outcome {
+        report.outcome = Kind::Transient;
+        report.reason = Some(reason.clone());
+        Outcome::Transient {
+            error: reason,
+            next_attempt_at: next_attempt(self.clock.now(), activity.consecutive_failures),
+        }
+    }
+}
+
+/// What comes after a failed try.
+pub(super) enum Next {
+    Record(Outcome),
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+        sent: bool,
+    },
 }
 
 /// An "interaction required" for an API other than the default names the API and its scopes:

@@ -1,10 +1,12 @@
 //! The worker's job for each account: the calls it makes (`--call NAME:METHOD:/path`, or
 //! `[worker] calls`; by default `GET {api.path}` on the default API), each on a named API with
-//! that API's own access token.
+//! that API's own access token; or a command it runs (`--exec`) with the tokens of the APIs
+//! it names (`--api`).
 
+use super::exec::Command;
 use super::PassError;
 use crate::api::ApiClient;
-use crate::settings::{CallSpec, Settings, DEFAULT_API};
+use crate::settings::{CallSpec, Settings, WorkerSettings, DEFAULT_API};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +32,52 @@ impl Api {
 pub(super) struct Call {
     pub spec: CallSpec,
     pub api: Arc<Api>,
+}
+
+/// What the worker does for each account.
+pub(super) enum Job {
+    Calls(Vec<Call>),
+    Exec(Exec),
+}
+
+/// A command run for each account, and the APIs whose tokens it gets.
+pub(super) struct Exec {
+    pub command: Command,
+    pub apis: Vec<Arc<Api>>,
+}
+
+/// The job `options` describe: `exec`, else `calls`.
+pub(super) fn job(settings: &Settings, options: &WorkerSettings) -> Result<Job, PassError> {
+    let Some(argv) = &options.exec else {
+        return Ok(Job::Calls(calls(settings, &options.calls)?));
+    };
+    let apis = options
+        .exec_apis
+        .iter()
+        .map(|name| api(settings, name))
+        .collect::<Result<_, _>>()?;
+    Ok(Job::Exec(Exec {
+        command: Command::new(argv.clone(), options.exec_timeout, options.exec_grace),
+        apis,
+    }))
+}
+
+impl Job {
+    /// The longest one try of the job may take: for each call, a redemption (and a metadata
+    /// fetch) and the call, and when the API refuses the token as invalid one more
+    /// redemption and call; for a command, a redemption per API, twice, and two runs.
+    pub fn one_try(&self, http_timeout: Duration) -> Duration {
+        match self {
+            Job::Calls(calls) => calls
+                .iter()
+                .map(|call| http_timeout * 3 + call.api.timeout * 2)
+                .sum(),
+            Job::Exec(exec) => {
+                let redemptions = http_timeout * 3 * 2 * exec.apis.len() as u32;
+                redemptions + (exec.command.timeout + exec.command.grace) * 2
+            }
+        }
+    }
 }
 
 /// The job's calls from `specs` (none: the default call), each with its API's client; an API
@@ -80,13 +128,4 @@ pub(super) fn api(settings: &Settings, name: &str) -> Result<Arc<Api>, PassError
         scopes: settings.scopes_of(found),
         timeout: found.timeout,
     }))
-}
-
-/// The longest one try of the job may take: for each call, a redemption (and a metadata fetch)
-/// and the call, and when the API refuses the token as invalid one more redemption and call.
-pub(super) fn one_try(http_timeout: Duration, calls: &[Call]) -> Duration {
-    calls
-        .iter()
-        .map(|call| http_timeout * 3 + call.api.timeout * 2)
-        .sum()
 }

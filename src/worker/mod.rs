@@ -8,6 +8,8 @@
 //! - `report`: what stdout shows.
 
 mod account;
+mod calls;
+mod exec;
 mod job;
 mod pass;
 mod report;
@@ -44,8 +46,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 pub struct Worker {
     db: Database,
     acquirer: TokenAcquirer,
-    /// The job: the calls made for each account.
-    calls: Vec<job::Call>,
+    /// What is done for each account.
+    job: job::Job,
     caches: CacheBackend,
     clock: Arc<dyn Clock>,
     owner: String,
@@ -105,8 +107,8 @@ impl Worker {
                 Some(problem) => PassError::Configuration(format!("cache.keys: {problem}")),
                 None => PassError::Storage(e.to_string()),
             })?;
-        let calls = job::calls(settings, &options.calls)?;
-        let one_try = job::one_try(settings.identity.http_timeout, &calls);
+        let job = job::job(settings, &options)?;
+        let one_try = job.one_try(settings.identity.http_timeout);
         let one_account = one_try * (options.retries + 1) + Duration::from_secs(60);
         let claim_for = options.claim_for.unwrap_or(one_account * 2);
         if claim_for < one_account {
@@ -120,7 +122,7 @@ impl Worker {
         Ok(Self {
             db,
             acquirer,
-            calls,
+            job,
             caches,
             clock,
             owner: format!("worker-{process}"),

@@ -275,7 +275,7 @@ impl Worker {
                 }
                 if let Some(activity) = queue.pop_front() {
                     started += 1;
-                    in_flight.push(self.work(activity));
+                    in_flight.push(self.work(activity, stop.clone()));
                 }
             }
             if in_flight.is_empty() {

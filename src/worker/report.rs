@@ -19,6 +19,7 @@ pub struct Summary {
     pub signed_out: u64,
     pub transient: u64,
     pub api_error: u64,
+    pub job_failed: u64,
     pub would_process: u64,
     /// Expired cache rows deleted by this pass's sweep.
     pub swept: u64,
@@ -37,6 +38,7 @@ impl Summary {
             Kind::SignedOut => &mut self.signed_out,
             Kind::Transient => &mut self.transient,
             Kind::ApiError => &mut self.api_error,
+            Kind::JobFailed => &mut self.job_failed,
             Kind::WouldProcess => &mut self.would_process,
         } += 1;
     }
@@ -172,6 +174,7 @@ impl<W: Write> Reporter<W> {
                     (summary.signed_out, "signed out"),
                     (summary.transient, "transient"),
                     (summary.api_error, "API error"),
+                    (summary.job_failed, "job failed"),
                     (summary.would_process, "would process"),
                 ] {
                     if count > 0 {

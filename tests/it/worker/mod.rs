@@ -2,6 +2,7 @@
 //! real web app, on every backend.
 
 mod calls;
+mod exec;
 mod faults;
 mod hostile;
 mod keys;
