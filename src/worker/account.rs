@@ -374,6 +374,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn metrics_and_json_reports_name_outcomes_alike() {
+        for kind in [
+            Kind::Ok,
+            Kind::InteractionRequired,
+            Kind::SignedOut,
+            Kind::Transient,
+            Kind::ApiError,
+            Kind::JobFailed,
+            Kind::WouldProcess,
+        ] {
+            assert_eq!(serde_json::to_value(kind).unwrap(), kind.name());
+        }
+    }
+
+    #[test]
     fn pauses_double_with_jitter_and_honour_retry_after() {
         for _ in 0..100 {
             let first = pause(0, None);

@@ -3,7 +3,7 @@
 //! that API's own access token; or a command it runs (`--exec`) with the tokens of the APIs
 //! it names (`--api`).
 
-use super::exec::Command;
+use super::command::Command;
 use super::PassError;
 use crate::api::ApiClient;
 use crate::settings::{CallSpec, Settings, WorkerSettings, DEFAULT_API};

@@ -9,6 +9,7 @@
 
 mod account;
 mod calls;
+mod command;
 mod exec;
 mod job;
 mod pass;
