@@ -4,8 +4,10 @@
 //! an hour old), one `tokenbridge worker` pass runs as a user runs it (the release binary,
 //! against `tokenbridge dev-idp` in its own process), and then a baseline: a minimal client
 //! making only the same two HTTP calls per account (refresh grant, `GET /me`) at the same
-//! concurrency, with no database, sealing or cache logic. Printed: accounts per second, p50/p99
-//! time per account, the worker's peak resident memory, and the ratio worker / baseline.
+//! concurrency, with no database, sealing or cache logic; and a pass whose job is an `--exec`
+//! command that does nothing (`/bin/true`), to show what a process per account costs. Printed:
+//! accounts per second, p50/p99 time per account, the worker's peak resident memory, CPU per
+//! account (with the jobs' own for --exec), the ratio worker / baseline and exec / worker.
 //!
 //! Run: `cargo bench --bench worker`. WORKER_BENCH_ACCOUNTS (default "10000,100000"),
 //! WORKER_BENCH_LATENCIES_MS (default "0,50": each of the provider's two calls is delayed by
@@ -26,7 +28,10 @@ use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{cpu_seconds, env_list, peak_kib, DevIdpProcess, Latencies, CACHE_KEYS, CLIENT_ID};
+use support::{
+    cpu_seconds, cpu_seconds_with_children, env_list, peak_kib, DevIdpProcess, Latencies,
+    CACHE_KEYS, CLIENT_ID,
+};
 use tokenbridge::cache::document::{CacheDocument, ClientContext, Grant, TokenResponse};
 use tokenbridge::cache::seal::{SealKeys, Sealer};
 use tokenbridge::clock::to_db;
@@ -139,12 +144,14 @@ fn seed(db: &Database, idp: &DevIdpProcess, users: &[(String, String, String)]) 
     }
 }
 
-/// One `tokenbridge worker` pass, as a user runs it, with its peak memory read from /proc.
+/// One `tokenbridge worker` pass, as a user runs it (its job `exec`, when given), with its
+/// peak memory read from /proc.
 async fn worker_pass(
     url: &DatabaseUrl,
     idp: &DevIdpProcess,
     count: usize,
     concurrency: u64,
+    exec: Option<&str>,
 ) -> Run {
     let config = tempfile::NamedTempFile::new().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_tokenbridge"))
@@ -152,6 +159,11 @@ async fn worker_pass(
         .arg(config.path())
         .args(["worker", "--older-than", "5m", "--format", "json"])
         .args(["--concurrency", &concurrency.to_string()])
+        .args(
+            exec.map(|command| ["--exec", command])
+                .into_iter()
+                .flatten(),
+        )
         .env_clear()
         .env("TOKENBRIDGE_DATABASE__URL", url.full_url())
         .envs(idp.client_env())
@@ -171,7 +183,7 @@ async fn worker_pass(
     let (mut peak, mut cpu) = (0, 0.0);
     while child.try_wait().unwrap().is_none() {
         peak = peak.max(peak_kib(pid).unwrap_or(0));
-        cpu = cpu_seconds(&pid.to_string()).unwrap_or(cpu);
+        cpu = cpu_seconds_with_children(&pid.to_string()).unwrap_or(cpu);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let provider_cpu = idp.cpu_seconds() - provider_cpu;
@@ -320,7 +332,12 @@ fn main() {
                         seed(&seed_db, &idp, &users);
                         seeding.elapsed()
                     });
-                    let worker = worker_pass(url, &idp, users.len(), concurrency).await;
+                    let worker = worker_pass(url, &idp, users.len(), concurrency, None).await;
+                    let users = idp.mint(&format!("x{run_id}-"), count).await;
+                    let exec_db = db.clone();
+                    tokio::task::block_in_place(|| seed(&exec_db, &idp, &users));
+                    let exec =
+                        worker_pass(url, &idp, users.len(), concurrency, Some("/bin/true")).await;
                     let users = idp.mint(&format!("b{run_id}-"), count).await;
                     let base = baseline(&idp, users, concurrency).await;
                     println!(
@@ -329,10 +346,12 @@ fn main() {
                         seeded.as_secs_f64()
                     );
                     print("worker", &worker);
+                    print("exec job", &exec);
                     print("baseline", &base);
                     println!(
-                        "  worker / baseline: {:.2}",
-                        worker.per_second / base.per_second
+                        "  worker / baseline: {:.2}; exec job / worker: {:.2}",
+                        worker.per_second / base.per_second,
+                        exec.per_second / worker.per_second
                     );
                 }
             }

@@ -207,6 +207,18 @@ pub fn cpu_seconds(pid: &str) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
+/// CPU time of process `pid` and of the children it has waited for (cutime and cstime,
+/// fields 16 and 17): what a worker's `--exec` jobs cost besides the worker.
+pub fn cpu_seconds_with_children(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields[11..15]
+        .iter()
+        .map(|f| f.parse::<u64>().ok())
+        .sum::<Option<u64>>()?;
+    Some(ticks as f64 / 100.0)
+}
+
 /// A comma-separated list of numbers from the environment, or `default`.
 pub fn env_list(name: &str, default: &str) -> Vec<u64> {
     std::env::var(name)

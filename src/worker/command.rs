@@ -1,6 +1,6 @@
 //! The process an `--exec` job runs in: no shell, a process group of its own, the worker's
-//! environment without any `TOKENBRIDGE_` variable (settings, secrets, the database URL) plus
-//! the job's own; stdout discarded, each stderr line logged at debug with the tokens cut out,
+//! environment without any `TOKENBRIDGE_` variable (settings, secrets, the database URL) or
+//! database password variable (`PGPASSWORD`, `MYSQL_PWD`) plus the job's own; stdout discarded, each stderr line logged at debug with the tokens cut out,
 //! the last one kept; a timeout and a stop signal that reach the whole group.
 
 use crate::secret::Secret;
@@ -18,6 +18,10 @@ pub const TOKEN_REFUSED: i32 = 77;
 
 /// The prefix of every variable the worker reads, and of those it gives a job.
 pub(super) const PREFIX: &str = "TOKENBRIDGE_";
+
+/// The variables the database client libraries read a password from (libpq, MariaDB's): the
+/// worker's credentials, never a job's.
+const DATABASE_SECRETS: &[&str] = &["PGPASSWORD", "PGPASSFILE", "MYSQL_PWD"];
 
 /// What the command came to.
 #[derive(Debug)]
@@ -58,7 +62,10 @@ pub(super) struct Command {
 impl Command {
     pub fn new(argv: Vec<String>, timeout: Duration, grace: Duration) -> Self {
         let inherited = std::env::vars_os()
-            .filter(|(name, _)| !name.to_string_lossy().starts_with(PREFIX))
+            .filter(|(name, _)| {
+                let name = name.to_string_lossy();
+                !name.starts_with(PREFIX) && !DATABASE_SECRETS.contains(&name.as_ref())
+            })
             .collect();
         Self {
             argv,
@@ -232,39 +239,31 @@ fn redacted(text: &str, secrets: &[Secret]) -> String {
 mod tests {
     use super::*;
 
+    /// `sh -c script` with `token` as TOKENBRIDGE_ACCESS_TOKEN: its exit status and last line.
+    async fn sh(script: &str, token: &str) -> (i32, Option<String>) {
+        let mut stop = watch::channel(false).1;
+        let tokens = [("TOKENBRIDGE_ACCESS_TOKEN".to_owned(), Secret::new(token))];
+        let command = Command::new(
+            vec!["sh".into(), "-c".into(), script.into()],
+            Duration::from_secs(10),
+            Duration::from_secs(1),
+        );
+        match command.run(&[], &tokens, &mut stop).await.unwrap() {
+            Ran::Exited { code, last_line } => (code, last_line),
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[tokio::test]
     async fn the_last_stderr_line_is_kept_with_the_tokens_cut_out() {
-        let (mut stop, token) = (watch::channel(false).1, Secret::new("tok-123"));
-        let vars = [("TOKENBRIDGE_ACCESS_TOKEN".to_owned(), token)];
-        let script = "printf 'first\\nuses %s here\\n\\n' \"$TOKENBRIDGE_ACCESS_TOKEN\" >&2; \
-                      head -c 20000 /dev/zero | tr '\\0' x >&2; printf '\\n' >&2; exit 3";
-        let command = Command::new(
-            vec!["sh".into(), "-c".into(), script.into()],
-            Duration::from_secs(10),
-            Duration::from_secs(1),
-        );
-        match command.run(&[], &vars, &mut stop).await.unwrap() {
-            Ran::Exited { code, last_line } => {
-                assert_eq!(code, 3);
-                assert_eq!(
-                    last_line.as_deref(),
-                    Some("[a line longer than 16384 bytes]")
-                );
-            }
-            other => panic!("{other:?}"),
-        }
-        let script = "printf 'uses %s here' \"$TOKENBRIDGE_ACCESS_TOKEN\" >&2; exit 4";
-        let command = Command::new(
-            vec!["sh".into(), "-c".into(), script.into()],
-            Duration::from_secs(10),
-            Duration::from_secs(1),
-        );
-        match command.run(&[], &vars, &mut stop).await.unwrap() {
-            Ran::Exited { code, last_line } => {
-                assert_eq!(code, 4);
-                assert_eq!(last_line.as_deref(), Some("uses [redacted] here"));
-            }
-            other => panic!("{other:?}"),
-        }
+        let long = "printf 'first\\nuses %s here\\n\\n' \"$TOKENBRIDGE_ACCESS_TOKEN\" >&2; \
+                    head -c 20000 /dev/zero | tr '\\0' x >&2; printf '\\n' >&2; exit 3";
+        let (code, last) = sh(long, "tok-123").await;
+        assert_eq!(code, 3);
+        assert_eq!(last.as_deref(), Some("[a line longer than 16384 bytes]"));
+        let uses = "printf 'uses %s here' \"$TOKENBRIDGE_ACCESS_TOKEN\" >&2; exit 4";
+        let (code, last) = sh(uses, "tok-123").await;
+        assert_eq!(code, 4);
+        assert_eq!(last.as_deref(), Some("uses [redacted] here"));
     }
 }

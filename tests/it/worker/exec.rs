@@ -2,24 +2,23 @@
 //! only; exit statuses; the timeout and SIGTERM reach the job's whole process group; four
 //! workers run each account's command once.
 
-use super::processes::{seed, tokenbridge};
+use super::processes::{seed, terminated, tokenbridge};
 use super::{outcomes, pass};
 use crate::acquire::apis::with_tasks_api;
 use crate::serve::{e2e_tests, spawn_app_with};
 use serde_json::Value;
 use std::collections::HashSet;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 use tokenbridge::db::Backend;
 use tokenbridge::settings::WorkerSettings;
 use tokenbridge::worker::PassError;
 
 e2e_tests!(and_redis: a_job_gets_the_account_and_its_tokens_in_its_environment_only);
-/// Seeded through the SQL store: SQLite, PostgreSQL and MariaDB.
 mod four {
     use super::four_workers_run_each_account_s_command_once;
-    crate::serve::e2e_tests!(four_workers_run_each_account_s_command_once);
+    crate::serve::e2e_tests!(and_redis: four_workers_run_each_account_s_command_once);
 }
 
 /// The job of the first test: calls both APIs with the tokens it was given and writes what it
@@ -90,6 +89,7 @@ async fn a_job_gets_the_account_and_its_tokens_in_its_environment_only(backend: 
     )
     .env("TOKENBRIDGE_LOG__LEVEL", "trace")
     .env("SOMETHING_OF_THE_OPERATOR", "kept")
+    .env("PGPASSWORD", "a-database-password")
     .output()
     .unwrap();
     let (stdout, stderr) = (
@@ -141,6 +141,7 @@ async fn a_job_gets_the_account_and_its_tokens_in_its_environment_only(backend: 
             crate::dev_idp::CLIENT_SECRET,
             crate::fixtures::KEY,
             &app.db.settings.url.full_url(),
+            "a-database-password",
         ] {
             assert!(
                 !environment.contains(secret),
@@ -317,20 +318,7 @@ wait
         assert!(Instant::now() < deadline, "the job never started");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success());
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = terminated(child).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<Value> = stdout
         .lines()

@@ -8,13 +8,14 @@ use diesel::Connection;
 use serde_json::Value;
 use std::collections::HashSet;
 use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokenbridge::activity::store::{self as activities, ActivityUpsert};
 use tokenbridge::cache::document::{CacheDocument, ClientContext, Grant, TokenResponse};
 use tokenbridge::db::Backend;
 use tokenbridge::secret::Secret;
 
-e2e_tests!(
+e2e_tests!(and_redis:
     four_worker_processes_share_a_pass_and_do_each_account_once,
     four_workers_started_together_with_no_idle_time_do_each_account_once
 );
@@ -76,7 +77,8 @@ fn json_lines(out: &Output) -> Vec<Value> {
 
 /// `count` accounts with a valid access token and refresh token (ada's, from the provider,
 /// under an account id of their own), idle for an hour by the real clock. Seeding through the
-/// stores keeps thousands of accounts quick; the provider counts each API call.
+/// stores keeps thousands of accounts quick (in one transaction in SQL; with the caches in
+/// Redis, each cache there and its activity row after it); the provider counts each API call.
 pub(super) async fn seed(app: &TestApp, count: usize) -> Vec<String> {
     let tokens = app.idp.tokens_for("ada").await;
     let context = ClientContext {
@@ -84,13 +86,10 @@ pub(super) async fn seed(app: &TestApp, count: usize) -> Vec<String> {
         environment: "127.0.0.1".into(),
         realm: app.idp.tenant.clone(),
     };
-    let mut conn = app.db.conn();
-    let store = crate::acquire::store(&app.settings, &mut conn);
     let now = time::OffsetDateTime::now_utc();
     let idle_since = now - time::Duration::hours(1);
-    conn.transaction::<_, anyhow::Error, _>(|conn| {
-        let mut ids = Vec::new();
-        for n in 0..count {
+    let accounts: Vec<(String, CacheDocument, String, String)> = (0..count)
+        .map(|n| {
             let uid = format!("user-{n:05}");
             let client_info = base64::engine::general_purpose::URL_SAFE_NO_PAD
                 .encode(format!(r#"{{"uid":"{uid}","utid":"{}"}}"#, app.idp.tenant));
@@ -107,30 +106,59 @@ pub(super) async fn seed(app: &TestApp, count: usize) -> Vec<String> {
                 family_id: None,
             };
             let mut document = CacheDocument::default();
-            let id = document.add_token_response(
-                &context,
-                &response,
-                &["User.Read"],
-                Grant::AuthorizationCode,
-                None,
-                now.unix_timestamp(),
-            )?;
+            let id = document
+                .add_token_response(
+                    &context,
+                    &response,
+                    &["User.Read"],
+                    Grant::AuthorizationCode,
+                    None,
+                    now.unix_timestamp(),
+                )
+                .unwrap();
             let upn = format!("{uid}@tokenbridge.dev");
+            (id, document, uid, upn)
+        })
+        .collect();
+    let activity = |(id, _, uid, upn): &(String, CacheDocument, String, String)| {
+        let (id, uid, upn, tenant) = (id.clone(), uid.clone(), upn.clone(), app.idp.tenant.clone());
+        move |conn: &mut tokenbridge::db::DbConnection| {
             let activity = ActivityUpsert {
                 account_cache_key: &id,
                 account_identifier: &id,
                 object_id: Some(&uid),
-                tenant_id: Some(&app.idp.tenant),
+                tenant_id: Some(&tenant),
                 user_principal_name: Some(&upn),
                 problem: None,
             };
-            store.save(conn, &id, &document, None, idle_since)?;
-            activities::upsert(conn, &activity, idle_since)?;
-            ids.push(id);
+            activities::upsert(conn, &activity, idle_since)
         }
-        Ok(ids)
-    })
-    .unwrap()
+    };
+    if app.redis.is_some() {
+        let caches = crate::acquire::apis::acquirer(app).caches().clone();
+        for account in &accounts {
+            let upsert = activity(account);
+            let companion: tokenbridge::cache::backend::Companion =
+                Arc::new(move |conn| upsert(conn).map_err(tokenbridge::db::DbError::from));
+            let (id, document) = (&account.0, account.1.clone());
+            caches
+                .save_with(id, document, None, None, companion, idle_since)
+                .await
+                .unwrap();
+        }
+    } else {
+        let mut conn = app.db.conn();
+        let store = crate::acquire::store(&app.settings, &mut conn);
+        conn.transaction::<_, anyhow::Error, _>(|conn| {
+            for account in &accounts {
+                store.save(conn, &account.0, &account.1, None, idle_since)?;
+                activity(account)(conn)?;
+            }
+            Ok(())
+        })
+        .unwrap();
+    }
+    accounts.into_iter().map(|(id, ..)| id).collect()
 }
 
 async fn four_worker_processes_share_a_pass_and_do_each_account_once(backend: Backend) {
@@ -354,21 +382,7 @@ async fn sigterm_finishes_the_accounts_in_flight_and_gives_back_the_rest() {
     .unwrap();
     // Two accounts take about half a second; stop it a little after the first ones started.
     until_the_first_api_call(&app).await;
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap()
-        .success());
-    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
-        .await
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = terminated(child).await;
     let lines = json_lines(&out);
     let (summary, reports) = lines.split_last().unwrap();
     assert_eq!(summary["summary"]["stopped"], true, "{summary}");
@@ -629,6 +643,25 @@ async fn a_slow_answer_never_makes_a_token_look_valid_longer() {
     .unwrap();
     let exp = claims["exp"].as_i64().unwrap();
     assert!(kept <= exp, "kept until {kept}, the token says {exp}");
+}
+
+/// Sends SIGTERM to a running worker and waits for it: it must exit 0.
+pub async fn terminated(child: std::process::Child) -> Output {
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
 }
 
 /// An app whose API takes half a second, and twenty due accounts.
