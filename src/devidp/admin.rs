@@ -15,6 +15,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/admin/behaviour", web::get().to(get_behaviour))
         .route("/admin/behaviour", web::patch().to(patch_behaviour))
         .route("/admin/users/{name}/revoke", web::post().to(revoke))
+        .route("/admin/users/{name}/logout", web::post().to(logout))
         .route("/admin/users/{name}/disable", web::post().to(disable))
         .route("/admin/users/{name}/enable", web::post().to(enable))
         .route(
@@ -159,6 +160,21 @@ fn with_user(name: &str, act: impl FnOnce(&str)) -> HttpResponse {
 
 async fn revoke(p: web::Data<Provider>, name: web::Path<String>) -> HttpResponse {
     with_user(&name, |user| p.state().revoke_user(user))
+}
+
+/// Ends the user's sessions at the provider, as an administrator or the user elsewhere does,
+/// and tells the clients (Back-Channel Logout; every client with a back-channel URI when the
+/// user has no session). Answers how many sessions ended.
+async fn logout(p: web::Data<Provider>, name: web::Path<String>) -> HttpResponse {
+    let user = match parse_username(&name) {
+        Ok(user) => user,
+        Err(problem) => {
+            return HttpResponse::BadRequest().json(serde_json::json!({ "error": problem }))
+        }
+    };
+    let sessions = p.state().sessions.end_user(&user);
+    super::logout::ended(&p, &user, &sessions).await;
+    HttpResponse::Ok().json(serde_json::json!({ "sessions_ended": sessions.len() }))
 }
 
 async fn disable(p: web::Data<Provider>, name: web::Path<String>) -> HttpResponse {

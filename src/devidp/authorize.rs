@@ -111,6 +111,7 @@ fn validate(p: &Provider, params: &Params) -> Result<(Authorization, CodeRequest
         nonce: params.get("nonce").map(str::to_owned),
         scopes: requested,
         username: String::new(),
+        sid: None,
     };
     Ok((auth, request))
 }
@@ -123,16 +124,19 @@ fn session_cookie(value: String) -> Cookie<'static> {
         .finish()
 }
 
+/// A code for `username`, signed in through the provider session `sid`.
 fn issue(
     p: &Provider,
     auth: &Authorization,
     mut request: CodeRequest,
     username: &str,
+    sid: &str,
 ) -> HttpResponse {
     if p.state().is_disabled(username) {
         return auth.error("access_denied", "the user account is disabled");
     }
     request.username = username.to_owned();
+    request.sid = Some(sid.to_owned());
     let code = p.state().issue_code(request, now());
     auth.respond(&[("code", &code)])
 }
@@ -158,17 +162,19 @@ fn handle(
     if let Some(typed) = submitted {
         return match parse_username(typed) {
             Ok(username) => {
-                let mut response = issue(p, &auth, request, &username);
-                let session = p.state().start_session(&username);
-                let _ = response.add_cookie(&session_cookie(session));
+                let (cookie, sid) = p.state().sessions.start(&username);
+                let mut response = issue(p, &auth, request, &username, &sid);
+                let _ = response.add_cookie(&session_cookie(cookie));
                 response
             }
             Err(problem) => pages::sign_in(params.pairs(), action, typed, &p.users, Some(problem)),
         };
     }
-    let session_user = req
-        .cookie(SESSION_COOKIE)
-        .and_then(|c| p.state().session_user(c.value()).map(str::to_owned));
+    let session_user = req.cookie(SESSION_COOKIE).and_then(|c| {
+        let state = p.state();
+        let session = state.sessions.get(c.value())?;
+        Some((session.username.clone(), session.sid.clone()))
+    });
     let prompt = params.get("prompt").unwrap_or_default();
     let hint = params
         .get("login_hint")
@@ -178,11 +184,11 @@ fn handle(
             auth.error("login_required", "no one is signed in at the provider")
         }
         // `login` and `select_account` show the form; `consent` is implied (no consent page).
-        Some(user)
+        Some((user, sid))
             if !matches!(prompt, "login" | "select_account")
                 && hint.as_ref().is_none_or(|h| *h == user) =>
         {
-            issue(p, &auth, request, &user)
+            issue(p, &auth, request, &user, &sid)
         }
         _ => pages::sign_in(
             params.pairs(),
@@ -228,28 +234,36 @@ pub async fn authorize(
     }
 }
 
-/// `/logout`, GET or POST.
+/// `/logout`, GET or POST: ends the browser's session at the provider and tells the clients
+/// signed in through it (back-channel before answering; front-channel in the page).
 pub async fn logout(
     req: HttpRequest,
     tenant: web::Path<String>,
     body: web::Bytes,
     p: web::Data<Provider>,
 ) -> HttpResponse {
-    match params_of(&req, &body) {
-        Ok(params) => end_session(&req, &tenant, &p, params),
-        Err(problem) => pages::error(StatusCode::BAD_REQUEST, &problem),
+    let params = match params_of(&req, &body) {
+        Ok(params) => params,
+        Err(problem) => return pages::error(StatusCode::BAD_REQUEST, &problem),
+    };
+    if *tenant != p.tenant_id {
+        return unknown_tenant(&tenant);
     }
+    let ended = req
+        .cookie(SESSION_COOKIE)
+        .and_then(|cookie| p.state().sessions.end(cookie.value()));
+    let frames = match &ended {
+        Some(session) => {
+            super::logout::ended(&p, &session.username, std::slice::from_ref(session)).await
+        }
+        None => Vec::new(),
+    };
+    end_session(&p, &params, &frames)
 }
 
-fn end_session(req: &HttpRequest, tenant: &str, p: &Provider, params: Params) -> HttpResponse {
-    if tenant != p.tenant_id {
-        return unknown_tenant(tenant);
-    }
-    if let Some(cookie) = req.cookie(SESSION_COOKIE) {
-        p.state().end_session(cookie.value());
-    }
+fn end_session(p: &Provider, params: &Params, frames: &[String]) -> HttpResponse {
     let mut response = match params.get("post_logout_redirect_uri") {
-        None => pages::signed_out(),
+        None => pages::signed_out(frames, None),
         Some(target) => {
             let registered = p
                 .clients
@@ -261,7 +275,12 @@ fn end_session(req: &HttpRequest, tenant: &str, p: &Provider, params: Params) ->
                     if let Some(state) = params.get("state") {
                         url.query_pairs_mut().append_pair("state", state);
                     }
-                    HttpResponse::Found().insert_header(("Location", url.as_str())).finish()
+                    if frames.is_empty() {
+                        HttpResponse::Found().insert_header(("Location", url.as_str())).finish()
+                    } else {
+                        // The clients' front-channel pages load first, then the browser goes on.
+                        pages::signed_out(frames, Some(url.as_str()))
+                    }
                 }
                 _ => pages::error(
                     StatusCode::BAD_REQUEST,

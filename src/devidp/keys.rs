@@ -100,6 +100,16 @@ impl Keys {
             .map_err(|e| KeyError::Sign(e.to_string()))
     }
 
+    /// A Back-Channel Logout token, signed as ID tokens are, typed `logout+jwt` (section 2.4).
+    pub fn sign_logout_token<T: Serialize>(&self, claims: &T) -> Result<String, KeyError> {
+        let key = self.id_key();
+        let mut header = Header::new(Algorithm::RS256);
+        header.kid = Some(key.kid.clone());
+        header.typ = Some("logout+jwt".into());
+        jsonwebtoken::encode(&header, claims, &key.encoding)
+            .map_err(|e| KeyError::Sign(e.to_string()))
+    }
+
     pub fn sign_access_token<T: Serialize>(&self, claims: &T) -> Result<String, KeyError> {
         let mut header = Header::new(Algorithm::HS256);
         header.kid = Some(self.access_kid.clone());

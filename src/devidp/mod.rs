@@ -6,9 +6,11 @@ mod api;
 mod authorize;
 mod guard;
 pub mod keys;
+mod logout;
 mod pages;
 mod params;
 mod resources;
+mod sessions;
 pub mod state;
 mod token;
 pub mod users;
@@ -64,6 +66,8 @@ pub struct Provider {
     users: Vec<String>,
     state: Mutex<State>,
     behaviour: Mutex<Behaviour>,
+    /// Sends Back-Channel Logout tokens to clients.
+    http: reqwest::Client,
 }
 
 impl Provider {
@@ -125,6 +129,9 @@ impl DevIdp {
             clients: settings.clients.clone(),
             users: settings.users.clone(),
             state: Mutex::new(State::default()),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
             behaviour: Mutex::new(Behaviour {
                 access_token_ttl_secs: settings.access_token_ttl.as_secs(),
                 refresh_token_ttl_secs: settings.refresh_token_ttl.as_secs(),
@@ -249,6 +256,10 @@ async fn discovery(tenant: web::Path<String>, p: web::Data<Provider>) -> HttpRes
         "authorization_endpoint": p.endpoint("oauth2/v2.0/authorize"),
         "token_endpoint": p.endpoint("oauth2/v2.0/token"),
         "end_session_endpoint": p.endpoint("oauth2/v2.0/logout"),
+        "backchannel_logout_supported": true,
+        "backchannel_logout_session_supported": true,
+        "frontchannel_logout_supported": true,
+        "frontchannel_logout_session_supported": true,
         "jwks_uri": p.endpoint("discovery/v2.0/keys"),
         "userinfo_endpoint": format!("{}/v1.0/me", p.base_url),
         "response_types_supported": ["code"],

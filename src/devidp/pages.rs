@@ -125,9 +125,18 @@ pub fn form_post(redirect_uri: &str, fields: &[(&str, &str)]) -> HttpResponse {
     )
 }
 
-pub fn signed_out() -> HttpResponse {
-    page(
-        actix_web::http::StatusCode::OK,
-        layout("Signed out", html! { h1 { "You have signed out" } }),
-    )
+/// The page after a sign-out: each client's front-channel logout URL in a hidden iframe, and,
+/// when the client named where to go next, a link there the page follows by itself.
+pub fn signed_out(frames: &[String], next: Option<&str>) -> HttpResponse {
+    let body = html! {
+        h1 { "You have signed out" }
+        @for frame in frames {
+            iframe src=(frame) hidden title="front-channel logout" {}
+        }
+        @if let Some(next) = next {
+            p { a href=(next) id="continue" { "Continue" } }
+            script { "window.addEventListener('load',function(){location.replace(document.getElementById('continue').href)})" }
+        }
+    };
+    page(actix_web::http::StatusCode::OK, layout("Signed out", body))
 }

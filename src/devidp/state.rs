@@ -2,6 +2,7 @@
 //! users, injected faults and counters. No HTTP here; every rule takes `now` (Unix seconds).
 
 use super::keys::{pkce_challenge, random_token};
+use super::sessions::Sessions;
 use crate::settings::Rotation;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
@@ -45,6 +46,8 @@ pub struct Grant {
     /// The user's revocation generation when granted: the API refuses access tokens of an
     /// older one, as resources that honour revocation at once do.
     pub generation: u64,
+    /// The provider session the grant began in (the ID token's `sid`).
+    pub sid: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -135,6 +138,9 @@ pub struct Counters {
     /// Calls to the second API (`/tasks/v1.0/...`), and tasks it was asked to add.
     pub tasks_api_calls: u64,
     pub tasks_added: u64,
+    /// Back-Channel Logout tokens clients accepted (2xx), and those they did not.
+    pub backchannel_logouts_sent: u64,
+    pub backchannel_logout_failures: u64,
     pub faults_injected: u64,
     pub users: BTreeMap<String, UserCounters>,
 }
@@ -154,6 +160,8 @@ pub struct CodeRequest {
     pub nonce: Option<String>,
     pub scopes: Vec<String>,
     pub username: String,
+    /// The provider session the user signed in through.
+    pub sid: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -164,7 +172,9 @@ pub struct State {
     /// memory follows the live tokens at amortised constant cost.
     purge_at: usize,
     revoked_families: HashSet<String>,
-    sessions: HashMap<String, String>,
+    pub sessions: Sessions,
+    /// The session each sign-in (a refresh-token family) began in.
+    family_sids: HashMap<String, String>,
     users: HashMap<String, UserState>,
     faults: VecDeque<(Fault, u32)>,
     /// The next API calls that answer 401 `invalid_token` whatever the token (as an API does
@@ -205,23 +215,14 @@ impl State {
         self.users.get(username).map_or(0, |u| u.generation)
     }
 
-    pub fn start_session(&mut self, username: &str) -> String {
-        let id = random_token();
-        self.sessions.insert(id.clone(), username.to_owned());
-        id
-    }
-
-    pub fn session_user(&self, session: &str) -> Option<&str> {
-        self.sessions.get(session).map(String::as_str)
-    }
-
-    pub fn end_session(&mut self, session: &str) {
-        self.sessions.remove(session);
-    }
-
     pub fn issue_code(&mut self, request: CodeRequest, now: i64) -> String {
         let code = random_token();
         self.purge_codes(now);
+        let family = random_token();
+        if let Some(sid) = &request.sid {
+            self.sessions.joined(sid, &request.client_id);
+            self.family_sids.insert(family.clone(), sid.clone());
+        }
         self.codes.insert(
             code.clone(),
             Code {
@@ -232,7 +233,7 @@ impl State {
                 scopes: request.scopes,
                 username: request.username,
                 expires_at: now + CODE_TTL,
-                family: random_token(),
+                family,
                 redeemed: false,
             },
         );
@@ -319,6 +320,7 @@ impl State {
         });
         Ok(Grant {
             generation: self.generation(&entry.username),
+            sid: self.family_sids.get(&entry.family).cloned(),
             username: entry.username,
             scopes: entry.scopes,
             nonce: entry.nonce,
@@ -459,6 +461,7 @@ impl State {
         };
         Ok(Grant {
             generation: self.generation(&record.username),
+            sid: self.family_sids.get(&record.family).cloned(),
             username: record.username,
             scopes,
             nonce: None,

@@ -351,6 +351,9 @@ struct IdTokenClaims<'a> {
     name: &'a str,
     preferred_username: &'a str,
     at_hash: String,
+    /// The provider session (Front- and Back-Channel Logout name it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sid: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -375,7 +378,7 @@ struct AccessTokenClaims<'a> {
 }
 
 /// Entra ID gives each client its own `sub` for a user (pairwise subject).
-fn pairwise_sub(oid: &str, client_id: &str) -> String {
+pub(super) fn pairwise_sub(oid: &str, client_id: &str) -> String {
     URL_SAFE_NO_PAD.encode(Sha256::digest(format!("{oid}:{client_id}").as_bytes()))
 }
 
@@ -468,6 +471,7 @@ fn mint(
             name: &profile.display_name,
             preferred_username: &profile.user_principal_name,
             at_hash: at_hash(&access_token),
+            sid: grant.sid.as_deref(),
         };
         match p.keys.sign_id_token(&id_claims) {
             Ok(token) => body["id_token"] = token.into(),

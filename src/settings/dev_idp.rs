@@ -26,6 +26,11 @@ pub struct DevClient {
     pub client_secret: Secret,
     pub redirect_uris: Vec<String>,
     pub post_logout_redirect_uris: Vec<String>,
+    /// Where the provider POSTs a Back-Channel Logout token when a user's session ends.
+    pub backchannel_logout_uri: Option<String>,
+    /// What the provider's logout page loads in an iframe (Front-Channel Logout), with `iss`
+    /// and `sid`.
+    pub frontchannel_logout_uri: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -63,6 +68,10 @@ struct RawDevClient {
     redirect_uris: Vec<String>,
     #[serde(default)]
     post_logout_redirect_uris: Vec<String>,
+    #[serde(default)]
+    backchannel_logout_uri: Option<String>,
+    #[serde(default)]
+    frontchannel_logout_uri: Option<String>,
 }
 
 pub const DEFAULT_CLIENT_ID: &str = "tokenbridge-dev";
@@ -91,6 +100,8 @@ impl Default for RawDevIdp {
                     "http://127.0.0.1:8080/signout-callback-oidc".into(),
                     "http://localhost:8080/signout-callback-oidc".into(),
                 ],
+                backchannel_logout_uri: None,
+                frontchannel_logout_uri: None,
             }],
         }
     }
@@ -167,6 +178,8 @@ impl RawDevIdp {
                 .redirect_uris
                 .iter()
                 .chain(&client.post_logout_redirect_uris)
+                .chain(&client.backchannel_logout_uri)
+                .chain(&client.frontchannel_logout_uri)
             {
                 url::Url::parse(uri).map_err(|e| {
                     invalid(
@@ -186,6 +199,8 @@ impl RawDevIdp {
                 client_secret: client.client_secret,
                 redirect_uris: client.redirect_uris,
                 post_logout_redirect_uris: client.post_logout_redirect_uris,
+                backchannel_logout_uri: client.backchannel_logout_uri,
+                frontchannel_logout_uri: client.frontchannel_logout_uri,
             });
         }
         Ok(DevIdpSettings {

@@ -4,6 +4,7 @@
 mod api;
 mod authorize;
 mod faults;
+mod logout;
 mod oidc;
 mod tokens;
 
