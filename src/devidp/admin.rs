@@ -23,6 +23,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::put().to(decline),
         )
         .route("/admin/keys/rotate", web::post().to(rotate_keys))
+        .route("/admin/logout-tokens", web::post().to(sign_logout_token))
         .route("/admin/refresh-tokens", web::post().to(mint_refresh_tokens));
 }
 
@@ -261,6 +262,23 @@ async fn mint_refresh_tokens(p: web::Data<Provider>, body: web::Json<MintRequest
 async fn rotate_keys(p: web::Data<Provider>) -> HttpResponse {
     match p.keys.rotate_id_key() {
         Ok(()) => HttpResponse::NoContent().finish(),
+        Err(e) => {
+            HttpResponse::InternalServerError().json(serde_json::json!({ "error": e.to_string() }))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogoutClaims {
+    claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Signs `claims` as a logout token with the provider's key, whatever they say: how tests
+/// make each kind of invalid logout token a client must refuse.
+async fn sign_logout_token(p: web::Data<Provider>, body: web::Json<LogoutClaims>) -> HttpResponse {
+    match p.keys.sign_logout_token(&body.claims) {
+        Ok(token) => HttpResponse::Ok().json(serde_json::json!({ "logout_token": token })),
         Err(e) => {
             HttpResponse::InternalServerError().json(serde_json::json!({ "error": e.to_string() }))
         }

@@ -8,7 +8,10 @@
 
 mod grants;
 mod id_token;
+mod logout_token;
 mod revocation;
+
+pub use logout_token::{LogoutToken, LogoutTokenError, BACKCHANNEL_EVENT};
 
 pub use grants::Redeemed;
 pub use id_token::ResponseIssuer;
@@ -55,6 +58,8 @@ pub struct Loaded {
     revocation: Option<Url>,
     /// RFC 9207: the provider puts `iss` in every authorization response.
     iss_parameter: bool,
+    /// The signing keys, as `jsonwebtoken` takes them (Back-Channel Logout tokens).
+    jwks: jsonwebtoken::jwk::JwkSet,
     pub context: ClientContext,
     fetched_at: Instant,
 }
@@ -275,6 +280,7 @@ impl OidcProvider {
             ClientAuth::ClientSecretPost => AuthType::RequestBody,
         });
         Ok(Loaded {
+            jwks: logout_token::key_set(metadata.jwks()),
             client,
             end_session,
             revocation,

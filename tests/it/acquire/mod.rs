@@ -5,6 +5,7 @@ pub mod apis;
 mod basics;
 mod faults;
 mod keys;
+mod logout_token;
 mod races;
 
 use crate::dev_idp::{location_params, spawn_idp_with, TestIdp};
