@@ -5,5 +5,6 @@ pub mod document;
 pub mod key_check;
 pub mod lease;
 pub mod redis;
+pub mod replay;
 pub mod seal;
 pub mod store;

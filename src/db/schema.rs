@@ -69,11 +69,19 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    logout_tokens_seen (token_key) {
+        token_key -> Varchar,
+        expires_at -> Timestamp,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     token_cache,
     account_activities,
     sign_ins,
     cache_key_checks,
     readiness_heartbeat,
-    worker_passes
+    worker_passes,
+    logout_tokens_seen
 );

@@ -21,6 +21,7 @@ mod layers;
 mod migrations;
 mod newcomer;
 mod oidc_provider;
+mod replay;
 mod serve;
 mod test_command;
 mod token;

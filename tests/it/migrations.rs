@@ -8,8 +8,8 @@ use diesel::{Column, QueryableByName, RunQueryDsl};
 use tokenbridge::activity::store as activities;
 use tokenbridge::cache::store::CacheStoreError;
 use tokenbridge::db::schema::{
-    account_activities as aa, cache_key_checks as ck, readiness_heartbeat as hb, sign_ins as si,
-    token_cache as tc, worker_passes as wp,
+    account_activities as aa, cache_key_checks as ck, logout_tokens_seen as lt,
+    readiness_heartbeat as hb, sign_ins as si, token_cache as tc, worker_passes as wp,
 };
 use tokenbridge::db::{migrate, Backend, DbError};
 
@@ -20,7 +20,7 @@ backend_tests!(with_fresh:
     the_binary_migrates_every_backend,
 );
 
-const NAMES: [&str; 8] = [
+const NAMES: [&str; 9] = [
     "2026-11-25-000001_create_token_cache",
     "2026-11-25-000002_create_account_activities",
     "2026-11-27-000003_add_last_attempt_at",
@@ -29,6 +29,7 @@ const NAMES: [&str; 8] = [
     "2026-12-07-000006_create_cache_key_checks",
     "2026-12-07-000007_create_readiness_heartbeat",
     "2026-12-07-000008_create_worker_passes",
+    "2026-12-07-000009_create_logout_tokens_seen",
 ];
 
 fn migrate_up_down_and_up_again(db: &TestDb) {
@@ -165,6 +166,10 @@ fn schemas_agree_with_schema_rs(db: &TestDb) {
         (wp::started_at::NAME, Timestamp, false),
         (wp::alive_until::NAME, Timestamp, false),
     ];
+    let logout_tokens_seen = [
+        (lt::token_key::NAME, Text, false),
+        (lt::expires_at::NAME, Timestamp, false),
+    ];
     let expect = |cols: &[(&str, Kind, bool)]| -> Vec<(String, Kind, bool)> {
         cols.iter()
             .map(|(n, k, null)| (n.to_string(), *k, *null))
@@ -204,6 +209,12 @@ fn schemas_agree_with_schema_rs(db: &TestDb) {
         columns(db, "worker_passes"),
         expect(&worker_passes),
         "worker_passes on {}",
+        db.backend()
+    );
+    assert_eq!(
+        columns(db, "logout_tokens_seen"),
+        expect(&logout_tokens_seen),
+        "logout_tokens_seen on {}",
         db.backend()
     );
     // The heartbeat's one row is there and takes its committed write.
