@@ -21,6 +21,8 @@ pub struct ActivityUpsert<'a> {
     pub object_id: Option<&'a str>,
     pub tenant_id: Option<&'a str>,
     pub user_principal_name: Option<&'a str>,
+    /// The ID token's `sub` (how a Back-Channel Logout token names the user).
+    pub subject: Option<&'a str>,
     /// Why tokens cannot be acquired silently for this account although it just signed in
     /// (the provider issued no refresh token): the row is marked, and the next worker pass
     /// reports it once.
@@ -35,6 +37,7 @@ pub struct ActivityRecord {
     pub object_id: Option<String>,
     pub tenant_id: Option<String>,
     pub user_principal_name: Option<String>,
+    pub subject: Option<String>,
     pub problem: Option<String>,
 }
 
@@ -46,6 +49,7 @@ impl ActivityRecord {
             object_id: self.object_id.as_deref(),
             tenant_id: self.tenant_id.as_deref(),
             user_principal_name: self.user_principal_name.as_deref(),
+            subject: self.subject.as_deref(),
             problem: self.problem.as_deref(),
         }
     }
@@ -69,6 +73,8 @@ pub struct Activity {
     pub lease_owner: Option<String>,
     pub lease_until: Option<PrimitiveDateTime>,
     pub last_attempt_at: Option<PrimitiveDateTime>,
+    /// The ID token's `sub` of the last sign-in (None from before it was kept).
+    pub subject: Option<String>,
 }
 
 impl Activity {
@@ -120,6 +126,7 @@ struct IdentityRow<'a> {
     account_object_id: Option<&'a str>,
     account_tenant_id: Option<&'a str>,
     user_principal_name: Option<&'a str>,
+    subject: Option<&'a str>,
 }
 
 /// Inserts or refreshes the user's row in one statement (a true upsert on every backend):
@@ -144,6 +151,7 @@ pub fn upsert(
         account_object_id: a.object_id,
         account_tenant_id: a.tenant_id,
         user_principal_name: a.user_principal_name,
+        subject: a.subject,
     };
     let insert = diesel::insert_into(aa::table).values((
         dsl::account_cache_key.eq(a.account_cache_key),
@@ -176,6 +184,15 @@ pub fn get(conn: &mut DbConnection, key: &str) -> QueryResult<Option<Activity>> 
         .select(aa::all_columns)
         .get_result(conn)
         .optional()
+}
+
+/// The rows whose last sign-in's ID token had this `sub`.
+pub fn find_by_subject(conn: &mut DbConnection, subject: &str) -> QueryResult<Vec<Activity>> {
+    aa::table
+        .filter(dsl::subject.eq(subject))
+        .select(aa::all_columns)
+        .order(dsl::account_cache_key)
+        .load(conn)
 }
 
 /// Rows for a user principal name, compared without case.

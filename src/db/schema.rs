@@ -31,6 +31,7 @@ diesel::table! {
         lease_owner -> Nullable<Varchar>,
         lease_until -> Nullable<Timestamp>,
         last_attempt_at -> Nullable<Timestamp>,
+        subject -> Nullable<Varchar>,
     }
 }
 

@@ -40,6 +40,7 @@ pub(crate) fn account_activity(
             .or_else(|| claims.map(|c| c.sub.clone())),
         tenant_id: tenant,
         user_principal_name: user_name,
+        subject: claims.map(|c| c.sub.clone()).filter(|sub| !sub.is_empty()),
         problem,
     }
 }

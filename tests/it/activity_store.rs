@@ -20,6 +20,7 @@ backend_tests!(with_migrated:
     one_account_is_claimed_by_key_unless_another_worker_holds_it,
     find_by_upn_ignores_case,
     a_pass_leaves_what_the_passes_running_when_it_began_have_done,
+    the_subject_is_kept_and_finds_the_account,
 );
 
 fn sign_in(conn: &mut DbConnection, key: &str, at: time::OffsetDateTime) {
@@ -396,4 +397,27 @@ fn a_pass_leaves_what_the_passes_running_when_it_began_have_done(db: &TestDb) {
         None,
         "dead rows swept"
     );
+}
+
+/// The ID token's `sub` is stored at sign-in and kept by writes that do not know it (a refresh
+/// without an ID token); it finds the account (how a Back-Channel Logout names the user).
+fn the_subject_is_kept_and_finds_the_account(db: &TestDb) {
+    let c = &mut db.conn();
+    sign_in(c, "a.t", T0);
+    let found = activities::find_by_subject(c, "a.t").unwrap();
+    assert_eq!(keys(&found), ["a.t"]);
+    let unknown = activities::ActivityUpsert {
+        subject: None,
+        ..activity("a.t", "a@contoso.com")
+    };
+    activities::upsert(c, &unknown, T0 + Duration::hours(1)).unwrap();
+    assert_eq!(
+        activities::get(c, "a.t")
+            .unwrap()
+            .unwrap()
+            .subject
+            .as_deref(),
+        Some("a.t")
+    );
+    assert!(activities::find_by_subject(c, "nobody").unwrap().is_empty());
 }

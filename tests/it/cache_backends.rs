@@ -247,6 +247,7 @@ fn record(id: &str) -> ActivityRecord {
         object_id: Some("oid".into()),
         tenant_id: Some("tenant-1".into()),
         user_principal_name: Some("u@contoso.com".into()),
+        subject: Some(format!("sub-of-{id}")),
         problem: None,
     }
 }

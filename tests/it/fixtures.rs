@@ -75,6 +75,7 @@ pub fn activity<'a>(home: &'a str, upn: &'a str) -> ActivityUpsert<'a> {
         object_id: home.split('.').next(),
         tenant_id: Some("tenant-1"),
         user_principal_name: Some(upn),
+        subject: Some(home),
         problem: None,
     }
 }

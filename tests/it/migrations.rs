@@ -20,7 +20,7 @@ backend_tests!(with_fresh:
     the_binary_migrates_every_backend,
 );
 
-const NAMES: [&str; 9] = [
+const NAMES: [&str; 10] = [
     "2026-11-25-000001_create_token_cache",
     "2026-11-25-000002_create_account_activities",
     "2026-11-27-000003_add_last_attempt_at",
@@ -30,6 +30,7 @@ const NAMES: [&str; 9] = [
     "2026-12-07-000007_create_readiness_heartbeat",
     "2026-12-07-000008_create_worker_passes",
     "2026-12-07-000009_create_logout_tokens_seen",
+    "2026-12-07-000010_add_subject",
 ];
 
 fn migrate_up_down_and_up_again(db: &TestDb) {
@@ -142,6 +143,7 @@ fn schemas_agree_with_schema_rs(db: &TestDb) {
         (aa::lease_owner::NAME, Text, true),
         (aa::lease_until::NAME, Timestamp, true),
         (aa::last_attempt_at::NAME, Timestamp, true),
+        (aa::subject::NAME, Text, true),
     ];
     let sign_ins = [
         (si::state_hash::NAME, Text, false),

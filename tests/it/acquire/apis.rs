@@ -52,6 +52,19 @@ async fn tokens_for_two_apis_live_side_by_side(backend: Backend) {
     };
     app.sign_in_elsewhere("ada").await;
     let id = account(&app, "ada@tokenbridge.dev");
+    // The sign-in kept the ID token's sub: Entra ID's (and the provider's) pairwise value for
+    // this client, not the object id.
+    let row =
+        activities::find_by_upn(&mut app.db.conn(), "ada@tokenbridge.dev").unwrap()[0].clone();
+    let oid = row.account_object_id.clone().unwrap();
+    let pairwise = {
+        use base64::Engine;
+        use sha2::Digest;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(
+            format!("{oid}:{}", crate::dev_idp::CLIENT_ID).as_bytes(),
+        ))
+    };
+    assert_eq!(row.subject.as_deref(), Some(pairwise.as_str()));
     let acquirer = acquirer(&app);
     let refreshes = || async { app.idp.counters().await["refreshes"].as_u64().unwrap() };
     let graph_api = ApiClient::new(&app.settings.api).unwrap();

@@ -33,6 +33,11 @@ async fn signs_in_shows_the_profile_and_refreshes_with_rotation() {
         activity.account_tenant_id, None,
         "no tenant without a tid claim"
     );
+    assert_eq!(
+        activity.subject.as_deref(),
+        Some("ada"),
+        "the ID token's sub"
+    );
 
     for refreshes in 1..=2 {
         app.clock.advance(Duration::hours(2));

@@ -129,6 +129,7 @@ pub(super) async fn seed(app: &TestApp, count: usize) -> Vec<String> {
                 object_id: Some(&uid),
                 tenant_id: Some(&tenant),
                 user_principal_name: Some(&upn),
+                subject: None,
                 problem: None,
             };
             activities::upsert(conn, &activity, idle_since)

@@ -1,0 +1,2 @@
+DROP INDEX account_activities_subject;
+ALTER TABLE account_activities DROP COLUMN subject;
