@@ -33,6 +33,12 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LogoutLabels {
+    kind: &'static str,
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SourceLabels {
     source: &'static str,
 }
@@ -66,6 +72,7 @@ pub struct Metrics {
     request_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
     acquisitions: Family<OutcomeLabels, Counter>,
     worker_accounts: Family<OutcomeLabels, Counter>,
+    logouts: Family<LogoutLabels, Counter>,
     oversized: Family<SourceLabels, Counter>,
     provider_seconds: Histogram,
     pool_wait_seconds: Histogram,
@@ -122,6 +129,13 @@ impl Metrics {
              transient, api_error, job_failed)",
             worker_accounts.clone(),
         );
+        let logouts = Family::<LogoutLabels, Counter>::default();
+        registry.register(
+            "logouts",
+            "Sign-outs the provider started, by kind (backchannel) and result (signed_out, \
+             no_account, invalid, replayed, unavailable)",
+            logouts.clone(),
+        );
         let oversized = Family::<SourceLabels, Counter>::default();
         registry.register(
             "oversized_answers",
@@ -159,6 +173,7 @@ impl Metrics {
             request_seconds,
             acquisitions,
             worker_accounts,
+            logouts,
             oversized,
             provider_seconds,
             pool_wait_seconds,
@@ -201,6 +216,13 @@ impl Metrics {
     pub fn worker_account(&self, outcome: &'static str) {
         self.worker_accounts
             .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// A sign-out the provider started: `kind` and `result` from a fixed set.
+    pub fn logout(&self, kind: &'static str, result: &'static str) {
+        self.logouts
+            .get_or_create(&LogoutLabels { kind, result })
             .inc();
     }
 

@@ -75,6 +75,33 @@ pub struct Activity {
     pub last_attempt_at: Option<PrimitiveDateTime>,
     /// The ID token's `sub` of the last sign-in (None from before it was kept).
     pub subject: Option<String>,
+    /// Who ended the sign-in `signed_out_at` records ([`SignedOutBy`]).
+    pub signed_out_by: Option<String>,
+}
+
+/// Who ended a user's sign-in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignedOutBy {
+    /// `POST /signout` in the web app.
+    App,
+    /// The provider: a Back- or Front-Channel Logout.
+    Provider,
+}
+
+impl SignedOutBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SignedOutBy::App => "app",
+            SignedOutBy::Provider => "provider",
+        }
+    }
+}
+
+impl Activity {
+    /// Whether the provider ended the sign-in (rather than the web app's sign-out).
+    pub fn signed_out_at_the_provider(&self) -> bool {
+        self.signed_out_by.as_deref() == Some(SignedOutBy::Provider.as_str())
+    }
 }
 
 impl Activity {
@@ -115,6 +142,7 @@ struct UpsertRow<'a> {
     consecutive_failures: i32,
     next_attempt_at: Option<PrimitiveDateTime>,
     signed_out_at: Option<PrimitiveDateTime>,
+    signed_out_by: Option<&'a str>,
     last_attempt_at: Option<PrimitiveDateTime>,
 }
 
@@ -145,6 +173,7 @@ pub fn upsert(
         consecutive_failures: 0,
         next_attempt_at: None,
         signed_out_at: None,
+        signed_out_by: None,
         last_attempt_at: None,
     };
     let identity = IdentityRow {
@@ -512,15 +541,17 @@ pub fn release(conn: &mut DbConnection, key: &str, owner: &str) -> QueryResult<b
     Ok(changed == 1)
 }
 
-/// Marks the account signed out so workers skip it until the user signs in again.
+/// Marks the account signed out (by `by`) so workers skip it until the user signs in again.
 pub fn mark_signed_out(
     conn: &mut DbConnection,
     key: &str,
+    by: SignedOutBy,
     now: OffsetDateTime,
 ) -> QueryResult<bool> {
     let changed = diesel::update(aa::table.filter(dsl::account_cache_key.eq(key)))
         .set((
             dsl::signed_out_at.eq(to_db(now)),
+            dsl::signed_out_by.eq(by.as_str()),
             dsl::lease_owner.eq(None::<String>),
             dsl::lease_until.eq(None::<PrimitiveDateTime>),
         ))

@@ -43,7 +43,27 @@ pub fn first_sighting(
     }
 }
 
+/// Forgets `key`: what was to be done when it was seen could not be, so the token may come
+/// again.
+pub fn forget(conn: &mut DbConnection, key: &str) -> QueryResult<()> {
+    diesel::delete(seen::table.filter(dsl::token_key.eq(key))).execute(conn)?;
+    Ok(())
+}
+
 impl CacheBackend {
+    /// Forgets a token seen (see [`forget`]).
+    pub async fn forget_sighting(&self, key: &str) -> Result<(), CacheStoreError> {
+        match self {
+            Self::Sql { db, .. } => {
+                let key = key.to_owned();
+                db.run(move |conn| forget(conn, &key).map_err(DbError::from))
+                    .await
+                    .map_err(CacheStoreError::from)
+            }
+            Self::Redis { store, .. } => store.forget_sighting(key).await,
+        }
+    }
+
     /// Remembers a one-time token (see [`token_key`]) until `expires_at`, where the caches
     /// live; true the first time any process sees it, false for a replay.
     pub async fn first_sighting(

@@ -32,6 +32,7 @@ diesel::table! {
         lease_until -> Nullable<Timestamp>,
         last_attempt_at -> Nullable<Timestamp>,
         subject -> Nullable<Varchar>,
+        signed_out_by -> Nullable<Varchar>,
     }
 }
 

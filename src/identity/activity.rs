@@ -2,7 +2,7 @@
 //! account (one builder for sign-in and refresh alike), and the companion writes
 //! ([`Companion`]) the cache layer runs with a cache write or a sign-out.
 
-use crate::activity::store::{self as activities, ActivityRecord};
+use crate::activity::store::{self as activities, ActivityRecord, SignedOutBy};
 use crate::cache::backend::Companion;
 use crate::cache::document::{AccountEntry, IdTokenClaims};
 use crate::db::DbError;
@@ -53,10 +53,10 @@ pub(crate) fn recorded(activity: ActivityRecord, now: OffsetDateTime) -> Compani
 }
 
 /// Marks account `id` signed out with the deletion of its cache.
-pub(crate) fn signed_out(id: &str, now: OffsetDateTime) -> Companion {
+pub(crate) fn signed_out(id: &str, by: SignedOutBy, now: OffsetDateTime) -> Companion {
     let id = id.to_owned();
     Arc::new(move |conn| {
-        activities::mark_signed_out(conn, &id, now)
+        activities::mark_signed_out(conn, &id, by, now)
             .map(drop)
             .map_err(DbError::from)
     })

@@ -7,6 +7,7 @@
 use super::acquire::{Core, TokenAcquirer};
 use super::activity::signed_out;
 use super::error::AcquireError;
+use crate::activity::store::SignedOutBy;
 use crate::secret::Secret;
 use std::time::Duration;
 
@@ -30,7 +31,7 @@ impl TokenAcquirer {
     /// Signs out the session with `session_epoch` of user `id`. See [`SignedOut`].
     pub async fn sign_out(&self, id: &str, session_epoch: i64) -> Result<SignedOut, AcquireError> {
         let core = &self.core;
-        match remove(core, id, session_epoch).await {
+        match remove(core, id, session_epoch, SignedOutBy::App).await {
             Ok(true) => Ok(SignedOut::Done),
             Ok(false) => Ok(SignedOut::NotCurrent),
             Err(AcquireError::Storage(reason)) => {
@@ -44,9 +45,35 @@ impl TokenAcquirer {
     }
 }
 
+impl TokenAcquirer {
+    /// Ends every session of user `id` because the provider said the user signed out there
+    /// (a Back- or Front-Channel Logout): the row is deleted whatever its epoch, the activity
+    /// marked as signed out at the provider, the refresh token revoked. False when there was
+    /// no row. A refresh in flight elsewhere then fails to write (its epoch is gone).
+    pub async fn sign_out_at_provider(&self, id: &str) -> Result<bool, AcquireError> {
+        let core = &self.core;
+        // A sign-in that recreated the row between the read and the delete is a new one:
+        // one more try, then it stays.
+        for _ in 0..2 {
+            let Some((_, epoch)) = core.caches.version_and_epoch(id, core.now()).await? else {
+                return Ok(false);
+            };
+            if remove(core, id, epoch, SignedOutBy::Provider).await? {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
 /// Deletes the row and marks the activity when the row's epoch is `session_epoch`; true when
 /// it did. Then revokes the refresh token the row held, in the background.
-async fn remove(core: &Core, id: &str, session_epoch: i64) -> Result<bool, AcquireError> {
+async fn remove(
+    core: &Core,
+    id: &str,
+    session_epoch: i64,
+    by: SignedOutBy,
+) -> Result<bool, AcquireError> {
     // Usually held already; the sign-out redirect needs it too. Unavailable: no revocation.
     let context = core
         .provider
@@ -56,7 +83,12 @@ async fn remove(core: &Core, id: &str, session_epoch: i64) -> Result<bool, Acqui
         .map(|m| m.context.clone());
     let removed = core
         .caches
-        .remove_session(id, session_epoch, signed_out(id, core.now()), core.now())
+        .remove_session(
+            id,
+            session_epoch,
+            signed_out(id, by, core.now()),
+            core.now(),
+        )
         .await?;
     let Some(document) = removed else {
         return Ok(false);
@@ -91,7 +123,7 @@ fn retry_later(core: Core, id: String, session_epoch: i64) {
         let mut pause = Duration::from_secs(1);
         loop {
             tokio::time::sleep(pause).await;
-            match remove(&core, &id, session_epoch).await {
+            match remove(&core, &id, session_epoch, SignedOutBy::App).await {
                 Ok(_) => {
                     tracing::info!(account = %id, "deferred sign-out completed");
                     return;

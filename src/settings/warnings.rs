@@ -95,6 +95,9 @@ impl Settings {
             if !client.post_logout_redirect_uris.contains(&signed_out) {
                 client.post_logout_redirect_uris.push(signed_out);
             }
+            if client.backchannel_logout_uri.is_none() {
+                client.backchannel_logout_uri = Some(self.web.backchannel_logout_uri());
+            }
         }
         self
     }

@@ -26,6 +26,9 @@ pub struct WebSettings {
     pub body_timeout: Duration,
     /// The API whose `path` the profile page shows (`default`: `[api]`).
     pub profile_api: String,
+    /// Where the provider POSTs Back-Channel Logout tokens (register
+    /// `{public_url}{backchannel_logout_path}` at the provider).
+    pub backchannel_logout_path: String,
 }
 
 impl WebSettings {
@@ -68,6 +71,15 @@ impl WebSettings {
     }
 
     /// `{public_url}/signout-callback-oidc`: the post-logout redirect URI to register.
+    /// The Back-Channel Logout URI to register at the provider.
+    pub fn backchannel_logout_uri(&self) -> String {
+        format!(
+            "{}{}",
+            self.public_url.as_str().trim_end_matches('/'),
+            self.backchannel_logout_path
+        )
+    }
+
     pub fn post_logout_redirect_uri(&self) -> String {
         format!(
             "{}/signout-callback-oidc",
@@ -90,6 +102,7 @@ pub(super) struct RawWeb {
     max_requests_per_client: usize,
     body_timeout: String,
     profile_api: String,
+    backchannel_logout_path: String,
 }
 
 impl Default for RawWeb {
@@ -106,6 +119,7 @@ impl Default for RawWeb {
             max_requests_per_client: 128,
             body_timeout: "15s".into(),
             profile_api: super::api::DEFAULT_API.into(),
+            backchannel_logout_path: "/backchannel-logout".into(),
         }
     }
 }
@@ -163,6 +177,28 @@ impl RawWeb {
             max_requests_per_client: self.max_requests_per_client,
             body_timeout: positive("web.body_timeout", &self.body_timeout)?,
             profile_api: self.profile_api.trim().to_owned(),
+            backchannel_logout_path: {
+                let path = self.backchannel_logout_path.trim();
+                let taken = [
+                    "/",
+                    "/signin",
+                    "/signin-oidc",
+                    "/signout",
+                    "/signout-callback-oidc",
+                    "/healthz",
+                    "/readyz",
+                ];
+                if !path.starts_with('/')
+                    || path.contains(char::is_whitespace)
+                    || taken.contains(&path)
+                {
+                    return Err(invalid(
+                        "web.backchannel_logout_path",
+                        "expected a path of its own such as \"/backchannel-logout\"",
+                    ));
+                }
+                path.to_owned()
+            },
         })
     }
 }

@@ -8,6 +8,7 @@ mod home;
 mod limits;
 mod pages;
 mod pending;
+mod provider_logout;
 pub mod request_id;
 mod session;
 
@@ -105,6 +106,7 @@ impl Application {
     ) -> anyhow::Result<Self> {
         let db = Database::open_migrated(settings.database.clone()).await?;
         let web_settings = settings.web.clone();
+        let backchannel_path = settings.web.backchannel_logout_path.clone();
         let acquirer = Arc::new(TokenAcquirer::from_settings(
             db.clone(),
             settings,
@@ -206,6 +208,11 @@ impl Application {
                         .route(web::route().guard(guard::Options()).to(|| allow("POST"))),
                 )
                 .service(readable!("/signout-callback-oidc", auth::signed_out))
+                .service(
+                    web::resource(backchannel_path.as_str())
+                        .route(web::post().to(provider_logout::backchannel))
+                        .route(web::route().guard(guard::Options()).to(|| allow("POST"))),
+                )
                 .service(readable!("/healthz", health::healthz))
                 .service(readable!("/readyz", health::readyz))
                 .default_service(web::to(not_found))

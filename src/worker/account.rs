@@ -218,7 +218,11 @@ impl Worker {
         let mut report = AccountReport::new(&activity, Kind::Ok);
         let outcome = if activity.signed_out_at.is_some() {
             report.outcome = Kind::SignedOut;
-            report.reason = Some("the user signed out of the web app".into());
+            report.reason = Some(if activity.signed_out_at_the_provider() {
+                "the user signed out at the provider".into()
+            } else {
+                "the user signed out of the web app".into()
+            });
             Outcome::InteractionRequired {
                 reason: "signed out".into(),
             }

@@ -6,7 +6,7 @@ use crate::support::{TestDb, T0};
 use std::collections::BTreeSet;
 use time::Duration;
 use tokenbridge::activity::passes;
-use tokenbridge::activity::store::{self as activities, DueFilter, Outcome};
+use tokenbridge::activity::store::{self as activities, DueFilter, Outcome, SignedOutBy};
 use tokenbridge::clock::to_db;
 use tokenbridge::db::DbConnection;
 
@@ -88,7 +88,7 @@ fn due_accounts_respect_cutoff_failure_sign_out_and_backoff(db: &TestDb) {
         sign_in(c, key, T0);
     }
     sign_in(c, "recent", now - Duration::minutes(1));
-    activities::mark_signed_out(c, "signed-out", now).unwrap();
+    activities::mark_signed_out(c, "signed-out", SignedOutBy::App, now).unwrap();
     let lease = now + Duration::minutes(1);
     activities::claim_due(c, due(now), None, 100, "w", lease).unwrap();
     let interaction = Outcome::InteractionRequired {
@@ -284,8 +284,12 @@ fn signed_out_accounts_are_skipped_until_the_next_sign_in(db: &TestDb) {
     let c = &mut db.conn();
     sign_in(c, "u", T0);
     let now = T0 + Duration::hours(1);
-    assert!(activities::mark_signed_out(c, "u", now).unwrap());
-    assert!(!activities::mark_signed_out(c, "nobody", now).unwrap());
+    assert!(activities::mark_signed_out(c, "u", SignedOutBy::Provider, now).unwrap());
+    assert!(activities::get(c, "u")
+        .unwrap()
+        .unwrap()
+        .signed_out_at_the_provider());
+    assert!(!activities::mark_signed_out(c, "nobody", SignedOutBy::App, now).unwrap());
     // Reported once by a worker, which marks it...
     let claimed =
         activities::claim_due(c, due(now), None, 10, "w", now + Duration::minutes(5)).unwrap();

@@ -234,7 +234,7 @@ fn recorded(activity: ActivityRecord) -> Companion {
 fn signed_out(id: &str) -> Companion {
     let id = id.to_owned();
     Arc::new(move |conn| {
-        activities::mark_signed_out(conn, &id, now())
+        activities::mark_signed_out(conn, &id, activities::SignedOutBy::App, now())
             .map(drop)
             .map_err(DbError::from)
     })

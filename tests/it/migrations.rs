@@ -30,7 +30,7 @@ const NAMES: [&str; 10] = [
     "2026-12-07-000007_create_readiness_heartbeat",
     "2026-12-07-000008_create_worker_passes",
     "2026-12-07-000009_create_logout_tokens_seen",
-    "2026-12-07-000010_add_subject",
+    "2026-12-07-000010_add_subject_and_signed_out_by",
 ];
 
 fn migrate_up_down_and_up_again(db: &TestDb) {
@@ -144,6 +144,7 @@ fn schemas_agree_with_schema_rs(db: &TestDb) {
         (aa::lease_until::NAME, Timestamp, true),
         (aa::last_attempt_at::NAME, Timestamp, true),
         (aa::subject::NAME, Text, true),
+        (aa::signed_out_by::NAME, Text, true),
     ];
     let sign_ins = [
         (si::state_hash::NAME, Text, false),

@@ -21,4 +21,13 @@ impl RedisCacheStore {
             .await?;
         Ok(set.is_some())
     }
+
+    /// Forgets `key`.
+    pub async fn forget_sighting(&self, key: &str) -> Result<(), CacheStoreError> {
+        let key = format!("{}:seen:{key}", self.prefix);
+        let _: i64 = self
+            .call(|mut c| async move { redis::cmd("DEL").arg(key).query_async(&mut c).await })
+            .await?;
+        Ok(())
+    }
 }

@@ -6,6 +6,7 @@ mod flows;
 mod logs;
 mod metrics;
 mod processes;
+mod provider_logout;
 mod readiness;
 mod redis_outage;
 mod refresh;
@@ -153,6 +154,7 @@ pub async fn spawn_app_with(
         s.clients[0]
             .post_logout_redirect_uris
             .push(format!("{base}/signout-callback-oidc"));
+        s.clients[0].backchannel_logout_uri = Some(format!("{base}/backchannel-logout"));
         change_idp(s);
     })
     .await;

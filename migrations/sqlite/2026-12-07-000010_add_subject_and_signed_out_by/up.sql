@@ -3,3 +3,6 @@
 -- the account it ends.
 ALTER TABLE account_activities ADD COLUMN subject VARCHAR(255);
 CREATE INDEX account_activities_subject ON account_activities (subject);
+-- Who ended the sign-in a sign-out mark records: "app" (POST /signout) or "provider" (a
+-- Back- or Front-Channel Logout), so a worker pass can say which.
+ALTER TABLE account_activities ADD COLUMN signed_out_by VARCHAR(16);
