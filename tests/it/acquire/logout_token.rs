@@ -9,19 +9,7 @@ use tokenbridge::identity::provider::{LogoutTokenError, BACKCHANNEL_EVENT};
 
 /// A token the provider signs with its key, with these claims.
 async fn signed(rig: &Rig, claims: &Value) -> String {
-    rig.idp
-        .admin(
-            reqwest::Method::POST,
-            "logout-tokens",
-            Some(json!({ "claims": claims })),
-        )
-        .await
-        .json::<Value>()
-        .await
-        .unwrap()["logout_token"]
-        .as_str()
-        .unwrap()
-        .to_owned()
+    rig.idp.logout_token(claims).await
 }
 
 fn now() -> i64 {

@@ -233,6 +233,22 @@ impl TestIdp {
         response
     }
 
+    /// `claims` signed as a logout token with the provider's key, whatever they say.
+    pub async fn logout_token(&self, claims: &Value) -> String {
+        self.admin(
+            reqwest::Method::POST,
+            "logout-tokens",
+            Some(serde_json::json!({ "claims": claims })),
+        )
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["logout_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
     pub async fn counters(&self) -> Value {
         self.admin(reqwest::Method::GET, "counters", None)
             .await

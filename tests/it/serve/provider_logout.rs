@@ -93,21 +93,7 @@ async fn invalid_and_replayed_logout_tokens_are_refused_and_change_nothing(backe
     };
     let sign = |claims: Value| {
         let app = &app;
-        async move {
-            app.idp
-                .admin(
-                    reqwest::Method::POST,
-                    "logout-tokens",
-                    Some(json!({ "claims": claims })),
-                )
-                .await
-                .json::<Value>()
-                .await
-                .unwrap()["logout_token"]
-                .as_str()
-                .unwrap()
-                .to_owned()
-        }
+        async move { app.idp.logout_token(&claims).await }
     };
     let post = |base: String, token: String| async move {
         let response = reqwest::Client::new()
