@@ -3,8 +3,8 @@
 // it validates against the provider's keys. Interactions complete without a form: the test
 // names the user with `?user=` on the interaction URL.
 //
-// Environment: CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, POST_LOGOUT_REDIRECT_URI (the app under
-// test), REFRESH ("offline": refresh tokens only for a granted offline_access, as OpenID
+// Environment: CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, POST_LOGOUT_REDIRECT_URI,
+// BACKCHANNEL_LOGOUT_URI (the app under test; Back-Channel Logout tokens go there), REFRESH ("offline": refresh tokens only for a granted offline_access, as OpenID
 // Connect Core 11 and this provider's default; "always": for every code grant, without
 // offline_access), PORT (default: any free port). Prints "listening <issuer>" once it serves.
 // Never listens beyond loopback.
@@ -26,7 +26,10 @@ const api = `${issuer}/api`;
 const { privateKey, publicKey } = await jose.generateKeyPair('RS256', { extractable: true });
 const signingKey = { ...(await jose.exportJWK(privateKey)), kid: 'test-key', alg: 'RS256', use: 'sig' };
 
-const counters = { token_requests: 0, refreshes: 0, refresh_errors: 0, revocations: 0, grants_revoked: 0 };
+const counters = {
+  token_requests: 0, refreshes: 0, refresh_errors: 0, revocations: 0, grants_revoked: 0,
+  backchannel_logouts: 0, backchannel_errors: 0,
+};
 const behaviour = { fail_revocation: false };
 
 const provider = new Provider(issuer, {
@@ -35,6 +38,8 @@ const provider = new Provider(issuer, {
     client_secret: env('CLIENT_SECRET'),
     redirect_uris: [env('REDIRECT_URI')],
     post_logout_redirect_uris: [env('POST_LOGOUT_REDIRECT_URI')],
+    backchannel_logout_uri: env('BACKCHANNEL_LOGOUT_URI'),
+    backchannel_logout_session_required: false,
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
     token_endpoint_auth_method: 'client_secret_basic',
@@ -59,9 +64,17 @@ const provider = new Provider(issuer, {
   ...(process.env.REFRESH === 'always'
     ? { issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token') }
     : {}),
+  // The app under test listens on loopback, which the provider's SSRF protection refuses to
+  // call (Back-Channel Logout): this provider itself serves loopback only, and calls only the
+  // URI registered above.
+  fetch: (url, options) => {
+    const { dispatcher: _ssrfGuard, ...rest } = options;
+    return globalThis.fetch(url, rest);
+  },
   features: {
     devInteractions: { enabled: false },
     revocation: { enabled: true },
+    backchannelLogout: { enabled: true },
     rpInitiatedLogout: {
       enabled: true,
       async logoutSource(ctx, form) {
@@ -86,6 +99,11 @@ const provider = new Provider(issuer, {
 });
 
 provider.on('grant.revoked', () => { counters.grants_revoked += 1; });
+provider.on('backchannel.success', () => { counters.backchannel_logouts += 1; });
+provider.on('backchannel.error', (_ctx, error) => {
+  counters.backchannel_errors += 1;
+  console.error(`backchannel logout failed: ${error?.message ?? error}`);
+});
 provider.on('grant.success', (ctx) => {
   if (ctx.oidc.params.grant_type === 'refresh_token') counters.refreshes += 1;
 });

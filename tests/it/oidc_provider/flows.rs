@@ -387,3 +387,50 @@ async fn two_apis_get_tokens_narrowed_to_their_own_scopes() {
     );
     assert_eq!(app.op.counters().await["refreshes"], 2);
 }
+
+/// A sign-out at the provider itself (its end-session page, not through the app): the
+/// certified provider sends a Back-Channel Logout token, which the app checks and acts on:
+/// the user's cache is gone and the activity says the provider ended the sign-in.
+#[tokio::test]
+async fn a_sign_out_at_the_provider_reaches_the_app_by_back_channel() {
+    let Some(app) = spawn("oidc_provider::backchannel", Refresh::Offline, consent).await else {
+        return;
+    };
+    assert_eq!(app.sign_in("ada").await.status(), 303);
+    assert_eq!(app.home().await.0, 200);
+    let form = app
+        .browser
+        .get(format!("{}/session/end", app.op.issuer))
+        .send()
+        .await
+        .unwrap();
+    let page = form.text().await.unwrap();
+    let xsrf = page
+        .split("name=\"xsrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no xsrf field: {page}"));
+    let confirmed = app
+        .browser
+        .post(format!("{}/session/end/confirm", app.op.issuer))
+        .form(&[("xsrf", xsrf), ("logout", "yes")])
+        .send()
+        .await
+        .unwrap();
+    assert!(confirmed.status().is_redirection() || confirmed.status().is_success());
+    // The provider sends it as the session ends; give it a moment.
+    let mut activity = app.activity();
+    for _ in 0..100 {
+        if activity.signed_out_at.is_some() {
+            break;
+        }
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+        activity = app.activity();
+    }
+    assert!(activity.signed_out_at_the_provider(), "{activity:?}");
+    let counters = app.op.counters().await;
+    assert_eq!(counters["backchannel_logouts"], 1, "{counters}");
+    assert_eq!(counters["backchannel_errors"], 0, "{counters}");
+    let (_, html) = app.home().await;
+    assert!(html.contains("Sign in"), "{html}");
+}

@@ -88,6 +88,10 @@ impl Op {
                 format!("{app_base}/signout-callback-oidc"),
             )
             .env(
+                "BACKCHANNEL_LOGOUT_URI",
+                format!("{app_base}/backchannel-logout"),
+            )
+            .env(
                 "REFRESH",
                 if refresh == Refresh::Always {
                     "always"
