@@ -217,21 +217,7 @@ async fn sign_out_ends_the_provider_session_too() {
             .starts_with(&format!("{}/session/end", app.op.issuer)),
         "{end_session}"
     );
-    let form = app.browser.get(end_session).send().await.unwrap();
-    assert_eq!(form.status(), 200);
-    let page = form.text().await.unwrap();
-    let xsrf = page
-        .split("name=\"xsrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap_or_else(|| panic!("no xsrf field: {page}"));
-    let confirmed = app
-        .browser
-        .post(format!("{}/session/end/confirm", app.op.issuer))
-        .form(&[("xsrf", xsrf), ("logout", "yes")])
-        .send()
-        .await
-        .unwrap();
+    let confirmed = app.confirm_end_session(end_session.as_str()).await;
     assert_eq!(confirmed.status(), 303);
     let back = location(&confirmed);
     assert!(
@@ -398,25 +384,9 @@ async fn a_sign_out_at_the_provider_reaches_the_app_by_back_channel() {
     };
     assert_eq!(app.sign_in("ada").await.status(), 303);
     assert_eq!(app.home().await.0, 200);
-    let form = app
-        .browser
-        .get(format!("{}/session/end", app.op.issuer))
-        .send()
-        .await
-        .unwrap();
-    let page = form.text().await.unwrap();
-    let xsrf = page
-        .split("name=\"xsrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .unwrap_or_else(|| panic!("no xsrf field: {page}"));
     let confirmed = app
-        .browser
-        .post(format!("{}/session/end/confirm", app.op.issuer))
-        .form(&[("xsrf", xsrf), ("logout", "yes")])
-        .send()
-        .await
-        .unwrap();
+        .confirm_end_session(&format!("{}/session/end", app.op.issuer))
+        .await;
     assert!(confirmed.status().is_redirection() || confirmed.status().is_success());
     // The provider sends it as the session ends; give it a moment.
     let mut activity = app.activity();

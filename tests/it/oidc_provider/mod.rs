@@ -251,6 +251,25 @@ impl CertifiedApp {
     }
 
     /// Signs out from `browser` with the CSRF token of its home page.
+    /// Opens the provider's end-session page at `url` in the app's browser and confirms it
+    /// ("Sign out"): the confirmation's response.
+    pub async fn confirm_end_session(&self, url: &str) -> reqwest::Response {
+        let form = self.browser.get(url).send().await.unwrap();
+        assert_eq!(form.status(), 200);
+        let page = form.text().await.unwrap();
+        let xsrf = page
+            .split("name=\"xsrf\" value=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_else(|| panic!("no xsrf field: {page}"));
+        self.browser
+            .post(format!("{}/session/end/confirm", self.op.issuer))
+            .form(&[("xsrf", xsrf), ("logout", "yes")])
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn sign_out(&self, browser: &reqwest::Client) -> reqwest::Response {
         let html = browser
             .get(self.url("/"))
