@@ -47,6 +47,7 @@ fn document(now: i64) -> CacheDocument {
                 preferred_username: Some("ada.lovelace@contoso.com".into()),
                 upn: None,
                 name: Some("Ada Lovelace".into()),
+                sid: None,
             },
         }),
         scope: Some("User.Read openid profile offline_access email".into()),

@@ -1,4 +1,5 @@
 //! Account activity: who signed in, when, and whether background work can act for them.
 
 pub mod passes;
+pub mod provider_sessions;
 pub mod store;

@@ -12,7 +12,8 @@ use diesel::prelude::*;
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
-/// The key a token is remembered by: SHA-256 of its issuer and id, hex (no part of the token).
+/// The key an id an issuer gave (a token's `jti`, a session's `sid`) is remembered by: SHA-256
+/// of the issuer and the id, hex (no part of the token).
 pub fn token_key(issuer: &str, jti: &str) -> String {
     let digest = Sha256::digest(format!("{issuer}\n{jti}").as_bytes());
     digest.iter().map(|b| format!("{b:02x}")).collect()

@@ -44,6 +44,7 @@ diesel::table! {
         home_account_id -> Nullable<Varchar>,
         display_name -> Nullable<Varchar>,
         session_epoch -> Nullable<BigInt>,
+        session_id -> Nullable<Varchar>,
     }
 }
 
@@ -78,6 +79,14 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    provider_sessions (sid_key, account_cache_key) {
+        sid_key -> Varchar,
+        account_cache_key -> Varchar,
+        expires_at -> Timestamp,
+    }
+}
+
 diesel::allow_tables_to_appear_in_same_query!(
     token_cache,
     account_activities,
@@ -85,5 +94,6 @@ diesel::allow_tables_to_appear_in_same_query!(
     cache_key_checks,
     readiness_heartbeat,
     worker_passes,
-    logout_tokens_seen
+    logout_tokens_seen,
+    provider_sessions
 );

@@ -2,6 +2,7 @@
 //! account (one builder for sign-in and refresh alike), and the companion writes
 //! ([`Companion`]) the cache layer runs with a cache write or a sign-out.
 
+use crate::activity::provider_sessions;
 use crate::activity::store::{self as activities, ActivityRecord, SignedOutBy};
 use crate::cache::backend::Companion;
 use crate::cache::document::{AccountEntry, IdTokenClaims};
@@ -49,6 +50,21 @@ pub(crate) fn account_activity(
 pub(crate) fn recorded(activity: ActivityRecord, now: OffsetDateTime) -> Companion {
     Arc::new(move |conn| {
         activities::upsert(conn, &activity.as_upsert(), now).map_err(DbError::from)
+    })
+}
+
+/// `companion`, and then records that account `id` signed in through provider session
+/// `sid_key` until `until` (see [`provider_sessions`]).
+pub(crate) fn with_provider_session(
+    companion: Companion,
+    sid_key: String,
+    id: &str,
+    until: OffsetDateTime,
+) -> Companion {
+    let id = id.to_owned();
+    Arc::new(move |conn| {
+        companion(conn)?;
+        provider_sessions::record(conn, &sid_key, &id, until).map_err(DbError::from)
     })
 }
 

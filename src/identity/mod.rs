@@ -15,4 +15,4 @@ mod transport;
 
 pub use error::AcquireError;
 pub use provider::{OidcProvider, ResponseIssuer, SignInState};
-pub use sign_out::SignedOut;
+pub use sign_out::{ProviderSessionEnded, SignedOut};

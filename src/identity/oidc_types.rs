@@ -14,12 +14,14 @@ use openidconnect::{
 };
 use serde::{Deserialize, Serialize};
 
-/// Claims Entra ID adds to ID tokens (other providers simply leave them out).
+/// Claims Entra ID adds to ID tokens (other providers simply leave them out), and the session
+/// id (`sid`) of Front- and Back-Channel Logout, which Entra ID and many others send.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct EntraClaims {
     pub oid: Option<String>,
     pub tid: Option<String>,
     pub upn: Option<String>,
+    pub sid: Option<String>,
 }
 impl AdditionalClaims for EntraClaims {}
 

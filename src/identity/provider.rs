@@ -131,6 +131,12 @@ impl OidcProvider {
         self.issuer.as_str()
     }
 
+    /// The key a provider session (`sid`) of this issuer is recorded by: a hash, no value the
+    /// provider gave (see [`crate::activity::provider_sessions`]).
+    pub fn session_key(&self, sid: &str) -> String {
+        crate::cache::replay::token_key(self.issuer(), sid)
+    }
+
     pub fn kind(&self) -> ProviderKind {
         self.kind
     }

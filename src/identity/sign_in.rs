@@ -1,23 +1,29 @@
 //! Signing in: storing a new user's tokens and activity.
 
 use super::acquire::{SignedIn, TokenAcquirer};
-use super::activity::{account_activity, recorded};
+use super::activity::{account_activity, recorded, with_provider_session};
 use super::error::AcquireError;
 use super::provider::SignInState;
 use crate::cache::backend::{CacheBackend, Expected};
 use crate::cache::document::{home_account_id, CacheDocument, Grant};
 use crate::cache::store::CacheStoreError;
 use crate::settings::ProviderKind;
+use std::time::Duration;
 use time::OffsetDateTime;
 
 impl TokenAcquirer {
     /// Redeems the code from a sign-in callback, stores the user's cache and activity (see
     /// [`CacheBackend::save_with`]), and says who signed in. Called once per response, by
     /// [`TokenAcquirer::sign_in`].
+    /// The sign-in begins app session `session_id`, listed in the user's document (with the
+    /// provider session it began in, which is recorded for a logout that names it) for
+    /// `session_lifetime`, the longest an app session lives.
     pub(super) async fn redeem_sign_in(
         &self,
         code: &str,
         state: &SignInState,
+        session_id: &str,
+        session_lifetime: Duration,
     ) -> Result<SignedIn, AcquireError> {
         let core = &self.core;
         // Lifetimes count from before the request was sent: the provider started them no
@@ -42,7 +48,13 @@ impl TokenAcquirer {
                 .or_else(|| claims.preferred_username.clone())
                 .unwrap_or_else(|| home.clone()),
             session_epoch: 0,
+            session_id: Some(session_id.to_owned()),
         };
+        let sid_key = claims
+            .sid
+            .as_deref()
+            .map(|sid| core.provider.session_key(sid));
+        let lifetime = time::Duration::try_from(session_lifetime).unwrap_or(time::Duration::MAX);
         let scopes: Vec<String> = core
             .provider
             .first_token_scopes()
@@ -66,6 +78,12 @@ impl TokenAcquirer {
                     sent_at.unix_timestamp(),
                 )
                 .map_err(|e| AcquireError::Configuration(e.to_string()))?;
+            document.add_session(
+                session_id,
+                sid_key.as_deref(),
+                now.unix_timestamp(),
+                (now - lifetime).unix_timestamp(),
+            );
             let problem = document
                 .find_refresh_token(&context, &home)
                 .is_none()
@@ -80,16 +98,18 @@ impl TokenAcquirer {
                 kind,
                 problem,
             );
+            let companion = match &sid_key {
+                Some(key) => with_provider_session(
+                    recorded(activity, now),
+                    key.clone(),
+                    &home,
+                    now.saturating_add(lifetime),
+                ),
+                None => recorded(activity, now),
+            };
             let saved = core
                 .caches
-                .save_with(
-                    &home,
-                    document.clone(),
-                    version,
-                    None,
-                    recorded(activity, now),
-                    now,
-                )
+                .save_with(&home, document.clone(), version, None, companion, now)
                 .await;
             match saved {
                 Ok(saved) => {

@@ -62,6 +62,7 @@ fn record(conn: &mut DbConnection, hash: &str, outcome: Option<&SignedIn>) -> Re
                     dsl::home_account_id.eq(&signed_in.home_account_id),
                     dsl::display_name.eq(name),
                     dsl::session_epoch.eq(signed_in.session_epoch),
+                    dsl::session_id.eq(signed_in.session_id.as_deref()),
                 ))
                 .execute(conn)?
         }
@@ -72,7 +73,13 @@ fn record(conn: &mut DbConnection, hash: &str, outcome: Option<&SignedIn>) -> Re
     Ok(())
 }
 
-type Row = (String, Option<String>, Option<String>, Option<i64>);
+type Row = (
+    String,
+    Option<String>,
+    Option<String>,
+    Option<i64>,
+    Option<String>,
+);
 
 fn outcome(conn: &mut DbConnection, hash: &str) -> Result<Option<Row>, DbError> {
     Ok(si::table
@@ -82,6 +89,7 @@ fn outcome(conn: &mut DbConnection, hash: &str) -> Result<Option<Row>, DbError> 
             dsl::home_account_id,
             dsl::display_name,
             dsl::session_epoch,
+            dsl::session_id,
         ))
         .get_result(conn)
         .optional()?)
@@ -90,7 +98,13 @@ fn outcome(conn: &mut DbConnection, hash: &str) -> Result<Option<Row>, DbError> 
 impl TokenAcquirer {
     /// Completes a sign-in callback once: the first callback for `state` redeems the code
     /// ([`TokenAcquirer::redeem_sign_in`]); a repeated one waits for that outcome and shares it.
-    pub async fn sign_in(&self, code: &str, state: &SignInState) -> Result<SignedIn, AcquireError> {
+    /// The sign-in begins a new app session, which lives at most `session_lifetime`.
+    pub async fn sign_in(
+        &self,
+        code: &str,
+        state: &SignInState,
+        session_lifetime: Duration,
+    ) -> Result<SignedIn, AcquireError> {
         let (hash, now) = (state_hash(&state.state), self.core.now());
         let first = {
             let hash = hash.clone();
@@ -103,7 +117,11 @@ impl TokenAcquirer {
             tracing::info!("a repeated sign-in callback: waiting for the first one's outcome");
             return self.follow(hash).await;
         }
-        let result = match self.redeem_sign_in(code, state).await {
+        let session_id = crate::secret::random_token();
+        let result = match self
+            .redeem_sign_in(code, state, &session_id, session_lifetime)
+            .await
+        {
             Ok(signed_in) => {
                 self.core.provider_accepted();
                 Ok(signed_in)
@@ -132,13 +150,18 @@ impl TokenAcquirer {
                 self.core.db.run(move |conn| outcome(conn, &hash)).await?
             };
             match row {
-                Some((state, Some(home_account_id), Some(display_name), Some(session_epoch)))
-                    if state == SIGNED_IN =>
-                {
+                Some((
+                    state,
+                    Some(home_account_id),
+                    Some(display_name),
+                    Some(session_epoch),
+                    session_id,
+                )) if state == SIGNED_IN => {
                     return Ok(SignedIn {
                         home_account_id,
                         display_name,
                         session_epoch,
+                        session_id,
                     });
                 }
                 Some((state, ..)) if state == PENDING => {}

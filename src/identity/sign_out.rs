@@ -4,10 +4,13 @@
 //! database that does not answer does not keep the user signed in: the deletion is retried in
 //! the background until the database is back.
 
-use super::acquire::{Core, TokenAcquirer};
+use super::acquire::{AppSessionRef, Core, TokenAcquirer};
 use super::activity::signed_out;
 use super::error::AcquireError;
-use crate::activity::store::SignedOutBy;
+use crate::activity::provider_sessions;
+use crate::activity::store::{self as activities, SignedOutBy};
+use crate::cache::store::CacheStoreError;
+use crate::db::DbError;
 use crate::secret::Secret;
 use std::time::Duration;
 
@@ -28,9 +31,25 @@ const RETRY_FOR: Duration = Duration::from_secs(3600);
 const MAX_PAUSE: Duration = Duration::from_secs(60);
 
 impl TokenAcquirer {
-    /// Signs out the session with `session_epoch` of user `id`. See [`SignedOut`].
-    pub async fn sign_out(&self, id: &str, session_epoch: i64) -> Result<SignedOut, AcquireError> {
+    /// Signs out `session` of user `id`, and with it every session of theirs. See
+    /// [`SignedOut`].
+    pub async fn sign_out(
+        &self,
+        id: &str,
+        session: &AppSessionRef<'_>,
+    ) -> Result<SignedOut, AcquireError> {
         let core = &self.core;
+        let session_epoch = session.epoch;
+        if let Some(listed) = session.id {
+            // A session a logout at the provider ended signs nobody out either.
+            match core.caches.load(id, core.now()).await {
+                Ok(Some(loaded)) if !loaded.document.has_session(listed) => {
+                    return Ok(SignedOut::NotCurrent)
+                }
+                // Absent, unreadable or not answering: the deletion below says which.
+                _ => {}
+            }
+        }
         match remove(core, id, session_epoch, SignedOutBy::App).await {
             Ok(true) => Ok(SignedOut::Done),
             Ok(false) => Ok(SignedOut::NotCurrent),
@@ -64,6 +83,122 @@ impl TokenAcquirer {
         }
         Ok(false)
     }
+}
+
+/// What a logout naming a provider session ended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ProviderSessionEnded {
+    /// Accounts that had signed in through it.
+    pub accounts: usize,
+    /// App sessions ended while the user had others (their cache stays).
+    pub sessions: usize,
+    /// Caches deleted: the user's only sign-ins ended (or the whole cache was asked for).
+    pub caches: usize,
+}
+
+impl TokenAcquirer {
+    /// Ends the app sessions that began in the provider's session `sid` (a Back- or
+    /// Front-Channel Logout naming it), for the accounts that signed in through it (only the
+    /// one whose last sign-in had `subject`, when given). An account left with no session is
+    /// signed out at the provider as [`Self::sign_out_at_provider`] does; with `whole_cache`
+    /// (a Front-Channel Logout: the browser the sessions were in is the user's) it is anyway.
+    /// None when no account signed in through `sid` (or its sign-ins have all expired).
+    pub async fn end_provider_session(
+        &self,
+        sid: &str,
+        subject: Option<&str>,
+        whole_cache: bool,
+    ) -> Result<Option<ProviderSessionEnded>, AcquireError> {
+        let core = &self.core;
+        let (sid_key, now) = (core.provider.session_key(sid), core.now());
+        let mut accounts = {
+            let key = sid_key.clone();
+            core.db
+                .run(move |conn| {
+                    provider_sessions::accounts(conn, &key, now).map_err(DbError::from)
+                })
+                .await?
+        };
+        if let Some(subject) = subject {
+            let subject = subject.to_owned();
+            let theirs = core
+                .db
+                .run(move |conn| activities::find_by_subject(conn, &subject).map_err(DbError::from))
+                .await?;
+            accounts.retain(|id| theirs.iter().any(|a| &a.account_cache_key == id));
+        }
+        if accounts.is_empty() {
+            return Ok(None);
+        }
+        let mut ended = ProviderSessionEnded {
+            accounts: accounts.len(),
+            ..ProviderSessionEnded::default()
+        };
+        for id in &accounts {
+            match end_sessions(core, id, &sid_key, whole_cache).await? {
+                Some(Ending::Cache) => ended.caches += 1,
+                Some(Ending::Sessions(n)) => ended.sessions += n,
+                None => {}
+            }
+            let (key, id) = (sid_key.clone(), id.clone());
+            core.db
+                .run(move |conn| provider_sessions::forget(conn, &key, &id).map_err(DbError::from))
+                .await?;
+        }
+        Ok(Some(ended))
+    }
+}
+
+enum Ending {
+    Cache,
+    Sessions(usize),
+}
+
+/// Ends account `id`'s sessions from provider session `sid_key`: a write of its document
+/// without them (compare-and-swap: a refresh writing meanwhile merges into it), or the
+/// deletion of its row when none would be left or `whole_cache`. A row none of whose sessions
+/// began there is left alone.
+async fn end_sessions(
+    core: &Core,
+    id: &str,
+    sid_key: &str,
+    whole_cache: bool,
+) -> Result<Option<Ending>, AcquireError> {
+    for _ in 0..5 {
+        let Some((row, mut document)) = core.caches.load_to_write_over(id, core.now()).await?
+        else {
+            return Ok(None);
+        };
+        let ending = document.end_sessions_from(sid_key);
+        if ending == 0 {
+            // None of its sessions is here: the row belongs to a sign-in since, which that
+            // provider session did not begin.
+            return Ok(None);
+        }
+        if whole_cache || document.sessions().next().is_none() {
+            let epoch = row.session_epoch.unwrap_or_default();
+            if remove(core, id, epoch, SignedOutBy::Provider).await? {
+                return Ok(Some(Ending::Cache));
+            }
+            continue;
+        }
+        match core
+            .caches
+            .save_refreshed(id, document, row, None, core.now())
+            .await
+        {
+            Ok(_) => {
+                // Pages here read the row again: its version changed.
+                core.forget(id);
+                return Ok(Some(Ending::Sessions(ending)));
+            }
+            Err(CacheStoreError::Conflict { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(AcquireError::Storage(
+        "the token cache kept changing while ending a provider session".into(),
+    ))
 }
 
 /// Deletes the row and marks the activity when the row's epoch is `session_epoch`; true when

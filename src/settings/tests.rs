@@ -324,6 +324,18 @@ fn invalid_values_name_the_key_and_what_is_expected() {
             "cache.sliding_expiration",
         ),
         ("[cache]\nsweep_batch = 0\n", "cache.sweep_batch"),
+        (
+            "[web]\nbackchannel_logout_path = \"/signin\"\n",
+            "web.backchannel_logout_path",
+        ),
+        (
+            "[web]\nfrontchannel_logout_path = \"frontchannel\"\n",
+            "web.frontchannel_logout_path",
+        ),
+        (
+            "[web]\nfrontchannel_logout_path = \"/backchannel-logout\"\n",
+            "web.frontchannel_logout_path",
+        ),
         ("[worker]\nolder_than = \"later\"\n", "worker.older_than"),
         ("[worker]\nevery = \"10ms\"\n", "worker.every"),
         ("[worker]\nconcurrency = 0\n", "worker.concurrency"),

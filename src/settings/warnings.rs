@@ -98,6 +98,9 @@ impl Settings {
             if client.backchannel_logout_uri.is_none() {
                 client.backchannel_logout_uri = Some(self.web.backchannel_logout_uri());
             }
+            if client.frontchannel_logout_uri.is_none() {
+                client.frontchannel_logout_uri = Some(self.web.frontchannel_logout_uri());
+            }
         }
         self
     }

@@ -29,6 +29,9 @@ pub struct WebSettings {
     /// Where the provider POSTs Back-Channel Logout tokens (register
     /// `{public_url}{backchannel_logout_path}` at the provider).
     pub backchannel_logout_path: String,
+    /// Where the provider's logout page loads Front-Channel Logout (register
+    /// `{public_url}{frontchannel_logout_path}` at the provider).
+    pub frontchannel_logout_path: String,
 }
 
 impl WebSettings {
@@ -70,7 +73,6 @@ impl WebSettings {
         )
     }
 
-    /// `{public_url}/signout-callback-oidc`: the post-logout redirect URI to register.
     /// The Back-Channel Logout URI to register at the provider.
     pub fn backchannel_logout_uri(&self) -> String {
         format!(
@@ -80,6 +82,16 @@ impl WebSettings {
         )
     }
 
+    /// The Front-Channel Logout URI to register at the provider.
+    pub fn frontchannel_logout_uri(&self) -> String {
+        format!(
+            "{}{}",
+            self.public_url.as_str().trim_end_matches('/'),
+            self.frontchannel_logout_path
+        )
+    }
+
+    /// `{public_url}/signout-callback-oidc`: the post-logout redirect URI to register.
     pub fn post_logout_redirect_uri(&self) -> String {
         format!(
             "{}/signout-callback-oidc",
@@ -103,6 +115,7 @@ pub(super) struct RawWeb {
     body_timeout: String,
     profile_api: String,
     backchannel_logout_path: String,
+    frontchannel_logout_path: String,
 }
 
 impl Default for RawWeb {
@@ -120,6 +133,7 @@ impl Default for RawWeb {
             body_timeout: "15s".into(),
             profile_api: super::api::DEFAULT_API.into(),
             backchannel_logout_path: "/backchannel-logout".into(),
+            frontchannel_logout_path: "/frontchannel-logout".into(),
         }
     }
 }
@@ -177,28 +191,49 @@ impl RawWeb {
             max_requests_per_client: self.max_requests_per_client,
             body_timeout: positive("web.body_timeout", &self.body_timeout)?,
             profile_api: self.profile_api.trim().to_owned(),
-            backchannel_logout_path: {
-                let path = self.backchannel_logout_path.trim();
-                let taken = [
-                    "/",
-                    "/signin",
-                    "/signin-oidc",
-                    "/signout",
-                    "/signout-callback-oidc",
-                    "/healthz",
-                    "/readyz",
-                ];
-                if !path.starts_with('/')
-                    || path.contains(char::is_whitespace)
-                    || taken.contains(&path)
-                {
-                    return Err(invalid(
-                        "web.backchannel_logout_path",
-                        "expected a path of its own such as \"/backchannel-logout\"",
-                    ));
-                }
-                path.to_owned()
-            },
+            backchannel_logout_path: logout_path(
+                "web.backchannel_logout_path",
+                &self.backchannel_logout_path,
+                "/backchannel-logout",
+                None,
+            )?,
+            frontchannel_logout_path: logout_path(
+                "web.frontchannel_logout_path",
+                &self.frontchannel_logout_path,
+                "/frontchannel-logout",
+                Some(self.backchannel_logout_path.trim()),
+            )?,
         })
     }
+}
+
+/// A logout path: a path of its own, neither one of the app's routes nor `other` (the other
+/// logout path).
+fn logout_path(
+    key: &'static str,
+    raw: &str,
+    example: &str,
+    other: Option<&str>,
+) -> Result<String, SettingsError> {
+    let path = raw.trim();
+    let taken = [
+        "/",
+        "/signin",
+        "/signin-oidc",
+        "/signout",
+        "/signout-callback-oidc",
+        "/healthz",
+        "/readyz",
+    ];
+    if !path.starts_with('/')
+        || path.contains(char::is_whitespace)
+        || taken.contains(&path)
+        || other == Some(path)
+    {
+        return Err(invalid(
+            key,
+            format!("expected a path of its own such as \"{example}\""),
+        ));
+    }
+    Ok(path.to_owned())
 }

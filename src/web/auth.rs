@@ -171,7 +171,7 @@ async fn callback(
         .ok_or_else(|| WebError::sign_in_failed("The sign-in response has no code.", rid))?;
     let signed_in = state
         .acquirer
-        .sign_in(&code, &pending.state)
+        .sign_in(&code, &pending.state, state.web.session_absolute)
         .await
         .map_err(|e| match e {
             // The user's to retry: an expired or replayed code, an answer that fails
@@ -191,6 +191,7 @@ async fn callback(
             &signed_in.home_account_id,
             &signed_in.display_name,
             signed_in.session_epoch,
+            signed_in.session_id.as_deref(),
             now,
         )
         .map_err(|_| WebError::bad_request("Cannot start a session.", rid))?;
@@ -235,7 +236,7 @@ pub async fn sign_out(
     // Whatever happens below, this browser is signed out.
     let outcome = state
         .acquirer
-        .sign_out(&user.home_account_id, user.session_epoch)
+        .sign_out(&user.home_account_id, &user.session())
         .await;
     session.sign_out();
     let provider_logout = state

@@ -22,7 +22,7 @@ pub async fn home(
     let scopes: Vec<&str> = state.profile_scopes.iter().map(String::as_str).collect();
     let token = match state
         .acquirer
-        .acquire_for_session(&user.home_account_id, user.session_epoch, &scopes)
+        .acquire_for_session(&user.home_account_id, &user.session(), &scopes)
         .await
     {
         Ok(token) => token,

@@ -107,6 +107,7 @@ impl Application {
         let db = Database::open_migrated(settings.database.clone()).await?;
         let web_settings = settings.web.clone();
         let backchannel_path = settings.web.backchannel_logout_path.clone();
+        let frontchannel_path = settings.web.frontchannel_logout_path.clone();
         let acquirer = Arc::new(TokenAcquirer::from_settings(
             db.clone(),
             settings,
@@ -193,6 +194,7 @@ impl Application {
                 .app_data(limits.clone())
                 .wrap(sessions)
                 .wrap(from_fn(no_store_with_cookies))
+                .wrap(from_fn(deny_framing))
                 .wrap(security_headers(web_settings.is_https()))
                 .wrap(from_fn(limits::body_deadline))
                 .wrap(from_fn(request_id::middleware))
@@ -213,6 +215,10 @@ impl Application {
                         .route(web::post().to(provider_logout::backchannel))
                         .route(web::route().guard(guard::Options()).to(|| allow("POST"))),
                 )
+                .service(readable!(
+                    frontchannel_path.as_str(),
+                    provider_logout::frontchannel
+                ))
                 .service(readable!("/healthz", health::healthz))
                 .service(readable!("/readyz", health::readyz))
                 .default_service(web::to(not_found))
@@ -266,8 +272,6 @@ impl Application {
     }
 }
 
-/// Headers on every response: pages carry only inline CSS, are never framed, and send no
-/// referrer (the callback URL holds a one-time code).
 /// A resource answering GET and HEAD with `handler`, and OPTIONS with `Allow: GET, HEAD`.
 macro_rules! readable {
     ($path:expr, $handler:expr) => {
@@ -293,6 +297,9 @@ async fn allow(methods: &'static str) -> HttpResponse {
         .finish()
 }
 
+/// Headers on every response: pages carry only inline CSS, are never framed (but where a
+/// handler's own policy says, see [`deny_framing`]), and send no referrer (the callback URL
+/// holds a one-time code).
 fn security_headers(https: bool) -> actix_web::middleware::DefaultHeaders {
     let headers = actix_web::middleware::DefaultHeaders::new()
         .add((
@@ -300,7 +307,6 @@ fn security_headers(https: bool) -> actix_web::middleware::DefaultHeaders {
             "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'",
         ))
         .add(("X-Content-Type-Options", "nosniff"))
-        .add(("X-Frame-Options", "DENY"))
         .add(("Referrer-Policy", "no-referrer"));
     if https {
         // A year, this host only: whether subdomains are https too is not ours to say.
@@ -308,6 +314,23 @@ fn security_headers(https: bool) -> actix_web::middleware::DefaultHeaders {
     } else {
         headers
     }
+}
+
+/// `X-Frame-Options: DENY` for browsers without CSP's `frame-ancestors`, on every response
+/// but one whose handler set a Content-Security-Policy of its own (the Front-Channel Logout
+/// page, which the provider's origins may frame): there the policy says who may frame it.
+async fn deny_framing(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    use actix_web::http::header::{HeaderValue, CONTENT_SECURITY_POLICY, X_FRAME_OPTIONS};
+    let mut response = next.call(req).await?;
+    if !response.headers().contains_key(CONTENT_SECURITY_POLICY) {
+        response
+            .headers_mut()
+            .insert(X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    }
+    Ok(response)
 }
 
 /// A response that sets or clears a cookie is never stored by a cache: a shared cache must

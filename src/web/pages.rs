@@ -83,6 +83,18 @@ pub fn signed_out(message: &str) -> Markup {
     )
 }
 
+/// What the provider's logout page loads in a hidden frame (Front-Channel Logout): a line of
+/// text, no styles, scripts or links.
+pub fn logout_frame(heading: &str) -> Markup {
+    html! {
+        (maud::DOCTYPE)
+        html lang="en" {
+            head { meta charset="utf-8"; title { (heading) } }
+            body { p { (heading) } }
+        }
+    }
+}
+
 /// Signed out of this browser while the token store did not answer: said plainly, with the
 /// provider's sign-out still on offer.
 pub fn signed_out_pending(provider_logout: Option<&str>) -> Markup {

@@ -1,7 +1,9 @@
 //! The session: an encrypted, signed cookie holding who is signed in (home account id and
-//! display name), a CSRF token, when they signed in, and the session epoch of their token-cache
-//! row, which makes it valid only while that row lives. Never tokens.
+//! display name), a CSRF token, when they signed in, the session epoch of their token-cache
+//! row, which makes it valid only while that row lives, and the session's id, which makes it
+//! valid only while the user's document lists it. Never tokens.
 
+use crate::identity::acquire::AppSessionRef;
 use actix_session::{Session, SessionExt};
 use actix_web::dev::Payload;
 use actix_web::{FromRequest, HttpRequest};
@@ -13,6 +15,7 @@ const CSRF: &str = "csrf";
 const SINCE: &str = "signed_in_at";
 const SEEN: &str = "seen_at";
 const EPOCH: &str = "epoch";
+const ID: &str = "session_id";
 /// How stale `seen_at` may be before a request records it again. Recording it changes the
 /// session, which re-seals the cookie and sends it back on that response: once a minute is
 /// plenty for an idle limit counted in hours, and spares almost every page that work.
@@ -29,6 +32,20 @@ pub struct SignedInUser {
     /// The session epoch of the user's token-cache row when they signed in: the session is
     /// good only while the row still has it (sign-out deletes the row).
     pub session_epoch: i64,
+    /// The session's id in the user's document: the session is good only while it is listed
+    /// there (a logout at the provider may end it). None in a cookie from before sessions
+    /// were listed.
+    pub session_id: Option<String>,
+}
+
+impl SignedInUser {
+    /// The session as acquisition checks it.
+    pub fn session(&self) -> AppSessionRef<'_> {
+        AppSessionRef {
+            epoch: self.session_epoch,
+            id: self.session_id.as_deref(),
+        }
+    }
 }
 
 impl TypedSession {
@@ -38,6 +55,7 @@ impl TypedSession {
         home_account_id: &str,
         name: &str,
         session_epoch: i64,
+        session_id: Option<&str>,
         now: i64,
     ) -> Result<(), actix_web::Error> {
         self.0.renew();
@@ -49,6 +67,9 @@ impl TypedSession {
         self.0.insert(SINCE, now)?;
         self.0.insert(SEEN, now)?;
         self.0.insert(EPOCH, session_epoch)?;
+        if let Some(id) = session_id {
+            self.0.insert(ID, id)?;
+        }
         Ok(())
     }
 
@@ -73,6 +94,7 @@ impl TypedSession {
             name: self.0.get(NAME).ok().flatten()?,
             csrf: self.0.get(CSRF).ok().flatten()?,
             session_epoch: self.0.get(EPOCH).ok().flatten()?,
+            session_id: self.0.get(ID).ok().flatten(),
         })
     }
 

@@ -20,7 +20,7 @@ pub use report::{Reporter, Summary};
 
 use crate::cache::backend::CacheBackend;
 use crate::clock::Clock;
-use crate::db::Database;
+use crate::db::{Database, DbError};
 use crate::identity::acquire::{AcquirerOptions, TokenAcquirer};
 use crate::settings::{Settings, WorkerSettings};
 use crate::sync::lock;
@@ -159,14 +159,22 @@ impl Worker {
         }
     }
 
-    /// Deletes expired cache rows, in batches: on every pass, at most once an hour.
+    /// Deletes expired cache rows, in batches: on every pass, at most once an hour. The
+    /// provider sessions recorded for sign-ins whose app sessions have all ended go too.
     async fn sweep_if_due(&self) -> Result<u64, PassError> {
         if lock(&self.last_sweep).is_some_and(|at| at.elapsed() < SWEEP_EVERY) {
             return Ok(0);
         }
+        let (now, batch) = (self.clock.now(), self.sweep_batch);
         let swept = self
             .caches
-            .sweep_expired(self.clock.now(), self.sweep_batch)
+            .sweep_expired(now, batch)
+            .await
+            .map_err(|e| PassError::Storage(e.to_string()))?;
+        self.db
+            .run(move |conn| {
+                crate::activity::provider_sessions::sweep(conn, now, batch).map_err(DbError::from)
+            })
             .await
             .map_err(|e| PassError::Storage(e.to_string()))?;
         *lock(&self.last_sweep) = Some(Instant::now());

@@ -125,5 +125,33 @@ def write(client_id, authority, uid, utid, now):
     print(cache.serialize())
 
 
+def rewrite(cache_file, client_id, authority, now):
+    """MSAL writes back a cache it read, after a refresh for its account: what it keeps."""
+    now = int(now)
+    cache = msal.SerializableTokenCache()
+    with open(cache_file) as f:
+        cache.deserialize(f.read())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        account = cache.find(TokenCache.CredentialType.ACCOUNT)[0]
+    uid, utid = account["home_account_id"].split(".")
+    cache.add({
+        "client_id": client_id,
+        "scope": ["User.Read"],
+        "token_endpoint": authority + "/oauth2/v2.0/token",
+        "environment": authority.split("/")[2],
+        "grant_type": "refresh_token",
+        "response": {
+            "token_type": "Bearer",
+            "access_token": "python-rewritten-token",
+            "refresh_token": "python-rewritten-refresh-token",
+            "expires_in": 7200,
+            "scope": "User.Read",
+            "client_info": b64({"uid": uid, "utid": utid}),
+        },
+    }, now=now)
+    print(cache.serialize())
+
+
 if __name__ == "__main__":
-    {"read": read, "write": write}[sys.argv[1]](*sys.argv[2:])
+    {"read": read, "write": write, "rewrite": rewrite}[sys.argv[1]](*sys.argv[2:])

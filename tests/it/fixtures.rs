@@ -48,6 +48,7 @@ pub fn document(uid: &str, access_token: &str, now: i64) -> (CacheDocument, Stri
                 preferred_username: Some(format!("{uid}@contoso.com")),
                 upn: None,
                 name: Some(format!("User {uid}")),
+                sid: None,
             },
         }),
         scope: Some("User.Read openid profile offline_access".into()),

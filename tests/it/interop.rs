@@ -200,3 +200,43 @@ fn tokenbridge_reads_a_cache_msal_python_wrote_and_msal_reads_it_back_after_a_ro
     let second = msal_reads_for(python, &path, SECOND_API_SCOPE);
     assert_eq!(second["silent"], "python-second-api-token", "kept beside");
 }
+
+/// tokenbridge lists the app's sessions in a section of its own; MSAL Python, writing the cache
+/// after a refresh of its own, keeps it (so a session is not ended by another program's write).
+#[test]
+fn msal_python_keeps_the_app_s_sessions_when_it_writes_the_cache() {
+    let Some(python) =
+        python("interop::msal_python_keeps_the_app_s_sessions_when_it_writes_the_cache")
+    else {
+        return;
+    };
+    let t = now();
+    let (mut doc, home) = document("oid-8", "tokenbridge-access-token", t);
+    doc.add_session("web-session-1", Some("sid-key-1"), t, t - 3600);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.json");
+    std::fs::write(&path, doc.to_json()).unwrap();
+
+    let written = msal(
+        python,
+        &[
+            "rewrite",
+            path.to_str().unwrap(),
+            &ctx().client_id,
+            AUTHORITY,
+            &(t + 60).to_string(),
+        ],
+    );
+    let doc = CacheDocument::parse(written.as_bytes()).unwrap();
+    let at = doc
+        .find_access_token(&ctx(), &home, &["User.Read"], t + 60, 300)
+        .unwrap();
+    assert_eq!(
+        at.entry.secret.expose(),
+        "python-rewritten-token",
+        "MSAL wrote"
+    );
+    assert!(doc.has_session("web-session-1"), "{written}");
+    let (_, session) = doc.sessions().next().unwrap();
+    assert_eq!(session.sid_key, "sid-key-1");
+}

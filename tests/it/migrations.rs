@@ -9,7 +9,8 @@ use tokenbridge::activity::store as activities;
 use tokenbridge::cache::store::CacheStoreError;
 use tokenbridge::db::schema::{
     account_activities as aa, cache_key_checks as ck, logout_tokens_seen as lt,
-    readiness_heartbeat as hb, sign_ins as si, token_cache as tc, worker_passes as wp,
+    provider_sessions as ps, readiness_heartbeat as hb, sign_ins as si, token_cache as tc,
+    worker_passes as wp,
 };
 use tokenbridge::db::{migrate, Backend, DbError};
 
@@ -20,7 +21,7 @@ backend_tests!(with_fresh:
     the_binary_migrates_every_backend,
 );
 
-const NAMES: [&str; 10] = [
+const NAMES: [&str; 11] = [
     "2026-11-25-000001_create_token_cache",
     "2026-11-25-000002_create_account_activities",
     "2026-11-27-000003_add_last_attempt_at",
@@ -31,6 +32,7 @@ const NAMES: [&str; 10] = [
     "2026-12-07-000008_create_worker_passes",
     "2026-12-07-000009_create_logout_tokens_seen",
     "2026-12-07-000010_add_subject_and_signed_out_by",
+    "2026-12-07-000011_record_sessions",
 ];
 
 fn migrate_up_down_and_up_again(db: &TestDb) {
@@ -153,6 +155,7 @@ fn schemas_agree_with_schema_rs(db: &TestDb) {
         (si::home_account_id::NAME, Text, true),
         (si::display_name::NAME, Text, true),
         (si::session_epoch::NAME, BigInt, true),
+        (si::session_id::NAME, Text, true),
     ];
     let cache_key_checks = [
         (ck::key_id::NAME, Text, false),
@@ -172,6 +175,11 @@ fn schemas_agree_with_schema_rs(db: &TestDb) {
     let logout_tokens_seen = [
         (lt::token_key::NAME, Text, false),
         (lt::expires_at::NAME, Timestamp, false),
+    ];
+    let provider_sessions = [
+        (ps::sid_key::NAME, Text, false),
+        (ps::account_cache_key::NAME, Text, false),
+        (ps::expires_at::NAME, Timestamp, false),
     ];
     let expect = |cols: &[(&str, Kind, bool)]| -> Vec<(String, Kind, bool)> {
         cols.iter()
@@ -218,6 +226,12 @@ fn schemas_agree_with_schema_rs(db: &TestDb) {
         columns(db, "logout_tokens_seen"),
         expect(&logout_tokens_seen),
         "logout_tokens_seen on {}",
+        db.backend()
+    );
+    assert_eq!(
+        columns(db, "provider_sessions"),
+        expect(&provider_sessions),
+        "provider_sessions on {}",
         db.backend()
     );
     // The heartbeat's one row is there and takes its committed write.

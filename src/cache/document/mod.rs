@@ -3,10 +3,12 @@
 
 mod entries;
 pub mod keys;
+mod sessions;
 
 pub use entries::{
     AccessTokenEntry, AccountEntry, AppMetadataEntry, IdTokenEntry, RefreshTokenEntry,
 };
+pub use sessions::AppSession;
 
 use crate::secret::Secret;
 use base64::Engine;
@@ -47,6 +49,8 @@ pub struct IdTokenClaims {
     pub preferred_username: Option<String>,
     pub upn: Option<String>,
     pub name: Option<String>,
+    /// The provider session the sign-in belongs to (Front-/Back-Channel Logout's `sid`).
+    pub sid: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -121,6 +125,13 @@ pub struct CacheDocument {
         skip_serializing_if = "BTreeMap::is_empty"
     )]
     app_metadata: BTreeMap<String, AppMetadataEntry>,
+    /// tokenbridge's own: the app's sessions signed in with this cache (see `sessions.rs`).
+    #[serde(
+        rename = "TokenBridgeSession",
+        default,
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    sessions: BTreeMap<String, AppSession>,
     /// Sections we do not know, kept as they were.
     #[serde(flatten)]
     other: Map<String, Value>,
@@ -163,6 +174,7 @@ impl CacheDocument {
             && self.id_tokens.is_empty()
             && self.accounts.is_empty()
             && self.app_metadata.is_empty()
+            && self.sessions.is_empty()
             && self.other.is_empty()
     }
 

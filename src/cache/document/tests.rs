@@ -24,6 +24,7 @@ fn claims() -> IdTokenClaims {
         preferred_username: Some("Ada@Contoso.com".into()),
         upn: None,
         name: Some("Ada Lovelace".into()),
+        sid: None,
     }
 }
 
@@ -494,4 +495,36 @@ fn of_several_refresh_token_entries_the_latest_is_used_and_rotation_rewrites_the
         .map(|(_, rt)| rt.secret.expose())
         .collect();
     assert_eq!(secrets, ["rt-3", "rt-3"], "no stale copy");
+}
+
+#[test]
+fn the_app_s_sessions_are_listed_pruned_and_ended_by_provider_session() {
+    let mut doc = CacheDocument::default();
+    doc.add_session("s-old", Some("sid-a"), NOW - 1_000, NOW - 2_000);
+    doc.add_session("s-1", Some("sid-a"), NOW, NOW - 500);
+    assert!(
+        !doc.has_session("s-old"),
+        "begun before the longest a session lives"
+    );
+    doc.add_session("s-2", Some("sid-b"), NOW, NOW - 500);
+    doc.add_session("s-3", None, NOW, NOW - 500);
+    assert!(doc.has_session("s-1") && doc.has_session("s-2") && doc.has_session("s-3"));
+
+    // Kept as tokenbridge's own section through a round trip (and so through MSAL, which keeps
+    // sections it does not know).
+    let json: Value = serde_json::from_slice(&doc.to_json()).unwrap();
+    assert_eq!(json["TokenBridgeSession"]["s-2"]["sid_key"], "sid-b");
+    assert_eq!(json["TokenBridgeSession"]["s-3"]["sid_key"], "");
+    let mut doc = CacheDocument::parse(&doc.to_json()).unwrap();
+    assert_eq!(doc.sessions().count(), 3);
+
+    assert_eq!(doc.end_sessions_from("sid-a"), 1);
+    assert_eq!(doc.end_sessions_from("sid-a"), 0, "ended already");
+    assert!(!doc.has_session("s-1") && doc.has_session("s-2"));
+    assert_eq!(doc.end_sessions_from("sid-b"), 1);
+    assert_eq!(
+        doc.sessions().count(),
+        1,
+        "a session with no provider session is left"
+    );
 }

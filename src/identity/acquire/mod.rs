@@ -57,6 +57,16 @@ impl From<&AccessTokenEntry> for AccessToken {
     }
 }
 
+/// A signed-in page's session, as its cookie names it.
+#[derive(Debug, Clone, Copy)]
+pub struct AppSessionRef<'a> {
+    /// The session epoch of the user's row at the sign-in.
+    pub epoch: i64,
+    /// The session's id in the user's document; None for a cookie from before sessions were
+    /// listed, which the epoch alone ends.
+    pub id: Option<&'a str>,
+}
+
 /// Who just signed in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SignedIn {
@@ -64,6 +74,9 @@ pub struct SignedIn {
     pub display_name: String,
     /// The session epoch of the user's row, for the session cookie.
     pub session_epoch: i64,
+    /// The app session the sign-in began, listed in the user's document, for the session
+    /// cookie (None: a sign-in recorded before sessions were listed).
+    pub session_id: Option<String>,
 }
 
 impl From<CacheStoreError> for AcquireError {
@@ -423,22 +436,23 @@ impl TokenAcquirer {
     }
 
     /// [`Self::acquire_silent`] for a signed-in page: the session must belong to the row's
-    /// current sign-ins (its epoch), checked in the same query that checks the row's version.
+    /// current sign-ins (its epoch), checked in the same query that checks the row's version,
+    /// and still be listed in the user's document (a logout at the provider may have ended it).
     /// [`AcquireError::SessionEnded`] otherwise.
     pub async fn acquire_for_session(
         &self,
         id: &str,
-        session_epoch: i64,
+        session: &AppSessionRef<'_>,
         scopes: &[&str],
     ) -> Result<AccessToken, AcquireError> {
-        self.acquire(id, Some(session_epoch), scopes, Caller::Web, None)
+        self.acquire(id, Some(session), scopes, Caller::Web, None)
             .await
     }
 
     async fn acquire(
         &self,
         id: &str,
-        session_epoch: Option<i64>,
+        session: Option<&AppSessionRef<'_>>,
         scopes: &[&str],
         caller: Caller,
         rejected: Option<&Secret>,
@@ -447,14 +461,20 @@ impl TokenAcquirer {
         let current = match self.core.read(id).await? {
             Some(current) => current,
             // No row: the user signed out (everywhere) or never signed in here.
-            None if session_epoch.is_some() => return Err(AcquireError::SessionEnded),
+            None if session.is_some() => return Err(AcquireError::SessionEnded),
             None => {
                 metrics().acquisition(Acquisition::InteractionRequired);
                 return Err(no_cache());
             }
         };
-        if let (Some(expected), Some(actual)) = (session_epoch, current.session_epoch) {
-            if expected != actual {
+        if let Some(session) = session {
+            let other_sign_in = current
+                .session_epoch
+                .is_some_and(|actual| actual != session.epoch);
+            let ended = session
+                .id
+                .is_some_and(|listed| !current.document.has_session(listed));
+            if other_sign_in || ended {
                 return Err(AcquireError::SessionEnded);
             }
         }

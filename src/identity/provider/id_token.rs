@@ -74,6 +74,7 @@ impl OidcProvider {
                     .name()
                     .and_then(|n| n.get(None))
                     .map(|n| n.as_str().to_owned()),
+                sid: extra.sid.clone().filter(|sid| !sid.is_empty()),
             },
         }))
     }

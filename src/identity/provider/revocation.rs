@@ -93,4 +93,19 @@ impl OidcProvider {
             .append_pair("client_id", self.client_id.as_str());
         Some(url)
     }
+
+    /// The origins whose pages may load the app's Front-Channel Logout URI in a frame: the
+    /// issuer's and its end-session endpoint's (they differ at some providers).
+    pub async fn logout_page_origins(&self) -> Vec<String> {
+        let mut origins = vec![self.issuer.url().origin().ascii_serialization()];
+        if let Ok(loaded) = self.metadata().await {
+            if let Some(end_session) = &loaded.end_session {
+                let origin = end_session.origin().ascii_serialization();
+                if !origins.contains(&origin) {
+                    origins.push(origin);
+                }
+            }
+        }
+        origins
+    }
 }

@@ -225,7 +225,8 @@ async fn a_sign_out_and_a_new_sign_in_during_a_refresh_keep_the_new_sign_in_s_to
                 .unwrap();
             epoch
         };
-        let signed_out = elsewhere.sign_out(&id, epoch).await.unwrap();
+        let session = tokenbridge::identity::acquire::AppSessionRef { epoch, id: None };
+        let signed_out = elsewhere.sign_out(&id, &session).await.unwrap();
         assert_eq!(signed_out, tokenbridge::identity::SignedOut::Done);
         rig.sign_in(&elsewhere, "ada").await;
         assert_eq!(rig.row(&id).1, 1, "a new row, at version 1 again");

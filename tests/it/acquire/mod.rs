@@ -110,7 +110,7 @@ impl Rig {
             .unwrap();
         let (_, query) = location_params(&response);
         acquirer
-            .sign_in(&query["code"], &state)
+            .sign_in(&query["code"], &state, self.settings.web.session_absolute)
             .await
             .map(|s| s.home_account_id)
     }

@@ -40,8 +40,9 @@ pub fn default_settings() -> DevIdpSettings {
         .unwrap()
         .dev_idp;
     settings.listen = "127.0.0.1:0".parse().unwrap();
-    // No app listens at the shipped back-channel URI here: tests that want one set it.
+    // No app listens at the shipped logout URIs here: tests that want one set it.
     settings.clients[0].backchannel_logout_uri = None;
+    settings.clients[0].frontchannel_logout_uri = None;
     settings
 }
 

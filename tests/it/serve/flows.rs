@@ -616,20 +616,14 @@ async fn offline_access_can_be_asked_for_as_google_does() {
 /// was granted, so pages keep working after the access token expires.
 #[tokio::test]
 async fn a_generic_provider_is_refreshed_with_the_scopes_it_granted() {
-    use tokenbridge::settings::{ClientAuth, ProviderKind};
+    use tokenbridge::settings::ClientAuth;
     let app = super::spawn_app_with(
         "serve::generic_refresh_scopes",
         Backend::Sqlite,
         |_| {},
         |s| {
-            s.identity.provider = ProviderKind::Oidc;
+            super::as_generic_provider(s);
             s.identity.client_auth = ClientAuth::ClientSecretPost;
-            s.identity.issuer = Some(format!(
-                "{}/{}/v2.0",
-                s.identity.instance.as_str().trim_end_matches('/'),
-                s.identity.tenant_id
-            ));
-            s.identity.tenant_id = String::new();
         },
     )
     .await

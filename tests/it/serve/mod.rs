@@ -7,6 +7,7 @@ mod logs;
 mod metrics;
 mod processes;
 mod provider_logout;
+mod provider_sessions;
 mod readiness;
 mod redis_outage;
 mod refresh;
@@ -71,6 +72,17 @@ macro_rules! redis_e2e_tests {
     };
 }
 pub(crate) use redis_e2e_tests;
+
+/// The development provider as any OpenID provider: found by its issuer, the account by `sub`.
+pub fn as_generic_provider(s: &mut Settings) {
+    s.identity.provider = ProviderKind::Oidc;
+    s.identity.issuer = Some(format!(
+        "{}/{}/v2.0",
+        s.identity.instance.as_str().trim_end_matches('/'),
+        s.identity.tenant_id
+    ));
+    s.identity.tenant_id = String::new();
+}
 
 pub fn app_settings(db: &TestDb, idp: &TestIdp, base: &str) -> Settings {
     let mut s = Settings::from_sources("", "test", &HashMap::new()).unwrap();

@@ -19,7 +19,7 @@ fn activity(app: &TestApp, user: &str) -> activities::Activity {
 }
 
 /// Whether the user's token cache row is still there (the caches may be in Redis).
-async fn has_cache(app: &TestApp, user: &str) -> bool {
+pub(super) async fn has_cache(app: &TestApp, user: &str) -> bool {
     let id = activity(app, user).account_cache_key;
     let now = time::OffsetDateTime::now_utc();
     crate::acquire::apis::acquirer(app)
@@ -28,6 +28,15 @@ async fn has_cache(app: &TestApp, user: &str) -> bool {
         .await
         .unwrap()
         .is_some()
+}
+
+/// The worker pass `run` reported `user` signed out at the provider.
+pub(super) fn reports_signed_out_at_provider(run: &crate::worker::Pass, user: &str) {
+    assert_eq!(run.line(user)["outcome"], "signed_out");
+    assert_eq!(
+        run.line(user)["reason"],
+        "the user signed out at the provider"
+    );
 }
 
 async fn a_sign_out_at_the_provider_ends_the_user_everywhere(backend: Backend) {
@@ -66,10 +75,7 @@ async fn a_sign_out_at_the_provider_ends_the_user_everywhere(backend: Backend) {
         run.outcomes(),
         outcomes(&[("ada", "signed_out"), ("grace", "ok")])
     );
-    assert_eq!(
-        run.line("ada")["reason"],
-        "the user signed out at the provider"
-    );
+    reports_signed_out_at_provider(&run, "ada");
 }
 
 async fn invalid_and_replayed_logout_tokens_are_refused_and_change_nothing(backend: Backend) {

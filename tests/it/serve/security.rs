@@ -28,7 +28,7 @@ fn param(url: &str, name: &str) -> String {
 }
 
 /// `url` with one query parameter's value replaced.
-fn set_param(url: &mut Url, name: &str, value: &str) {
+pub(super) fn set_param(url: &mut Url, name: &str, value: &str) {
     let pairs: Vec<(String, String)> = url
         .query_pairs()
         .into_owned()
