@@ -59,13 +59,8 @@ fn start_driver() -> Option<Driver> {
     panic!("chromedriver did not start");
 }
 
-#[tokio::test]
-async fn a_person_signs_in_sees_the_profile_and_signs_out() {
-    let Some(driver) = start_driver() else { return };
-    let app = spawn_app("serve::browser", Backend::Sqlite, |_| {})
-        .await
-        .unwrap();
-    let profile = tempfile::tempdir().unwrap();
+/// A headless Chromium session through `driver`, with a profile of its own in `profile`.
+async fn open_browser(driver: &Driver, profile: &std::path::Path) -> fantoccini::Client {
     let mut caps = serde_json::Map::new();
     caps.insert(
         "goog:chromeOptions".into(),
@@ -75,33 +70,57 @@ async fn a_person_signs_in_sees_the_profile_and_signs_out() {
                 "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                 "--disable-quic", "--no-first-run", "--disable-background-networking",
                 "--disable-component-update", "--disable-sync",
-                format!("--user-data-dir={}", profile.path().display()),
+                format!("--user-data-dir={}", profile.display()),
             ],
         }),
     );
     // WebDriver on loopback is plain HTTP: no TLS connector needed.
     let connector = hyper_util::client::legacy::connect::HttpConnector::new();
-    let browser = ClientBuilder::new(connector)
+    ClientBuilder::new(connector)
         .capabilities(caps)
         .connect(&driver.url)
         .await
-        .expect("a browser session");
+        .expect("a browser session")
+}
+
+/// At the app's home page, signs in as `user` through the provider's form.
+async fn sign_in(
+    browser: &fantoccini::Client,
+    app: &super::TestApp,
+    user: &str,
+) -> Result<(), fantoccini::error::CmdError> {
+    browser.goto(&app.url("/")).await?;
+    browser
+        .find(Locator::LinkText("Sign in"))
+        .await?
+        .click()
+        .await?;
+    // The provider's sign-in form.
+    let name = browser.wait().for_element(Locator::Id("username")).await?;
+    name.send_keys(user).await?;
+    browser
+        .find(Locator::Css("form button[type=submit]"))
+        .await?
+        .click()
+        .await?;
+    browser
+        .wait()
+        .for_element(Locator::XPath("//h1[starts-with(., 'Hello')]"))
+        .await?;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_person_signs_in_sees_the_profile_and_signs_out() {
+    let Some(driver) = start_driver() else { return };
+    let app = spawn_app("serve::browser", Backend::Sqlite, |_| {})
+        .await
+        .unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let browser = open_browser(&driver, profile.path()).await;
 
     let result = async {
-        browser.goto(&app.url("/")).await?;
-        browser
-            .find(Locator::LinkText("Sign in"))
-            .await?
-            .click()
-            .await?;
-        // The provider's sign-in form.
-        let name = browser.wait().for_element(Locator::Id("username")).await?;
-        name.send_keys("ada").await?;
-        browser
-            .find(Locator::Css("form button[type=submit]"))
-            .await?
-            .click()
-            .await?;
+        sign_in(&browser, &app, "ada").await?;
         // Back at the app, signed in.
         let heading = browser
             .wait()
@@ -132,23 +151,7 @@ async fn a_person_signs_in_sees_the_profile_and_signs_out() {
 
         // Signed in again, a copy of the cookie from before the sign-out is put back: that
         // session ended on the server, so the page says so and shows nothing of the user.
-        browser.goto(&app.url("/")).await?;
-        browser
-            .find(Locator::LinkText("Sign in"))
-            .await?
-            .click()
-            .await?;
-        let name = browser.wait().for_element(Locator::Id("username")).await?;
-        name.send_keys("ada").await?;
-        browser
-            .find(Locator::Css("form button[type=submit]"))
-            .await?
-            .click()
-            .await?;
-        browser
-            .wait()
-            .for_element(Locator::XPath("//h1[starts-with(., 'Hello')]"))
-            .await?;
+        sign_in(&browser, &app, "ada").await?;
         browser.delete_cookie("tb_session").await?;
         browser.add_cookie(before_sign_out).await?;
         browser.goto(&app.url("/")).await?;
@@ -160,6 +163,54 @@ async fn a_person_signs_in_sees_the_profile_and_signs_out() {
         let page = browser.source().await?;
         assert!(!page.contains("ada@tokenbridge.dev"), "{page}");
         assert_eq!(app.count("token_cache"), 1, "the new sign-in is untouched");
+        Ok::<_, fantoccini::error::CmdError>(())
+    }
+    .await;
+    let _ = browser.close().await;
+    result.expect("the browser flow");
+}
+
+/// Signing out at the provider's own page (Entra ID's way: a Front-Channel Logout frame on
+/// that page, no back-channel) signs the person out of the app: the browser loads the app's
+/// front-channel URI in the provider's page, and the app's next page asks them to sign in.
+#[tokio::test]
+async fn signing_out_at_the_provider_s_page_signs_the_person_out_here() {
+    let Some(driver) = start_driver() else { return };
+    let app = spawn_app("serve::browser_frontchannel", Backend::Sqlite, |idp| {
+        let client = &mut idp.clients[0];
+        client.frontchannel_logout_uri = client
+            .backchannel_logout_uri
+            .take()
+            .map(|uri| uri.replace("/backchannel-logout", "/frontchannel-logout"));
+    })
+    .await
+    .unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let browser = open_browser(&driver, profile.path()).await;
+    let result = async {
+        sign_in(&browser, &app, "ada").await?;
+        assert_eq!(app.count("token_cache"), 1);
+        // The provider's page loads once its frames have.
+        browser.goto(&app.idp.endpoint("logout")).await?;
+        browser
+            .wait()
+            .for_element(Locator::XPath("//h1[. = 'You have signed out']"))
+            .await?;
+        let frame = browser
+            .find(Locator::Css("iframe"))
+            .await?
+            .attr("src")
+            .await?
+            .unwrap_or_default();
+        assert!(
+            frame.starts_with(&app.url("/frontchannel-logout?")),
+            "{frame}"
+        );
+        assert_eq!(app.count("token_cache"), 0, "signed out by the frame");
+        browser.goto(&app.url("/")).await?;
+        let page = browser.source().await?;
+        assert!(!page.contains("ada@tokenbridge.dev"), "{page}");
+        browser.find(Locator::LinkText("Sign in")).await?;
         Ok::<_, fantoccini::error::CmdError>(())
     }
     .await;
