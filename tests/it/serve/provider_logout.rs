@@ -124,10 +124,27 @@ async fn invalid_and_replayed_logout_tokens_are_refused_and_change_nothing(backe
     nonce["nonce"] = json!("n");
     let mut expired = claims("j-exp");
     expired["exp"] = json!(now - 600);
+    let mut wrong_iss = claims("j-iss");
+    wrong_iss["iss"] = json!("https://login.example.com/other/v2.0");
+    let mut no_event = claims("j-event");
+    no_event["events"] = json!({});
+    let mut nobody = claims("j-nobody");
+    nobody.as_object_mut().unwrap().remove("sub");
+    // A valid token whose signature is not the provider's.
+    let forged = {
+        let token = sign(claims("j-forged")).await;
+        let (signed, signature) = token.rsplit_once('.').unwrap();
+        let flipped = if signature.starts_with('A') { "B" } else { "A" };
+        format!("{signed}.{flipped}{}", &signature[1..])
+    };
     for invalid in [
         sign(wrong_aud).await,
         sign(nonce).await,
         sign(expired).await,
+        sign(wrong_iss).await,
+        sign(no_event).await,
+        sign(nobody).await,
+        forged,
         "garbage".into(),
     ] {
         let (status, body) = post(app.base.clone(), invalid).await;
