@@ -18,7 +18,10 @@ pub use dev_idp::{
     is_loopback, loopback_addr, DevClient, DevIdpSettings, Rotation, DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
 };
-pub use identity::{ClientAuth, IdentitySettings, OfflineAccess, Prompt, ProviderKind};
+pub use identity::{
+    AssertionAudience, ClientAuth, ClientCredential, IdentitySettings, OfflineAccess, Prompt,
+    ProviderKind,
+};
 pub use log::{LogFormat, LogSettings};
 pub use values::{insecure_transport, is_loopback_url};
 pub use web::WebSettings;
@@ -534,9 +537,12 @@ impl RawSettings {
             &mut self.cache.keys_file,
             &mut self.cache.url_file,
             &mut self.identity.client_secret_file,
+            &mut self.identity.client_key_file,
+            &mut self.identity.client_certificate_file,
             &mut self.web.session_key_file,
         ]
         .into_iter()
+        .chain(self.dev_idp.paths_mut())
         .flatten()
         {
             if path.is_relative() {
@@ -553,6 +559,7 @@ impl RawSettings {
                 "identity.client_secret_file",
                 &self.identity.client_secret_file,
             ),
+            ("identity.client_key_file", &self.identity.client_key_file),
             ("web.session_key_file", &self.web.session_key_file),
         ]
         .into_iter()

@@ -4,6 +4,7 @@
 mod admin;
 mod api;
 mod authorize;
+mod client_auth;
 mod guard;
 pub mod keys;
 mod logout;
@@ -63,6 +64,8 @@ pub struct Provider {
     tenant_id: String,
     keys: Keys,
     clients: Vec<DevClient>,
+    /// Each `private_key_jwt` client's registered keys, by client id.
+    client_keys: std::collections::HashMap<String, Vec<client_auth::RegisteredKey>>,
     users: Vec<String>,
     state: Mutex<State>,
     behaviour: Mutex<Behaviour>,
@@ -89,6 +92,10 @@ impl Provider {
 
     fn client(&self, client_id: &str) -> Option<&DevClient> {
         self.clients.iter().find(|c| c.client_id == client_id)
+    }
+
+    fn client_keys(&self, client_id: &str) -> &[client_auth::RegisteredKey] {
+        self.client_keys.get(client_id).map_or(&[], Vec::as_slice)
     }
 }
 
@@ -127,6 +134,11 @@ impl DevIdp {
             tenant_id: settings.tenant_id.clone(),
             keys,
             clients: settings.clients.clone(),
+            client_keys: settings
+                .clients
+                .iter()
+                .map(|c| Ok((c.client_id.clone(), client_auth::registered_keys(c)?)))
+                .collect::<anyhow::Result<_>>()?,
             users: settings.users.clone(),
             state: Mutex::new(State::default()),
             http: reqwest::Client::builder()
@@ -267,7 +279,8 @@ async fn discovery(tenant: web::Path<String>, p: web::Data<Provider>) -> HttpRes
         "grant_types_supported": ["authorization_code", "refresh_token"],
         "subject_types_supported": ["pairwise"],
         "id_token_signing_alg_values_supported": ["RS256"],
-        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+        "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS256", "PS256", "ES256"],
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": [
             "openid",

@@ -180,10 +180,21 @@ pub struct State {
     /// The next API calls that answer 401 `invalid_token` whatever the token (as an API does
     /// for a token revoked, or expired by its clock).
     api_refusals: u32,
+    /// Client assertions' `jti`s seen, by client, until their `exp`.
+    assertion_jtis: HashMap<(String, String), i64>,
     pub counters: Counters,
 }
 
 impl State {
+    /// Remembers client assertion `jti` of `client` until `exp`: true the first time, false
+    /// for a replay. Those past their `exp` are forgotten on the way.
+    pub fn first_assertion(&mut self, client: &str, jti: &str, exp: i64, now: i64) -> bool {
+        self.assertion_jtis.retain(|_, until| *until >= now);
+        self.assertion_jtis
+            .insert((client.to_owned(), jti.to_owned()), exp)
+            .is_none()
+    }
+
     pub fn is_disabled(&self, username: &str) -> bool {
         self.users.get(username).is_some_and(|u| u.disabled)
     }

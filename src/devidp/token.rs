@@ -1,6 +1,7 @@
 //! `/token`: authorization_code (PKCE) and refresh_token grants, client authentication, RFC 6749
 //! error responses, and the faults the admin API injects.
 
+use super::client_auth::authenticate;
 use super::keys::{at_hash, random_token};
 use super::params::{scopes, Params};
 use super::resources::{one_resource, resource_of, ForOne};
@@ -10,17 +11,16 @@ use super::{now, unknown_tenant, Provider};
 use crate::settings::DevClient;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
-use subtle::ConstantTimeEq;
 
 /// How long a `hang` fault holds the request: longer than any sane client timeout.
 const HANG: Duration = Duration::from_secs(300);
 
-fn oauth_error(status: StatusCode, error: &str, description: &str) -> HttpResponse {
+pub(super) fn oauth_error(status: StatusCode, error: &str, description: &str) -> HttpResponse {
     HttpResponse::build(status)
         .insert_header(("Cache-Control", "no-store"))
         .json(serde_json::json!({ "error": error, "error_description": description }))
@@ -119,117 +119,6 @@ pub async fn token(
             tokio::time::sleep(delay).await;
             answer
         }
-    }
-}
-
-/// Why client authentication failed; becomes an RFC 6749 error response.
-struct AuthFailure {
-    status: StatusCode,
-    error: &'static str,
-    description: &'static str,
-    basic_used: bool,
-}
-
-impl AuthFailure {
-    fn invalid_client(basic_used: bool, description: &'static str) -> Self {
-        Self {
-            status: StatusCode::UNAUTHORIZED,
-            error: "invalid_client",
-            description,
-            basic_used,
-        }
-    }
-
-    fn invalid_request(description: &'static str) -> Self {
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            error: "invalid_request",
-            description,
-            basic_used: false,
-        }
-    }
-
-    fn response(&self) -> HttpResponse {
-        let mut response = oauth_error(self.status, self.error, self.description);
-        if self.basic_used {
-            response.headers_mut().insert(
-                actix_web::http::header::WWW_AUTHENTICATE,
-                actix_web::http::header::HeaderValue::from_static(
-                    "Basic realm=\"tokenbridge dev-idp\"",
-                ),
-            );
-        }
-        response
-    }
-}
-
-/// Client authentication: HTTP Basic or form fields, never both (RFC 6749 section 2.3).
-fn authenticate<'a>(
-    req: &HttpRequest,
-    params: &Params,
-    p: &'a Provider,
-) -> Result<&'a DevClient, AuthFailure> {
-    let basic = req
-        .headers()
-        .get("Authorization")
-        .and_then(|h| h.to_str().ok())
-        .and_then(|h| h.strip_prefix("Basic "));
-    let (id, secret, basic_used) = match (basic, params.get("client_secret")) {
-        (Some(_), Some(_)) => {
-            return Err(AuthFailure::invalid_request(
-                "use one client authentication method, not two",
-            ))
-        }
-        (Some(encoded), None) => {
-            let malformed = || AuthFailure::invalid_client(true, "malformed Basic credentials");
-            let decoded = STANDARD
-                .decode(encoded.trim())
-                .ok()
-                .and_then(|bytes| String::from_utf8(bytes).ok())
-                .ok_or_else(malformed)?;
-            let (id, secret) = decoded.split_once(':').ok_or_else(malformed)?;
-            // Basic credentials are form-urlencoded first (RFC 6749 section 2.3.1).
-            let decode = |s: &str| {
-                url::form_urlencoded::parse(format!("x={s}").as_bytes())
-                    .next()
-                    .map(|(_, v)| v.into_owned())
-                    .unwrap_or_default()
-            };
-            (decode(id), decode(secret), true)
-        }
-        (None, Some(secret)) => (
-            params.get("client_id").unwrap_or_default().to_owned(),
-            secret.to_owned(),
-            false,
-        ),
-        (None, None) => {
-            return Err(AuthFailure::invalid_client(
-                false,
-                "client authentication is required",
-            ))
-        }
-    };
-    if basic_used && params.get("client_id").is_some_and(|form_id| form_id != id) {
-        return Err(AuthFailure::invalid_request(
-            "client_id does not match the credentials",
-        ));
-    }
-    match p.client(&id) {
-        Some(client)
-            if bool::from(
-                client
-                    .client_secret
-                    .expose()
-                    .as_bytes()
-                    .ct_eq(secret.as_bytes()),
-            ) =>
-        {
-            Ok(client)
-        }
-        _ => Err(AuthFailure::invalid_client(
-            basic_used,
-            "unknown client or wrong client secret",
-        )),
     }
 }
 

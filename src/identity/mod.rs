@@ -3,6 +3,7 @@
 
 pub mod acquire;
 mod activity;
+pub mod client_key;
 pub mod error;
 pub mod http;
 mod jwk;

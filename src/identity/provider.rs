@@ -16,13 +16,15 @@ pub use logout_token::{LogoutToken, LogoutTokenError, BACKCHANNEL_EVENT};
 pub use grants::Redeemed;
 pub use id_token::ResponseIssuer;
 
+use super::client_key::{Assertion, ClientKeys, ASSERTION_TYPE};
 use super::error::{classify, AcquireError};
 use super::http::ProviderHttp;
 use super::oidc_types::{ClientWith, IdTokenClaimsOf, Metadata, OidcClient, ProviderTokenResponse};
 use crate::cache::document::{self, ClientContext, IdToken, IdTokenClaims};
 use crate::secret::Secret;
 use crate::settings::{
-    ClientAuth, IdentitySettings, OfflineAccess, Prompt, ProviderKind, Settings,
+    AssertionAudience, ClientAuth, ClientCredential, IdentitySettings, OfflineAccess, Prompt,
+    ProviderKind, Settings,
 };
 use openidconnect::core::{CoreAuthPrompt, CoreAuthenticationFlow};
 use openidconnect::{
@@ -62,6 +64,10 @@ pub struct Loaded {
     jwks: jsonwebtoken::jwk::JwkSet,
     pub context: ClientContext,
     fetched_at: Instant,
+    /// Where `private_key_jwt` assertions are addressed by default.
+    token_url: Url,
+    /// The provider's `token_endpoint_auth_signing_alg_values_supported`, if it says.
+    assertion_algorithms: Option<Vec<String>>,
 }
 
 pub struct OidcProvider {
@@ -69,8 +75,7 @@ pub struct OidcProvider {
     tenant_id: String,
     issuer: IssuerUrl,
     client_id: ClientId,
-    secret: Secret,
-    auth: ClientAuth,
+    credentials: Credentials,
     prompt: Prompt,
     offline_access: OfflineAccess,
     redirect: RedirectUrl,
@@ -94,13 +99,46 @@ impl std::fmt::Debug for OidcProvider {
     }
 }
 
+/// What the client proves itself with at the token and revocation endpoints.
+enum Credentials {
+    /// `client_secret_basic` (`basic`) or `client_secret_post`.
+    Secret { secret: Secret, basic: bool },
+    /// `private_key_jwt`: a fresh assertion signed with the client's key per request.
+    Key {
+        keys: ClientKeys,
+        audience: AssertionAudience,
+    },
+}
+
 fn config(e: impl std::fmt::Display) -> AcquireError {
     AcquireError::Configuration(e.to_string())
 }
 
+/// A refusal of the client (`invalid_client`, ...) with what its assertion was: the algorithm,
+/// the key and its certificate's thumbprint, the audience (never the key or the assertion).
+fn explained(e: AcquireError, assertion: Option<&Assertion>) -> AcquireError {
+    match (e, assertion) {
+        (AcquireError::Configuration(reason), Some(assertion)) => {
+            AcquireError::Configuration(format!("{reason}; sent {}", assertion.described))
+        }
+        (e, _) => e,
+    }
+}
+
 impl OidcProvider {
     pub fn new(identity: &IdentitySettings, redirect_uri: &str) -> Result<Self, AcquireError> {
-        let (issuer, secret) = identity.require_client().map_err(config)?;
+        let (issuer, credential) = identity.require_client().map_err(config)?;
+        let credentials = match credential {
+            ClientCredential::Secret(secret) => Credentials::Secret {
+                secret: secret.clone(),
+                basic: identity.client_auth == ClientAuth::ClientSecretBasic,
+            },
+            ClientCredential::KeyFile { key, certificate } => Credentials::Key {
+                keys: ClientKeys::open(key, certificate)
+                    .map_err(|e| config(format!("identity.client_key_file: {e}")))?,
+                audience: identity.client_assertion_audience,
+            },
+        };
         // Without named APIs' settings: `identity.scopes`, else Graph's profile.
         let scopes = match identity.scopes.as_slice() {
             [] => vec!["User.Read".to_owned()],
@@ -111,8 +149,7 @@ impl OidcProvider {
             tenant_id: identity.tenant_id.clone(),
             issuer: IssuerUrl::new(issuer).map_err(config)?,
             client_id: ClientId::new(identity.client_id.clone()),
-            secret: secret.clone(),
-            auth: identity.client_auth,
+            credentials,
             prompt: identity.prompt,
             offline_access: identity.offline_access,
             redirect: RedirectUrl::new(redirect_uri.to_owned()).map_err(config)?,
@@ -125,6 +162,27 @@ impl OidcProvider {
             loaded: tokio::sync::RwLock::new(None),
             reload: tokio::sync::Mutex::new(()),
         })
+    }
+
+    /// A fresh client assertion for a request to the provider (`private_key_jwt`), None with
+    /// a client secret.
+    fn client_assertion(&self, loaded: &Loaded) -> Result<Option<Assertion>, AcquireError> {
+        let Credentials::Key { keys, audience } = &self.credentials else {
+            return Ok(None);
+        };
+        let audience = match audience {
+            AssertionAudience::TokenEndpoint => loaded.token_url.as_str(),
+            AssertionAudience::Issuer => self.issuer.as_str(),
+        };
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        keys.assertion(
+            self.client_id.as_str(),
+            audience,
+            loaded.assertion_algorithms.as_deref(),
+            now,
+        )
+        .map(Some)
+        .map_err(config)
     }
 
     pub fn issuer(&self) -> &str {
@@ -272,19 +330,30 @@ impl OidcProvider {
                 .unwrap_or_default()
                 .to_owned(),
         };
-        let client = ClientWith::<EndpointNotSet, EndpointNotSet>::new(
+        let assertion_algorithms = metadata
+            .token_endpoint_auth_signing_alg_values_supported()
+            .map(|algs| {
+                algs.iter()
+                    .filter_map(|alg| serde_json::to_value(alg).ok()?.as_str().map(str::to_owned))
+                    .collect()
+            });
+        let token = token_url.url().clone();
+        let mut client = ClientWith::<EndpointNotSet, EndpointNotSet>::new(
             self.client_id.clone(),
             metadata.issuer().clone(),
             metadata.jwks().clone(),
         )
-        .set_client_secret(ClientSecret::new(self.secret.expose().to_owned()))
         .set_auth_uri(metadata.authorization_endpoint().clone())
         .set_token_uri(token_url)
         .set_redirect_uri(self.redirect.clone())
-        .set_auth_type(match self.auth {
-            ClientAuth::ClientSecretBasic => AuthType::BasicAuth,
-            ClientAuth::ClientSecretPost => AuthType::RequestBody,
-        });
+        // With no secret (private_key_jwt), the body carries client_id beside the assertion.
+        .set_auth_type(AuthType::RequestBody);
+        if let Credentials::Secret { secret, basic } = &self.credentials {
+            client = client.set_client_secret(ClientSecret::new(secret.expose().to_owned()));
+            if *basic {
+                client = client.set_auth_type(AuthType::BasicAuth);
+            }
+        }
         Ok(Loaded {
             jwks: logout_token::key_set(metadata.jwks()),
             client,
@@ -297,6 +366,8 @@ impl OidcProvider {
                 realm,
             },
             fetched_at: Instant::now(),
+            token_url: token,
+            assertion_algorithms,
         })
     }
 }

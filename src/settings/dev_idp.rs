@@ -31,6 +31,9 @@ pub struct DevClient {
     /// What the provider's logout page loads in an iframe (Front-Channel Logout), with `iss`
     /// and `sid`.
     pub frontchannel_logout_uri: Option<String>,
+    /// The client's certificates or public keys (PEM): it may authenticate with
+    /// `private_key_jwt` signed by one of their keys.
+    pub certificate_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -72,6 +75,8 @@ struct RawDevClient {
     backchannel_logout_uri: Option<String>,
     #[serde(default)]
     frontchannel_logout_uri: Option<String>,
+    #[serde(default)]
+    certificate_file: Option<std::path::PathBuf>,
 }
 
 pub const DEFAULT_CLIENT_ID: &str = "tokenbridge-dev";
@@ -102,6 +107,7 @@ impl Default for RawDevIdp {
                 ],
                 backchannel_logout_uri: None,
                 frontchannel_logout_uri: None,
+                certificate_file: None,
             }],
         }
     }
@@ -150,6 +156,11 @@ pub fn is_loopback(ip: IpAddr) -> bool {
 }
 
 impl RawDevIdp {
+    /// The clients' certificate files, for settings to resolve relative to the settings file.
+    pub(super) fn paths_mut(&mut self) -> impl Iterator<Item = &mut Option<std::path::PathBuf>> {
+        self.clients.iter_mut().map(|c| &mut c.certificate_file)
+    }
+
     pub(super) fn validate(self) -> Result<DevIdpSettings, SettingsError> {
         let listen = loopback_addr("dev_idp.listen", &self.listen)?;
         let valid_tenant = !self.tenant_id.is_empty()
@@ -201,6 +212,7 @@ impl RawDevIdp {
                 post_logout_redirect_uris: client.post_logout_redirect_uris,
                 backchannel_logout_uri: client.backchannel_logout_uri,
                 frontchannel_logout_uri: client.frontchannel_logout_uri,
+                certificate_file: client.certificate_file,
             });
         }
         Ok(DevIdpSettings {

@@ -49,12 +49,34 @@ pub enum OfflineAccess {
     AccessType,
 }
 
-/// How the client authenticates at the token endpoint.
+/// How the client authenticates at the token and revocation endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ClientAuth {
     ClientSecretBasic,
     ClientSecretPost,
+    /// A JWT signed with the client's own key (`identity.client_key_file`), no shared secret.
+    PrivateKeyJwt,
+}
+
+/// The `aud` of a `private_key_jwt` assertion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AssertionAudience {
+    /// The token endpoint's URL: what Entra ID requires and RFC 7523 describes.
+    TokenEndpoint,
+    /// The issuer identifier, for providers that ask for it.
+    Issuer,
+}
+
+/// What the client proves itself with.
+#[derive(Debug, Clone, Copy)]
+pub enum ClientCredential<'a> {
+    Secret(&'a Secret),
+    KeyFile {
+        key: &'a std::path::Path,
+        certificate: Option<&'a std::path::Path>,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -68,6 +90,11 @@ pub struct IdentitySettings {
     pub client_id: String,
     pub client_secret: Option<Secret>,
     pub client_auth: ClientAuth,
+    /// `private_key_jwt`: the client's key (or a directory of keys), PEM.
+    pub client_key_file: Option<PathBuf>,
+    /// `private_key_jwt`: the key's certificate, PEM, when it is not in the key file.
+    pub client_certificate_file: Option<PathBuf>,
+    pub client_assertion_audience: AssertionAudience,
     pub prompt: Prompt,
     pub offline_access: OfflineAccess,
     pub scopes: Vec<String>,
@@ -105,18 +132,34 @@ impl IdentitySettings {
         }
     }
 
-    /// Checks what signing users in needs: a client id, a client secret, an issuer.
-    pub fn require_client(&self) -> Result<(String, &Secret), SettingsError> {
+    /// Checks what signing users in needs: a client id, its credential (a client secret, or
+    /// with `private_key_jwt` a key file), an issuer.
+    pub fn require_client(&self) -> Result<(String, ClientCredential<'_>), SettingsError> {
         if self.client_id.is_empty() {
             return Err(invalid("identity.client_id", "is required"));
         }
-        let secret = self.client_secret.as_ref().ok_or_else(|| {
-            invalid(
-                "identity.client_secret",
-                "is required: set TOKENBRIDGE_IDENTITY__CLIENT_SECRET or identity.client_secret_file",
-            )
-        })?;
-        Ok((self.issuer_url()?, secret))
+        let credential = match self.client_auth {
+            ClientAuth::PrivateKeyJwt => ClientCredential::KeyFile {
+                key: self.client_key_file.as_deref().ok_or_else(|| {
+                    invalid(
+                        "identity.client_key_file",
+                        "is required with client_auth = \"private_key_jwt\": the client's \
+                         private key (PEM), or a directory of them",
+                    )
+                })?,
+                certificate: self.client_certificate_file.as_deref(),
+            },
+            ClientAuth::ClientSecretBasic | ClientAuth::ClientSecretPost => {
+                ClientCredential::Secret(self.client_secret.as_ref().ok_or_else(|| {
+                    invalid(
+                        "identity.client_secret",
+                        "is required: set TOKENBRIDGE_IDENTITY__CLIENT_SECRET or \
+                         identity.client_secret_file (or use client_auth = \"private_key_jwt\")",
+                    )
+                })?)
+            }
+        };
+        Ok((self.issuer_url()?, credential))
     }
 }
 
@@ -131,6 +174,9 @@ pub(super) struct RawIdentity {
     client_secret: Option<Secret>,
     pub(super) client_secret_file: Option<PathBuf>,
     client_auth: ClientAuth,
+    pub(super) client_key_file: Option<PathBuf>,
+    pub(super) client_certificate_file: Option<PathBuf>,
+    client_assertion_audience: AssertionAudience,
     prompt: Prompt,
     offline_access: OfflineAccess,
     scopes: Vec<String>,
@@ -152,6 +198,9 @@ impl Default for RawIdentity {
             client_secret: None,
             client_secret_file: None,
             client_auth: ClientAuth::ClientSecretBasic,
+            client_key_file: None,
+            client_certificate_file: None,
+            client_assertion_audience: AssertionAudience::TokenEndpoint,
             prompt: Prompt::None,
             offline_access: OfflineAccess::Scope,
             scopes: Vec::new(),
@@ -219,6 +268,20 @@ impl RawIdentity {
             Some(problem) => Err(invalid(key, problem)),
             None => Ok(()),
         };
+        let private_key_jwt = self.client_auth == ClientAuth::PrivateKeyJwt;
+        if private_key_jwt && (self.client_secret.is_some() || self.client_secret_file.is_some()) {
+            return Err(invalid(
+                "identity.client_secret",
+                "is set, but client_auth = \"private_key_jwt\" signs with identity.client_key_file: \
+                 remove the secret (and client_secret_file) so no secret is left to leak",
+            ));
+        }
+        if !private_key_jwt && self.client_key_file.is_some() {
+            return Err(invalid(
+                "identity.client_key_file",
+                "is used with client_auth = \"private_key_jwt\" only: set that, or remove the key file",
+            ));
+        }
         let instance = parse_url("identity.instance", &self.instance)?;
         if self.provider == ProviderKind::Entra {
             secure("identity.instance", &instance)?;
@@ -244,6 +307,11 @@ impl RawIdentity {
                 self.client_secret_file,
             )?,
             client_auth: self.client_auth,
+            client_key_file: self.client_key_file.filter(|p| !p.as_os_str().is_empty()),
+            client_certificate_file: self
+                .client_certificate_file
+                .filter(|p| !p.as_os_str().is_empty()),
+            client_assertion_audience: self.client_assertion_audience,
             prompt: self.prompt,
             offline_access: self.offline_access,
             scopes: self.scopes,

@@ -96,7 +96,11 @@ fn the_shipped_settings_file_is_valid_and_shows_the_defaults() {
         format!("http://{}/{}/v2.0", dev.listen, dev.tenant_id)
     );
     assert_eq!(shipped.identity.client_id, dev.clients[0].client_id);
+    let crate::settings::ClientCredential::Secret(secret) = secret else {
+        panic!("the shipped client authenticates with a secret");
+    };
     assert_eq!(secret, &dev.clients[0].client_secret);
+
     assert!(dev.clients[0]
         .redirect_uris
         .contains(&shipped.web.redirect_uri()));

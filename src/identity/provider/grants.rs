@@ -72,7 +72,16 @@ impl OidcProvider {
                 .collect();
             request = request.add_extra_param("scope", scopes.join(" "));
         }
-        let response = request.request_async(&self.http).await.map_err(classify)?;
+        let assertion = self.client_assertion(&loaded)?;
+        if let Some(assertion) = &assertion {
+            request = request
+                .add_extra_param("client_assertion_type", ASSERTION_TYPE)
+                .add_extra_param("client_assertion", assertion.jwt.clone());
+        }
+        let response = request
+            .request_async(&self.http)
+            .await
+            .map_err(|e| explained(classify(e), assertion.as_ref()))?;
         let nonce = Nonce::new(sign_in.nonce.clone());
         // An answer that fails validation is refused as a possible attack, not reported as a
         // configuration problem.
@@ -121,7 +130,16 @@ impl OidcProvider {
                 request = request.add_scope(Scope::new((*scope).to_owned()));
             }
         }
-        let response = request.request_async(&self.http).await.map_err(classify)?;
+        let assertion = self.client_assertion(loaded)?;
+        if let Some(assertion) = &assertion {
+            request = request
+                .add_extra_param("client_assertion_type", ASSERTION_TYPE)
+                .add_extra_param("client_assertion", assertion.jwt.clone());
+        }
+        let response = request
+            .request_async(&self.http)
+            .await
+            .map_err(|e| explained(classify(e), assertion.as_ref()))?;
         Ok(Redeemed {
             response,
             loaded: loaded.clone(),

@@ -12,7 +12,8 @@ impl OidcProvider {
         let Some(url) = loaded.revocation.clone() else {
             return Ok(false);
         };
-        let (body, authorization) = self.revocation_body(refresh_token);
+        let assertion = self.client_assertion(&loaded)?;
+        let (body, authorization) = self.revocation_body(refresh_token, assertion.as_ref());
         let mut request = openidconnect::http::Request::builder()
             .method(openidconnect::http::Method::POST)
             .uri(url.as_str())
@@ -44,42 +45,63 @@ impl OidcProvider {
             .ok()
             .and_then(|b| b.error)
             .unwrap_or_default();
-        Err(config(format!(
-            "the provider refused to revoke the refresh token: HTTP {} {}",
-            response.status().as_u16(),
-            code.chars()
-                .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
-                .take(40)
-                .collect::<String>()
-        )))
+        Err(explained(
+            config(format!(
+                "the provider refused to revoke the refresh token: HTTP {} {}",
+                response.status().as_u16(),
+                code.chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .take(40)
+                    .collect::<String>()
+            )),
+            assertion.as_ref(),
+        ))
     }
 
     /// An RFC 7009 request's form body, and its `Authorization` header for client_secret_basic
-    /// (each part form-encoded before Basic encoding, RFC 6749 section 2.3.1).
-    fn revocation_body(&self, refresh_token: &Secret) -> (Vec<u8>, Option<String>) {
+    /// (each part form-encoded before Basic encoding, RFC 6749 section 2.3.1); with
+    /// `private_key_jwt`, the client id and `assertion` in the body.
+    fn revocation_body(
+        &self,
+        refresh_token: &Secret,
+        assertion: Option<&Assertion>,
+    ) -> (Vec<u8>, Option<String>) {
         use base64::Engine as _;
         let encode =
             |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
         let mut form = url::form_urlencoded::Serializer::new(String::new());
         form.append_pair("token", refresh_token.expose())
             .append_pair("token_type_hint", "refresh_token");
-        let authorization = match self.auth {
-            ClientAuth::ClientSecretBasic => {
+        let authorization = match (&self.credentials, assertion) {
+            (_, Some(assertion)) => {
+                form.append_pair("client_id", self.client_id.as_str())
+                    .append_pair("client_assertion_type", ASSERTION_TYPE)
+                    .append_pair("client_assertion", &assertion.jwt);
+                None
+            }
+            (
+                Credentials::Secret {
+                    secret,
+                    basic: true,
+                },
+                None,
+            ) => {
                 let pair = format!(
                     "{}:{}",
                     encode(self.client_id.as_str()),
-                    encode(self.secret.expose())
+                    encode(secret.expose())
                 );
                 Some(format!(
                     "Basic {}",
                     base64::engine::general_purpose::STANDARD.encode(pair)
                 ))
             }
-            ClientAuth::ClientSecretPost => {
+            (Credentials::Secret { secret, .. }, None) => {
                 form.append_pair("client_id", self.client_id.as_str())
-                    .append_pair("client_secret", self.secret.expose());
+                    .append_pair("client_secret", secret.expose());
                 None
             }
+            (Credentials::Key { .. }, None) => None,
         };
         (form.finish().into_bytes(), authorization)
     }
