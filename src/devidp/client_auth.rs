@@ -154,7 +154,11 @@ fn assertion<'a>(params: &Params, p: &'a Provider) -> Result<&'a DevClient, Auth
                 let Some(jti) = claims.jti.filter(|j| !j.is_empty()) else {
                     return Err(refused("AADSTS50027: the client assertion has no jti"));
                 };
-                if !p.state().first_assertion(id, &jti, claims.exp, now()) {
+                let thumbprint = key.x5t_s256.as_deref().unwrap_or("public key");
+                if !p
+                    .state()
+                    .first_assertion(id, &jti, claims.exp, now(), thumbprint)
+                {
                     return Err(refused(
                         "AADSTS50027: this client assertion was used already (its jti is replayed)",
                     ));

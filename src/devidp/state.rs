@@ -142,6 +142,9 @@ pub struct Counters {
     pub backchannel_logouts_sent: u64,
     pub backchannel_logout_failures: u64,
     pub faults_injected: u64,
+    /// Client assertions accepted (`private_key_jwt`), by the SHA-256 thumbprint of the
+    /// registered certificate whose key signed them (`public key` for a bare key).
+    pub client_assertions: BTreeMap<String, u64>,
     pub users: BTreeMap<String, UserCounters>,
 }
 
@@ -188,11 +191,28 @@ pub struct State {
 impl State {
     /// Remembers client assertion `jti` of `client` until `exp`: true the first time, false
     /// for a replay. Those past their `exp` are forgotten on the way.
-    pub fn first_assertion(&mut self, client: &str, jti: &str, exp: i64, now: i64) -> bool {
+    /// The first time, counts it as signed by the key `thumbprint` names.
+    pub fn first_assertion(
+        &mut self,
+        client: &str,
+        jti: &str,
+        exp: i64,
+        now: i64,
+        thumbprint: &str,
+    ) -> bool {
         self.assertion_jtis.retain(|_, until| *until >= now);
-        self.assertion_jtis
+        let first = self
+            .assertion_jtis
             .insert((client.to_owned(), jti.to_owned()), exp)
-            .is_none()
+            .is_none();
+        if first {
+            *self
+                .counters
+                .client_assertions
+                .entry(thumbprint.to_owned())
+                .or_default() += 1;
+        }
+        first
     }
 
     pub fn is_disabled(&self, username: &str) -> bool {

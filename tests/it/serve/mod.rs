@@ -5,6 +5,7 @@ mod browser;
 mod flows;
 mod logs;
 mod metrics;
+mod private_key_jwt;
 mod processes;
 mod provider_logout;
 mod provider_sessions;
@@ -256,9 +257,14 @@ impl TestApp {
     /// A second `serve` replica on the same database and provider with the same session key
     /// and clock, and its own pool, acquirer and lease owner; returns its base URL.
     pub async fn replica(&self) -> String {
+        self.replica_with(&self.settings).await
+    }
+
+    /// [`TestApp::replica`] with `settings` (the app's, changed).
+    pub async fn replica_with(&self, settings: &Settings) -> String {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-        let app = Application::build_on(&self.settings, listener, Arc::new(self.clock.clone()))
+        let app = Application::build_on(settings, listener, Arc::new(self.clock.clone()))
             .await
             .unwrap();
         tokio::spawn(app.run_until_stopped());
