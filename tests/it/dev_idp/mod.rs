@@ -3,6 +3,7 @@
 
 mod api;
 mod authorize;
+mod client_auth;
 mod faults;
 mod logout;
 mod oidc;

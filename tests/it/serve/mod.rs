@@ -5,7 +5,7 @@ mod browser;
 mod flows;
 mod logs;
 mod metrics;
-mod private_key_jwt;
+pub mod private_key_jwt;
 mod processes;
 mod provider_logout;
 mod provider_sessions;
