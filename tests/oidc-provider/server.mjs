@@ -6,8 +6,12 @@
 // Environment: CLIENT_ID, CLIENT_SECRET, REDIRECT_URI, POST_LOGOUT_REDIRECT_URI,
 // BACKCHANNEL_LOGOUT_URI (the app under test; Back-Channel Logout tokens go there), REFRESH ("offline": refresh tokens only for a granted offline_access, as OpenID
 // Connect Core 11 and this provider's default; "always": for every code grant, without
-// offline_access), PORT (default: any free port). Prints "listening <issuer>" once it serves.
-// Never listens beyond loopback.
+// offline_access), CLIENT_CERTIFICATES (optional: a PEM file of certificates; the client then
+// authenticates with private_key_jwt, signed by one of their keys, and has no secret), PORT
+// (default: any free port). Prints "listening <issuer>" once it serves. Never listens beyond
+// loopback.
+import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import * as jose from 'jose';
 import Provider from 'oidc-provider';
@@ -29,20 +33,38 @@ const signingKey = { ...(await jose.exportJWK(privateKey)), kid: 'test-key', alg
 const counters = {
   token_requests: 0, refreshes: 0, refresh_errors: 0, revocations: 0, grants_revoked: 0,
   backchannel_logouts: 0, backchannel_errors: 0,
+  // private_key_jwt: client assertions on requests that succeeded, by signing algorithm.
+  client_assertions: {},
+};
+
+// private_key_jwt: the client's public keys, from the certificates it registered.
+const certificates = process.env.CLIENT_CERTIFICATES
+  ? readFileSync(process.env.CLIENT_CERTIFICATES, 'utf8')
+    .split(/(?=-----BEGIN CERTIFICATE-----)/)
+    .filter((block) => block.includes('BEGIN CERTIFICATE'))
+    .map((block) => new X509Certificate(block).publicKey.export({ format: 'jwk' }))
+  : null;
+const clientAuth = certificates
+  ? { token_endpoint_auth_method: 'private_key_jwt', jwks: { keys: certificates } }
+  : { client_secret: env('CLIENT_SECRET'), token_endpoint_auth_method: 'client_secret_basic' };
+const countAssertion = (ctx) => {
+  const assertion = ctx.oidc?.params?.client_assertion;
+  if (!assertion) return;
+  const { alg } = jose.decodeProtectedHeader(assertion);
+  counters.client_assertions[alg] = (counters.client_assertions[alg] ?? 0) + 1;
 };
 const behaviour = { fail_revocation: false };
 
 const provider = new Provider(issuer, {
   clients: [{
     client_id: env('CLIENT_ID'),
-    client_secret: env('CLIENT_SECRET'),
+    ...clientAuth,
     redirect_uris: [env('REDIRECT_URI')],
     post_logout_redirect_uris: [env('POST_LOGOUT_REDIRECT_URI')],
     backchannel_logout_uri: env('BACKCHANNEL_LOGOUT_URI'),
     backchannel_logout_session_required: false,
     grant_types: ['authorization_code', 'refresh_token'],
     response_types: ['code'],
-    token_endpoint_auth_method: 'client_secret_basic',
   }],
   jwks: { keys: [signingKey] },
   cookies: { keys: ['tokenbridge-test-cookie-key'] },
@@ -106,6 +128,7 @@ provider.on('backchannel.error', (_ctx, error) => {
 });
 provider.on('grant.success', (ctx) => {
   if (ctx.oidc.params.grant_type === 'refresh_token') counters.refreshes += 1;
+  countAssertion(ctx);
 });
 provider.on('grant.error', (ctx) => {
   if (ctx.oidc.params.grant_type === 'refresh_token') counters.refresh_errors += 1;
@@ -121,6 +144,8 @@ provider.use(async (ctx, next) => {
     }
   }
   await next();
+  // Revocation has no success event: a 200 here is one.
+  if (ctx.path === '/token/revocation' && ctx.status === 200) countAssertion(ctx);
 });
 
 const json = (res, status, body) => {

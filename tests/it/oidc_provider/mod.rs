@@ -6,6 +6,7 @@
 //! developer's run skips these tests and says so, CI's run fails.
 
 mod flows;
+mod private_key_jwt;
 
 use crate::serve::location;
 use crate::support::{self, TestDb};
@@ -76,8 +77,14 @@ impl Drop for Op {
 }
 
 impl Op {
-    fn start(app_base: &str, refresh: Refresh) -> Op {
-        let mut child = Command::new("node")
+    /// `certificates`: the client authenticates with private_key_jwt, by these certificates'
+    /// keys (a PEM file), and has no secret.
+    fn start(app_base: &str, refresh: Refresh, certificates: Option<&std::path::Path>) -> Op {
+        let mut command = Command::new("node");
+        if let Some(path) = certificates {
+            command.env("CLIENT_CERTIFICATES", path);
+        }
+        let mut child = command
             .arg("server.mjs")
             .current_dir(provider_dir())
             .env("CLIENT_ID", CLIENT_ID)
@@ -165,13 +172,23 @@ pub async fn spawn(
     refresh: Refresh,
     change: impl FnOnce(&mut Settings),
 ) -> Option<CertifiedApp> {
+    spawn_with(test, refresh, None, change).await
+}
+
+/// [`spawn`], the provider's client registered with `certificates` (see [`Op::start`]).
+pub async fn spawn_with(
+    test: &str,
+    refresh: Refresh,
+    certificates: Option<&std::path::Path>,
+    change: impl FnOnce(&mut Settings),
+) -> Option<CertifiedApp> {
     if !available(test) {
         return None;
     }
     let db = support::migrated(Backend::Sqlite).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let base = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
-    let op = Op::start(&base, refresh);
+    let op = Op::start(&base, refresh, certificates);
     let mut s = Settings::from_sources("", "test", &HashMap::new()).unwrap();
     s.database = db.settings.clone();
     s.identity.provider = ProviderKind::Oidc;
