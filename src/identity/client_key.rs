@@ -395,3 +395,6 @@ fn parse_certificate(der: &[u8], source: &str) -> Result<Certificate, String> {
         not_after: seconds(&validity.not_after),
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -121,6 +121,25 @@ fn identity_is_checked_by_the_commands_that_need_it() {
     let s = load("[identity]\nclient_id = \"app\"\n", &[]).unwrap();
     let msg = s.identity.require_client().unwrap_err().to_string();
     assert!(msg.contains("TOKENBRIDGE_IDENTITY__CLIENT_SECRET"), "{msg}");
+    // private_key_jwt needs a key file, and no secret.
+    let s = load(
+        "[identity]\nclient_id = \"app\"\nclient_auth = \"private_key_jwt\"\n",
+        &[],
+    )
+    .unwrap();
+    let msg = s.identity.require_client().unwrap_err().to_string();
+    assert!(msg.contains("identity.client_key_file"), "{msg}");
+    let s = load(
+        "[identity]\nclient_id = \"app\"\nclient_auth = \"private_key_jwt\"\nclient_key_file = \"/keys/client.pem\"\ntenant_id = \"11111111-2222-3333-4444-555555555555\"\n",
+        &[],
+    )
+    .unwrap();
+    let (_, credential) = s.identity.require_client().unwrap();
+    assert!(matches!(
+        credential,
+        crate::settings::ClientCredential::KeyFile { key, certificate: None }
+            if key == std::path::Path::new("/keys/client.pem")
+    ));
     let s = load(
         "[identity]\nclient_id = \"app\"\ntenant_id = \"11111111-2222-3333-4444-555555555555\"\n",
         &[("TOKENBRIDGE_IDENTITY__CLIENT_SECRET", "s3cret")],
@@ -328,6 +347,15 @@ fn invalid_values_name_the_key_and_what_is_expected() {
             "cache.sliding_expiration",
         ),
         ("[cache]\nsweep_batch = 0\n", "cache.sweep_batch"),
+        (
+            "[identity]\nclient_auth = \"private_key_jwt\"\nclient_secret = \"left-over\"\n",
+            "identity.client_secret",
+        ),
+        (
+            "[identity]\nclient_key_file = \"/keys/client.pem\"\n",
+            "identity.client_key_file",
+        ),
+        ("[identity]\nclient_auth = \"mtls\"\n", "identity"),
         (
             "[web]\nbackchannel_logout_path = \"/signin\"\n",
             "web.backchannel_logout_path",
@@ -914,4 +942,31 @@ fn named_apis_are_checked() {
         let e = load(text, &[]).unwrap_err().to_string();
         assert!(e.contains(expected), "{text}: {e}");
     }
+}
+
+#[cfg(unix)]
+#[test]
+fn a_client_key_directory_s_files_others_can_read_are_reported() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("tb-keys-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let open = dir.join("a.pem");
+    let private = dir.join("b.pem");
+    for (path, mode) in [(&open, 0o644), (&private, 0o600)] {
+        std::fs::write(path, "key").unwrap();
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    let file = format!(
+        "[identity]\nclient_auth = \"private_key_jwt\"\nclient_key_file = \"{}\"\n",
+        dir.display()
+    );
+    let warnings = load(&file, &[]).unwrap().warnings();
+    let _ = std::fs::remove_dir_all(&dir);
+    let about = |path: &std::path::Path| {
+        warnings
+            .iter()
+            .any(|w| w.contains(&format!("{} (identity.client_key_file)", path.display())))
+    };
+    assert!(about(&open), "{warnings:?}");
+    assert!(!about(&private), "{warnings:?}");
 }

@@ -53,7 +53,19 @@ impl Settings {
             ));
         }
         let database = self.database.url.sqlite_path().map(|p| ("database.url", p));
-        for (key, path) in self.secret_files.iter().cloned().chain(database) {
+        // A key directory (identity.client_key_file): the files in it.
+        let files =
+            self.secret_files.iter().cloned().flat_map(|(key, path)| {
+                match std::fs::read_dir(&path) {
+                    Ok(entries) => entries
+                        .filter_map(Result::ok)
+                        .map(|e| (key, e.path()))
+                        .filter(|(_, p)| p.is_file())
+                        .collect(),
+                    Err(_) => vec![(key, path)],
+                }
+            });
+        for (key, path) in files.chain(database) {
             if let Some(mode) = readable_by_others(&path) {
                 warnings.push(format!(
                     "{} ({key}) can be read by other users of this machine (mode {mode:04o}): \
