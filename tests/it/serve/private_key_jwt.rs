@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use time::{Duration, OffsetDateTime};
 use tokenbridge::db::Backend;
-use tokenbridge::settings::{ClientAuth, Settings};
+use tokenbridge::settings::{AssertionAudience, ClientAuth, Settings};
 use tokenbridge::worker::PassError;
 
 pub const FIXTURE_KEY: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/dev/dev-idp-client-key.pem");
@@ -209,4 +209,25 @@ async fn a_refused_assertion_is_a_configuration_error_that_says_what_was_sent() 
         "{reason}"
     );
     assert_eq!(app.idp.counters().await["refreshes"], 0, "nothing redeemed");
+
+    // The right key addressed to the issuer, which this provider (as Entra ID) refuses: the
+    // same configuration error, naming the audience sent.
+    let mut issuer_aud = app.settings.clone();
+    issuer_aud.identity.client_assertion_audience = AssertionAudience::Issuer;
+    let worker = tokenbridge::worker::Worker::build(
+        &issuer_aud,
+        issuer_aud.worker.clone(),
+        std::sync::Arc::new(app.clock.clone()),
+    )
+    .await
+    .unwrap();
+    let result = run_pass(&worker, std::future::ready(())).await.result;
+    let Err(PassError::Configuration(reason)) = &result else {
+        panic!("{result:?}");
+    };
+    assert!(reason.contains("AADSTS700023"), "{reason}");
+    assert!(
+        reason.contains(&format!("aud {}", app.idp.issuer)),
+        "{reason}"
+    );
 }
