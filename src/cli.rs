@@ -65,6 +65,14 @@ pub enum Command {
     /// 4 interaction required (the user must sign in again; the reason on stderr).
     Token(TokenArgs),
 
+    /// Look at and erase accounts: who is marked, who has not worked, which key seals a row.
+    ///
+    /// `list` pages through every account (bounded memory), `show USER` one account and a
+    /// summary of its token cache (never a token), `forget USER` erases it. Exit status: 0
+    /// done; 1 storage; 2 configuration (settings, keys, an ambiguous user); 3 the provider
+    /// did not revoke (`forget --revoke`: nothing was erased).
+    Accounts(AccountsArgs),
+
     /// Run a local development identity provider and Graph-like API (loopback only).
     ///
     /// An OpenID provider shaped like Microsoft Entra ID v2.0 that signs in any user name, for
@@ -159,6 +167,65 @@ fn parse_command(line: &str) -> Result<CommandLine, String> {
     crate::settings::split_command(line)
         .map(CommandLine)
         .map_err(|e| format!("the command {e}"))
+}
+
+#[derive(Debug, Args)]
+pub struct AccountsArgs {
+    #[command(subcommand)]
+    pub command: AccountsCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccountsCommand {
+    /// One line per account, and a count by state at the end.
+    List(AccountsListArgs),
+    /// One account: its activity and a summary of its token cache (no token, nor any part).
+    Show {
+        /// A user principal name or a home account id.
+        user: String,
+        #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
+        format: TokenFormat,
+    },
+    /// Erase one account: its token cache, activity row and recorded sessions (the right to
+    /// erasure). Running it again changes nothing.
+    Forget {
+        /// A user principal name or a home account id (two matches: give the id).
+        user: String,
+        /// Revoke the refresh token at the provider first (RFC 7009); if that fails, nothing
+        /// is erased.
+        #[arg(long)]
+        revoke: bool,
+    },
+}
+
+/// Flags of `accounts list`.
+#[derive(Debug, Args)]
+pub struct AccountsListArgs {
+    /// Only accounts in this state (`due`: what a worker pass would take now).
+    #[arg(long, value_enum, value_name = "STATE")]
+    pub state: Option<AccountState>,
+    /// Only accounts idle in the web app at least this long.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub older_than: Option<Duration>,
+    /// Only this account (a user principal name or home account id).
+    #[arg(long, value_name = "UPN_OR_ID")]
+    pub user: Option<String>,
+    /// One line each and a summary, or one JSON object per line.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value = "text")]
+    pub format: TokenFormat,
+    /// Show at most N accounts (all are still counted).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+}
+
+/// An account's state as `accounts list` shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum AccountState {
+    Ok,
+    InteractionRequired,
+    SignedOut,
+    Failing,
+    Due,
 }
 
 /// Flags of `token`.

@@ -93,14 +93,19 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let sections = match cli.command {
         Command::Migrate(_) => Sections::MIGRATE,
         Command::Serve => Sections::SERVE,
-        Command::Worker(_) | Command::Token(_) => Sections::WORKER,
+        Command::Worker(_) | Command::Token(_) | Command::Accounts(_) => Sections::WORKER,
         Command::DevIdp(_) => Sections::DEV_IDP,
     };
     let settings = match Settings::load(&path, named, sections) {
         Ok(settings) => settings,
         // The worker's and token's contract: a configuration error exits 2.
         // Each message says where the value came from (the file or an environment variable).
-        Err(e) if matches!(cli.command, Command::Worker(_) | Command::Token(_)) => {
+        Err(e)
+            if matches!(
+                cli.command,
+                Command::Worker(_) | Command::Token(_) | Command::Accounts(_)
+            ) =>
+        {
             return Err(Failure::configuration(format!("invalid settings: {e}")).into())
         }
         Err(e) => return Err(e).context("invalid settings"),
@@ -112,5 +117,8 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve => commands::serve::run(&settings),
         Command::Worker(args) => commands::worker::run(&settings, &args),
         Command::Token(args) => commands::token::run(&settings, &args, &mut std::io::stdout()),
+        Command::Accounts(args) => {
+            commands::accounts::run(&settings, &args, &mut std::io::stdout())
+        }
     }
 }

@@ -4,6 +4,7 @@ pub mod backend;
 pub mod document;
 pub mod key_check;
 pub mod lease;
+pub mod peek;
 pub mod redis;
 pub mod replay;
 pub mod seal;

@@ -1,7 +1,46 @@
 //! One module per subcommand. Commands return `anyhow` errors with context for the terminal.
 
+pub mod accounts;
 pub mod dev_idp;
 pub mod migrate;
 pub mod serve;
 pub mod token;
 pub mod worker;
+
+use crate::activity::store as activities;
+use crate::db::{Database, DbError};
+use crate::text::{bounded, LOG_FIELD};
+use crate::Failure;
+
+/// The one account `user` (given as `flag`) names; none, or several, is a configuration error that says what
+/// to give instead.
+pub(crate) async fn find_account(
+    db: &Database,
+    flag: &str,
+    user: &str,
+) -> Result<activities::Activity, Failure> {
+    let wanted = user.to_owned();
+    let (mut found, close) = db
+        .run(move |conn| activities::lookup(conn, &wanted).map_err(DbError::from))
+        .await
+        .map_err(|e| Failure::infrastructure(e.to_string()))?;
+    let shown = bounded(user, LOG_FIELD);
+    match found.len() {
+        1 => Ok(found.remove(0)),
+        0 if close.is_empty() => Err(Failure::configuration(format!(
+            "{flag} {shown} matches no account (a user principal name or a home account id)"
+        ))),
+        0 => Err(Failure::configuration(format!(
+            "{flag} {shown} matches no account; did you mean {}?",
+            close.join(", ")
+        ))),
+        _ => {
+            let ids: Vec<&str> = found.iter().map(|a| a.account_cache_key.as_str()).collect();
+            Err(Failure::configuration(format!(
+                "{flag} {shown} matches {} accounts; give one's home account id: {}",
+                found.len(),
+                ids.join(", ")
+            )))
+        }
+    }
+}

@@ -7,10 +7,9 @@
 //! user, an unknown API); 3 transient (the provider did not answer: try again); 4 interaction
 //! required (the user must sign in to the web app again; the reason on stderr).
 
-use crate::activity::store as activities;
 use crate::cli::{TokenArgs, TokenFormat};
 use crate::clock::{Clock, SystemClock};
-use crate::db::{Database, DbError};
+use crate::db::Database;
 use crate::identity::acquire::{AcquirerOptions, Caller, TokenAcquirer};
 use crate::identity::AcquireError;
 use crate::settings::Settings;
@@ -65,7 +64,7 @@ pub fn run(settings: &Settings, args: &TokenArgs, out: &mut impl Write) -> anyho
                 Some(problem) => Failure::configuration(format!("cache.keys: {problem}")),
                 None => Failure::infrastructure(e.to_string()),
             })?;
-        let account = find(&db, &args.user).await?;
+        let account = super::find_account(&db, "--user", &args.user).await?;
         let scope_refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
         let token = acquirer
             .acquire_silent(&account.account_cache_key, &scope_refs, Caller::Worker)
@@ -94,35 +93,6 @@ pub fn run(settings: &Settings, args: &TokenArgs, out: &mut impl Write) -> anyho
         out.flush()?;
         Ok(())
     })
-}
-
-/// The one account `user` names; none, or several, is a configuration error that says what
-/// to give instead.
-async fn find(db: &Database, user: &str) -> Result<activities::Activity, Failure> {
-    let wanted = user.to_owned();
-    let (mut found, close) = db
-        .run(move |conn| activities::lookup(conn, &wanted).map_err(DbError::from))
-        .await
-        .map_err(|e| Failure::infrastructure(e.to_string()))?;
-    let shown = bounded(user, LOG_FIELD);
-    match found.len() {
-        1 => Ok(found.remove(0)),
-        0 if close.is_empty() => Err(Failure::configuration(format!(
-            "--user {shown} matches no account (a user principal name or a home account id)"
-        ))),
-        0 => Err(Failure::configuration(format!(
-            "--user {shown} matches no account; did you mean {}?",
-            close.join(", ")
-        ))),
-        _ => {
-            let ids: Vec<&str> = found.iter().map(|a| a.account_cache_key.as_str()).collect();
-            Err(Failure::configuration(format!(
-                "--user {shown} matches {} accounts; give one's home account id: {}",
-                found.len(),
-                ids.join(", ")
-            )))
-        }
-    }
 }
 
 /// An acquisition that failed, as the exit status it calls for.

@@ -5,6 +5,7 @@ pub mod acquire;
 mod activity;
 pub mod client_key;
 pub mod error;
+mod forget;
 pub mod http;
 mod jwk;
 mod oidc_types;
@@ -15,5 +16,6 @@ mod sign_out;
 mod transport;
 
 pub use error::AcquireError;
+pub use forget::{Forgotten, Revocation};
 pub use provider::{OidcProvider, ResponseIssuer, SignInState};
 pub use sign_out::{ProviderSessionEnded, SignedOut};

@@ -3,6 +3,7 @@
 //! `Retry-After`), and record it on the activity row.
 
 use super::job::{Api, Job};
+pub(super) use super::outcome::{AccountReport, CallReport, Kind};
 use super::{PassError, Worker};
 use crate::activity::store::{self as activities, Activity, Outcome};
 use crate::api::ApiError;
@@ -10,111 +11,9 @@ use crate::identity::acquire::{AccessToken, Caller};
 use crate::identity::AcquireError;
 use crate::settings::DEFAULT_API;
 use crate::text::{bound, REASON};
-use serde::Serialize;
 use std::time::{Duration, Instant};
 use time::OffsetDateTime;
 use tokio::sync::watch;
-
-/// What happened to an account, as reported.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Kind {
-    /// A token was acquired (cached or refreshed) and the API answered.
-    Ok,
-    /// The user must sign in to the web app again; later passes skip the account until then.
-    InteractionRequired,
-    /// The user signed out of the web app.
-    SignedOut,
-    /// The provider or the API was unavailable; tried again after `next_attempt_at`.
-    Transient,
-    /// The token was fine but the API refused the call.
-    ApiError,
-    /// The `--exec` command failed (another exit status than 0 or 77, a timeout, a stop).
-    JobFailed,
-    /// `--dry-run`: this account would be processed.
-    WouldProcess,
-}
-
-impl Kind {
-    /// As JSON reports and metrics name it.
-    pub fn name(self) -> &'static str {
-        match self {
-            Kind::Ok => "ok",
-            Kind::InteractionRequired => "interaction_required",
-            Kind::SignedOut => "signed_out",
-            Kind::Transient => "transient",
-            Kind::ApiError => "api_error",
-            Kind::JobFailed => "job_failed",
-            Kind::WouldProcess => "would_process",
-        }
-    }
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Kind::Ok => "ok",
-            Kind::InteractionRequired => "interaction required",
-            Kind::SignedOut => "signed out",
-            Kind::Transient => "transient",
-            Kind::ApiError => "API error",
-            Kind::JobFailed => "job failed",
-            Kind::WouldProcess => "would process",
-        }
-    }
-}
-
-/// One line of the report.
-#[derive(Debug, Clone, Serialize)]
-pub struct AccountReport {
-    /// The account's cache key (home account id).
-    pub account: String,
-    /// The user principal name, when known.
-    pub user: Option<String>,
-    pub outcome: Kind,
-    pub reason: Option<String>,
-    /// The access token's expiry (Unix seconds), when one was acquired.
-    pub token_expires_on: Option<i64>,
-    pub attempts: u32,
-    pub elapsed_ms: u64,
-    /// The `--exec` command's last exit status.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub exit_code: Option<i32>,
-    /// Each call of the job that was made, with its status (None: it failed, see `reason`).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub calls: Vec<CallReport>,
-}
-
-/// One call of the job, as reported.
-#[derive(Debug, Clone, Serialize)]
-pub struct CallReport {
-    /// `NAME:METHOD:/path`.
-    pub call: String,
-    pub status: Option<u16>,
-}
-
-impl CallReport {
-    pub(super) fn of(spec: &crate::settings::CallSpec, status: Option<u16>) -> Self {
-        Self {
-            call: spec.to_string(),
-            status,
-        }
-    }
-}
-
-impl AccountReport {
-    pub fn new(activity: &Activity, outcome: Kind) -> Self {
-        Self {
-            account: activity.account_cache_key.clone(),
-            user: activity.user_principal_name.clone(),
-            outcome,
-            reason: None,
-            token_expires_on: None,
-            attempts: 0,
-            elapsed_ms: 0,
-            exit_code: None,
-            calls: Vec::new(),
-        }
-    }
-}
 
 /// Why one attempt failed.
 pub(super) enum Failure {
@@ -192,6 +91,22 @@ pub(super) fn next_attempt(now: OffsetDateTime, failures: i32) -> OffsetDateTime
     now + time::Duration::seconds(seconds)
 }
 
+/// What became of an account whose cache went during a pass.
+enum Gone {
+    No,
+    SignedOut(&'static str),
+    Erased,
+}
+
+/// The reason a signed-out account is reported with.
+fn signed_out_reason(activity: &Activity) -> &'static str {
+    if activity.signed_out_at_the_provider() {
+        "the user signed out at the provider"
+    } else {
+        "the user signed out of the web app"
+    }
+}
+
 /// The problem the web app recorded when the user signed in, if no worker has reported on the
 /// account since.
 fn marked_at_sign_in(activity: &Activity) -> Option<String> {
@@ -218,11 +133,7 @@ impl Worker {
         let mut report = AccountReport::new(&activity, Kind::Ok);
         let outcome = if activity.signed_out_at.is_some() {
             report.outcome = Kind::SignedOut;
-            report.reason = Some(if activity.signed_out_at_the_provider() {
-                "the user signed out at the provider".into()
-            } else {
-                "the user signed out of the web app".into()
-            });
+            report.reason = Some(signed_out_reason(&activity).into());
             Outcome::InteractionRequired {
                 reason: "signed out".into(),
             }
@@ -233,7 +144,35 @@ impl Worker {
             report.reason = Some(reason.clone());
             Outcome::InteractionRequired { reason }
         } else {
-            self.try_account(&activity, &mut report, &mut stop).await?
+            let outcome = self.try_account(&activity, &mut report, &mut stop).await?;
+            let no_cache = report.outcome == Kind::InteractionRequired
+                && report
+                    .reason
+                    .as_deref()
+                    .is_some_and(|r| r.starts_with("no token cache"));
+            if no_cache {
+                // The cache went while this pass held the account: a sign-out, or an erasure.
+                match self
+                    .signed_out_meanwhile(&activity.account_cache_key)
+                    .await?
+                {
+                    Gone::Erased => {
+                        report.outcome = Kind::SignedOut;
+                        report.reason = Some("the account was erased (accounts forget)".into());
+                        report.elapsed_ms =
+                            u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
+                        crate::metrics::metrics().worker_account(report.outcome.name());
+                        // Nothing to record: recording would make no row again, and must not.
+                        return Ok(report);
+                    }
+                    Gone::SignedOut(reason) => {
+                        report.outcome = Kind::SignedOut;
+                        report.reason = Some(reason.into());
+                    }
+                    Gone::No => {}
+                }
+            }
+            outcome
         };
         report.elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         crate::metrics::metrics().worker_account(report.outcome.name());
@@ -254,6 +193,21 @@ impl Worker {
             tracing::warn!(account = %activity.account_cache_key, "the claim expired before the outcome was recorded");
         }
         Ok(report)
+    }
+
+    /// Whether account `key` was signed out or erased since this pass claimed it.
+    async fn signed_out_meanwhile(&self, key: &str) -> Result<Gone, PassError> {
+        let key = key.to_owned();
+        let now = self
+            .db
+            .run(move |conn| activities::get(conn, &key).map_err(crate::db::DbError::from))
+            .await
+            .map_err(|e| PassError::Storage(e.to_string()))?;
+        Ok(match now {
+            None => Gone::Erased,
+            Some(a) if a.signed_out_at.is_some() => Gone::SignedOut(signed_out_reason(&a)),
+            Some(_) => Gone::No,
+        })
     }
 
     /// The job: its calls in order (the first that fails ends it), or its command.

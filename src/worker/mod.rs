@@ -12,10 +12,11 @@ mod calls;
 mod command;
 mod exec;
 mod job;
+mod outcome;
 mod pass;
 mod report;
 
-pub use account::{AccountReport, Kind};
+pub use outcome::{AccountReport, Kind};
 pub use report::{Reporter, Summary};
 
 use crate::cache::backend::CacheBackend;

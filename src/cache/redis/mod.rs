@@ -10,6 +10,7 @@
 //! hold a `WATCH`. The braces put both keys in one hash slot.
 
 mod key_check;
+mod peek;
 mod replay;
 mod scripts;
 mod url;

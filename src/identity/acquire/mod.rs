@@ -302,6 +302,31 @@ impl Core {
     }
 }
 
+/// Where `settings` say the token caches are (the database, or Redis with `cache.url`), with
+/// the configured keys: what the acquirer and the operator's tools open.
+pub fn caches_from_settings(
+    db: Database,
+    settings: &Settings,
+) -> Result<CacheBackend, AcquireError> {
+    let sealer = Sealer::new(settings.cache.keys.clone(), settings.cache.read_plaintext);
+    let sliding = settings.cache.sliding_expiration;
+    let caches = match &settings.cache.redis {
+        None => CacheBackend::sql(db.clone(), TokenCacheStore::new(sealer, sliding)),
+        Some(redis) => CacheBackend::Redis {
+            db: db.clone(),
+            store: RedisCacheStore::new(
+                &redis.url,
+                &redis.key_prefix,
+                sealer,
+                sliding,
+                settings.database.connect_timeout,
+            )
+            .map_err(|e| AcquireError::Configuration(e.to_string()))?,
+        },
+    };
+    Ok(caches)
+}
+
 pub struct TokenAcquirer {
     pub(super) core: Core,
     flights: Flights,
@@ -326,22 +351,7 @@ impl TokenAcquirer {
         options: AcquirerOptions,
     ) -> Result<Self, AcquireError> {
         let provider = OidcProvider::from_settings(settings)?;
-        let sealer = Sealer::new(settings.cache.keys.clone(), settings.cache.read_plaintext);
-        let sliding = settings.cache.sliding_expiration;
-        let caches = match &settings.cache.redis {
-            None => CacheBackend::sql(db.clone(), TokenCacheStore::new(sealer, sliding)),
-            Some(redis) => CacheBackend::Redis {
-                db: db.clone(),
-                store: RedisCacheStore::new(
-                    &redis.url,
-                    &redis.key_prefix,
-                    sealer,
-                    sliding,
-                    settings.database.connect_timeout,
-                )
-                .map_err(|e| AcquireError::Configuration(e.to_string()))?,
-            },
-        };
+        let caches = caches_from_settings(db.clone(), settings)?;
         Ok(Self::with_caches(
             db,
             caches,
