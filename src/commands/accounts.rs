@@ -47,18 +47,20 @@ pub fn run(settings: &Settings, args: &AccountsArgs, out: &mut impl Write) -> an
                 Some(problem) => Failure::configuration(format!("cache.keys: {problem}")),
                 None => Failure::infrastructure(e.to_string()),
             })?;
-        match &args.command {
+        let done = match &args.command {
             AccountsCommand::List(list_args) => {
                 list(settings, &db, &caches, list_args, clock.now(), out).await
             }
-            AccountsCommand::Show { user, format } => {
-                let account = find_account(&db, "USER", user).await?;
-                show(&caches, &account, *format, clock.now(), out).await
-            }
+            AccountsCommand::Show { user, format } => match find_account(&db, "USER", user).await {
+                Ok(account) => show(&caches, &account, *format, clock.now(), out).await,
+                Err(e) => Err(e.into()),
+            },
             AccountsCommand::Forget { user, revoke } => {
                 forget(settings, &db, clock, user, *revoke, out).await
             }
-        }
+        };
+        db.settle(settings.database.connect_timeout);
+        done
     })
 }
 

@@ -48,51 +48,66 @@ pub fn run(settings: &Settings, args: &TokenArgs, out: &mut impl Write) -> anyho
         let db = Database::open_migrated(settings.database.clone())
             .await
             .map_err(|e| Failure::infrastructure(e.to_string()))?;
-        let mut options = AcquirerOptions::from_settings(
-            &settings.identity,
-            &settings.cache,
-            crate::process::owner_id(),
-        );
-        options.memory_entries = 0;
-        let acquirer = TokenAcquirer::from_settings(db.clone(), settings, clock.clone(), options)
-            .map_err(|e| Failure::configuration(e.to_string()))?;
-        acquirer
-            .caches()
-            .verify_keys(clock.now())
-            .await
-            .map_err(|e| match e.key_problem() {
-                Some(problem) => Failure::configuration(format!("cache.keys: {problem}")),
-                None => Failure::infrastructure(e.to_string()),
-            })?;
-        let account = super::find_account(&db, "--user", &args.user).await?;
-        let scope_refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
-        let token = acquirer
-            .acquire_silent(&account.account_cache_key, &scope_refs, Caller::Worker)
-            .await
-            .map_err(refused)?;
-        match args.format {
-            TokenFormat::Text => writeln!(out, "{}", token.secret.expose())?,
-            TokenFormat::Json => {
-                let expires_at = time::OffsetDateTime::from_unix_timestamp(token.expires_on)
-                    .ok()
-                    .and_then(|at| at.format(&Rfc3339).ok());
-                let line = serde_json::json!({
-                    "access_token": token.secret.expose(),
-                    "token_type": "Bearer",
-                    "expires_on": token.expires_on,
-                    "expires_at": expires_at,
-                    "api": api.name,
-                    "scopes": scopes,
-                    "account": account.account_cache_key,
-                    "user": account.user_principal_name,
-                    "tenant_id": account.account_tenant_id,
-                });
-                writeln!(out, "{line}")?;
-            }
-        }
-        out.flush()?;
-        Ok(())
+        let printed = print(settings, args, &db, clock, &api.name, &scopes, out).await;
+        db.settle(settings.database.connect_timeout);
+        printed
     })
+}
+
+/// Acquires and prints the token.
+async fn print(
+    settings: &Settings,
+    args: &TokenArgs,
+    db: &Database,
+    clock: Arc<dyn Clock>,
+    api: &str,
+    scopes: &[String],
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let mut options = AcquirerOptions::from_settings(
+        &settings.identity,
+        &settings.cache,
+        crate::process::owner_id(),
+    );
+    options.memory_entries = 0;
+    let acquirer = TokenAcquirer::from_settings(db.clone(), settings, clock.clone(), options)
+        .map_err(|e| Failure::configuration(e.to_string()))?;
+    acquirer
+        .caches()
+        .verify_keys(clock.now())
+        .await
+        .map_err(|e| match e.key_problem() {
+            Some(problem) => Failure::configuration(format!("cache.keys: {problem}")),
+            None => Failure::infrastructure(e.to_string()),
+        })?;
+    let account = super::find_account(db, "--user", &args.user).await?;
+    let scope_refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    let token = acquirer
+        .acquire_silent(&account.account_cache_key, &scope_refs, Caller::Worker)
+        .await
+        .map_err(refused)?;
+    match args.format {
+        TokenFormat::Text => writeln!(out, "{}", token.secret.expose())?,
+        TokenFormat::Json => {
+            let expires_at = time::OffsetDateTime::from_unix_timestamp(token.expires_on)
+                .ok()
+                .and_then(|at| at.format(&Rfc3339).ok());
+            let line = serde_json::json!({
+                "access_token": token.secret.expose(),
+                "token_type": "Bearer",
+                "expires_on": token.expires_on,
+                "expires_at": expires_at,
+                "api": api,
+                "scopes": scopes,
+                "account": account.account_cache_key,
+                "user": account.user_principal_name,
+                "tenant_id": account.account_tenant_id,
+            });
+            writeln!(out, "{line}")?;
+        }
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// An acquisition that failed, as the exit status it calls for.

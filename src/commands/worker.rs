@@ -103,6 +103,7 @@ pub fn run(settings: &Settings, args: &WorkerArgs) -> anyhow::Result<()> {
         if let Some(metrics) = metrics {
             metrics.stop(true).await;
         }
+        worker.settle(settings.database.connect_timeout);
         ran.map_err(failure)?;
         Ok(())
     })

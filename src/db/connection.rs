@@ -8,6 +8,8 @@ use diesel::pg::PgConnection;
 use diesel::r2d2::R2D2Connection;
 use diesel::sqlite::SqliteConnection;
 use diesel::Connection;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(diesel::MultiConnection)]
@@ -90,11 +92,31 @@ pub enum ConnectError {
 pub struct ConnectionManager {
     url: DatabaseUrl,
     busy_timeout: Duration,
+    /// Connections being made now, on the pool's own threads (see `Database::settle`).
+    connecting: Arc<AtomicUsize>,
 }
 
 impl ConnectionManager {
     pub fn new(url: DatabaseUrl, busy_timeout: Duration) -> Self {
-        Self { url, busy_timeout }
+        Self {
+            url,
+            busy_timeout,
+            connecting: Arc::default(),
+        }
+    }
+
+    /// How many connections are being made now.
+    pub fn connecting(&self) -> Arc<AtomicUsize> {
+        self.connecting.clone()
+    }
+}
+
+/// Counts a connection being made while it lives.
+struct Connecting<'a>(&'a AtomicUsize);
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -103,6 +125,8 @@ impl r2d2::ManageConnection for ConnectionManager {
     type Error = ConnectError;
 
     fn connect(&self) -> Result<DbConnection, ConnectError> {
+        self.connecting.fetch_add(1, Ordering::SeqCst);
+        let _counted = Connecting(&self.connecting);
         DbConnection::open(&self.url, self.busy_timeout)
     }
 

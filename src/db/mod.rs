@@ -13,6 +13,8 @@ pub use self::connection::{ConnectError, ConnectionManager, DbConnection};
 pub use self::prepared::DbClock;
 pub use self::url::{Backend, DatabaseUrl, UrlError};
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 pub type Pool = r2d2::Pool<ConnectionManager>;
@@ -79,6 +81,8 @@ pub struct Database {
     backend: Backend,
     /// The outcomes of real writes, for `/readyz`.
     writes: health::WriteHealth,
+    /// Connections the pool's threads are making now.
+    connecting: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Database {
@@ -102,12 +106,14 @@ impl Database {
             url: url.to_string(),
             reason: e.to_string(),
         })?;
+        let manager = ConnectionManager::new(url.clone(), settings.busy_timeout);
+        let connecting = manager.connecting();
         let pool = r2d2::Pool::builder()
             .max_size(settings.pool_size)
             .min_idle(Some(1))
             .connection_timeout(settings.connect_timeout)
             .error_handler(Box::new(r2d2::NopErrorHandler))
-            .build(ConnectionManager::new(url.clone(), settings.busy_timeout))
+            .build(manager)
             .map_err(|e| DbError::Connect {
                 url: url.to_string(),
                 reason: e.to_string(),
@@ -116,7 +122,28 @@ impl Database {
             pool,
             backend: url.backend(),
             writes: health::WriteHealth::default(),
+            connecting,
         })
+    }
+
+    /// Waits, at most `within`, until no connection is being made on the pool's threads (the
+    /// pool makes them in the background, to keep one idle). A command that exits calls it
+    /// last: the C library's exit handlers include OpenSSL's cleanup, which frees what libpq
+    /// is using while it negotiates TLS on such a thread (a crash at exit, with PostgreSQL).
+    pub fn settle(&self, within: std::time::Duration) {
+        // The pool's few threads take queued connections one after another, each the moment
+        // the one before ends: quiet for 50 ms on end means none is queued either.
+        const QUIET_FOR: std::time::Duration = std::time::Duration::from_millis(50);
+        let deadline = std::time::Instant::now() + within;
+        let mut quiet_since = std::time::Instant::now();
+        while std::time::Instant::now() < deadline {
+            if self.connecting.load(Ordering::SeqCst) > 0 {
+                quiet_since = std::time::Instant::now();
+            } else if quiet_since.elapsed() >= QUIET_FOR {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
     }
 
     /// [`Database::connect`], on a blocking thread, and checks that the tables are migrated:

@@ -145,13 +145,9 @@ impl Worker {
             Outcome::InteractionRequired { reason }
         } else {
             let outcome = self.try_account(&activity, &mut report, &mut stop).await?;
-            let no_cache = report.outcome == Kind::InteractionRequired
-                && report
-                    .reason
-                    .as_deref()
-                    .is_some_and(|r| r.starts_with("no token cache"));
-            if no_cache {
-                // The cache went while this pass held the account: a sign-out, or an erasure.
+            if report.outcome == Kind::InteractionRequired {
+                // The cache may have gone while this pass held the account (its refresh then
+                // fails to write, or finds no row): a sign-out, or an erasure.
                 match self
                     .signed_out_meanwhile(&activity.account_cache_key)
                     .await?

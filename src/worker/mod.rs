@@ -160,6 +160,11 @@ impl Worker {
         }
     }
 
+    /// Waits until the database pool makes no connection (see [`Database::settle`]).
+    pub fn settle(&self, within: Duration) {
+        self.db.settle(within);
+    }
+
     /// Deletes expired cache rows, in batches: on every pass, at most once an hour. The
     /// provider sessions recorded for sign-ins whose app sessions have all ended go too.
     async fn sweep_if_due(&self) -> Result<u64, PassError> {

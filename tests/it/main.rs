@@ -4,6 +4,7 @@
 
 mod support;
 
+mod accounts;
 mod acquire;
 mod activity_store;
 mod cache_backends;

@@ -7,7 +7,7 @@ mod logs;
 mod metrics;
 pub mod private_key_jwt;
 mod processes;
-mod provider_logout;
+pub mod provider_logout;
 mod provider_sessions;
 mod readiness;
 mod redis_outage;

@@ -19,7 +19,7 @@ fn activity(app: &TestApp, user: &str) -> activities::Activity {
 }
 
 /// Whether the user's token cache row is still there (the caches may be in Redis).
-pub(super) async fn has_cache(app: &TestApp, user: &str) -> bool {
+pub async fn has_cache(app: &TestApp, user: &str) -> bool {
     let id = activity(app, user).account_cache_key;
     let now = time::OffsetDateTime::now_utc();
     crate::acquire::apis::acquirer(app)
