@@ -73,6 +73,12 @@ pub enum Command {
     /// did not revoke (`forget --revoke`: nothing was erased).
     Accounts(AccountsArgs),
 
+    /// Work on the stored token caches: `reseal` rewrites every row with the first key.
+    ///
+    /// Key rotation: put the new key first in cache.keys (keeping the old one), run `cache
+    /// reseal`, then remove the old key. Exit status: 0 done; 1 storage; 2 configuration.
+    Cache(CacheArgs),
+
     /// Run a local development identity provider and Graph-like API (loopback only).
     ///
     /// An OpenID provider shaped like Microsoft Entra ID v2.0 that signs in any user name, for
@@ -226,6 +232,25 @@ pub enum AccountState {
     SignedOut,
     Failing,
     Due,
+}
+
+#[derive(Debug, Args)]
+pub struct CacheArgs {
+    #[command(subcommand)]
+    pub command: CacheCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Rewrite every row sealed with another key than the first of cache.keys (and, with
+    /// cache.read_plaintext, every plain row) with the first key, by compare-and-swap: a
+    /// refresh at the same moment loses nothing. Rows already on the first key are left
+    /// alone, so an interrupted run is simply run again.
+    Reseal {
+        /// Rows listed at a time.
+        #[arg(long, value_name = "N", default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        batch: u32,
+    },
 }
 
 /// Flags of `token`.

@@ -93,7 +93,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     let sections = match cli.command {
         Command::Migrate(_) => Sections::MIGRATE,
         Command::Serve => Sections::SERVE,
-        Command::Worker(_) | Command::Token(_) | Command::Accounts(_) => Sections::WORKER,
+        Command::Worker(_) | Command::Token(_) | Command::Accounts(_) | Command::Cache(_) => {
+            Sections::WORKER
+        }
         Command::DevIdp(_) => Sections::DEV_IDP,
     };
     let settings = match Settings::load(&path, named, sections) {
@@ -103,7 +105,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Err(e)
             if matches!(
                 cli.command,
-                Command::Worker(_) | Command::Token(_) | Command::Accounts(_)
+                Command::Worker(_) | Command::Token(_) | Command::Accounts(_) | Command::Cache(_)
             ) =>
         {
             return Err(Failure::configuration(format!("invalid settings: {e}")).into())
@@ -120,5 +122,6 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Accounts(args) => {
             commands::accounts::run(&settings, &args, &mut std::io::stdout())
         }
+        Command::Cache(args) => commands::cache::run(&settings, &args),
     }
 }

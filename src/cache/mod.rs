@@ -7,5 +7,6 @@ pub mod lease;
 pub mod peek;
 pub mod redis;
 pub mod replay;
+pub mod reseal;
 pub mod seal;
 pub mod store;

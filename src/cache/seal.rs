@@ -221,6 +221,14 @@ impl Sealer {
         self.keys.is_some()
     }
 
+    /// The id of the key new writes are sealed with (the first); None: rows are written plain.
+    pub fn writing_key(&self) -> Option<&str> {
+        self.keys
+            .as_ref()
+            .and_then(|k| k.0.first())
+            .map(|k| k.id.as_str())
+    }
+
     /// Each configured key's id and check value.
     pub fn key_checks(&self) -> Vec<KeyCheck> {
         self.keys

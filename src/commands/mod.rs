@@ -1,6 +1,7 @@
 //! One module per subcommand. Commands return `anyhow` errors with context for the terminal.
 
 pub mod accounts;
+pub mod cache;
 pub mod dev_idp;
 pub mod migrate;
 pub mod serve;

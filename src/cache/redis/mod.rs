@@ -12,6 +12,7 @@
 mod key_check;
 mod peek;
 mod replay;
+mod scan;
 mod scripts;
 mod url;
 
