@@ -23,6 +23,7 @@ mod migrations;
 mod newcomer;
 mod oidc_provider;
 mod replay;
+mod reseal;
 mod serve;
 mod test_command;
 mod token;
