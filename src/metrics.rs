@@ -43,6 +43,11 @@ struct SourceLabels {
     source: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
 /// A request method as a label: the standard methods by name, anything a client made up as
 /// `other`, so clients cannot add label sets (or log fields) of their own.
 pub fn method_label(method: &str) -> &'static str {
@@ -72,6 +77,8 @@ pub struct Metrics {
     request_seconds: Family<RouteLabels, Histogram, fn() -> Histogram>,
     acquisitions: Family<OutcomeLabels, Counter>,
     worker_accounts: Family<OutcomeLabels, Counter>,
+    worker_passes: Family<ResultLabels, Counter>,
+    worker_last_pass_end: Gauge,
     logouts: Family<LogoutLabels, Counter>,
     oversized: Family<SourceLabels, Counter>,
     provider_seconds: Histogram,
@@ -129,10 +136,23 @@ impl Metrics {
              transient, api_error, job_failed)",
             worker_accounts.clone(),
         );
+        let worker_passes = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "worker_passes",
+            "Worker passes ended, by result (ok, failed)",
+            worker_passes.clone(),
+        );
+        let worker_last_pass_end = Gauge::default();
+        registry.register(
+            "worker_last_pass_end_seconds",
+            "When the last worker pass ended, Unix seconds",
+            worker_last_pass_end.clone(),
+        );
         let logouts = Family::<LogoutLabels, Counter>::default();
         registry.register(
             "logouts",
-            "Sign-outs the provider started, by kind (backchannel) and result (signed_out, \
+            "Sign-outs the provider started, by kind (backchannel, frontchannel) and result \
+             (signed_out, sessions_ended, \
              no_account, invalid, replayed, unavailable)",
             logouts.clone(),
         );
@@ -173,6 +193,8 @@ impl Metrics {
             request_seconds,
             acquisitions,
             worker_accounts,
+            worker_passes,
+            worker_last_pass_end,
             logouts,
             oversized,
             provider_seconds,
@@ -217,6 +239,15 @@ impl Metrics {
         self.worker_accounts
             .get_or_create(&OutcomeLabels { outcome })
             .inc();
+    }
+
+    /// A worker pass ended (`failed`: it stopped on an error).
+    pub fn worker_pass(&self, failed: bool, ended_at_unix: i64) {
+        let result = if failed { "failed" } else { "ok" };
+        self.worker_passes
+            .get_or_create(&ResultLabels { result })
+            .inc();
+        self.worker_last_pass_end.set(ended_at_unix);
     }
 
     /// A sign-out the provider started: `kind` and `result` from a fixed set.

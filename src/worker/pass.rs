@@ -24,6 +24,16 @@ impl Worker {
         reporter: &mut Reporter<W>,
         stop: &mut watch::Receiver<bool>,
     ) -> Result<Summary, PassError> {
+        let ended = self.one_pass(reporter, stop).await;
+        crate::metrics::metrics().worker_pass(ended.is_err(), self.clock.now().unix_timestamp());
+        ended
+    }
+
+    async fn one_pass<W: Write>(
+        &self,
+        reporter: &mut Reporter<W>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Result<Summary, PassError> {
         let started = Instant::now();
         let mut summary = Summary::default();
         if !self.options.dry_run {

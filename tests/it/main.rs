@@ -13,6 +13,7 @@ mod cache_store;
 mod cli;
 mod concurrency;
 mod database;
+mod deploy;
 mod dev_idp;
 mod files;
 mod fixtures;
