@@ -139,8 +139,15 @@ async fn list(
     if args.format == TokenFormat::Text {
         writeln!(
             out,
-            "{:<40} {:<21} {:<8} {:<20} {:<20} {:>8} {:<20} REASON",
-            "USER", "STATE", "SEALED", "LAST ACTIVITY", "LAST SUCCESS", "FAILURES", "NEXT ATTEMPT"
+            "{:<40} {:<21} {:<8} {:<20} {:<20} {:>8} {:<20} {:<36} REASON",
+            "USER",
+            "STATE",
+            "SEALED",
+            "LAST ACTIVITY",
+            "LAST SUCCESS",
+            "FAILURES",
+            "NEXT ATTEMPT",
+            "TENANT"
         )?;
     }
     let single = match &args.user {
@@ -214,7 +221,7 @@ fn line(
     match format {
         TokenFormat::Text => {
             let text = format!(
-                "{:<40} {:<21} {:<8} {:<20} {:<20} {:>8} {:<20} {}",
+                "{:<40} {:<21} {:<8} {:<20} {:<20} {:>8} {:<20} {:<36} {}",
                 bounded(user_of(a), 40),
                 state(a),
                 sealed,
@@ -222,6 +229,7 @@ fn line(
                 column_time(a.last_success_at),
                 a.consecutive_failures,
                 column_time(a.next_attempt_at),
+                bounded(a.account_tenant_id.as_deref().unwrap_or("-"), 36),
                 reason_of(a),
             );
             writeln!(out, "{}", text.trim_end())?
