@@ -147,3 +147,49 @@ async fn reseal_moves_every_row_to_the_new_key_and_a_racing_refresh_loses_nothin
         stdout(&out)
     );
 }
+
+/// Rows written before keys were configured are plain; with `cache.read_plaintext` the reseal
+/// seals them, and then the flag can go.
+#[tokio::test]
+async fn reseal_seals_plain_rows() {
+    let Some(app) = crate::serve::spawn_app_with(
+        "reseal::plain",
+        Backend::Sqlite,
+        |_| {},
+        |s| {
+            s.cache.keys = None;
+            s.cache.read_plaintext = true;
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    app.sign_in("ada").await;
+    let key = format!("k1={}", crate::fixtures::KEY);
+    let config = tempfile::NamedTempFile::new().unwrap();
+    let plain_ok = |command: &str, args: &[&str]| {
+        let out = tokenbridge(&app, config.path(), command, args)
+            .env("TOKENBRIDGE_CACHE__KEYS", &key)
+            .env("TOKENBRIDGE_CACHE__READ_PLAINTEXT", "true")
+            .output()
+            .unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout(&out)
+    };
+    assert!(plain_ok("accounts", &["list"]).contains(" plain "));
+    let resealed = plain_ok("cache", &["reseal"]);
+    assert!(resealed.contains("1 resealed with key k1"), "{resealed}");
+    // Without read_plaintext the row opens: it is sealed now.
+    assert_eq!(
+        sealed(&app, &key),
+        vec![("ada@tokenbridge.dev".to_owned(), "k1".to_owned())]
+    );
+    let out = run(&app, &key, "accounts", &["show", "ada@tokenbridge.dev"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
+}
