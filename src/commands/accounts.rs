@@ -12,7 +12,7 @@ use crate::cache::backend::CacheBackend;
 use crate::cli::{AccountState, AccountsArgs, AccountsCommand, AccountsListArgs, TokenFormat};
 use crate::clock::{Clock, SystemClock};
 use crate::db::{Database, DbError};
-use crate::identity::acquire::{caches_from_settings, AcquirerOptions, TokenAcquirer};
+use crate::identity::acquire::{AcquirerOptions, TokenAcquirer};
 use crate::identity::{AcquireError, Revocation};
 use crate::settings::Settings;
 use crate::text::{bounded, LOG_FIELD};
@@ -38,30 +38,33 @@ pub fn run(settings: &Settings, args: &AccountsArgs, out: &mut impl Write) -> an
         let db = Database::open_migrated(settings.database.clone())
             .await
             .map_err(|e| Failure::infrastructure(e.to_string()))?;
-        let caches = caches_from_settings(db.clone(), settings)
-            .map_err(|e| Failure::configuration(e.to_string()))?;
-        caches
-            .verify_keys(clock.now())
-            .await
-            .map_err(|e| match e.key_problem() {
-                Some(problem) => Failure::configuration(format!("cache.keys: {problem}")),
-                None => Failure::infrastructure(e.to_string()),
-            })?;
-        let done = match &args.command {
-            AccountsCommand::List(list_args) => {
-                list(settings, &db, &caches, list_args, clock.now(), out).await
-            }
-            AccountsCommand::Show { user, format } => match find_account(&db, "USER", user).await {
-                Ok(account) => show(&caches, &account, *format, clock.now(), out).await,
-                Err(e) => Err(e.into()),
-            },
-            AccountsCommand::Forget { user, revoke } => {
-                forget(settings, &db, clock, user, *revoke, out).await
-            }
-        };
+        let done = run_on(settings, args, &db, clock, out).await;
         db.settle(settings.database.connect_timeout);
         done
     })
+}
+
+async fn run_on(
+    settings: &Settings,
+    args: &AccountsArgs,
+    db: &Database,
+    clock: Arc<dyn Clock>,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    let caches = super::open_caches(settings, db, clock.now()).await?;
+    let db = db.clone();
+    match &args.command {
+        AccountsCommand::List(list_args) => {
+            list(settings, &db, &caches, list_args, clock.now(), out).await
+        }
+        AccountsCommand::Show { user, format } => match find_account(&db, "USER", user).await {
+            Ok(account) => show(&caches, &account, *format, clock.now(), out).await,
+            Err(e) => Err(e.into()),
+        },
+        AccountsCommand::Forget { user, revoke } => {
+            forget(settings, &db, clock, user, *revoke, out).await
+        }
+    }
 }
 
 /// The state `list` shows: signed out, marked "interaction required", failing (transient

@@ -6,7 +6,6 @@ use crate::cache::reseal::{Resealed, RowCursor};
 use crate::cli::{CacheArgs, CacheCommand};
 use crate::clock::{Clock, SystemClock};
 use crate::db::Database;
-use crate::identity::acquire::caches_from_settings;
 use crate::settings::Settings;
 use crate::Failure;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -29,21 +28,13 @@ pub fn run(settings: &Settings, args: &CacheArgs) -> anyhow::Result<()> {
 
 async fn reseal(settings: &Settings, db: &Database, batch: u32) -> anyhow::Result<()> {
     let clock = SystemClock;
-    let caches = caches_from_settings(db.clone(), settings)
-        .map_err(|e| Failure::configuration(e.to_string()))?;
+    let caches = super::open_caches(settings, db, clock.now()).await?;
     let Some(key) = caches.sealer().writing_key().map(str::to_owned) else {
         return Err(Failure::configuration(
             "cache.keys: no key is configured, so there is nothing to seal rows with",
         )
         .into());
     };
-    caches
-        .verify_keys(clock.now())
-        .await
-        .map_err(|e| match e.key_problem() {
-            Some(problem) => Failure::configuration(format!("cache.keys: {problem}")),
-            None => Failure::infrastructure(e.to_string()),
-        })?;
     let progress = if std::io::stderr().is_terminal() {
         ProgressBar::new_spinner()
     } else {

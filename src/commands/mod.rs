@@ -45,3 +45,22 @@ pub(crate) async fn find_account(
         }
     }
 }
+
+/// The stored caches `settings` name, their keys compared with the store's check values: a
+/// key that differs (or a store that cannot be asked) is the command's failure.
+pub(crate) async fn open_caches(
+    settings: &crate::settings::Settings,
+    db: &Database,
+    now: time::OffsetDateTime,
+) -> Result<crate::cache::backend::CacheBackend, Failure> {
+    let caches = crate::identity::acquire::caches_from_settings(db.clone(), settings)
+        .map_err(|e| Failure::configuration(e.to_string()))?;
+    caches
+        .verify_keys(now)
+        .await
+        .map_err(|e| match e.key_problem() {
+            Some(problem) => Failure::configuration(format!("cache.keys: {problem}")),
+            None => Failure::infrastructure(e.to_string()),
+        })?;
+    Ok(caches)
+}

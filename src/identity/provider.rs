@@ -16,7 +16,7 @@ pub use logout_token::{LogoutToken, LogoutTokenError, BACKCHANNEL_EVENT};
 pub use grants::Redeemed;
 pub use id_token::ResponseIssuer;
 
-use super::client_key::{Assertion, ClientKeys, ASSERTION_TYPE};
+use super::client_key::{Assertion, ClientKeys};
 use super::error::{classify, AcquireError};
 use super::http::ProviderHttp;
 use super::oidc_types::{ClientWith, IdTokenClaimsOf, Metadata, OidcClient, ProviderTokenResponse};

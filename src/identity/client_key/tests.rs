@@ -1,4 +1,8 @@
 use super::*;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use jsonwebtoken::DecodingKey;
+use sha2::{Digest, Sha256};
 use time::{Duration, OffsetDateTime};
 
 struct Made {

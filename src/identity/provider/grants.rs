@@ -73,10 +73,8 @@ impl OidcProvider {
             request = request.add_extra_param("scope", scopes.join(" "));
         }
         let assertion = self.client_assertion(&loaded)?;
-        if let Some(assertion) = &assertion {
-            request = request
-                .add_extra_param("client_assertion_type", ASSERTION_TYPE)
-                .add_extra_param("client_assertion", assertion.jwt.clone());
+        for (name, value) in assertion.iter().flat_map(Assertion::params) {
+            request = request.add_extra_param(name, value);
         }
         let response = request
             .request_async(&self.http)
@@ -131,10 +129,8 @@ impl OidcProvider {
             }
         }
         let assertion = self.client_assertion(loaded)?;
-        if let Some(assertion) = &assertion {
-            request = request
-                .add_extra_param("client_assertion_type", ASSERTION_TYPE)
-                .add_extra_param("client_assertion", assertion.jwt.clone());
+        for (name, value) in assertion.iter().flat_map(Assertion::params) {
+            request = request.add_extra_param(name, value);
         }
         let response = request
             .request_async(&self.http)

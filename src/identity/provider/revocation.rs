@@ -74,9 +74,10 @@ impl OidcProvider {
             .append_pair("token_type_hint", "refresh_token");
         let authorization = match (&self.credentials, assertion) {
             (_, Some(assertion)) => {
-                form.append_pair("client_id", self.client_id.as_str())
-                    .append_pair("client_assertion_type", ASSERTION_TYPE)
-                    .append_pair("client_assertion", &assertion.jwt);
+                form.append_pair("client_id", self.client_id.as_str());
+                for (name, value) in assertion.params() {
+                    form.append_pair(name, &value);
+                }
                 None
             }
             (
