@@ -229,6 +229,19 @@ async fn list_show_and_forget_as_an_operator_does(backend: Backend) {
     let out = accounts(&app, &["forget", &ada.account_cache_key]);
     assert_eq!(out.status.code(), Some(0));
     assert!(text(&out).contains("nothing to forget"), "{}", text(&out));
+    // --revoke at a provider without RFC 7009 (as Entra ID): said, and the erasure goes on.
+    let out = accounts(&app, &["forget", "grace@tokenbridge.dev", "--revoke"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("offers no revocation"),
+        "{}",
+        text(&out)
+    );
+    assert!(
+        activities::find_by_upn(&mut app.db.conn(), "grace@tokenbridge.dev")
+            .unwrap()
+            .is_empty()
+    );
     // Her session here has ended too.
     let (_, html) = app.home_html().await;
     assert!(!html.contains("ada@tokenbridge.dev"));
