@@ -6,11 +6,13 @@
 //! - `id_token`: ID token validation and RFC 9207's `iss` check;
 //! - `revocation`: RFC 7009 revocation and the end-session URL.
 
+mod access_token;
 mod grants;
 mod id_token;
 mod logout_token;
 mod revocation;
 
+pub use access_token::{BearerError, BearerRules, CallerToken};
 pub use logout_token::{LogoutToken, LogoutTokenError, BACKCHANNEL_EVENT};
 
 pub use grants::Redeemed;

@@ -66,6 +66,36 @@ pub(super) fn key_set<K: serde::Serialize>(keys: &K) -> JwkSet {
     JwkSet { keys }
 }
 
+/// The provider's key a JWT with `header` is signed with.
+pub(super) enum KeyFor {
+    Found(DecodingKey),
+    /// No published key has its id: the keys may have rotated (fetch them once more).
+    Unknown,
+    Invalid(String),
+}
+
+/// The published key that checks a JWT with `header`: never a shared secret (HS*), which
+/// anyone holding the public key could forge with.
+pub(super) fn key_for(jwks: &JwkSet, header: &jsonwebtoken::Header) -> KeyFor {
+    if matches!(
+        header.alg,
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+    ) {
+        return KeyFor::Invalid("it is signed with a shared secret, not the provider's key".into());
+    }
+    let key = jwks.keys.iter().find(|jwk| match &header.kid {
+        Some(kid) => jwk.common.key_id.as_deref() == Some(kid.as_str()),
+        None => true,
+    });
+    let Some(key) = key else {
+        return KeyFor::Unknown;
+    };
+    match DecodingKey::from_jwk(key) {
+        Ok(key) => KeyFor::Found(key),
+        Err(e) => KeyFor::Invalid(format!("the provider's key cannot check it ({e})")),
+    }
+}
+
 enum Check {
     Valid(LogoutToken),
     UnknownKey,
@@ -110,22 +140,10 @@ impl OidcProvider {
                 return invalid(format!("its type is {typ}, not logout+jwt"));
             }
         }
-        if matches!(
-            header.alg,
-            Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
-        ) {
-            return invalid("it is signed with a shared secret, not the provider's key".into());
-        }
-        let key = loaded.jwks.keys.iter().find(|jwk| match &header.kid {
-            Some(kid) => jwk.common.key_id.as_deref() == Some(kid.as_str()),
-            None => true,
-        });
-        let Some(key) = key else {
-            return Check::UnknownKey;
-        };
-        let key = match DecodingKey::from_jwk(key) {
-            Ok(key) => key,
-            Err(e) => return invalid(format!("the provider's key cannot check it ({e})")),
+        let key = match key_for(&loaded.jwks, &header) {
+            KeyFor::Found(key) => key,
+            KeyFor::Unknown => return Check::UnknownKey,
+            KeyFor::Invalid(why) => return invalid(why),
         };
         let mut validation = Validation::new(header.alg);
         validation.set_issuer(&[self.issuer.as_str()]);
