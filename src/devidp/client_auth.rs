@@ -277,10 +277,14 @@ pub(super) fn authenticate<'a>(
             false,
         ),
         (None, None) => {
-            return Err(AuthFailure::invalid_client(
-                false,
-                "client authentication is required",
-            ))
+            // A public client (an SPA) proves nothing but its id; PKCE binds its code.
+            return match params.get("client_id").and_then(|id| p.client(id)) {
+                Some(client) if client.public => Ok(client),
+                _ => Err(AuthFailure::invalid_client(
+                    false,
+                    "client authentication is required",
+                )),
+            };
         }
     };
     if basic_used && params.get("client_id").is_some_and(|form_id| form_id != id) {
@@ -290,13 +294,14 @@ pub(super) fn authenticate<'a>(
     }
     match p.client(&id) {
         Some(client)
-            if bool::from(
-                client
-                    .client_secret
-                    .expose()
-                    .as_bytes()
-                    .ct_eq(secret.as_bytes()),
-            ) =>
+            if !client.public
+                && bool::from(
+                    client
+                        .client_secret
+                        .expose()
+                        .as_bytes()
+                        .ct_eq(secret.as_bytes()),
+                ) =>
         {
             Ok(client)
         }

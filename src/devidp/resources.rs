@@ -1,6 +1,7 @@
 //! The APIs the development provider issues access tokens for, as Entra ID's resources: Graph
 //! (bare scopes such as `User.Read`) and a second API of one's own, `api://tokenbridge-tasks`
-//! (`api://tokenbridge-tasks/Tasks.Read`). One access token is for one resource; a sign-in may
+//! (`api://tokenbridge-tasks/Tasks.Read`), and tokenbridge's own API for its web API mode
+//! (`api://tokenbridge-dev/access_as_user`). One access token is for one resource; a sign-in may
 //! consent to scopes of several, and a refresh token gets each resource's token in turn.
 
 use super::OIDC_SCOPES;
@@ -34,12 +35,24 @@ pub const TASKS: Resource = Resource {
     full_scope_names: true,
 };
 
+/// tokenbridge's own API in its web API mode (`api://tokenbridge-dev/access_as_user`, exposed
+/// by the default client's registration): the audience is that client's id, as Entra ID v2
+/// tokens name it, and its tokens are signed with the published keys, which the API checks.
+pub const WEB_API: Resource = Resource {
+    audience: crate::settings::DEFAULT_CLIENT_ID,
+    prefix: "api://tokenbridge-dev/",
+    scope: "access_as_user",
+    full_scope_names: true,
+};
+
 /// The resource a scope is for: none for the sign-in's own scopes (openid, ...).
 pub fn resource_of(scope: &str) -> Option<&'static Resource> {
     if OIDC_SCOPES.contains(&scope) {
         None
     } else if scope.starts_with(TASKS.prefix) {
         Some(&TASKS)
+    } else if scope.starts_with(WEB_API.prefix) {
+        Some(&WEB_API)
     } else {
         Some(&GRAPH)
     }

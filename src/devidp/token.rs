@@ -4,7 +4,7 @@
 use super::client_auth::authenticate;
 use super::keys::{at_hash, random_token};
 use super::params::{scopes, Params};
-use super::resources::{one_resource, resource_of, ForOne};
+use super::resources::{one_resource, resource_of, ForOne, WEB_API};
 use super::state::{not_consented, FaultKind, Grant, GrantError};
 use super::users::Profile;
 use super::{now, unknown_tenant, Provider};
@@ -324,7 +324,14 @@ fn mint(
         uti: random_token(),
         gen: grant.generation,
     };
-    let access_token = match p.keys.sign_access_token(&access_claims) {
+    // The web API checks its tokens with the published keys, as a resource server does; the
+    // other APIs are the provider's own, which check them with theirs.
+    let signed = if for_one.resource == &WEB_API {
+        p.keys.sign_id_token(&access_claims)
+    } else {
+        p.keys.sign_access_token(&access_claims)
+    };
+    let access_token = match signed {
         Ok(token) => token,
         Err(e) => {
             return oauth_error(

@@ -23,7 +23,10 @@ pub enum Rotation {
 #[derive(Debug, Clone)]
 pub struct DevClient {
     pub client_id: String,
+    /// Empty for a public client.
     pub client_secret: Secret,
+    /// A public client (a single-page or mobile app): no secret, PKCE only.
+    pub public: bool,
     pub redirect_uris: Vec<String>,
     pub post_logout_redirect_uris: Vec<String>,
     /// Where the provider POSTs a Back-Channel Logout token when a user's session ends.
@@ -67,7 +70,10 @@ pub(super) struct RawDevIdp {
 #[serde(deny_unknown_fields)]
 struct RawDevClient {
     client_id: String,
-    client_secret: Secret,
+    #[serde(default)]
+    client_secret: Option<Secret>,
+    #[serde(default)]
+    public: bool,
     redirect_uris: Vec<String>,
     #[serde(default)]
     post_logout_redirect_uris: Vec<String>,
@@ -96,7 +102,8 @@ impl Default for RawDevIdp {
             api_latency: "0ms".into(),
             clients: vec![RawDevClient {
                 client_id: DEFAULT_CLIENT_ID.into(),
-                client_secret: Secret::new(DEFAULT_CLIENT_SECRET),
+                client_secret: Some(Secret::new(DEFAULT_CLIENT_SECRET)),
+                public: false,
                 redirect_uris: vec![
                     "http://127.0.0.1:8080/signin-oidc".into(),
                     "http://localhost:8080/signin-oidc".into(),
@@ -179,10 +186,12 @@ impl RawDevIdp {
         }
         let mut clients = Vec::with_capacity(self.clients.len());
         for client in self.clients {
-            if client.client_id.is_empty() || client.client_secret.is_empty() {
+            let secret = client.client_secret.filter(|s| !s.is_empty());
+            if client.client_id.is_empty() || secret.is_some() == client.public {
                 return Err(invalid(
                     "dev_idp.clients",
-                    "every client needs a client_id and a client_secret",
+                    "every client needs a client_id, and a client_secret unless it is public \
+                     (public = true: a single-page or mobile app, which has none)",
                 ));
             }
             for uri in client
@@ -207,7 +216,8 @@ impl RawDevIdp {
             }
             clients.push(DevClient {
                 client_id: client.client_id,
-                client_secret: client.client_secret,
+                client_secret: secret.unwrap_or_else(|| Secret::new("")),
+                public: client.public,
                 redirect_uris: client.redirect_uris,
                 post_logout_redirect_uris: client.post_logout_redirect_uris,
                 backchannel_logout_uri: client.backchannel_logout_uri,

@@ -1,0 +1,132 @@
+//! The development provider for the web API mode: a public single-page app (no secret, PKCE)
+//! signs a user in and gets an access token for tokenbridge's own API
+//! (`api://tokenbridge-dev/access_as_user`), signed with the published keys, so that API can
+//! check it as a resource server does.
+
+use super::{challenge, location_params, spawn_idp_with, TestIdp, CLIENT_ID, VERIFIER};
+use serde_json::Value;
+use tokenbridge::secret::Secret;
+use tokenbridge::settings::DevClient;
+
+const SPA: &str = "tokenbridge-spa";
+const SPA_REDIRECT: &str = "http://127.0.0.1:3000/spa/";
+const WEB_API_SCOPE: &str = "api://tokenbridge-dev/access_as_user";
+
+async fn idp_with_spa() -> TestIdp {
+    spawn_idp_with(|s| {
+        s.clients.push(DevClient {
+            client_id: SPA.into(),
+            client_secret: Secret::new(""),
+            public: true,
+            redirect_uris: vec![SPA_REDIRECT.into()],
+            post_logout_redirect_uris: Vec::new(),
+            backchannel_logout_uri: None,
+            frontchannel_logout_uri: None,
+            certificate_file: None,
+        })
+    })
+    .await
+}
+
+/// The SPA's sign-in: a code for `scope`.
+async fn spa_code(idp: &TestIdp, scope: &str) -> String {
+    let params = vec![
+        ("client_id", SPA.to_owned()),
+        ("redirect_uri", SPA_REDIRECT.to_owned()),
+        ("response_type", "code".to_owned()),
+        ("scope", scope.to_owned()),
+        ("state", "s".to_owned()),
+        ("nonce", "n".to_owned()),
+        ("code_challenge", challenge(VERIFIER)),
+        ("code_challenge_method", "S256".to_owned()),
+    ];
+    let answer = idp.submit(&params, "ada").await;
+    assert_eq!(answer.status(), 302);
+    location_params(&answer).1["code"].clone()
+}
+
+async fn redeem(idp: &TestIdp, form: &[(&str, &str)]) -> (u16, Value) {
+    let answer = idp
+        .http
+        .post(idp.endpoint("token"))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    (answer.status().as_u16(), answer.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_public_spa_gets_a_token_for_tokenbridge_s_api_signed_with_the_published_keys() {
+    let idp = idp_with_spa().await;
+    let code = spa_code(&idp, &format!("openid {WEB_API_SCOPE}")).await;
+    let (status, tokens) = redeem(
+        &idp,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", SPA),
+            ("code", &code),
+            ("redirect_uri", SPA_REDIRECT),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    let token = tokens["access_token"].as_str().unwrap();
+    let header = jsonwebtoken::decode_header(token).unwrap();
+    assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
+    // Checked with the JWKS, as the API will.
+    let jwks: jsonwebtoken::jwk::JwkSet = idp
+        .http
+        .get(format!("{}/{}/discovery/v2.0/keys", idp.base, idp.tenant))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = jwks
+        .find(header.kid.as_deref().unwrap())
+        .expect("signed with a published key");
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::RS256);
+    validation.set_audience(&[CLIENT_ID]);
+    validation.set_issuer(&[idp.issuer.as_str()]);
+    let claims: Value = jsonwebtoken::decode(
+        token,
+        &jsonwebtoken::DecodingKey::from_jwk(key).unwrap(),
+        &validation,
+    )
+    .unwrap()
+    .claims;
+    assert_eq!(claims["scp"], "access_as_user");
+    assert_eq!(claims["appid"], SPA);
+
+    // A public client has no secret to send; one that sends none for a confidential client is
+    // refused, and the SPA cannot pass for one with a secret.
+    let code = spa_code(&idp, &format!("openid {WEB_API_SCOPE}")).await;
+    let (status, body) = redeem(
+        &idp,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", CLIENT_ID),
+            ("code", &code),
+            ("redirect_uri", SPA_REDIRECT),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+    let (status, body) = redeem(
+        &idp,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", SPA),
+            ("client_secret", "guess"),
+            ("code", &code),
+            ("redirect_uri", SPA_REDIRECT),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await;
+    assert_eq!(status, 401, "{body}");
+}
