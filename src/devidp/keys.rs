@@ -131,6 +131,27 @@ impl Keys {
         validation.set_required_spec_claims(&["exp", "iss", "aud"]);
         jsonwebtoken::decode::<T>(token, &self.access_decoding, &validation).map(|data| data.claims)
     }
+
+    /// Checks a token signed with the published key (the web API's access tokens, as an
+    /// on-behalf-of assertion): signature, expiry, issuer and audience.
+    pub fn verify_published<T: DeserializeOwned>(
+        &self,
+        token: &str,
+        issuer: &str,
+        audience: &str,
+    ) -> Result<T, jsonwebtoken::errors::Error> {
+        let jwk: jsonwebtoken::jwk::Jwk = serde_json::from_value(self.id_key().jwk.clone())
+            .map_err(|e| {
+                jsonwebtoken::errors::new_error(jsonwebtoken::errors::ErrorKind::Json(e.into()))
+            })?;
+        let key = DecodingKey::from_jwk(&jwk)?;
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.leeway = 0;
+        validation.set_issuer(&[issuer]);
+        validation.set_audience(&[audience]);
+        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        jsonwebtoken::decode::<T>(token, &key, &validation).map(|data| data.claims)
+    }
 }
 
 /// OpenID Connect `at_hash`: base64url of the left half of SHA-256 of the access token.

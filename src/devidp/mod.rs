@@ -8,6 +8,7 @@ mod client_auth;
 mod guard;
 pub mod keys;
 mod logout;
+mod on_behalf_of;
 mod pages;
 mod params;
 mod resources;

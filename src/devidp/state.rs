@@ -292,6 +292,35 @@ impl State {
         token
     }
 
+    /// On-behalf-of: `client` (an API that `username` called with a token for it) gets
+    /// `scopes` for the user, a grant family of its own (a refresh token with
+    /// `offline_access`), as Entra ID's OBO grant does.
+    pub fn grant_on_behalf_of(
+        &mut self,
+        client_id: &str,
+        username: &str,
+        scopes: Vec<String>,
+        refresh_ttl: i64,
+        now: i64,
+    ) -> Result<Grant, GrantError> {
+        if self.is_disabled(username) {
+            return Err(grant_error("invalid_grant", "the user account is disabled"));
+        }
+        self.counters.on_behalf_of += 1;
+        let family = random_token();
+        let refresh_token = scopes.iter().any(|s| s == "offline_access").then(|| {
+            self.new_refresh_token(username, client_id, &scopes, &family, refresh_ttl, now)
+        });
+        Ok(Grant {
+            generation: self.generation(username),
+            sid: None,
+            username: username.to_owned(),
+            scopes,
+            nonce: None,
+            refresh_token,
+        })
+    }
+
     /// A refresh token as a sign-in would have issued it (a family of its own), without the
     /// sign-in: for seeding benchmarks with many users.
     pub fn mint_refresh_token(

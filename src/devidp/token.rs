@@ -3,6 +3,7 @@
 
 use super::client_auth::authenticate;
 use super::keys::{at_hash, random_token};
+use super::on_behalf_of::{on_behalf_of, JWT_BEARER};
 use super::params::{scopes, Params};
 use super::resources::{one_resource, resource_of, ForOne, WEB_API};
 use super::state::{not_consented, FaultKind, Grant, GrantError};
@@ -176,6 +177,15 @@ fn respond(req: &HttpRequest, body: &[u8], p: &Provider, wrong_audience: bool) -
                 )
                 .map(|grant| (grant, None))
         }
+        Some(JWT_BEARER) => match on_behalf_of(p, client, &params) {
+            Ok(username) => {
+                let asked = params.get("scope").map(scopes).unwrap_or_default();
+                p.state()
+                    .grant_on_behalf_of(&client.client_id, &username, asked, refresh_ttl, now)
+                    .map(|grant| (grant, None))
+            }
+            Err((error, description)) => return bad_request(error, &description),
+        },
         Some(other) => {
             return bad_request(
                 "unsupported_grant_type",

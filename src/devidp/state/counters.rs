@@ -53,6 +53,8 @@ pub struct Counters {
     pub token_requests: u64,
     pub codes_redeemed: u64,
     pub refreshes: u64,
+    /// On-behalf-of exchanges granted.
+    pub on_behalf_of: u64,
     pub rotations: u64,
     pub reuse_detections: u64,
     pub api_calls: u64,

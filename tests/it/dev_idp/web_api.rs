@@ -130,3 +130,70 @@ async fn a_public_spa_gets_a_token_for_tokenbridge_s_api_signed_with_the_publish
     .await;
     assert_eq!(status, 401, "{body}");
 }
+
+/// The API exchanges the user's token for Graph tokens on their behalf (Entra ID's OBO grant),
+/// with a refresh token of its own that later refreshes without the user.
+#[tokio::test]
+async fn the_api_gets_tokens_on_behalf_of_the_user() {
+    let idp = idp_with_spa().await;
+    let code = spa_code(&idp, &format!("openid {WEB_API_SCOPE}")).await;
+    let (_, spa) = redeem(
+        &idp,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", SPA),
+            ("code", &code),
+            ("redirect_uri", SPA_REDIRECT),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await;
+    let user_token = spa["access_token"].as_str().unwrap().to_owned();
+    let obo = |assertion: String, use_: &'static str| {
+        let idp = &idp;
+        async move {
+            let answer = idp
+                .http
+                .post(idp.endpoint("token"))
+                .basic_auth(CLIENT_ID, Some(super::CLIENT_SECRET))
+                .form(&[
+                    ("grant_type", "urn:ietf:params:oauth:grant-type:jwt-bearer"),
+                    ("requested_token_use", use_),
+                    ("assertion", assertion.as_str()),
+                    ("scope", "User.Read offline_access"),
+                ])
+                .send()
+                .await
+                .unwrap();
+            (
+                answer.status().as_u16(),
+                answer.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    let (status, body) = obo(user_token.clone(), "something_else").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = obo("not-a-token".into(), "on_behalf_of").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+
+    let (status, tokens) = obo(user_token.clone(), "on_behalf_of").await;
+    assert_eq!(status, 200, "{tokens}");
+    let graph = tokens["access_token"].as_str().unwrap();
+    let me: Value = idp.me(graph).await.json().await.unwrap();
+    assert_eq!(me["userPrincipalName"], "ada@tokenbridge.dev");
+    assert_eq!(idp.counters().await["on_behalf_of"], 1);
+    // Its refresh token works later, without the user.
+    let refreshed = idp.refresh(tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(refreshed.status(), 200);
+
+    // A token for another audience is no assertion for this API (a Graph token here).
+    let (status, body) = obo(graph.to_owned(), "on_behalf_of").await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant")),
+        "{body}"
+    );
+}
