@@ -10,6 +10,7 @@ mod access_token;
 mod grants;
 mod id_token;
 mod logout_token;
+mod on_behalf_of;
 mod revocation;
 
 pub use access_token::{BearerError, BearerRules, CallerToken};

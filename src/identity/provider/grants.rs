@@ -170,7 +170,7 @@ impl Redeemed {
     }
 }
 
-fn to_document(
+pub(super) fn to_document(
     response: &ProviderTokenResponse,
     id_token: Option<IdToken>,
 ) -> document::TokenResponse {

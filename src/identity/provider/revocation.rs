@@ -58,21 +58,33 @@ impl OidcProvider {
         ))
     }
 
-    /// An RFC 7009 request's form body, and its `Authorization` header for client_secret_basic
-    /// (each part form-encoded before Basic encoding, RFC 6749 section 2.3.1); with
-    /// `private_key_jwt`, the client id and `assertion` in the body.
+    /// An RFC 7009 request's form body, and its `Authorization` header (see
+    /// [`OidcProvider::authenticate_form`]).
     fn revocation_body(
         &self,
         refresh_token: &Secret,
         assertion: Option<&Assertion>,
     ) -> (Vec<u8>, Option<String>) {
-        use base64::Engine as _;
-        let encode =
-            |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
         let mut form = url::form_urlencoded::Serializer::new(String::new());
         form.append_pair("token", refresh_token.expose())
             .append_pair("token_type_hint", "refresh_token");
-        let authorization = match (&self.credentials, assertion) {
+        let authorization = self.authenticate_form(&mut form, assertion);
+        (form.finish().into_bytes(), authorization)
+    }
+
+    /// The client's authentication for a form it sends the provider itself (the OAuth
+    /// library sends the others): the `Authorization` header for client_secret_basic (each part
+    /// form-encoded before Basic encoding, RFC 6749 section 2.3.1), or the client id with the
+    /// secret or with `assertion` (`private_key_jwt`) in the form.
+    pub(super) fn authenticate_form(
+        &self,
+        form: &mut url::form_urlencoded::Serializer<'_, String>,
+        assertion: Option<&Assertion>,
+    ) -> Option<String> {
+        use base64::Engine as _;
+        let encode =
+            |s: &str| url::form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+        match (&self.credentials, assertion) {
             (_, Some(assertion)) => {
                 form.append_pair("client_id", self.client_id.as_str());
                 for (name, value) in assertion.params() {
@@ -103,8 +115,7 @@ impl OidcProvider {
                 None
             }
             (Credentials::Key { .. }, None) => None,
-        };
-        (form.finish().into_bytes(), authorization)
+        }
     }
 
     /// The provider's end-session URL with our post-logout redirect, if it has one.

@@ -6,6 +6,7 @@ mod basics;
 mod faults;
 mod keys;
 mod logout_token;
+mod on_behalf_of;
 mod races;
 
 use crate::dev_idp::{location_params, spawn_idp_with, TestIdp};

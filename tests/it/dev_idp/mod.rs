@@ -8,7 +8,7 @@ mod faults;
 mod logout;
 mod oidc;
 mod tokens;
-mod web_api;
+pub mod web_api;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;

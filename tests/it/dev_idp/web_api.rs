@@ -12,20 +12,40 @@ const SPA: &str = "tokenbridge-spa";
 const SPA_REDIRECT: &str = "http://127.0.0.1:3000/spa/";
 const WEB_API_SCOPE: &str = "api://tokenbridge-dev/access_as_user";
 
-async fn idp_with_spa() -> TestIdp {
-    spawn_idp_with(|s| {
-        s.clients.push(DevClient {
-            client_id: SPA.into(),
-            client_secret: Secret::new(""),
-            public: true,
-            redirect_uris: vec![SPA_REDIRECT.into()],
-            post_logout_redirect_uris: Vec::new(),
-            backchannel_logout_uri: None,
-            frontchannel_logout_uri: None,
-            certificate_file: None,
-        })
+/// Registers the single-page app (a public client).
+pub fn with_spa(s: &mut tokenbridge::settings::DevIdpSettings) {
+    s.clients.push(DevClient {
+        client_id: SPA.into(),
+        client_secret: Secret::new(""),
+        public: true,
+        redirect_uris: vec![SPA_REDIRECT.into()],
+        post_logout_redirect_uris: Vec::new(),
+        backchannel_logout_uri: None,
+        frontchannel_logout_uri: None,
+        certificate_file: None,
     })
-    .await
+}
+
+async fn idp_with_spa() -> TestIdp {
+    spawn_idp_with(with_spa).await
+}
+
+/// `user` signs in to the SPA, which gets a token for tokenbridge's API.
+pub async fn spa_token(idp: &TestIdp) -> String {
+    let code = spa_code(idp, &format!("openid {WEB_API_SCOPE}")).await;
+    let (status, tokens) = redeem(
+        idp,
+        &[
+            ("grant_type", "authorization_code"),
+            ("client_id", SPA),
+            ("code", &code),
+            ("redirect_uri", SPA_REDIRECT),
+            ("code_verifier", VERIFIER),
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{tokens}");
+    tokens["access_token"].as_str().unwrap().to_owned()
 }
 
 /// The SPA's sign-in: a code for `scope`.
