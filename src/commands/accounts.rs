@@ -52,17 +52,16 @@ async fn run_on(
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
     let caches = super::open_caches(settings, db, clock.now()).await?;
-    let db = db.clone();
     match &args.command {
         AccountsCommand::List(list_args) => {
-            list(settings, &db, &caches, list_args, clock.now(), out).await
+            list(settings, db, &caches, list_args, clock.now(), out).await
         }
-        AccountsCommand::Show { user, format } => match find_account(&db, "USER", user).await {
+        AccountsCommand::Show { user, format } => match find_account(db, "USER", user).await {
             Ok(account) => show(&caches, &account, *format, clock.now(), out).await,
             Err(e) => Err(e.into()),
         },
         AccountsCommand::Forget { user, revoke } => {
-            forget(settings, &db, clock, user, *revoke, out).await
+            forget(settings, db, clock, user, *revoke, out).await
         }
     }
 }
@@ -366,11 +365,7 @@ async fn forget(
     revoke: bool,
     out: &mut impl Write,
 ) -> anyhow::Result<()> {
-    let wanted = user.to_owned();
-    let (found, close) = db
-        .run(move |conn| crate::activity::store::lookup(conn, &wanted).map_err(DbError::from))
-        .await
-        .map_err(|e| Failure::infrastructure(e.to_string()))?;
+    let (found, close) = super::lookup_account(db, user).await?;
     if found.is_empty() {
         // Erased already (or never here): nothing to do, and that is fine; a near miss is
         // named, so a typo is not taken for an erasure.
@@ -386,7 +381,7 @@ async fn forget(
         )?;
         return Ok(());
     }
-    let account = find_account(db, "USER", user).await?;
+    let account = super::the_one(found, &close, "USER", user)?;
     let mut options = AcquirerOptions::from_settings(
         &settings.identity,
         &settings.cache,

@@ -13,18 +13,36 @@ use crate::db::{Database, DbError};
 use crate::text::{bounded, LOG_FIELD};
 use crate::Failure;
 
-/// The one account `user` (given as `flag`) names; none, or several, is a configuration error that says what
-/// to give instead.
+/// The accounts `user` names (a user principal name or a home account id), and names close
+/// to it when none does.
+pub(crate) async fn lookup_account(
+    db: &Database,
+    user: &str,
+) -> Result<(Vec<activities::Activity>, Vec<String>), Failure> {
+    let wanted = user.to_owned();
+    db.run(move |conn| activities::lookup(conn, &wanted).map_err(DbError::from))
+        .await
+        .map_err(|e| Failure::infrastructure(e.to_string()))
+}
+
+/// The one account `user` (given as `flag`) names; none, or several, is a configuration error
+/// that says what to give instead.
 pub(crate) async fn find_account(
     db: &Database,
     flag: &str,
     user: &str,
 ) -> Result<activities::Activity, Failure> {
-    let wanted = user.to_owned();
-    let (mut found, close) = db
-        .run(move |conn| activities::lookup(conn, &wanted).map_err(DbError::from))
-        .await
-        .map_err(|e| Failure::infrastructure(e.to_string()))?;
+    let (found, close) = lookup_account(db, user).await?;
+    the_one(found, &close, flag, user)
+}
+
+/// The one account of a lookup's result (see [`find_account`]).
+pub(crate) fn the_one(
+    mut found: Vec<activities::Activity>,
+    close: &[String],
+    flag: &str,
+    user: &str,
+) -> Result<activities::Activity, Failure> {
     let shown = bounded(user, LOG_FIELD);
     match found.len() {
         1 => Ok(found.remove(0)),

@@ -79,20 +79,7 @@ async fn redeem(idp: &TestIdp, form: &[(&str, &str)]) -> (u16, Value) {
 #[tokio::test]
 async fn a_public_spa_gets_a_token_for_tokenbridge_s_api_signed_with_the_published_keys() {
     let idp = idp_with_spa().await;
-    let code = spa_code(&idp, &format!("openid {WEB_API_SCOPE}")).await;
-    let (status, tokens) = redeem(
-        &idp,
-        &[
-            ("grant_type", "authorization_code"),
-            ("client_id", SPA),
-            ("code", &code),
-            ("redirect_uri", SPA_REDIRECT),
-            ("code_verifier", VERIFIER),
-        ],
-    )
-    .await;
-    assert_eq!(status, 200, "{tokens}");
-    let token = tokens["access_token"].as_str().unwrap();
+    let token = &spa_token(&idp).await;
     let header = jsonwebtoken::decode_header(token).unwrap();
     assert_eq!(header.alg, jsonwebtoken::Algorithm::RS256);
     // Checked with the JWKS, as the API will.
@@ -156,19 +143,7 @@ async fn a_public_spa_gets_a_token_for_tokenbridge_s_api_signed_with_the_publish
 #[tokio::test]
 async fn the_api_gets_tokens_on_behalf_of_the_user() {
     let idp = idp_with_spa().await;
-    let code = spa_code(&idp, &format!("openid {WEB_API_SCOPE}")).await;
-    let (_, spa) = redeem(
-        &idp,
-        &[
-            ("grant_type", "authorization_code"),
-            ("client_id", SPA),
-            ("code", &code),
-            ("redirect_uri", SPA_REDIRECT),
-            ("code_verifier", VERIFIER),
-        ],
-    )
-    .await;
-    let user_token = spa["access_token"].as_str().unwrap().to_owned();
+    let user_token = spa_token(&idp).await;
     let obo = |assertion: String, use_: &'static str| {
         let idp = &idp;
         async move {

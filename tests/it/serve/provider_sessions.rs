@@ -323,3 +323,34 @@ async fn a_logout_while_another_replica_refreshes_leaves_no_row_behind(backend: 
     let run = pass(&app, |o| o.older_than = std::time::Duration::ZERO).await;
     assert_eq!(run.outcomes(), outcomes(&[("ada", "signed_out")]));
 }
+
+/// What was recorded for a sign-in's provider session is swept once its app sessions have all
+/// ended (web.session_absolute), by the worker's pass, which the metrics count.
+#[tokio::test]
+async fn provider_sessions_past_the_longest_session_are_swept_by_a_worker_pass() {
+    let Some(app) = spawn_app("serve::provider_sessions_sweep", Backend::Sqlite, |_| {}).await
+    else {
+        return;
+    };
+    app.sign_in("ada").await;
+    assert_eq!(app.count("provider_sessions"), 1);
+    let run = pass(&app, |o| o.older_than = std::time::Duration::ZERO).await;
+    assert!(run.result.is_ok());
+    assert_eq!(
+        app.count("provider_sessions"),
+        1,
+        "still within the session's life"
+    );
+    let passes = tokenbridge::metrics::metrics()
+        .encode(tokenbridge::metrics::PoolState { open: 0, idle: 0 });
+    assert!(
+        passes
+            .lines()
+            .any(|l| l.starts_with("tokenbridge_worker_passes_total{result=\"ok\"}")),
+        "{passes}"
+    );
+    app.clock.advance(time::Duration::days(8));
+    // A new worker: the sweep runs on its first pass.
+    pass(&app, |o| o.older_than = std::time::Duration::ZERO).await;
+    assert_eq!(app.count("provider_sessions"), 0);
+}
