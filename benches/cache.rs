@@ -53,6 +53,7 @@ fn document(now: i64) -> CacheDocument {
         scope: Some("User.Read openid profile offline_access email".into()),
         client_info: Some(client_info),
         family_id: None,
+        user_assertion_hash: None,
     };
     let mut doc = CacheDocument::default();
     doc.add_token_response(

@@ -90,6 +90,7 @@ fn seed(db: &Database, idp: &DevIdpProcess, users: &[(String, String, String)]) 
                         .encode(format!(r#"{{"uid":"{oid}","utid":"{}"}}"#, context.realm)),
                 ),
                 family_id: None,
+                user_assertion_hash: None,
             };
             let mut document = CacheDocument::default();
             let id = document

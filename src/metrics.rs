@@ -101,6 +101,8 @@ pub enum Acquisition {
     CacheHit,
     /// Tokens were refreshed (here or by another process).
     Refreshed,
+    /// A caller's token was exchanged for the user's tokens (on-behalf-of).
+    Exchanged,
     InteractionRequired,
     Transient,
     Error,
@@ -225,6 +227,7 @@ impl Metrics {
         let outcome = match outcome {
             Acquisition::CacheHit => "cache_hit",
             Acquisition::Refreshed => "refreshed",
+            Acquisition::Exchanged => "exchanged",
             Acquisition::InteractionRequired => "interaction_required",
             Acquisition::Transient => "transient",
             Acquisition::Error => "error",

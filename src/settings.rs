@@ -10,6 +10,7 @@ mod log;
 mod values;
 mod warnings;
 mod web;
+mod web_api;
 mod worker;
 
 pub use api::{valid_api_name, ApiSettings, DEFAULT_API};
@@ -25,6 +26,7 @@ pub use identity::{
 pub use log::{LogFormat, LogSettings};
 pub use values::{insecure_transport, is_loopback_url};
 pub use web::WebSettings;
+pub use web_api::{Exchange, WebApiSettings};
 pub use worker::{split_command, CallSpec, ReportFormat, WorkerSettings};
 
 pub(crate) use values::{
@@ -78,6 +80,8 @@ pub struct Settings {
     /// `[apis.NAME]`: the other APIs, by name (see [`Settings::apis`] for all of them).
     pub named_apis: std::collections::BTreeMap<String, ApiSettings>,
     pub web: WebSettings,
+    /// `[web_api]`: the web API mode of `serve` (off unless enabled).
+    pub web_api: WebApiSettings,
     pub worker: WorkerSettings,
     pub dev_idp: DevIdpSettings,
     /// The files secrets were read from, by setting (`cache.keys_file`, ...): checked at start
@@ -103,6 +107,7 @@ struct RawSettings {
     api: api::RawApi,
     apis: std::collections::BTreeMap<String, api::RawApi>,
     web: web::RawWeb,
+    web_api: web_api::RawWebApi,
     worker: worker::RawWorker,
     dev_idp: dev_idp::RawDevIdp,
 }
@@ -414,6 +419,9 @@ const LIST_KEYS: &[&str] = &[
     "api.scopes",
     "worker.calls",
     "worker.exec_apis",
+    "web_api.audiences",
+    "web_api.scopes",
+    "web_api.allowed_origins",
     "dev_idp.users",
 ];
 
@@ -437,7 +445,7 @@ fn list_vars(env: &HashMap<String, String>) -> Vec<(String, String)> {
 
 /// The settings file's sections, for telling a mistyped variable's intended key.
 const SECTIONS: &[&str] = &[
-    "database", "cache", "log", "identity", "api", "apis", "web", "worker", "dev_idp",
+    "database", "cache", "log", "identity", "api", "apis", "web", "web_api", "worker", "dev_idp",
 ];
 
 /// `TOKENBRIDGE_` variables that are not settings: the settings file's name, and the test
@@ -518,6 +526,7 @@ impl RawSettings {
             self.web = web::RawWeb::default();
             self.web.public_url = public_url;
         }
+        reset(sections.web, &mut self.web_api);
         reset(sections.worker, &mut self.worker);
         reset(sections.dev_idp, &mut self.dev_idp);
     }
@@ -586,18 +595,13 @@ impl RawSettings {
         let cache = self.cache.validate(sections)?;
         let named_apis = api::validate_named(self.apis)?;
         let web = self.web.validate()?;
-        if sections.web
-            && web.profile_api != DEFAULT_API
-            && !named_apis.contains_key(&web.profile_api)
-        {
-            return Err(invalid(
-                "web.profile_api",
-                format!(
-                    "names no API: expected \"default\" ([api]) or one of the [apis.NAME] \
-                     sections ({})",
-                    named_apis.keys().cloned().collect::<Vec<_>>().join(", ")
-                ),
-            ));
+        let identity = self.identity.validate()?;
+        let web_api = self.web_api.validate(&identity.client_id)?;
+        if sections.web {
+            api_named("web.profile_api", &web.profile_api, &named_apis)?;
+            if web_api.enabled {
+                api_named("web_api.api", &web_api.api, &named_apis)?;
+            }
         }
         Ok(Settings {
             database: DatabaseSettings {
@@ -608,10 +612,11 @@ impl RawSettings {
             },
             cache,
             log: self.log.validate()?,
-            identity: self.identity.validate()?,
+            identity,
             api: self.api.validate(DEFAULT_API)?,
             named_apis,
             web,
+            web_api,
             worker: self.worker.validate()?,
             dev_idp: self.dev_idp.validate()?,
             secret_files,
@@ -619,6 +624,24 @@ impl RawSettings {
         }
         .with_app_registered())
     }
+}
+
+/// `name`, the value of `key`, must name an API: `default` or one of `named`.
+fn api_named(
+    key: &'static str,
+    name: &str,
+    named: &std::collections::BTreeMap<String, ApiSettings>,
+) -> Result<(), SettingsError> {
+    if name == DEFAULT_API || named.contains_key(name) {
+        return Ok(());
+    }
+    Err(invalid(
+        key,
+        format!(
+            "names no API: expected \"default\" ([api]) or one of the [apis.NAME] sections ({})",
+            named.keys().cloned().collect::<Vec<_>>().join(", ")
+        ),
+    ))
 }
 
 #[cfg(test)]

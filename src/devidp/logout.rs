@@ -3,8 +3,8 @@
 //! (the logout page loads each client's `frontchannel_logout_uri?iss=&sid=` in an iframe).
 
 use super::keys::random_token;
+use super::mint::pairwise_sub;
 use super::sessions::Session;
-use super::token::pairwise_sub;
 use super::users::Profile;
 use super::{now, Provider};
 use crate::settings::DevClient;

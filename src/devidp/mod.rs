@@ -8,6 +8,7 @@ mod client_auth;
 mod guard;
 pub mod keys;
 mod logout;
+mod mint;
 mod on_behalf_of;
 mod pages;
 mod params;
@@ -277,7 +278,12 @@ async fn discovery(tenant: web::Path<String>, p: web::Data<Provider>) -> HttpRes
         "userinfo_endpoint": format!("{}/v1.0/me", p.base_url),
         "response_types_supported": ["code"],
         "response_modes_supported": ["query", "form_post"],
-        "grant_types_supported": ["authorization_code", "refresh_token"],
+        "grant_types_supported": [
+            "authorization_code",
+            "refresh_token",
+            on_behalf_of::JWT_BEARER,
+            on_behalf_of::TOKEN_EXCHANGE
+        ],
         "subject_types_supported": ["pairwise"],
         "id_token_signing_alg_values_supported": ["RS256"],
         "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "private_key_jwt"],

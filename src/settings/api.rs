@@ -67,6 +67,12 @@ impl Settings {
         self.api_named(&self.web.profile_api).unwrap_or(&self.api)
     }
 
+    /// The API the web API mode's `/api/me` calls (`web_api.api`); `default` if that names
+    /// none (validation refuses such a name when the mode is on).
+    pub fn web_api_api(&self) -> &ApiSettings {
+        self.api_named(&self.web_api.api).unwrap_or(&self.api)
+    }
+
     /// The scopes `api`'s access token is asked for: its own; for `[api]` without any,
     /// `identity.scopes` (settings from before named APIs), else Graph's `User.Read`.
     pub fn scopes_of(&self, api: &ApiSettings) -> Vec<String> {

@@ -11,6 +11,7 @@ mod pending;
 mod provider_logout;
 pub mod request_id;
 mod session;
+mod web_api;
 
 pub use auth::local_path;
 
@@ -142,6 +143,17 @@ impl Application {
             .map(|_| ApiClient::new(settings.profile_api()))
             .collect::<Result<Vec<_>, _>>()?;
         let next_client = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        // The web API mode: its own API client per thread (its API may not be the profile's).
+        let web_api = settings.web_api.enabled.then(|| {
+            let downstream = (0..workers)
+                .map(|_| ApiClient::new(settings.web_api_api()).map(web_api::DownstreamApi))
+                .collect::<Result<Vec<_>, _>>();
+            downstream.map(|clients| {
+                let api = web::Data::new(web_api::WebApi::from_settings(settings));
+                (api, clients, settings.web_api.allowed_origins.clone())
+            })
+        });
+        let web_api = web_api.transpose()?;
         let key = cookie_key(&web_settings);
         if let Some(warning) = web_settings.cookie_warning() {
             tracing::warn!("{warning}");
@@ -182,6 +194,7 @@ impl Application {
                 .build();
             let turn = next_client.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let api = web::Data::new(api_clients[turn % api_clients.len()].clone());
+            let web_api = web_api.clone();
             App::new()
                 .app_data(state.clone())
                 .app_data(api)
@@ -219,6 +232,19 @@ impl Application {
                     frontchannel_path.as_str(),
                     provider_logout::frontchannel
                 ))
+                .configure(|config| {
+                    let Some((api, clients, origins)) = web_api else {
+                        return;
+                    };
+                    let downstream = web::Data::new(clients[turn % clients.len()].clone());
+                    config.service(
+                        web::scope("/api")
+                            .app_data(api)
+                            .app_data(downstream)
+                            .wrap(web_api::cors(&origins))
+                            .service(readable!("/me", web_api::me)),
+                    );
+                })
                 .service(readable!("/healthz", health::healthz))
                 .service(readable!("/readyz", health::readyz))
                 .default_service(web::to(not_found))

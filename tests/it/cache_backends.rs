@@ -266,6 +266,7 @@ fn with_token(doc: &CacheDocument, home: &str, scope: &str, at: &str) -> CacheDo
         scope: Some(scope.into()),
         client_info: None,
         family_id: None,
+        user_assertion_hash: None,
     };
     doc.add_token_response(
         &ctx(),

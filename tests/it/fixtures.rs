@@ -54,6 +54,7 @@ pub fn document(uid: &str, access_token: &str, now: i64) -> (CacheDocument, Stri
         scope: Some("User.Read openid profile offline_access".into()),
         client_info: Some(client_info),
         family_id: None,
+        user_assertion_hash: None,
     };
     let mut doc = CacheDocument::default();
     let home = doc

@@ -75,6 +75,7 @@ fn second_api_answer(access_token: &str, refresh_token: &str) -> TokenResponse {
         scope: Some(SECOND_API_SCOPE.into()),
         client_info: None,
         family_id: None,
+        user_assertion_hash: None,
     }
 }
 
@@ -170,6 +171,7 @@ fn tokenbridge_reads_a_cache_msal_python_wrote_and_msal_reads_it_back_after_a_ro
         scope: Some("User.Read openid profile offline_access".into()),
         client_info: None,
         family_id: None,
+        user_assertion_hash: None,
     };
     doc.add_token_response(
         &ctx(),

@@ -43,6 +43,7 @@ fn sign_in_response() -> TokenResponse {
         scope: Some("User.Read openid profile offline_access".into()),
         client_info: Some(client_info("Oid-1", "Tenant-1")),
         family_id: None,
+        user_assertion_hash: None,
     }
 }
 

@@ -53,8 +53,10 @@ pub struct Counters {
     pub token_requests: u64,
     pub codes_redeemed: u64,
     pub refreshes: u64,
-    /// On-behalf-of exchanges granted.
+    /// On-behalf-of exchanges granted (Entra ID's grant and RFC 8693 alike).
     pub on_behalf_of: u64,
+    /// Of those, the RFC 8693 token exchanges.
+    pub token_exchanges: u64,
     pub rotations: u64,
     pub reuse_detections: u64,
     pub api_calls: u64,

@@ -88,6 +88,27 @@ impl Lease {
         Ok(renewed)
     }
 
+    /// Right before a redemption (a refresh token redeemed, a caller's token exchanged): the
+    /// last moment to find out that the lease expired, since after it the grant is spent. A
+    /// lease lost by then is a transient error, nothing redeemed; one the database could not
+    /// confirm is released. (Tests pause here first: `pause_before_redeem`.)
+    pub async fn confirm_before_redeeming(self) -> Result<Self, AcquireError> {
+        if !self.core.options.pause_before_redeem.is_zero() {
+            tokio::time::sleep(self.core.options.pause_before_redeem).await;
+        }
+        match self.confirm().await {
+            Ok(true) => Ok(self),
+            Ok(false) => Err(AcquireError::Transient {
+                reason: "the lease expired before the redemption; nothing was redeemed".into(),
+                retry_after: None,
+            }),
+            Err(e) => {
+                self.release().await;
+                Err(e)
+            }
+        }
+    }
+
     /// The owner name this lease is held under, for a write that ends it.
     pub fn owner(&self) -> &str {
         &self.owner

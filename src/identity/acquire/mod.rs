@@ -11,6 +11,7 @@
 mod flight;
 mod lease;
 mod memory;
+mod on_behalf_of;
 mod persist;
 mod refresh;
 

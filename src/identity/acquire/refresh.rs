@@ -8,7 +8,7 @@ use super::lease::{Lease, Taking};
 use super::persist::{self, Unwritten, Write};
 use super::{no_cache, AccessToken, Caller, Core, Current};
 use crate::cache::backend::Expected;
-use crate::identity::provider::Loaded;
+use crate::identity::provider::{Loaded, Redeemed};
 use crate::identity::AcquireError;
 use crate::secret::Secret;
 use std::sync::Arc;
@@ -68,25 +68,7 @@ pub(super) async fn refresh(
             reason: "no refresh token in the cache".into(),
         });
     };
-    if !core.options.pause_before_redeem.is_zero() {
-        tokio::time::sleep(core.options.pause_before_redeem).await;
-    }
-    // The last moment to find out that the lease expired: after this, the token is spent.
-    match lease.confirm().await {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(AcquireError::Transient {
-                reason: "the refresh lease expired before the refresh token was redeemed; \
-                         nothing was redeemed"
-                    .into(),
-                retry_after: None,
-            })
-        }
-        Err(e) => {
-            lease.release().await;
-            return Err(e);
-        }
-    }
+    let lease = lease.confirm_before_redeeming().await?;
     // Lifetimes count from before the request was sent (see `Write::redeemed_at`).
     let sent_at = core.now().unix_timestamp();
     let redeemed = match core
@@ -103,21 +85,43 @@ pub(super) async fn refresh(
             return Err(e);
         }
     };
-    // The ID token is stored only once validated; validating needs the network only when it
-    // names a key not fetched yet, and that waits until the tokens are safe.
-    let (id_token, unchecked) = match core.provider.check_id_token_offline(&redeemed) {
-        Ok(id_token) => (id_token, false),
-        Err(_) => (None, true),
-    };
-    let mut write = Write {
+    let write = Write {
         id: id.clone(),
         context: context.clone(),
-        tokens: redeemed.tokens(id_token),
+        tokens: redeemed.tokens(None),
         scopes: scopes.clone(),
         caller,
         redeemed_at: sent_at,
         base: (expected, document),
     };
+    store(&core, lease, &redeemed, write, None).await
+}
+
+/// Stores what a redemption under `lease` brought (`redeemed`) as `write` says (its tokens
+/// are set here, each named with `assertion_hash` for an on-behalf-of exchange), and returns
+/// the access token for `write.scopes`. The write ends the lease.
+pub(super) async fn store(
+    core: &Core,
+    lease: Lease,
+    redeemed: &Redeemed,
+    mut write: Write,
+    assertion_hash: Option<&str>,
+) -> Result<AccessToken, AcquireError> {
+    let tokens = |id_token| {
+        let mut tokens = redeemed.tokens(id_token);
+        tokens.user_assertion_hash = assertion_hash.map(str::to_owned);
+        tokens
+    };
+    let (core, id) = (core.clone(), write.id.clone());
+    let scopes = write.scopes.clone();
+    let scope_refs: Vec<&str> = scopes.iter().map(String::as_str).collect();
+    // The ID token is stored only once validated; validating needs the network only when it
+    // names a key not fetched yet, and that waits until the tokens are safe.
+    let (id_token, unchecked) = match core.provider.check_id_token_offline(redeemed) {
+        Ok(id_token) => (id_token, false),
+        Err(_) => (None, true),
+    };
+    write.tokens = tokens(id_token);
     // The write ends the lease, unless the ID token is still to be validated and stored.
     let saved = persist::save(
         &core,
@@ -153,9 +157,9 @@ pub(super) async fn refresh(
         lease.ended_by_write();
         return just_redeemed(&core, &write, &document, &scope_refs);
     }
-    match core.provider.validate_id_token(&redeemed).await {
+    match core.provider.validate_id_token(redeemed).await {
         Ok(Some(id_token)) => {
-            write.tokens = redeemed.tokens(Some(id_token));
+            write.tokens = tokens(Some(id_token));
             let expected = Expected {
                 version,
                 ..write.base.0

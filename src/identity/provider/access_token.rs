@@ -35,6 +35,18 @@ pub struct CallerToken {
     pub expires_at: i64,
 }
 
+impl CallerToken {
+    /// The user's home account id as the provider's token answers name it, which keys their
+    /// cache: Entra ID's `{oid}.{tid}` (its `client_info`), another provider's `sub`. None at
+    /// Entra ID for a token without `oid` (an application's own token, not a user's).
+    pub fn home_account_id(&self, kind: ProviderKind) -> Option<String> {
+        match kind {
+            ProviderKind::Entra => Some(format!("{}.{}", self.oid.as_ref()?, self.tid.as_ref()?)),
+            ProviderKind::Oidc => Some(self.sub.clone()),
+        }
+    }
+}
+
 impl std::fmt::Debug for CallerToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CallerToken")

@@ -196,5 +196,6 @@ pub(super) fn to_document(
         }),
         client_info: extra.client_info.clone(),
         family_id: extra.foci.clone(),
+        user_assertion_hash: None,
     }
 }

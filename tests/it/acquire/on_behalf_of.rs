@@ -10,6 +10,7 @@ use tokenbridge::db::Backend;
 use tokenbridge::identity::provider::BearerRules;
 use tokenbridge::identity::AcquireError;
 use tokenbridge::secret::Secret;
+use tokenbridge::settings::Exchange;
 
 fn rules() -> BearerRules {
     BearerRules {
@@ -39,10 +40,14 @@ async fn a_spa_s_token_is_checked_and_exchanged_for_the_user() {
             .await
             .unwrap();
         assert_eq!(caller.scopes, ["access_as_user"]);
-        let tokens = provider
-            .redeem_on_behalf_of(&caller.raw, &["User.Read"])
+        let loaded = provider.metadata().await.unwrap();
+        let redeemed = provider
+            .redeem_on_behalf_of(&loaded, &caller.raw, &["User.Read"], Exchange::OnBehalfOf)
             .await
             .unwrap();
+        let id_token = provider.validate_id_token(&redeemed).await.unwrap();
+        assert!(id_token.is_some(), "openid asked for, as MSAL asks");
+        let tokens = redeemed.tokens(id_token);
         assert!(tokens.refresh_token.is_some(), "offline_access asked for");
         assert!(
             tokens.client_info.is_some(),
@@ -55,9 +60,15 @@ async fn a_spa_s_token_is_checked_and_exchanged_for_the_user() {
 
     // Not a token for this API: the user's to fix (sign in again), not a configuration error.
     let acquirer = rig.acquirer(&rig.clock);
+    let loaded = acquirer.provider().metadata().await.unwrap();
     let refused = acquirer
         .provider()
-        .redeem_on_behalf_of(&Secret::new("not-a-token"), &["User.Read"])
+        .redeem_on_behalf_of(
+            &loaded,
+            &Secret::new("not-a-token"),
+            &["User.Read"],
+            Exchange::OnBehalfOf,
+        )
         .await
         .unwrap_err();
     assert!(

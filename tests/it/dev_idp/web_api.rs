@@ -30,9 +30,14 @@ async fn idp_with_spa() -> TestIdp {
     spawn_idp_with(with_spa).await
 }
 
-/// `user` signs in to the SPA, which gets a token for tokenbridge's API.
+/// ada signs in to the SPA, which gets a token for tokenbridge's API.
 pub async fn spa_token(idp: &TestIdp) -> String {
-    let code = spa_code(idp, &format!("openid {WEB_API_SCOPE}")).await;
+    spa_token_for(idp, "ada").await
+}
+
+/// `user` signs in to the SPA, which gets a token for tokenbridge's API.
+pub async fn spa_token_for(idp: &TestIdp, user: &str) -> String {
+    let code = spa_code(idp, &format!("openid {WEB_API_SCOPE}"), user).await;
     let (status, tokens) = redeem(
         idp,
         &[
@@ -49,7 +54,7 @@ pub async fn spa_token(idp: &TestIdp) -> String {
 }
 
 /// The SPA's sign-in: a code for `scope`.
-async fn spa_code(idp: &TestIdp, scope: &str) -> String {
+async fn spa_code(idp: &TestIdp, scope: &str, user: &str) -> String {
     let params = vec![
         ("client_id", SPA.to_owned()),
         ("redirect_uri", SPA_REDIRECT.to_owned()),
@@ -60,7 +65,7 @@ async fn spa_code(idp: &TestIdp, scope: &str) -> String {
         ("code_challenge", challenge(VERIFIER)),
         ("code_challenge_method", "S256".to_owned()),
     ];
-    let answer = idp.submit(&params, "ada").await;
+    let answer = idp.submit(&params, user).await;
     assert_eq!(answer.status(), 302);
     location_params(&answer).1["code"].clone()
 }
@@ -110,7 +115,7 @@ async fn a_public_spa_gets_a_token_for_tokenbridge_s_api_signed_with_the_publish
 
     // A public client has no secret to send; one that sends none for a confidential client is
     // refused, and the SPA cannot pass for one with a secret.
-    let code = spa_code(&idp, &format!("openid {WEB_API_SCOPE}")).await;
+    let code = spa_code(&idp, &format!("openid {WEB_API_SCOPE}"), "ada").await;
     let (status, body) = redeem(
         &idp,
         &[
@@ -190,5 +195,72 @@ async fn the_api_gets_tokens_on_behalf_of_the_user() {
         (status, body["error"].as_str()),
         (400, Some("invalid_grant")),
         "{body}"
+    );
+}
+
+/// RFC 8693 token exchange, as generic providers offer it: the same exchange as on-behalf-of
+/// with the RFC's parameters, the answer saying what it issued; the subject token is checked
+/// as the assertion is, and only access tokens are taken or issued.
+#[tokio::test]
+async fn the_api_gets_tokens_by_rfc_8693_token_exchange() {
+    let idp = idp_with_spa().await;
+    let user_token = spa_token(&idp).await;
+    let exchange = |subject: String, subject_type: &'static str, requested: &'static str| {
+        let idp = &idp;
+        async move {
+            let answer = idp
+                .http
+                .post(idp.endpoint("token"))
+                .basic_auth(CLIENT_ID, Some(super::CLIENT_SECRET))
+                .form(&[
+                    (
+                        "grant_type",
+                        "urn:ietf:params:oauth:grant-type:token-exchange",
+                    ),
+                    ("subject_token", subject.as_str()),
+                    ("subject_token_type", subject_type),
+                    ("requested_token_type", requested),
+                    ("scope", "openid User.Read offline_access"),
+                ])
+                .send()
+                .await
+                .unwrap();
+            (
+                answer.status().as_u16(),
+                answer.json::<Value>().await.unwrap(),
+            )
+        }
+    };
+    const ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
+    const REFRESH: &str = "urn:ietf:params:oauth:token-type:refresh_token";
+    const ID: &str = "urn:ietf:params:oauth:token-type:id_token";
+    let (status, body) = exchange(user_token.clone(), ID, REFRESH).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    let (status, body) = exchange(user_token.clone(), ACCESS, ID).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_request"))
+    );
+    let (status, body) = exchange("not-a-token".into(), ACCESS, REFRESH).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_grant"))
+    );
+    assert_eq!(idp.counters().await["token_exchanges"], 0);
+
+    let (status, tokens) = exchange(user_token, ACCESS, REFRESH).await;
+    assert_eq!(status, 200, "{tokens}");
+    assert_eq!(tokens["issued_token_type"], ACCESS);
+    assert!(tokens["refresh_token"].is_string());
+    assert!(tokens["id_token"].is_string());
+    let me = idp.me(tokens["access_token"].as_str().unwrap()).await;
+    assert_eq!(me.status(), 200);
+    let counters = idp.counters().await;
+    assert_eq!(
+        (&counters["token_exchanges"], &counters["on_behalf_of"]),
+        (&1.into(), &1.into())
     );
 }

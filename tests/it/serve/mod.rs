@@ -14,6 +14,7 @@ mod redis_outage;
 mod refresh;
 mod security;
 mod sessions;
+pub mod web_api;
 
 use crate::dev_idp::{spawn_idp_with, TestIdp, CLIENT_ID, CLIENT_SECRET};
 use crate::support::{self, RedisPrefix, TestDb};

@@ -104,6 +104,7 @@ pub(super) async fn seed(app: &TestApp, count: usize) -> Vec<String> {
                 scope: Some("User.Read openid profile offline_access".into()),
                 client_info: Some(client_info),
                 family_id: None,
+                user_assertion_hash: None,
             };
             let mut document = CacheDocument::default();
             let id = document
