@@ -17,7 +17,7 @@ pub use api::{valid_api_name, ApiSettings, DEFAULT_API};
 pub use cache::{CacheSettings, RedisSettings};
 pub use dev_idp::{
     is_loopback, loopback_addr, DevClient, DevIdpSettings, Rotation, DEFAULT_CLIENT_ID,
-    DEFAULT_CLIENT_SECRET,
+    DEFAULT_CLIENT_SECRET, DEV_SPA_CLIENT_ID,
 };
 pub use identity::{
     AssertionAudience, ClientAuth, ClientCredential, IdentitySettings, OfflineAccess, Prompt,

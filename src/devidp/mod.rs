@@ -14,11 +14,12 @@ mod pages;
 mod params;
 mod resources;
 mod sessions;
+mod spa;
 pub mod state;
 mod token;
 pub mod users;
 
-use crate::settings::{is_loopback, DevClient, DevIdpSettings, Rotation};
+use crate::settings::{is_loopback, DevClient, DevIdpSettings, Rotation, DEV_SPA_CLIENT_ID};
 use crate::sync::lock;
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpResponse, HttpServer};
@@ -131,11 +132,15 @@ impl DevIdp {
         let addr = listener.local_addr()?;
         let base_url = format!("http://{addr}");
         let keys = Keys::generate()?;
+        let mut clients = settings.clients.clone();
+        if !clients.iter().any(|c| c.client_id == DEV_SPA_CLIENT_ID) {
+            clients.push(spa::client(&base_url));
+        }
         let provider = web::Data::new(Provider {
             base_url: base_url.clone(),
             tenant_id: settings.tenant_id.clone(),
             keys,
-            clients: settings.clients.clone(),
+            clients,
             client_keys: settings
                 .clients
                 .iter()
@@ -199,12 +204,14 @@ impl DevIdp {
         format!(
             "tokenbridge dev-idp: a DEVELOPMENT identity provider. It signs in anyone by name; \
              never expose it.\n  listening  {}\n  issuer     {}\n  API        {}/v1.0/me\n  \
-             clients    {}\n  admin      {}/admin/counters (faults, revocation, behaviour)\n  \
+             clients    {}\n  sample SPA {}/spa/ (client {DEV_SPA_CLIENT_ID}, for serve's web API)\n  \
+             admin      {}/admin/counters (faults, revocation, behaviour)\n  \
              rotation   {:?}, access tokens {}s",
             self.base_url,
             self.issuer,
             self.base_url,
             clients.join(", "),
+            self.base_url,
             self.base_url,
             settings.rotation,
             settings.access_token_ttl.as_secs(),
@@ -244,6 +251,7 @@ fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1.0/me", web::get().to(api::me))
         .route("/tasks/v1.0/me/tasks", web::get().to(api::tasks))
         .route("/tasks/v1.0/me/tasks", web::post().to(api::add_task))
+        .configure(spa::routes)
         .configure(admin::routes);
 }
 

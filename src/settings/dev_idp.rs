@@ -86,6 +86,8 @@ struct RawDevClient {
 }
 
 pub const DEFAULT_CLIENT_ID: &str = "tokenbridge-dev";
+/// The sample single-page app's client id (a public client `dev-idp` registers by itself).
+pub const DEV_SPA_CLIENT_ID: &str = "tokenbridge-spa";
 pub const DEFAULT_CLIENT_SECRET: &str = "tokenbridge-dev-secret";
 pub const DEFAULT_TENANT_ID: &str = "5c8f6d1e-7a4b-4c1a-9f3e-2b6d8e0a4f11";
 

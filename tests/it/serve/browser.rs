@@ -217,3 +217,58 @@ async fn signing_out_at_the_provider_s_page_signs_the_person_out_here() {
     let _ = browser.close().await;
     result.expect("the browser flow");
 }
+
+/// The web API mode's quick start in a real browser: the sample SPA the provider serves signs
+/// ada in (code + PKCE, a public client), calls the app's `/api/me` across origins with her
+/// token, and shows her profile; the app exchanged the token once and keeps her tokens, so a
+/// worker pass with the tab closed acts for her.
+#[tokio::test]
+async fn the_sample_spa_signs_in_and_calls_the_web_api() {
+    let Some(driver) = start_driver() else { return };
+    let app = super::spawn_app_with(
+        "serve::browser_spa",
+        Backend::Sqlite,
+        |_| {},
+        |s| {
+            super::web_api::with_web_api(s);
+            s.web_api.allowed_origins = vec![s.identity.instance.origin().ascii_serialization()];
+        },
+    )
+    .await
+    .unwrap();
+    let profile = tempfile::tempdir().unwrap();
+    let browser = open_browser(&driver, profile.path()).await;
+    let result = async {
+        let page = format!("{}/spa/?api={}", app.idp.base, app.base);
+        browser.goto(&page).await?;
+        browser.find(Locator::Id("signin")).await?.click().await?;
+        let name = browser.wait().for_element(Locator::Id("username")).await?;
+        name.send_keys("ada").await?;
+        browser
+            .find(Locator::Css("form button[type=submit]"))
+            .await?
+            .click()
+            .await?;
+        let shown = browser
+            .wait()
+            .for_element(Locator::XPath(
+                "//pre[@id='result' and contains(., 'ada@tokenbridge.dev')]",
+            ))
+            .await?;
+        assert!(shown.text().await?.contains("\"displayName\""));
+        // The tab's address no longer holds the code.
+        let url = browser.current_url().await?;
+        assert_eq!(url.query(), None, "{url}");
+        // Once more from the page: the token stored for her token, no new exchange.
+        browser.find(Locator::Id("call")).await?.click().await?;
+        Ok::<_, fantoccini::error::CmdError>(())
+    }
+    .await;
+    let _ = browser.close().await;
+    result.expect("the SPA flow");
+    assert_eq!(app.idp.counters().await["on_behalf_of"], 1);
+    assert_eq!(app.count("token_cache"), 1);
+    app.clock.advance(time::Duration::hours(2));
+    let done = crate::worker::pass(&app, |_| {}).await;
+    assert_eq!(done.outcomes(), crate::worker::outcomes(&[("ada", "ok")]));
+}
