@@ -315,5 +315,6 @@ async fn jwks(tenant: web::Path<String>, p: web::Data<Provider>) -> HttpResponse
     if *tenant != p.tenant_id {
         return unknown_tenant(&tenant);
     }
+    p.state().counters.key_set_requests += 1;
     HttpResponse::Ok().json(p.keys.jwks())
 }

@@ -39,6 +39,10 @@ use openidconnect::{
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// The least time between two fetches of the provider's keys made for a token naming a key
+/// not held (see `OidcProvider::reload`).
+const MIN_KEY_REFETCH: Duration = Duration::from_secs(1);
 use url::Url;
 
 /// What the browser must carry from the sign-in redirect to the callback. Stored in an
@@ -240,9 +244,12 @@ impl OidcProvider {
         self.reload(None).await
     }
 
-    /// Fetches metadata and keys again: when they are stale, or (`outdated`) when an ID token
+    /// Fetches metadata and keys again: when they are stale, or (`outdated`) when a token
     /// named a key that the metadata we validated with does not have. One fetch at a time;
-    /// whoever waited for it uses its result.
+    /// whoever waited for it uses its result. A token with an unknown key can come from anyone
+    /// (a bearer token, a logout token): such refetches are at most one per
+    /// [`MIN_KEY_REFETCH`], the next one waiting, so strangers cannot make this process hammer
+    /// the provider, and a key the provider really rotated to is still found.
     async fn reload(&self, outdated: Option<&Arc<Loaded>>) -> Result<Arc<Loaded>, AcquireError> {
         let _single_flight = self.reload.lock().await;
         let current = self.loaded.read().await.clone();
@@ -253,6 +260,10 @@ impl OidcProvider {
             };
             if usable {
                 return Ok(loaded.clone());
+            }
+            if outdated.is_some() {
+                let wait = MIN_KEY_REFETCH.saturating_sub(loaded.fetched_at.elapsed());
+                tokio::time::sleep(wait).await;
             }
         }
         match self.discover().await {

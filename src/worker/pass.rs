@@ -263,6 +263,12 @@ impl Worker {
         let mut watching = !stopping;
         let mut failure = None;
         loop {
+            // A stop seen by the accounts in flight (a command's SIGTERM ended one) may come
+            // before `stop.changed()` is polled below: look before starting any more.
+            if !stopping && *stop.borrow() {
+                (stopping, watching) = (true, false);
+                tracing::info!("stopping: finishing the accounts in flight, claiming no more");
+            }
             while !stopping
                 && failure.is_none()
                 && in_flight.len() < self.options.concurrency
@@ -305,14 +311,8 @@ impl Worker {
                     }
                     None => break,
                 },
-                changed = stop.changed(), if watching => {
-                    if changed.is_err() {
-                        watching = false;
-                    } else if *stop.borrow() {
-                        (stopping, watching) = (true, false);
-                        tracing::info!("stopping: finishing the accounts in flight, claiming no more");
-                    }
-                }
+                // Seen at the top of the loop.
+                changed = stop.changed(), if watching => watching = changed.is_ok(),
             }
         }
         drop(in_flight);

@@ -51,6 +51,8 @@ pub struct UserCounters {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Counters {
     pub token_requests: u64,
+    /// Requests for the signing keys (JWKS).
+    pub key_set_requests: u64,
     pub codes_redeemed: u64,
     pub refreshes: u64,
     /// On-behalf-of exchanges granted (Entra ID's grant and RFC 8693 alike).

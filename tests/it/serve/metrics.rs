@@ -69,5 +69,12 @@ async fn metrics_are_served_on_their_own_listener() {
         .skip(1)
         .filter_map(|rest| rest.split('"').next())
         .collect();
-    assert!(methods.len() <= 3, "a fixed set of methods: {methods:?}");
+    // The registry is the process's: other tests' requests are counted too.
+    let standard = [
+        "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "CONNECT", "TRACE", "other",
+    ];
+    assert!(
+        methods.iter().all(|m| standard.contains(m)),
+        "a fixed set of methods: {methods:?}"
+    );
 }

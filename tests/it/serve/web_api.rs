@@ -239,6 +239,21 @@ async fn bearer_tokens_are_checked_as_a_resource_server_must() {
     )
     .unwrap();
 
+    // Anyone can send tokens naming a key nobody published, one after another: the keys are
+    // fetched again for them at most once a second, however many come.
+    let fetched = counter(&app, "key_set_requests").await;
+    let began = std::time::Instant::now();
+    let mut sent = 0;
+    while began.elapsed() < std::time::Duration::from_millis(2500) {
+        assert_eq!(call(&app, &unknown_key).await.status(), 401);
+        sent += 1;
+    }
+    let refetched = counter(&app, "key_set_requests").await - fetched;
+    assert!(
+        (1..=3).contains(&refetched),
+        "{refetched} fetches of the keys for {sent} tokens"
+    );
+
     let mut invalid = vec![
         ("not a JWT", "not-a-jwt".to_owned()),
         ("alg none", unsigned),
