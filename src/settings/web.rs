@@ -224,6 +224,7 @@ fn logout_path(
         "/signout-callback-oidc",
         "/healthz",
         "/readyz",
+        "/api/me",
     ];
     if !path.starts_with('/')
         || path.contains(char::is_whitespace)

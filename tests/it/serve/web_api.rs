@@ -133,8 +133,8 @@ async fn two_replicas_share_one_exchange(backend: Backend) {
 /// One change to a token's claims.
 type Change = Box<dyn FnOnce(&mut Value)>;
 
-/// The signature of `token`, with its claims replaced by `claims`, signed with the provider's
-/// published key (through its admin API), whatever they say.
+/// `token`'s claims changed by `change`, signed with the provider's published key (through its
+/// admin API), whatever they say.
 async fn re_signed(app: &TestApp, token: &str, change: impl FnOnce(&mut Value)) -> String {
     let mut claims = claims_of(token);
     change(&mut claims);
@@ -401,7 +401,8 @@ async fn browsers_call_from_the_configured_origins_only() {
 
 /// When the user's grant needs them (consent, a policy) the app is told to sign them in again
 /// (403 `interaction_required`); a provider that fails is "try again" (503 with Retry-After);
-/// neither leaves anything the next call would trip on. With the mode off there is no /api.
+/// neither leaves anything the next call would trip on. A token the downstream API refuses is
+/// refreshed past once. With the mode off there is no /api.
 #[tokio::test]
 async fn a_failed_exchange_says_whose_it_is_and_keeps_nothing() {
     let Some(app) = api_app("serve::web_api::failures", Backend::Sqlite).await else {
@@ -420,6 +421,21 @@ async fn a_failed_exchange_says_whose_it_is_and_keeps_nothing() {
     assert!(answer.headers().contains_key("retry-after"));
     assert_eq!(counter(&app, "on_behalf_of").await, 0);
     profile(call(&app, &token).await).await;
+    assert_eq!(counter(&app, "on_behalf_of").await, 1);
+
+    // The downstream API refuses the stored token as invalid (revoked, expired on the way):
+    // one refresh past it and one more call, as the profile page does; the caller sees none
+    // of it.
+    app.idp
+        .admin(
+            reqwest::Method::POST,
+            "api-refusals",
+            Some(json!({ "count": 1 })),
+        )
+        .await;
+    let refreshes = counter(&app, "refreshes").await;
+    profile(call(&app, &token).await).await;
+    assert_eq!(counter(&app, "refreshes").await, refreshes + 1);
     assert_eq!(counter(&app, "on_behalf_of").await, 1);
 
     let Some(plain) =
