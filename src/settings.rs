@@ -7,6 +7,8 @@ mod cache;
 mod dev_idp;
 mod identity;
 mod log;
+mod raw;
+mod sources;
 mod values;
 mod warnings;
 mod web;
@@ -29,11 +31,11 @@ pub use web::WebSettings;
 pub use web_api::{Exchange, WebApiSettings};
 pub use worker::{split_command, CallSpec, ReportFormat, WorkerSettings};
 
+pub(crate) use sources::env_var_for;
 pub(crate) use values::{
     check_key_prefix, parse_duration, parse_size, parse_url, positive, secret_from,
 };
 
-use crate::cache::redis::RedisUrl;
 use crate::db::DatabaseUrl;
 use serde::Deserialize;
 use std::collections::HashMap;
@@ -95,43 +97,6 @@ pub struct Settings {
 /// The `[database]` section is the database layer's own options, built here.
 pub type DatabaseSettings = crate::db::DbOptions;
 
-// ---- the raw shape of the file and environment -------------------------------------------
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawSettings {
-    database: RawDatabase,
-    cache: cache::RawCache,
-    log: log::RawLog,
-    identity: identity::RawIdentity,
-    api: api::RawApi,
-    apis: std::collections::BTreeMap<String, api::RawApi>,
-    web: web::RawWeb,
-    web_api: web_api::RawWebApi,
-    worker: worker::RawWorker,
-    dev_idp: dev_idp::RawDevIdp,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct RawDatabase {
-    url: String,
-    pool_size: u32,
-    connect_timeout: String,
-    busy_timeout: String,
-}
-
-impl Default for RawDatabase {
-    fn default() -> Self {
-        Self {
-            url: "sqlite://tokenbridge.db".into(),
-            pool_size: 8,
-            connect_timeout: "5s".into(),
-            busy_timeout: "5s".into(),
-        }
-    }
-}
-
 /// The sections a command uses. Only those are validated and have their secrets read; the
 /// others are still parsed (a mistyped key anywhere is an error) but take their defaults, so a
 /// deploy step that migrates needs no client secret and a worker needs no session key.
@@ -190,9 +155,6 @@ impl Sections {
         dev_idp: true,
     };
 }
-
-/// Keys that hold secrets: allowed from the environment, refused in the settings file.
-const SECRET_KEYS: &[&str] = &["cache.keys", "identity.client_secret", "web.session_key"];
 
 impl Settings {
     /// Loads `path` and the process environment. A missing file means "all defaults" unless
@@ -269,379 +231,12 @@ impl Settings {
         env: &HashMap<String, String>,
         sections: Sections,
     ) -> Result<Self, SettingsError> {
-        check_environment_names(env)?;
-        if let Err(e) = toml::from_str::<toml::Table>(file_text) {
-            return Err(SettingsError::Parse(syntax_error(file_name, file_text, &e)));
-        }
-        let file = config::File::from_str(file_text, config::FileFormat::Toml);
-        let file_only = config::Config::builder()
-            .add_source(file.clone())
-            .build()
-            .map_err(|e| SettingsError::Parse(format!("{file_name}: {e}")))?;
-        for key in SECRET_KEYS {
-            if file_only.get::<config::Value>(key).is_ok() {
-                return Err(SettingsError::Parse(format!(
-                    "{file_name}: `{key}` is a secret and must not be written in the settings \
-                     file; set {} or `{key}_file` instead",
-                    env_var_for(key)
-                )));
-            }
-        }
-        // A Redis URL may be written in the file, but not with its password.
-        if let Ok(url) = file_only.get::<String>("cache.url") {
-            if RedisUrl::parse(&url).is_ok_and(|url| url.has_password()) {
-                return Err(SettingsError::Parse(format!(
-                    "{file_name}: `cache.url` holds a password, a secret that must not be written \
-                     in the settings file; set {} or `cache.url_file` instead",
-                    env_var_for("cache.url")
-                )));
-            }
-        }
-        let list_vars = list_vars(env);
-        let overrides: config::Map<String, String> = env
-            .iter()
-            .filter(|(name, _)| name.starts_with(&format!("{ENV_PREFIX}_")) && name.contains("__"))
-            .filter(|(name, _)| !list_vars.iter().any(|(var, _)| var == *name))
-            .map(|(name, value)| (name.clone(), value.clone()))
-            .collect();
-        let mut builder = config::Config::builder().add_source(file).add_source(
-            config::Environment::with_prefix(ENV_PREFIX)
-                .prefix_separator("_")
-                .separator("__")
-                .source(Some(overrides)),
-        );
-        // A list from the environment is comma-separated: TOKENBRIDGE_IDENTITY__SCOPES=a,b.
-        for (var, key) in &list_vars {
-            if let Some(value) = env.get(var) {
-                let items: Vec<String> = value
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|item| !item.is_empty())
-                    .map(str::to_owned)
-                    .collect();
-                builder = builder
-                    .set_override(key.as_str(), items)
-                    .map_err(|e| SettingsError::Parse(e.to_string()))?;
-            }
-        }
-        let merged = builder
-            .build()
-            .map_err(|e| SettingsError::Parse(e.to_string()))?;
-        let mut raw: RawSettings = merged
-            .try_deserialize()
-            .map_err(|e| SettingsError::Parse(with_choices(e.to_string())))?;
+        let mut raw = sources::read(file_text, file_name, env)?;
         raw.keep_only(sections);
         raw.resolve_paths(base_dir);
         raw.validate(sections)
-            .map_err(|e| naming_the_source(e, env, file_name))
+            .map_err(|e| sources::naming_the_source(e, env, file_name))
     }
-}
-
-/// An error about a key says where the value came from: the environment variable that set it
-/// (that is where to look), else the settings file.
-fn naming_the_source(
-    error: SettingsError,
-    env: &HashMap<String, String>,
-    file_name: &str,
-) -> SettingsError {
-    match error {
-        SettingsError::Invalid { key, message } => {
-            // A secret comes from its own variable or from `<key>_file`'s.
-            let var = [env_var_for(&key), env_var_for(&format!("{key}_file"))]
-                .into_iter()
-                .find(|var| env.contains_key(var));
-            let from = match var {
-                Some(var) => format!("set by the environment variable {var}"),
-                None => format!("in {file_name}"),
-            };
-            SettingsError::Invalid {
-                key,
-                message: format!("{message} ({from})"),
-            }
-        }
-        other => other,
-    }
-}
-
-/// A TOML syntax error by position and kind only: the offending line may hold a password (a
-/// database URL), so it is never quoted.
-fn syntax_error(file_name: &str, text: &str, error: &toml::de::Error) -> String {
-    let position = error.span().map_or_else(String::new, |span| {
-        let before = &text[..span.start.min(text.len())];
-        let line = before.matches('\n').count() + 1;
-        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
-        format!(" at line {line}, column {column}")
-    });
-    format!(
-        "{file_name}: TOML syntax error{position}: {}",
-        error.message().trim()
-    )
-}
-
-/// The values each settings enum takes, for error messages.
-const CHOICES: &[(&str, &str)] = &[
-    ("ProviderKind", "\"entra\" or \"oidc\""),
-    (
-        "Prompt",
-        "\"none\", \"consent\", \"login\" or \"select_account\"",
-    ),
-    ("OfflineAccess", "\"scope\" or \"access_type\""),
-    (
-        "ClientAuth",
-        "\"client_secret_basic\" or \"client_secret_post\"",
-    ),
-    ("LogFormat", "\"text\" or \"json\""),
-    ("ReportFormat", "\"text\" or \"json\""),
-    ("Rotation", "\"off\", \"rotate\" or \"strict\""),
-];
-
-/// A value that is none of an enum's: said with the values it could be (the settings library
-/// names only the Rust type).
-fn with_choices(message: String) -> String {
-    let Some(rest) = message.strip_prefix("enum ") else {
-        return message;
-    };
-    let Some((name, rest)) = rest.split_once(" does not have variant constructor ") else {
-        return message;
-    };
-    let Some((value, key)) = rest.split_once(" for key ") else {
-        return message;
-    };
-    match CHOICES.iter().find(|(enum_name, _)| *enum_name == name) {
-        Some((_, choices)) => format!("{key}: {value:?} is not one of {choices}"),
-        None => message,
-    }
-}
-
-/// Keys holding lists, which the environment gives comma-separated.
-const LIST_KEYS: &[&str] = &[
-    "identity.scopes",
-    "api.scopes",
-    "worker.calls",
-    "worker.exec_apis",
-    "web_api.audiences",
-    "web_api.scopes",
-    "web_api.allowed_origins",
-    "dev_idp.users",
-];
-
-/// The list keys in the environment: [`LIST_KEYS`], and each named API's scopes
-/// (`TOKENBRIDGE_APIS__TASKS__SCOPES`), with their settings keys.
-fn list_vars(env: &HashMap<String, String>) -> Vec<(String, String)> {
-    let named = env.keys().filter_map(|var| {
-        let rest = var.strip_prefix(&format!("{ENV_PREFIX}_APIS__"))?;
-        let name = rest.strip_suffix("__SCOPES")?;
-        Some((
-            var.clone(),
-            format!("apis.{}.scopes", name.to_ascii_lowercase()),
-        ))
-    });
-    LIST_KEYS
-        .iter()
-        .map(|key| (env_var_for(key), (*key).to_owned()))
-        .chain(named)
-        .collect()
-}
-
-/// The settings file's sections, for telling a mistyped variable's intended key.
-const SECTIONS: &[&str] = &[
-    "database", "cache", "log", "identity", "api", "apis", "web", "web_api", "worker", "dev_idp",
-];
-
-/// `TOKENBRIDGE_` variables that are not settings: the settings file's name, and the test
-/// harness's and benchmarks' own (`TOKENBRIDGE_TEST_...`, `TOKENBRIDGE_BENCH_...`).
-fn not_a_setting(name: &str) -> bool {
-    name == "TOKENBRIDGE_CONFIG"
-        || name.starts_with("TOKENBRIDGE_TEST_")
-        || name.starts_with("TOKENBRIDGE_BENCH_")
-}
-
-/// Every `TOKENBRIDGE_` variable must name a key as `TOKENBRIDGE_<SECTION>__<KEY>`: one with a
-/// single underscore where two belong would otherwise be ignored without a word.
-fn check_environment_names(env: &HashMap<String, String>) -> Result<(), SettingsError> {
-    let prefix = format!("{ENV_PREFIX}_");
-    let mut names: Vec<&String> = env.keys().collect();
-    names.sort();
-    for name in names {
-        let Some(rest) = name.strip_prefix(&prefix) else {
-            continue;
-        };
-        if not_a_setting(name) {
-            continue;
-        }
-        let lower = rest.to_ascii_lowercase();
-        if let Some((section, _)) = lower.split_once("__") {
-            if SECTIONS.contains(&section) {
-                continue;
-            }
-        }
-        let hint = SECTIONS
-            .iter()
-            .find_map(|section| {
-                let key = lower
-                    .strip_prefix(section)?
-                    .trim_start_matches('_')
-                    .to_owned();
-                (!key.is_empty()).then(|| env_var_for(&format!("{section}.{key}")))
-            })
-            .map_or_else(
-                || format!("sections are {}", SECTIONS.join(", ")),
-                |closest| format!("did you mean {closest}?"),
-            );
-        return Err(SettingsError::Parse(format!(
-            "environment variable {name} is not a setting: settings are \
-             {ENV_PREFIX}_<SECTION>__<KEY>, two underscores between section and key ({hint})"
-        )));
-    }
-    Ok(())
-}
-
-fn env_var_for(key: &str) -> String {
-    format!("{ENV_PREFIX}_{}", key.replace('.', "__").to_uppercase())
-}
-
-impl RawSettings {
-    /// Every section the command does not use back to its defaults: parsed (a mistyped key
-    /// was already an error), not validated, no secret read.
-    fn keep_only(&mut self, sections: Sections) {
-        fn reset<T: Default>(used: bool, section: &mut T) {
-            if !used {
-                *section = T::default();
-            }
-        }
-        if !sections.cache {
-            // Where the caches live still counts: `migrate` says it has nothing to do in Redis.
-            let cache = std::mem::take(&mut self.cache);
-            self.cache = cache::RawCache::default();
-            self.cache.url = cache.url;
-            self.cache.url_file = cache.url_file;
-            self.cache.key_prefix = cache.key_prefix;
-        }
-        reset(sections.identity, &mut self.identity);
-        reset(sections.api, &mut self.api);
-        reset(sections.api, &mut self.apis);
-        if !sections.web {
-            // Where the app is reached still counts: `dev-idp` registers its redirect URIs.
-            let public_url = std::mem::take(&mut self.web.public_url);
-            self.web = web::RawWeb::default();
-            self.web.public_url = public_url;
-        }
-        reset(sections.web, &mut self.web_api);
-        reset(sections.worker, &mut self.worker);
-        reset(sections.dev_idp, &mut self.dev_idp);
-    }
-
-    /// One rule for relative paths: a relative SQLite path and relative `*_file` paths name
-    /// files beside the settings file, wherever the command is run from.
-    fn resolve_paths(&mut self, base_dir: &Path) {
-        let url = self.database.url.trim();
-        if let Some(path) = url.strip_prefix("sqlite://") {
-            let relative =
-                !path.is_empty() && !path.starts_with(':') && Path::new(path).is_relative();
-            if relative && !base_dir.as_os_str().is_empty() {
-                self.database.url = format!("sqlite://{}", base_dir.join(path).display());
-            }
-        }
-        for path in [
-            &mut self.cache.keys_file,
-            &mut self.cache.url_file,
-            &mut self.identity.client_secret_file,
-            &mut self.identity.client_key_file,
-            &mut self.identity.client_certificate_file,
-            &mut self.web.session_key_file,
-        ]
-        .into_iter()
-        .chain(self.dev_idp.paths_mut())
-        .flatten()
-        {
-            if path.is_relative() {
-                *path = base_dir.join(&*path);
-            }
-        }
-    }
-
-    fn validate(self, sections: Sections) -> Result<Settings, SettingsError> {
-        let secret_files = [
-            ("cache.keys_file", &self.cache.keys_file),
-            ("cache.url_file", &self.cache.url_file),
-            (
-                "identity.client_secret_file",
-                &self.identity.client_secret_file,
-            ),
-            ("identity.client_key_file", &self.identity.client_key_file),
-            ("web.session_key_file", &self.web.session_key_file),
-        ]
-        .into_iter()
-        .filter_map(|(key, path)| Some((key, path.clone()?)))
-        .collect();
-        let url = DatabaseUrl::parse(&self.database.url)
-            .map_err(|e| invalid("database.url", e.to_string()))?;
-        if !(1..=1024).contains(&self.database.pool_size) {
-            return Err(invalid(
-                "database.pool_size",
-                "expected a number of connections from 1 to 1024",
-            ));
-        }
-        let connect_timeout =
-            parse_duration("database.connect_timeout", &self.database.connect_timeout)?;
-        if connect_timeout.is_zero() {
-            return Err(invalid(
-                "database.connect_timeout",
-                "must be longer than 0s",
-            ));
-        }
-        let busy_timeout = parse_duration("database.busy_timeout", &self.database.busy_timeout)?;
-
-        let cache = self.cache.validate(sections)?;
-        let named_apis = api::validate_named(self.apis)?;
-        let web = self.web.validate()?;
-        let identity = self.identity.validate()?;
-        let web_api = self.web_api.validate(&identity.client_id)?;
-        if sections.web {
-            api_named("web.profile_api", &web.profile_api, &named_apis)?;
-            if web_api.enabled {
-                api_named("web_api.api", &web_api.api, &named_apis)?;
-            }
-        }
-        Ok(Settings {
-            database: DatabaseSettings {
-                url,
-                pool_size: self.database.pool_size,
-                connect_timeout,
-                busy_timeout,
-            },
-            cache,
-            log: self.log.validate()?,
-            identity,
-            api: self.api.validate(DEFAULT_API)?,
-            named_apis,
-            web,
-            web_api,
-            worker: self.worker.validate()?,
-            dev_idp: self.dev_idp.validate()?,
-            secret_files,
-            missing_file: None,
-        }
-        .with_app_registered())
-    }
-}
-
-/// `name`, the value of `key`, must name an API: `default` or one of `named`.
-fn api_named(
-    key: &'static str,
-    name: &str,
-    named: &std::collections::BTreeMap<String, ApiSettings>,
-) -> Result<(), SettingsError> {
-    if name == DEFAULT_API || named.contains_key(name) {
-        return Ok(());
-    }
-    Err(invalid(
-        key,
-        format!(
-            "names no API: expected \"default\" ([api]) or one of the [apis.NAME] sections ({})",
-            named.keys().cloned().collect::<Vec<_>>().join(", ")
-        ),
-    ))
 }
 
 #[cfg(test)]
