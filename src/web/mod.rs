@@ -146,7 +146,7 @@ impl Application {
         // The web API mode: its own API client per thread (its API may not be the profile's).
         let web_api = settings.web_api.enabled.then(|| {
             let downstream = (0..workers)
-                .map(|_| ApiClient::new(settings.web_api_api()).map(web_api::DownstreamApi))
+                .map(|_| web_api::DownstreamApis::from_settings(settings))
                 .collect::<Result<Vec<_>, _>>();
             downstream.map(|clients| {
                 let api = web::Data::new(web_api::WebApi::from_settings(settings));
@@ -242,7 +242,8 @@ impl Application {
                             .app_data(api)
                             .app_data(downstream)
                             .wrap(web_api::cors(&origins))
-                            .service(readable!("/me", web_api::me)),
+                            .service(readable!("/me", web_api::me))
+                            .service(readable!("/{api}/me", web_api::me_at)),
                     );
                 })
                 .service(readable!("/healthz", health::healthz))

@@ -1,4 +1,5 @@
-//! The web API mode (`[web_api]`): `GET /api/me` for a single-page or mobile app that calls
+//! The web API mode (`[web_api]`): `GET /api/me` (the API `web_api.api` names) and
+//! `GET /api/{name}/me` (each configured API by name) for a single-page or mobile app that calls
 //! with `Authorization: Bearer <the user's token for this API>`. The token is checked as a
 //! resource server must (`identity::provider::access_token`), exchanged for the user's own
 //! tokens on their behalf (`TokenAcquirer::acquire_on_behalf_of`: stored in their cache with
@@ -16,13 +17,16 @@ use crate::settings::{Exchange, Settings};
 use actix_web::http::header::{HeaderValue, AUTHORIZATION, WWW_AUTHENTICATE};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// What the API's handlers share beyond the app's state.
 pub struct WebApi {
     rules: BearerRules,
-    /// The downstream API's scopes, the exchanged token's.
-    scopes: Vec<String>,
+    /// Each downstream API's scopes (what its exchanged token is for), by name.
+    scopes: BTreeMap<String, Vec<String>>,
+    /// The API `/api/me` calls.
+    default: String,
     exchange: Exchange,
 }
 
@@ -33,15 +37,30 @@ impl WebApi {
                 audiences: settings.web_api.audiences.clone(),
                 scopes: settings.web_api.scopes.clone(),
             },
-            scopes: settings.scopes_of(settings.web_api_api()),
+            scopes: settings
+                .apis()
+                .map(|api| (api.name.clone(), settings.scopes_of(api)))
+                .collect(),
+            default: settings.web_api_api().name.clone(),
             exchange: settings.web_api.exchange_for(settings.identity.provider),
         }
     }
 }
 
-/// The downstream API `/api/me` calls (one per server thread, as the profile page's).
+/// A client for each downstream API, by name (one set per server thread, as the profile
+/// page's client).
 #[derive(Clone)]
-pub struct DownstreamApi(pub ApiClient);
+pub struct DownstreamApis(pub BTreeMap<String, ApiClient>);
+
+impl DownstreamApis {
+    pub fn from_settings(settings: &Settings) -> Result<Self, ApiError> {
+        settings
+            .apis()
+            .map(|api| Ok((api.name.clone(), ApiClient::new(api)?)))
+            .collect::<Result<_, _>>()
+            .map(Self)
+    }
+}
 
 /// `/api`'s CORS policy: the configured origins may call `GET` with `Authorization` and read
 /// the challenge; no cookies (the API takes none); preflights are remembered ten minutes.
@@ -57,15 +76,50 @@ pub fn cors(origins: &[String]) -> actix_cors::Cors {
         .max_age(600)
 }
 
-/// `GET /api/me`: the downstream API's `path` for the caller's user, as JSON.
+/// `GET /api/me`: the default downstream API's `path` for the caller's user, as JSON.
 pub async fn me(
     req: HttpRequest,
     state: web::Data<AppState>,
     api: web::Data<WebApi>,
-    downstream: web::Data<DownstreamApi>,
+    downstream: web::Data<DownstreamApis>,
     rid: RequestId,
 ) -> HttpResponse {
-    let token = match bearer(&req) {
+    let name = api.default.clone();
+    call(&req, &state, &api, &downstream, &name, &rid).await
+}
+
+/// `GET /api/{name}/me`: API `name`'s `path` for the caller's user (`default` is `[api]`).
+pub async fn me_at(
+    req: HttpRequest,
+    name: web::Path<String>,
+    state: web::Data<AppState>,
+    api: web::Data<WebApi>,
+    downstream: web::Data<DownstreamApis>,
+    rid: RequestId,
+) -> HttpResponse {
+    call(&req, &state, &api, &downstream, &name, &rid).await
+}
+
+/// The caller checked, the user's token for API `name` acquired on their behalf, the API
+/// called with it.
+async fn call(
+    req: &HttpRequest,
+    state: &AppState,
+    api: &WebApi,
+    downstream: &DownstreamApis,
+    name: &str,
+    rid: &RequestId,
+) -> HttpResponse {
+    let (Some(client), Some(scopes)) = (downstream.0.get(name), api.scopes.get(name)) else {
+        // Said before the token is looked at: which APIs exist is no secret of the users'.
+        return error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no API of that name is configured",
+            rid,
+        );
+    };
+    let token = match bearer(req) {
         Ok(token) => token,
         Err(NoBearer::Missing) => return challenge(StatusCode::UNAUTHORIZED, None, None),
         Err(NoBearer::Malformed(why)) => {
@@ -93,23 +147,23 @@ pub async fn me(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "temporarily_unavailable",
                 "the identity provider is not answering; try again in a moment",
-                &rid,
+                rid,
             );
         }
     };
     let Some(id) = caller.home_account_id(provider.kind()) else {
         return invalid_token("it names no user (an application's own token?)");
     };
-    let scopes: Vec<&str> = api.scopes.iter().map(String::as_str).collect();
+    let scopes: Vec<&str> = scopes.iter().map(String::as_str).collect();
     let token = match state
         .acquirer
         .acquire_on_behalf_of(&caller, &scopes, api.exchange)
         .await
     {
         Ok(token) => token,
-        Err(e) => return acquire_failed(&e, &rid),
+        Err(e) => return acquire_failed(&e, rid),
     };
-    let answer = match downstream.0.me(&token).await {
+    let answer = match client.me(&token).await {
         // As the profile page does: one refresh past a token the API refused as invalid.
         Err(ApiError::InvalidToken(why)) => {
             tracing::info!(request_id = %rid, account = %id, %why, "the API refused the access token as invalid; refreshing once and calling again");
@@ -118,8 +172,8 @@ pub async fn me(
                 .acquire_after_rejection(&id, &scopes, Caller::Web, &token)
                 .await
             {
-                Ok(fresh) => downstream.0.me(&fresh).await,
-                Err(e) => return acquire_failed(&e, &rid),
+                Ok(fresh) => client.me(&fresh).await,
+                Err(e) => return acquire_failed(&e, rid),
             }
         }
         called => called,
@@ -138,7 +192,7 @@ pub async fn me(
                 status,
                 "downstream_error",
                 "the downstream API did not answer as expected",
-                &rid,
+                rid,
             )
         }
     }

@@ -471,3 +471,51 @@ async fn a_generic_provider_exchanges_by_rfc_8693() {
     let done = pass(&app, |_| {}).await;
     assert_eq!(done.outcomes(), outcomes(&[("ada", "ok")]));
 }
+
+/// Each configured API has its route, `/api/{name}/me`, called with a token exchanged for that
+/// API's own scopes (one exchange per API, each reused); `/api/me` is `web_api.api`'s; a name
+/// no API has is 404 whatever the token.
+#[tokio::test]
+async fn each_configured_api_is_called_with_its_own_exchanged_token() {
+    let Some(app) = spawn_app_with(
+        "serve::web_api::named_apis",
+        Backend::Sqlite,
+        with_spa,
+        |s| {
+            with_web_api(s);
+            crate::acquire::apis::with_tasks_api(s);
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let token = spa_token(&app.idp).await;
+    let get = |path: String| {
+        reqwest::Client::new()
+            .get(app.url(&path))
+            .bearer_auth(&token)
+            .send()
+    };
+    let tasks = profile(get("/api/tasks/me".into()).await.unwrap()).await;
+    assert_eq!(tasks["owner"], "ada@tokenbridge.dev");
+    let me = profile(get("/api/default/me".into()).await.unwrap()).await;
+    assert_eq!(me["userPrincipalName"], "ada@tokenbridge.dev");
+    assert_eq!(profile(get("/api/me".into()).await.unwrap()).await, me);
+    assert_eq!(
+        profile(get("/api/tasks/me".into()).await.unwrap()).await,
+        tasks
+    );
+    let counters = app.idp.counters().await;
+    assert_eq!(counters["on_behalf_of"], 2, "one exchange per API");
+    assert_eq!(counters["tasks_api_calls"], 2);
+    let unknown = get("/api/nope/me".into()).await.unwrap();
+    assert_eq!(unknown.status(), 404);
+    let body: Value = unknown.json().await.unwrap();
+    assert_eq!(body["error"], "not_found");
+    assert_eq!(
+        app.cache_rows().len(),
+        1,
+        "both APIs' tokens in ada's one row"
+    );
+}
