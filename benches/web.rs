@@ -4,7 +4,10 @@
 //!   call, the page);
 //! - the same page from a second `serve` process on the same database that keeps no document
 //!   in memory (`cache.memory_entries = 0`): the row is read and opened on every request;
-//! - `GET /v1.0/me` on the provider directly with a valid access token: the API call alone.
+//! - `GET /v1.0/me` on the provider directly with a valid access token: the API call alone;
+//! - `GET /api/me` (the web API mode) with each user's token from the sample SPA (a public
+//!   client, code + PKCE), its exchange already cached: the bearer check (an RS256 signature),
+//!   the row's version, the token stored for that caller token, the API call.
 //!
 //! Each is printed with requests/s and p50/p99, then the page's p99 minus the API call's p99
 //! (the cost of the session, the cache path and rendering) and the throughput ratio.
@@ -78,6 +81,7 @@ impl Serve {
             .env("TOKENBRIDGE_WEB__PUBLIC_URL", &base)
             .env("TOKENBRIDGE_WEB__METRICS_LISTEN", "off")
             .env("TOKENBRIDGE_WEB__SESSION_KEY", "b".repeat(64))
+            .env("TOKENBRIDGE_WEB_API__ENABLED", "true")
             .env("TOKENBRIDGE_LOG__LEVEL", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -134,6 +138,61 @@ async fn sign_in(base: &str, user: &str) -> String {
     assert_eq!(done.status(), 303);
     let cookies = reqwest::cookie::CookieStore::cookies(&*jar, &url::Url::parse(base).unwrap());
     cookies.unwrap().to_str().unwrap().to_owned()
+}
+
+/// `user`'s access token for tokenbridge's API, as the sample SPA gets it from the provider:
+/// the public client `tokenbridge-spa`, its code redeemed with PKCE.
+async fn spa_token(idp: &DevIdpProcess, user: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let verifier = format!("bench-verifier-{user}-0123456789abcdefghijklmnopqrstuvwxyz");
+    let challenge = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(sha2::Sha256::digest(verifier.as_bytes()));
+    let redirect = format!("{}/spa/", idp.base);
+    let authorize = format!("{}/{}/oauth2/v2.0/authorize", idp.base, idp.tenant);
+    let signed_in = http
+        .post(authorize)
+        .form(&[
+            ("client_id", "tokenbridge-spa"),
+            ("response_type", "code"),
+            ("redirect_uri", redirect.as_str()),
+            ("scope", "openid api://tokenbridge-dev/access_as_user"),
+            ("state", "s"),
+            ("nonce", "n"),
+            ("code_challenge", challenge.as_str()),
+            ("code_challenge_method", "S256"),
+            ("username", user),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let code = url::Url::parse(&location(&signed_in))
+        .unwrap()
+        .query_pairs()
+        .find(|(name, _)| name == "code")
+        .unwrap()
+        .1
+        .into_owned();
+    let tokens: serde_json::Value = http
+        .post(idp.token_url())
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("client_id", "tokenbridge-spa"),
+            ("code", code.as_str()),
+            ("redirect_uri", redirect.as_str()),
+            ("code_verifier", verifier.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    tokens["access_token"].as_str().unwrap().to_owned()
 }
 
 /// What one measurement found.
@@ -311,6 +370,12 @@ fn main() {
             tokens.push(("authorization", format!("Bearer {token}")));
         }
         let tokens = Rc::new(tokens);
+        let mut callers = Vec::new();
+        for i in 0..users {
+            let token = spa_token(&idp, &format!("bench-spa-{i:07}")).await;
+            callers.push(("authorization", format!("Bearer {token}")));
+        }
+        let callers = Rc::new(callers);
         let none = Rc::new(Vec::new());
         let mut backend = database.split(':').next().unwrap_or_default().to_owned();
         if redis.is_some() {
@@ -325,6 +390,7 @@ fn main() {
             // A short warm-up, so every process has its connections and caches.
             load(warm_at, "/", cookies.clone(), connections, 1).await;
             load(cold_at, "/", cookies.clone(), connections, 1).await;
+            load(warm_at, "/api/me", callers.clone(), connections, 1).await;
             let run = (connections, seconds);
             let (warm_pid, cold_pid, idp_pid) = (warm.child.id(), cold.child.id(), idp.pid());
             let ceiling =
@@ -332,12 +398,15 @@ fn main() {
             let page = measure(warm_at, "/", cookies.clone(), run, (warm_pid, idp_pid)).await;
             let from_db = measure(cold_at, "/", cookies.clone(), run, (cold_pid, idp_pid)).await;
             let api = measure(&idp_at, "/v1.0/me", tokens.clone(), run, (idp_pid, idp_pid)).await;
+            let web_api =
+                measure(warm_at, "/api/me", callers.clone(), run, (warm_pid, idp_pid)).await;
             println!("round {round}:");
             for (what, measured) in [
                 ("/healthz (ceiling)", &ceiling),
                 ("home page, cached token", &page),
                 ("home page, row not in memory", &from_db),
                 ("GET /v1.0/me alone", &api),
+                ("web API /api/me, exchanged", &web_api),
             ] {
                 println!(
                     "  {what:<30} {:>8.0} req/s; p50 {:>6.2} ms, p99 {:>6.2} ms; \
@@ -355,6 +424,11 @@ fn main() {
                 page.per_second / api.per_second,
                 page.latencies.ms(0.99) - api.latencies.ms(0.99),
                 from_db.latencies.ms(0.99) - api.latencies.ms(0.99),
+            );
+            println!(
+                "  web API / API throughput {:.2}; web API p99 - API p99 = {:+.2} ms",
+                web_api.per_second / api.per_second,
+                web_api.latencies.ms(0.99) - api.latencies.ms(0.99),
             );
         }
     });
