@@ -18,7 +18,7 @@ pub const TOKEN_EXCHANGE: &str = "urn:ietf:params:oauth:grant-type:token-exchang
 pub const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 /// RFC 8693's token type of a refresh token (asked for as `requested_token_type`: the access
 /// token comes with a refresh token).
-const REFRESH_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:refresh_token";
+pub const REFRESH_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:refresh_token";
 
 #[derive(serde::Deserialize)]
 struct AssertionClaims {
@@ -52,7 +52,8 @@ pub fn on_behalf_of(
 
 /// The user an RFC 8693 token exchange acts for: `subject_token` an access token for the
 /// calling client's API, checked as [`on_behalf_of`] checks its assertion; the token asked for
-/// (`requested_token_type`) an access token, or a refresh token with it.
+/// (`requested_token_type`) an access token, or a refresh token with it. As Keycloak's
+/// standard token exchange, `offline_access` is refused: a refresh token is asked for by type.
 pub fn token_exchange(
     p: &Provider,
     client: &DevClient,
@@ -71,6 +72,17 @@ pub fn token_exchange(
         return Err((
             "invalid_request",
             format!("subject_token_type {subject_type} is not supported"),
+        ));
+    }
+    if params
+        .get("scope")
+        .is_some_and(|scope| scope.split_whitespace().any(|s| s == "offline_access"))
+    {
+        return Err((
+            "invalid_scope",
+            "offline_access is not allowed in a token exchange: ask for \
+             requested_token_type urn:ietf:params:oauth:token-type:refresh_token"
+                .into(),
         ));
     }
     if let Some(requested) = params.get("requested_token_type") {

@@ -4,7 +4,9 @@
 
 use super::client_auth::authenticate;
 use super::mint::{mint, Answer};
-use super::on_behalf_of::{on_behalf_of, token_exchange, JWT_BEARER, TOKEN_EXCHANGE};
+use super::on_behalf_of::{
+    on_behalf_of, token_exchange, JWT_BEARER, REFRESH_TOKEN_TYPE, TOKEN_EXCHANGE,
+};
 use super::params::{scopes, Params};
 use super::resources::{one_resource, resource_of};
 use super::state::{not_consented, FaultKind, Grant, GrantError};
@@ -180,7 +182,11 @@ fn respond(req: &HttpRequest, body: &[u8], p: &Provider, wrong_audience: bool) -
             };
             match user {
                 Ok(username) => {
-                    let asked = params.get("scope").map(scopes).unwrap_or_default();
+                    let mut asked = params.get("scope").map(scopes).unwrap_or_default();
+                    // RFC 8693: a refresh token is asked for by its type.
+                    if params.get("requested_token_type") == Some(REFRESH_TOKEN_TYPE) {
+                        asked.push("offline_access".into());
+                    }
                     let mut state = p.state();
                     let granted = state.grant_on_behalf_of(
                         &client.client_id,

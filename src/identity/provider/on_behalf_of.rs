@@ -20,7 +20,8 @@ const REFRESH_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:refresh_token
 impl OidcProvider {
     /// Exchanges `user_token` (a token this API was called with, already validated) for
     /// tokens for `scopes`, with an ID token (`openid profile`, as MSAL asks) and a refresh
-    /// token (`offline_access`), for that user, with the metadata `loaded` (fetched before the
+    /// token (`offline_access` for on-behalf-of, `requested_token_type` for RFC 8693), for
+    /// that user, with the metadata `loaded` (fetched before the
     /// caller took the user's lease). The answer's ID token is not validated yet (see
     /// [`Self::redeem_refresh_token`]).
     pub async fn redeem_on_behalf_of(
@@ -31,10 +32,13 @@ impl OidcProvider {
         exchange: Exchange,
     ) -> Result<Redeemed, AcquireError> {
         let assertion = self.client_assertion(loaded)?;
-        let scope: Vec<&str> = ["openid", "profile", "offline_access"]
-            .into_iter()
-            .chain(scopes.iter().copied())
-            .collect();
+        // RFC 8693 asks for the refresh token by its token type, and Keycloak's standard
+        // exchange refuses `offline_access`; Entra ID's grant takes it as a sign-in does.
+        let sign_in: &[&str] = match exchange {
+            Exchange::OnBehalfOf => &["openid", "profile", "offline_access"],
+            Exchange::TokenExchange => &["openid", "profile"],
+        };
+        let scope: Vec<&str> = sign_in.iter().chain(scopes).copied().collect();
         // The form is built in a block of its own: its serializer cannot be held across an
         // await by a future that is sent between threads.
         let (body, authorization) = {

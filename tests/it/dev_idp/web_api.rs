@@ -205,7 +205,10 @@ async fn the_api_gets_tokens_on_behalf_of_the_user() {
 async fn the_api_gets_tokens_by_rfc_8693_token_exchange() {
     let idp = idp_with_spa().await;
     let user_token = spa_token(&idp).await;
-    let exchange = |subject: String, subject_type: &'static str, requested: &'static str| {
+    let exchange_for = |subject: String,
+                        subject_type: &'static str,
+                        requested: &'static str,
+                        scope: &'static str| {
         let idp = &idp;
         async move {
             let answer = idp
@@ -220,7 +223,7 @@ async fn the_api_gets_tokens_by_rfc_8693_token_exchange() {
                     ("subject_token", subject.as_str()),
                     ("subject_token_type", subject_type),
                     ("requested_token_type", requested),
-                    ("scope", "openid User.Read offline_access"),
+                    ("scope", scope),
                 ])
                 .send()
                 .await
@@ -230,6 +233,9 @@ async fn the_api_gets_tokens_by_rfc_8693_token_exchange() {
                 answer.json::<Value>().await.unwrap(),
             )
         }
+    };
+    let exchange = |subject: String, subject_type: &'static str, requested: &'static str| {
+        exchange_for(subject, subject_type, requested, "openid User.Read")
     };
     const ACCESS: &str = "urn:ietf:params:oauth:token-type:access_token";
     const REFRESH: &str = "urn:ietf:params:oauth:token-type:refresh_token";
@@ -249,7 +255,23 @@ async fn the_api_gets_tokens_by_rfc_8693_token_exchange() {
         (status, body["error"].as_str()),
         (400, Some("invalid_grant"))
     );
+    // As Keycloak's standard exchange: a refresh token by its type, never offline_access.
+    let (status, body) = exchange_for(
+        user_token.clone(),
+        ACCESS,
+        REFRESH,
+        "openid User.Read offline_access",
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (400, Some("invalid_scope")),
+        "{body}"
+    );
     assert_eq!(idp.counters().await["token_exchanges"], 0);
+    let (status, access_only) = exchange(user_token.clone(), ACCESS, ACCESS).await;
+    assert_eq!(status, 200, "{access_only}");
+    assert!(access_only["refresh_token"].is_null(), "none asked for");
 
     let (status, tokens) = exchange(user_token, ACCESS, REFRESH).await;
     assert_eq!(status, 200, "{tokens}");
@@ -261,6 +283,6 @@ async fn the_api_gets_tokens_by_rfc_8693_token_exchange() {
     let counters = idp.counters().await;
     assert_eq!(
         (&counters["token_exchanges"], &counters["on_behalf_of"]),
-        (&1.into(), &1.into())
+        (&2.into(), &2.into())
     );
 }
