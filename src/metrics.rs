@@ -127,8 +127,8 @@ impl Metrics {
         let acquisitions = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "token_acquisitions",
-            "Silent token acquisitions by outcome (cache_hit, refreshed, interaction_required, \
-             transient, error)",
+            "Silent token acquisitions by outcome (cache_hit, refreshed, exchanged, \
+             interaction_required, transient, error)",
             acquisitions.clone(),
         );
         let worker_accounts = Family::<OutcomeLabels, Counter>::default();
