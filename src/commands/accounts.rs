@@ -30,17 +30,9 @@ const PAGE: i64 = 500;
 const NOT_REVOKED: u8 = 3;
 
 pub fn run(settings: &Settings, args: &AccountsArgs, out: &mut impl Write) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let db = Database::open_migrated(settings.database.clone())
-            .await
-            .map_err(|e| Failure::infrastructure(e.to_string()))?;
-        let done = run_on(settings, args, &db, clock, out).await;
-        db.settle(settings.database.connect_timeout);
-        done
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    super::on_database(settings, async |db| {
+        run_on(settings, args, db, clock, out).await
     })
 }
 

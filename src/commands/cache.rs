@@ -13,17 +13,7 @@ use std::io::{IsTerminal, Write};
 
 pub fn run(settings: &Settings, args: &CacheArgs) -> anyhow::Result<()> {
     let CacheCommand::Reseal { batch } = args.command;
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let db = Database::open_migrated(settings.database.clone())
-            .await
-            .map_err(|e| Failure::infrastructure(e.to_string()))?;
-        let done = reseal(settings, &db, batch).await;
-        db.settle(settings.database.connect_timeout);
-        done
-    })
+    super::on_database(settings, async |db| reseal(settings, db, batch).await)
 }
 
 async fn reseal(settings: &Settings, db: &Database, batch: u32) -> anyhow::Result<()> {

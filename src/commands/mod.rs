@@ -10,8 +10,29 @@ pub mod worker;
 
 use crate::activity::store as activities;
 use crate::db::{Database, DbError};
+use crate::settings::Settings;
 use crate::text::{bounded, LOG_FIELD};
 use crate::Failure;
+
+/// Runs a one-shot command's `work` on the migrated database (a current-thread runtime), then,
+/// whatever came of it, waits for the pool to stop making connections before the process
+/// exits (`Database::settle`: libpq and OpenSSL's exit handlers race otherwise).
+pub(crate) fn on_database<T>(
+    settings: &Settings,
+    work: impl AsyncFnOnce(&Database) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let db = Database::open_migrated(settings.database.clone())
+            .await
+            .map_err(|e| Failure::infrastructure(e.to_string()))?;
+        let done = work(&db).await;
+        db.settle(settings.database.connect_timeout);
+        done
+    })
+}
 
 /// The accounts `user` names (a user principal name or a home account id), and names close
 /// to it when none does.

@@ -40,17 +40,9 @@ pub fn run(settings: &Settings, args: &TokenArgs, out: &mut impl Write) -> anyho
         ))
     })?;
     let scopes = settings.scopes_of(api);
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async {
-        let clock: Arc<dyn Clock> = Arc::new(SystemClock);
-        let db = Database::open_migrated(settings.database.clone())
-            .await
-            .map_err(|e| Failure::infrastructure(e.to_string()))?;
-        let printed = print(settings, args, &db, clock, &api.name, &scopes, out).await;
-        db.settle(settings.database.connect_timeout);
-        printed
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    super::on_database(settings, async |db| {
+        print(settings, args, db, clock, &api.name, &scopes, out).await
     })
 }
 
