@@ -30,9 +30,27 @@ pub fn ctx() -> ClientContext {
 
 /// A signed-in user's document; returns it with the home account id (`{uid}.tenant-1`).
 pub fn document(uid: &str, access_token: &str, now: i64) -> (CacheDocument, String) {
+    let response = answer(uid, access_token);
+    let mut doc = CacheDocument::default();
+    let home = doc
+        .add_token_response(
+            &ctx(),
+            &response,
+            &["User.Read"],
+            Grant::AuthorizationCode,
+            None,
+            now,
+        )
+        .expect("a valid response");
+    (doc, home)
+}
+
+/// The provider's answer for user `uid` (in tenant `tenant-1`): `access_token`, a refresh token
+/// `rt-for-{uid}`, an ID token and `client_info`.
+pub fn answer(uid: &str, access_token: &str) -> TokenResponse {
     let client_info = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(format!(r#"{{"uid":"{uid}","utid":"tenant-1"}}"#));
-    let response = TokenResponse {
+    TokenResponse {
         access_token: Secret::new(access_token),
         token_type: Some("Bearer".into()),
         expires_in: Some(3600),
@@ -55,19 +73,7 @@ pub fn document(uid: &str, access_token: &str, now: i64) -> (CacheDocument, Stri
         client_info: Some(client_info),
         family_id: None,
         user_assertion_hash: None,
-    };
-    let mut doc = CacheDocument::default();
-    let home = doc
-        .add_token_response(
-            &ctx(),
-            &response,
-            &["User.Read"],
-            Grant::AuthorizationCode,
-            None,
-            now,
-        )
-        .expect("a valid response");
-    (doc, home)
+    }
 }
 
 pub fn activity<'a>(home: &'a str, upn: &'a str) -> ActivityUpsert<'a> {

@@ -253,15 +253,18 @@ fn msal_python_reads_the_tokens_of_an_on_behalf_of_exchange() {
         return;
     };
     let hash = tokenbridge::cache::document::user_assertion_hash("the-spa-s-token");
-    let (mut obo, home) = obo_answer("oid-8");
+    // An on-behalf-of answer: with an ID token (`openid` is asked for) and a refresh token.
+    let mut obo = crate::fixtures::answer("oid-8", "obo-access-token");
+    obo.refresh_token = Some(Secret::new("obo-refresh-token"));
     obo.user_assertion_hash = Some(hash.clone());
+    let home = "oid-8.tenant-1";
     let mut doc = CacheDocument::default();
     doc.add_token_response(
         &ctx(),
         &obo,
         &["User.Read"],
         Grant::RefreshToken,
-        Some(&home),
+        Some(home),
         now(),
     )
     .unwrap();
@@ -273,55 +276,22 @@ fn msal_python_reads_the_tokens_of_an_on_behalf_of_exchange() {
         assert_eq!(entry["user_assertion_hash"], hash.as_str(), "{section}");
     }
     assert!(doc
-        .find_access_token_for_assertion(&ctx(), &home, &["User.Read"], &hash, now(), 300)
+        .find_access_token_for_assertion(&ctx(), home, &["User.Read"], &hash, now(), 300)
         .is_some());
     let other = tokenbridge::cache::document::user_assertion_hash("another-token");
     assert!(doc
-        .find_access_token_for_assertion(&ctx(), &home, &["User.Read"], &other, now(), 300)
+        .find_access_token_for_assertion(&ctx(), home, &["User.Read"], &other, now(), 300)
         .is_none());
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("cache.json");
     std::fs::write(&path, doc.to_json()).unwrap();
     let seen = msal_reads(python, &path);
-    assert_eq!(seen["accounts"][0]["home_account_id"], home.as_str());
+    assert_eq!(seen["accounts"][0]["home_account_id"], home);
     assert_eq!(
         seen["refresh_tokens"],
         serde_json::json!(["obo-refresh-token"])
     );
     assert_eq!(seen["silent"], "obo-access-token");
     assert_eq!(seen["silent_source"], "cache");
-}
-
-/// An on-behalf-of answer for user `uid` (with an ID token, as `openid` was asked for), and
-/// the home account id it names.
-fn obo_answer(uid: &str) -> (TokenResponse, String) {
-    use tokenbridge::cache::document::{IdToken, IdTokenClaims};
-    let client_info = base64::Engine::encode(
-        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-        format!(r#"{{"uid":"{uid}","utid":"tenant-1"}}"#),
-    );
-    let answer = TokenResponse {
-        access_token: Secret::new("obo-access-token"),
-        token_type: Some("Bearer".into()),
-        expires_in: Some(3600),
-        ext_expires_in: None,
-        refresh_in: None,
-        refresh_token: Some(Secret::new("obo-refresh-token")),
-        id_token: Some(IdToken {
-            raw: Secret::new(format!("idt-for-{uid}")),
-            claims: IdTokenClaims {
-                sub: format!("sub-{uid}"),
-                oid: Some(uid.into()),
-                tid: Some("tenant-1".into()),
-                preferred_username: Some(format!("{uid}@contoso.com")),
-                ..IdTokenClaims::default()
-            },
-        }),
-        scope: Some("User.Read openid profile offline_access".into()),
-        client_info: Some(client_info),
-        family_id: None,
-        user_assertion_hash: None,
-    };
-    (answer, format!("{uid}.tenant-1"))
 }

@@ -11,7 +11,7 @@
 
 use super::lease::{Lease, Taking};
 use super::persist::Write;
-use super::refresh::store;
+use super::refresh::{answered, store};
 use super::{AccessToken, Caller, Core, Current, TokenAcquirer};
 use crate::cache::backend::{Companion, Expected};
 use crate::cache::document::{user_assertion_hash, CacheDocument};
@@ -140,20 +140,11 @@ impl Request {
         };
         let lease = lease.confirm_before_redeeming().await?;
         let sent_at = core.now().unix_timestamp();
-        let redeemed = match core
+        let answer = core
             .provider
             .redeem_on_behalf_of(&self.loaded, &self.user_token, &scope_refs, self.exchange)
-            .await
-        {
-            Ok(redeemed) => {
-                core.provider_accepted();
-                redeemed
-            }
-            Err(e) => {
-                lease.release().await;
-                return Err(e);
-            }
-        };
+            .await;
+        let (lease, redeemed) = answered(core, lease, answer).await?;
         let write = Write {
             id: id.clone(),
             context: self.loaded.context.clone(),

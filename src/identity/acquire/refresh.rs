@@ -71,20 +71,11 @@ pub(super) async fn refresh(
     let lease = lease.confirm_before_redeeming().await?;
     // Lifetimes count from before the request was sent (see `Write::redeemed_at`).
     let sent_at = core.now().unix_timestamp();
-    let redeemed = match core
+    let answer = core
         .provider
         .redeem_refresh_token(&loaded, &refresh_token, &scope_refs)
-        .await
-    {
-        Ok(redeemed) => {
-            core.provider_accepted();
-            redeemed
-        }
-        Err(e) => {
-            lease.release().await;
-            return Err(e);
-        }
-    };
+        .await;
+    let (lease, redeemed) = answered(&core, lease, answer).await?;
     let write = Write {
         id: id.clone(),
         context: context.clone(),
@@ -95,6 +86,25 @@ pub(super) async fn refresh(
         base: (expected, document),
     };
     store(&core, lease, &redeemed, write, None).await
+}
+
+/// The provider's answer to a redemption made under `lease`: taken, the provider accepted this
+/// client (which `/readyz` reports); refused, the lease is let go and the error passed on.
+pub(super) async fn answered(
+    core: &Core,
+    lease: Lease,
+    answer: Result<Redeemed, AcquireError>,
+) -> Result<(Lease, Redeemed), AcquireError> {
+    match answer {
+        Ok(redeemed) => {
+            core.provider_accepted();
+            Ok((lease, redeemed))
+        }
+        Err(e) => {
+            lease.release().await;
+            Err(e)
+        }
+    }
 }
 
 /// Stores what a redemption under `lease` brought (`redeemed`) as `write` says (its tokens

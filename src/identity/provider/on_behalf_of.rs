@@ -5,6 +5,7 @@
 //! authenticated as every token request (a secret, or a fresh `private_key_jwt` assertion), and
 //! the answer is sorted as any token answer.
 
+use super::revocation::form_post;
 use super::*;
 use crate::identity::error::ProviderError;
 use crate::settings::Exchange;
@@ -63,18 +64,7 @@ impl OidcProvider {
             let authorization = self.authenticate_form(&mut form, assertion.as_ref());
             (form.finish(), authorization)
         };
-        let mut request = openidconnect::http::Request::builder()
-            .method(openidconnect::http::Method::POST)
-            .uri(loaded.token_url.as_str())
-            .header(
-                openidconnect::http::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .header(openidconnect::http::header::ACCEPT, "application/json");
-        if let Some(authorization) = authorization {
-            request = request.header(openidconnect::http::header::AUTHORIZATION, authorization);
-        }
-        let request = request.body(body.into_bytes()).map_err(config)?;
+        let request = form_post(loaded.token_url.as_str(), body.into_bytes(), authorization)?;
         let refused = |e| explained(classify(e), assertion.as_ref());
         let response = self
             .http

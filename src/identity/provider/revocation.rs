@@ -14,18 +14,7 @@ impl OidcProvider {
         };
         let assertion = self.client_assertion(&loaded)?;
         let (body, authorization) = self.revocation_body(refresh_token, assertion.as_ref());
-        let mut request = openidconnect::http::Request::builder()
-            .method(openidconnect::http::Method::POST)
-            .uri(url.as_str())
-            .header(
-                openidconnect::http::header::CONTENT_TYPE,
-                "application/x-www-form-urlencoded",
-            )
-            .header(openidconnect::http::header::ACCEPT, "application/json");
-        if let Some(authorization) = authorization {
-            request = request.header(openidconnect::http::header::AUTHORIZATION, authorization);
-        }
-        let request = request.body(body).map_err(config)?;
+        let request = form_post(url.as_str(), body, authorization)?;
         let response = self
             .http
             .send(request)
@@ -142,4 +131,23 @@ impl OidcProvider {
         }
         origins
     }
+}
+
+/// A form the client POSTs to the provider itself (revocation, on-behalf-of), with its
+/// `Authorization` header when the client authenticates by one.
+pub(super) fn form_post(
+    url: &str,
+    body: Vec<u8>,
+    authorization: Option<String>,
+) -> Result<openidconnect::http::Request<Vec<u8>>, AcquireError> {
+    use openidconnect::http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
+    let mut request = openidconnect::http::Request::builder()
+        .method(openidconnect::http::Method::POST)
+        .uri(url)
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(ACCEPT, "application/json");
+    if let Some(authorization) = authorization {
+        request = request.header(AUTHORIZATION, authorization);
+    }
+    request.body(body).map_err(config)
 }

@@ -261,6 +261,13 @@ async fn the_sample_spa_signs_in_and_calls_the_web_api() {
         assert_eq!(url.query(), None, "{url}");
         // Once more from the page: the token stored for her token, no new exchange.
         browser.find(Locator::Id("call")).await?.click().await?;
+        for _ in 0..200 {
+            if app.idp.counters().await["api_calls"] == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert_eq!(app.idp.counters().await["api_calls"], 2, "the second call");
         Ok::<_, fantoccini::error::CmdError>(())
     }
     .await;
